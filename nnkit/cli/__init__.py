@@ -1,0 +1,87 @@
+"""The nnkit command line: thin typer commands over the library (STYLE.md, practices 5 and 8).
+
+Each command group lives in its own module with a `register(app)` function; errors meet one boundary here.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated, Any
+
+import click
+import typer
+from typer.core import TyperGroup
+
+from nnkit import __version__
+from nnkit.cli.common import DEBUG
+from nnkit.errors import ExitCode, NnkitError
+
+
+class _Boundary(TyperGroup):
+    """The one place where errors become a one-line message and an exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except NnkitError as exc:
+            if DEBUG["on"]:
+                raise
+            click.echo(f"nnkit: {exc}", err=True)
+            ctx.exit(int(exc.exit_code))
+        except KeyboardInterrupt:
+            click.echo("nnkit: interrupted", err=True)
+            ctx.exit(int(ExitCode.INTERRUPTED))
+        except BrokenPipeError:  # `nnkit ... | head`: the reader left; that is not an error
+            sys.stderr.close()
+            ctx.exit(0)
+        except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
+            raise
+        except Exception as exc:  # noqa: BLE001 - the boundary: no traceback without --debug
+            if DEBUG["on"]:
+                raise
+            click.echo(f"nnkit: internal error: {type(exc).__name__}: {exc} (run with --debug for details)",
+                       err=True)
+            ctx.exit(int(ExitCode.ERROR))
+
+
+app = typer.Typer(
+    cls=_Boundary,
+    name="nnkit",
+    help="Exact CNN arithmetic (shapes, parameters, receptive fields, MACs) and training, from the command line.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    add_completion=True,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"nnkit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Exact CNN arithmetic (shapes, parameters, receptive fields, MACs) and training."""
+    if debug:
+        DEBUG["on"] = True
+
+
+def _register() -> None:
+    from nnkit.cli import analyze, models, train
+
+    for module in (analyze, models, train):
+        module.register(app)
+
+
+_register()
+
+
+def main() -> None:
+    app(prog_name="nnkit")

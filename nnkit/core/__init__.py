@@ -1,0 +1,1 @@
+"""Pure-Python layer arithmetic. Nothing under nnkit.core imports torch (a subprocess test proves it)."""

@@ -1,0 +1,73 @@
+"""The result objects every analysis returns: chains (nnkit.core) and models (nnkit.introspect) alike.
+
+They are frozen and hold numbers only; nnkit.render turns them into tables, JSON, CSV and TSV.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+Shape = tuple[int, ...]
+Pair = tuple[int, int]
+
+
+@dataclass(frozen=True)
+class Field:
+    """Receptive field of one layer's output, per axis (h, w), relative to the network input.
+
+    Araujo, Norris & Sim, "Computing Receptive Fields of Convolutional Neural Networks", Distill 2019:
+    size r, effective stride S and effective padding P, so that output position i sees input
+    positions [i*S - P, i*S - P + r - 1].
+    """
+
+    size: Pair
+    stride: Pair
+    padding: Pair
+
+
+@dataclass(frozen=True)
+class LayerReport:
+    index: int
+    spec: str  # the layer as the user wrote it (chains) or its module path (models)
+    kind: str  # "conv", "maxpool", ... for chains; the module class ("Conv2d") for models
+    input: Shape | None
+    output: Shape | None
+    params: int = 0
+    trainable: int = 0
+    macs: int = 0
+    rf: Field | None = None  # None where no spatial field is defined (see rf_global)
+    rf_global: bool = False  # the output depends on the whole input (fc, flatten, global pooling)
+    activation_bytes: int = 0  # bytes of this layer's output for one item (float32 unless stated)
+    depth: int = 0  # nesting depth of a module path; 0 for chain layers
+    explain: tuple[str, ...] = ()  # formulas with the numbers put in, one line each
+    notes: tuple[str, ...] = ()  # things worth knowing: rows the last window leaves out, ...
+
+    @property
+    def flops(self) -> int:
+        return 2 * self.macs  # CONVENTIONS.md: FLOPs = 2 x MACs
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """One network (a chain or a model) analysed layer by layer.
+
+    Totals are stored, not summed from `layers`: a model's rows may nest (depth), and a tensor shared by
+    two layers counts once in `params`.
+    """
+
+    source: str
+    input: Shape
+    output: Shape
+    layers: tuple[LayerReport, ...]
+    params: int
+    trainable: int
+    macs: int
+    batch: int | None = None  # N when the user gave NxCxHxW; shapes above exclude it
+    rf: Field | None = None  # field of the last layer with a spatial field
+    rf_at: str | None = None  # which layer that is
+    rf_global: bool = False  # the final output depends on the whole input
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def flops(self) -> int:
+        return 2 * self.macs

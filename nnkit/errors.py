@@ -1,0 +1,68 @@
+"""Every error nnkit raises on purpose, each with the exit code the CLI returns for it.
+
+The CLI catches NnkitError at one place (nnkit.cli.main) and prints its message as one line on stderr.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    OK = 0
+    ERROR = 1  # the input is well formed but impossible: geometry, data, checkpoints
+    USAGE = 2  # malformed command line or layer spec, unknown name
+    INTERRUPTED = 130
+
+
+class NnkitError(Exception):
+    exit_code: ExitCode = ExitCode.ERROR
+
+
+class SpecError(NnkitError):
+    """A chain or layer spec that does not parse, or names an unknown layer or option."""
+
+    exit_code = ExitCode.USAGE
+
+
+class GeometryError(NnkitError):
+    """A well-formed layer that cannot apply to its input (kernel larger than the padded input, ...)."""
+
+
+class UsageError(NnkitError):
+    exit_code = ExitCode.USAGE
+
+
+class UnknownNameError(NnkitError, KeyError):
+    """An unknown architecture, data set, ... with a did-you-mean hint."""
+
+    exit_code = ExitCode.USAGE
+
+    def __init__(self, what: str, name: str, known: Iterable[str]) -> None:
+        close = difflib.get_close_matches(name.lower(), [k.lower() for k in known], n=4, cutoff=0.5)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        super().__init__(f"unknown {what} '{name}'{hint}")
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
+class MissingDependencyError(NnkitError):
+    def __init__(self, package: str, purpose: str) -> None:
+        super().__init__(
+            f"{purpose} needs {package}, which is not installed: pip install 'nnkit[torch]'"
+        )
+
+
+class DataError(NnkitError):
+    """A missing or malformed data directory or file."""
+
+
+class CheckpointError(NnkitError):
+    """A corrupt, foreign or mismatched checkpoint."""
+
+
+class ModelError(NnkitError):
+    """A model that cannot be built, imported or traced."""
