@@ -8,7 +8,6 @@ from __future__ import annotations
 import sys
 from typing import Annotated, Any
 
-import click
 import typer
 from typer.core import TyperGroup
 
@@ -20,26 +19,25 @@ from nnkit.errors import ExitCode, NnkitError
 class _Boundary(TyperGroup):
     """The one place where errors become a one-line message and an exit code."""
 
-    def invoke(self, ctx: click.Context) -> Any:
+    def invoke(self, ctx: Any) -> Any:
         try:
             return super().invoke(ctx)
         except NnkitError as exc:
             if DEBUG["on"]:
                 raise
-            click.echo(f"nnkit: {exc}", err=True)
+            typer.echo(f"nnkit: {exc}", err=True)
             ctx.exit(int(exc.exit_code))
         except KeyboardInterrupt:
-            click.echo("nnkit: interrupted", err=True)
+            typer.echo("nnkit: interrupted", err=True)
             ctx.exit(int(ExitCode.INTERRUPTED))
         except BrokenPipeError:  # `nnkit ... | head`: the reader left; that is not an error
             sys.stderr.close()
             ctx.exit(0)
-        except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
-            raise
         except Exception as exc:  # noqa: BLE001 - the boundary: no traceback without --debug
-            if DEBUG["on"]:
+            # typer's own signals (Exit, Abort, usage errors; click's in older typer) pass through.
+            if DEBUG["on"] or type(exc).__module__.split(".")[0] in ("typer", "click"):
                 raise
-            click.echo(f"nnkit: internal error: {type(exc).__name__}: {exc} (run with --debug for details)",
+            typer.echo(f"nnkit: internal error: {type(exc).__name__}: {exc} (run with --debug for details)",
                        err=True)
             ctx.exit(int(ExitCode.ERROR))
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import sys
 from dataclasses import dataclass, field
 from enum import Enum
@@ -52,8 +53,13 @@ def cell(value: Any) -> str:
     return str(value)
 
 
+_FLAT_LIST = re.compile(r"\[\s*([-\d.eE+]+(?:,\s*[-\d.eE+]+)*)\s*\]")
+
+
 def to_json(doc: Any) -> str:
-    return json.dumps(doc, indent=2, ensure_ascii=False)
+    """Indented JSON, with lists of numbers (shapes, fields) kept on one line: [3, 32, 32]."""
+    text = json.dumps(doc, indent=2, ensure_ascii=False)
+    return _FLAT_LIST.sub(lambda m: "[" + ", ".join(x.strip() for x in m.group(1).split(",")) + "]", text)
 
 
 def to_delimited(tab: Tabular, delimiter: str, header: bool = True) -> str:

@@ -14,6 +14,13 @@ def console(out: TextIO | None = None, stderr: bool = False):  # noqa: ANN201 - 
     return Console(file=out or (sys.stderr if stderr else sys.stdout), highlight=False, soft_wrap=False)
 
 
+def _pretty(value: object) -> str:
+    """Thousands separators for people; TSV, CSV and JSON keep plain digits."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10_000:
+        return f"{value:,}"
+    return cell(value)
+
+
 def print_table(tab: Tabular, out: TextIO | None = None) -> None:
     from rich import box
     from rich.table import Table
@@ -22,11 +29,11 @@ def print_table(tab: Tabular, out: TextIO | None = None) -> None:
     for col in tab.columns:
         table.add_column(col, justify="right" if col in tab.numeric else "left", overflow="fold")
     for row in tab.rows:
-        table.add_row(*(cell(v) for v in row))
+        table.add_row(*(_pretty(v) for v in row))
     if tab.footer:
         table.add_section()
         for row in tab.footer:
-            table.add_row(*(cell(v) for v in row), style="bold")
+            table.add_row(*(_pretty(v) for v in row), style="bold")
     con = console(out)
     con.print(table)
     for note in tab.notes:

@@ -1,0 +1,278 @@
+"""nnkit shape | params | flops | rf, nnkit dwsep and nnkit solve: the arithmetic commands.
+
+A target whose first word is a shape is a chain, analysed by nnkit.core without torch; anything else is a named
+architecture or a user model, analysed by nnkit.introspect (torch, imported only then). '-' reads one target per
+line from stdin and answers line by line.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from enum import Enum
+from typing import Annotated, Any, Callable, Optional
+
+import typer
+
+from nnkit.cli.common import (
+    DepthOpt,
+    ExplainOpt,
+    FormatOpt,
+    InChannelsOpt,
+    InputOpt,
+    NumClassesOpt,
+    WidthOpt,
+)
+from nnkit.core.report import Analysis
+from nnkit.core.spec import looks_like_shape
+from nnkit.errors import ExitCode, NnkitError, UsageError
+from nnkit.render import OutputFormat, Tabular, cell, emit, resolve
+from nnkit.render.views import SUMMARY_COLUMNS, View, dwsep_view, solve_view, summary_line, view
+
+
+class Backend(str, Enum):
+    nnkit = "nnkit"
+    fvcore = "fvcore"
+    torchinfo = "torchinfo"
+
+
+def complete_target(incomplete: str) -> list[str]:
+    from nnkit.archs import arch_names  # pure Python: completion never imports torch
+
+    return [n for n in arch_names() if n.startswith(incomplete.lower())]
+
+
+TargetArg = Annotated[
+    str,
+    typer.Argument(help="An input shape (CxHxW, HxW, NxCxHxW, or a feature size) followed by layers; an "
+                        "architecture name (nnkit models); a user model file.py:Class; or - to read one per line "
+                        "from stdin.", autocompletion=complete_target, show_default=False),
+]
+LayersArg = Annotated[
+    Optional[list[str]],
+    typer.Argument(help='Layers, as one quoted string or separate words: "conv(6,5) maxpool(2) fc(10)".',
+                   show_default=False),
+]
+BackendOpt = Annotated[Backend, typer.Option("--backend", help="Who counts, for named and user models.")]
+AtOpt = Annotated[
+    Optional[str],
+    typer.Option("--at", help="Stop at this layer: its number or text in a chain, its module path in a model.",
+                 show_default=False),
+]
+
+
+def _truncate(a: Analysis, at: str) -> Analysis:
+    """A chain analysed up to layer `at` (its 1-based number or its text)."""
+    from dataclasses import replace
+
+    from nnkit.errors import SpecError
+
+    match = [x for x in a.layers if str(x.index) == at or x.spec.replace(" ", "") == at.replace(" ", "")]
+    if not match:
+        raise SpecError(f"--at {at}: no such layer in the chain (give its number 1-{len(a.layers)} or its text)")
+    last = match[0].index
+    kept = a.layers[:last]
+    fields = [x for x in kept if x.rf is not None]
+    return replace(a, layers=kept, output=kept[-1].output, params=sum(x.params for x in kept),
+                   trainable=sum(x.trainable for x in kept), macs=sum(x.macs for x in kept),
+                   rf=fields[-1].rf if fields else None, rf_at=fields[-1].spec if fields else None,
+                   rf_global=kept[-1].rf_global)
+
+
+def analyze_target(target: str, layers: list[str] | None, *, input: str | None = None, depth: int | None = None,
+                   num_classes: int | None = None, in_channels: int | None = None, width: float | None = None,
+                   backend: Backend = Backend.nnkit, at: str | None = None) -> Analysis:
+    """A chain (torch-free) or a named/user model (torch) into one Analysis."""
+    if looks_like_shape(target):
+        from nnkit.core.chain import analyze_chain
+
+        model_opts = {"--depth": depth, "--num-classes": num_classes, "--in-channels": in_channels,
+                      "--width": width, "--input": input}
+        given = [k for k, v in model_opts.items() if v is not None]
+        if backend is not Backend.nnkit:
+            given.append("--backend")
+        if given:
+            raise UsageError(f"{', '.join(given)} appl{'y' if len(given) > 1 else 'ies'} to named and user models, "
+                             "not to a chain (write the shape first, then the layers)")
+        analysis = analyze_chain(target, layers or [])
+        return _truncate(analysis, at) if at else analysis
+    if layers:
+        raise UsageError(f"'{target}' is not an input shape, so the words after it ({' '.join(layers)}) make no "
+                         "chain; for a chain write the shape first, e.g. 3x32x32 \"conv(6,5)\"")
+    try:
+        from nnkit.introspect import analyze
+    except ModuleNotFoundError as exc:
+        from nnkit.errors import MissingDependencyError
+
+        raise MissingDependencyError(exc.name or "torch", f"analysing '{target}'") from None
+    return analyze(target, input=input, depth=depth, num_classes=num_classes, in_channels=in_channels,
+                   width=width, backend=backend.value, at=at)
+
+
+def _batch(what: View, fmt: OutputFormat | None, explain: bool,
+           analyse: Callable[[str, list[str] | None], Analysis]) -> None:
+    """One target per stdin line, answered line by line; a bad line is reported and the rest go on."""
+    fmt = resolve(fmt)
+    worst = ExitCode.OK
+    columns = ("line", "source", *SUMMARY_COLUMNS[what])
+    table_rows: list[tuple[Any, ...]] = []
+    if fmt in (OutputFormat.tsv, OutputFormat.csv):
+        sep = "\t" if fmt is OutputFormat.tsv else ","
+        sys.stdout.write(sep.join(columns) + "\n")
+    for number, raw in enumerate(sys.stdin, start=1):
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        first, _, rest = line.partition(" ")
+        try:
+            a = analyse(first, [rest] if rest.strip() else None)
+        except NnkitError as exc:
+            sys.stderr.write(f"nnkit: line {number}: {exc}\n")
+            worst = max(worst, exc.exit_code)
+            continue
+        if fmt is OutputFormat.json:
+            doc, _ = view(a, what, explain)
+            sys.stdout.write(json.dumps({"line": number, **doc}, ensure_ascii=False) + "\n")
+        else:
+            row = (number, line, *summary_line(a, what))
+            if fmt is OutputFormat.table:
+                table_rows.append(row)
+            else:
+                sep = "\t" if fmt is OutputFormat.tsv else ","
+                cells = [cell(v) for v in row]
+                if sep == ",":
+                    cells = [f'"{c}"' if "," in c else c for c in cells]
+                sys.stdout.write(sep.join(cells) + "\n")
+        sys.stdout.flush()
+    if fmt is OutputFormat.table:
+        emit(None, Tabular(columns=columns, rows=tuple(table_rows), numeric=frozenset(columns[2:])), fmt)
+    if worst:
+        raise typer.Exit(int(worst))
+
+
+_HELP = {
+    "shape": "Output size of every layer: (H - F + 2P)/S + 1 and its PyTorch generalisations.",
+    "params": "Parameters per layer and in total (10 filters of 5x5x3: 10*5*5*3 + 10 = 760).",
+    "flops": "MACs and FLOPs per layer and in total (FLOPs = 2 x MACs; conv, linear, matmul, recurrent gates).",
+    "rf": "Receptive field (size, effective stride, effective padding) of every layer (Araujo et al. 2019).",
+}
+
+
+def _make(what: View) -> Callable[..., None]:
+    def command(
+        target: TargetArg,
+        layers: LayersArg = None,
+        input: InputOpt = None,
+        fmt: FormatOpt = None,
+        explain: ExplainOpt = False,
+        depth: DepthOpt = None,
+        num_classes: NumClassesOpt = None,
+        in_channels: InChannelsOpt = None,
+        width: WidthOpt = None,
+        backend: BackendOpt = Backend.nnkit,
+        at: AtOpt = None,
+    ) -> None:
+        def analyse(t: str, lay: list[str] | None) -> Analysis:
+            return analyze_target(t, lay, input=input, depth=depth, num_classes=num_classes,
+                                  in_channels=in_channels, width=width, backend=backend, at=at)
+
+        if target == "-":
+            _batch(what, fmt, explain, analyse)
+            return
+        doc, tab = view(analyse(target, layers), what, explain)
+        emit(doc, tab, fmt)
+
+    command.__doc__ = _HELP[what]
+    command.__name__ = what
+    return command
+
+
+def dwsep(
+    target: Annotated[str, typer.Argument(help="Input shape CxHxW of one layer, or an architecture "
+                                               "(mobilenet_v1) to compare whole networks.",
+                                          autocompletion=complete_target, show_default=False)],
+    out: Annotated[Optional[int], typer.Option("--out", "-n", help="Output channels N.")] = None,
+    kernel: Annotated[Optional[str], typer.Option("-k", "--kernel", help="Kernel size K (or KhxKw).")] = None,
+    stride: Annotated[str, typer.Option("-s", "--stride", help="Stride.")] = "1",
+    padding: Annotated[str, typer.Option("-p", "--padding", help="Padding (a size, HxW, same or valid).")] = "0",
+    bias: Annotated[bool, typer.Option("--bias/--no-bias", help="Count biases (Howard et al. 2017 do not: "
+                                                                 "BatchNorm follows every conv).")] = False,
+    input: InputOpt = None,
+    width: WidthOpt = None,
+    fmt: FormatOpt = None,
+    explain: ExplainOpt = False,
+) -> None:
+    """Depthwise-separable against standard convolution: params, MACs, their ratio and 1/N + 1/K^2."""
+    if not looks_like_shape(target):
+        if out is not None or kernel is not None:
+            raise UsageError("--out and -k describe one layer; give its input shape first, e.g. "
+                             "nnkit dwsep 32x112x112 --out 64 -k 3")
+        try:
+            from nnkit.cli.models import dwsep_model
+        except ModuleNotFoundError as exc:
+            from nnkit.errors import MissingDependencyError
+
+            raise MissingDependencyError(exc.name or "torch", f"comparing '{target}'") from None
+        dwsep_model(target, input=input, width=width, fmt=fmt)
+        return
+    if out is None or kernel is None:
+        raise UsageError("one layer needs --out N and -k K, e.g. nnkit dwsep 32x112x112 --out 64 -k 3")
+    from nnkit.core.dwsep import compare
+
+    result = compare(target, out=out, kernel=kernel, stride=stride, padding=padding, bias=bias)
+    emit(*dwsep_view(result, explain), fmt)
+
+
+solve_app = typer.Typer(help="Inverse questions: which padding keeps the size, which stride and padding map "
+                             "224 to 112, which output_padding undoes a strided conv.", no_args_is_help=True)
+
+
+@solve_app.command("same")
+def solve_same(
+    kernel: Annotated[int, typer.Option("-k", "--kernel", help="Kernel size.")],
+    dilation: Annotated[int, typer.Option("-d", "--dilation", help="Dilation.")] = 1,
+    stride: Annotated[int, typer.Option("-s", "--stride", help="Stride.")] = 1,
+    input: Annotated[Optional[int], typer.Option("--input", "-i", help="Input size H (needed when stride > 1).")]
+    = None,
+    fmt: FormatOpt = None,
+) -> None:
+    """Padding that keeps the size (stride 1), or gives ceil(H/S) as TensorFlow's 'same' does (stride > 1)."""
+    from nnkit.core.solve import same
+
+    emit(*solve_view(same(kernel, dilation=dilation, stride=stride, size=input)), fmt)
+
+
+@solve_app.command("map")
+def solve_map(
+    size_in: Annotated[int, typer.Argument(help="Input size H.", show_default=False)],
+    size_out: Annotated[int, typer.Argument(help="Wanted output size.", show_default=False)],
+    kernel: Annotated[int, typer.Option("-k", "--kernel", help="Kernel size.")],
+    dilation: Annotated[int, typer.Option("-d", "--dilation", help="Dilation.")] = 1,
+    fmt: FormatOpt = None,
+) -> None:
+    """Every stride and padding that maps H to the wanted size (a transposed conv when it grows)."""
+    from nnkit.core.solve import map_size
+
+    emit(*solve_view(map_size(size_in, size_out, kernel, dilation=dilation)), fmt)
+
+
+@solve_app.command("undo")
+def solve_undo(
+    size: Annotated[int, typer.Argument(help="Input size H of the strided conv.", show_default=False)],
+    kernel: Annotated[int, typer.Option("-k", "--kernel", help="Kernel size.")],
+    stride: Annotated[int, typer.Option("-s", "--stride", help="Stride.")] = 1,
+    padding: Annotated[int, typer.Option("-p", "--padding", help="Padding.")] = 0,
+    dilation: Annotated[int, typer.Option("-d", "--dilation", help="Dilation.")] = 1,
+    fmt: FormatOpt = None,
+) -> None:
+    """The output_padding that makes tconv(k, s, p) give back H after conv(k, s, p)."""
+    from nnkit.core.solve import undo
+
+    emit(*solve_view(undo(size, kernel, stride=stride, padding=padding, dilation=dilation)), fmt)
+
+
+def register(app: typer.Typer) -> None:
+    for what in ("shape", "params", "flops", "rf"):
+        app.command(what, help=_HELP[what])(_make(what))  # type: ignore[arg-type]
+    app.command("dwsep")(dwsep)
+    app.add_typer(solve_app, name="solve")

@@ -1,0 +1,238 @@
+"""What each analysis command shows of an Analysis: its JSON document and its table.
+
+The JSON keys are a contract with users' scripts (issue 2): extend them, never rename them.
+  shape  {"input", "output", "layers": [{"spec", "input", "output", ...}]}
+  params {"total", "trainable", "layers": [{"spec", "params", ...}]}
+  flops  {"macs", "flops", "layers": [{"spec", "macs", ...}]}
+  rf     {"size": [h, w], "stride": [h, w], "padding": [h, w], "layers": [...]}
+Shapes in JSON include the batch dimension when the user gave one (NxCxHxW).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from nnkit.core.report import Analysis, LayerReport
+from nnkit.render import Tabular
+
+View = Literal["shape", "params", "flops", "rf", "summary"]
+
+
+def human(n: float, unit: str = "") -> str:
+    """4089184256 -> '4.089 G' (three decimals, as torchvision's tables print GFLOPS)."""
+    for factor, prefix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(n) >= factor:
+            return f"{n / factor:.3f} {prefix}{unit}"
+    return f"{n:g} {unit}".rstrip()
+
+
+def _shape(a: Analysis, shape: tuple[int, ...] | None) -> list[int] | None:
+    if shape is None:
+        return None
+    return [a.batch, *shape] if a.batch else list(shape)
+
+
+def _field(layer: LayerReport) -> dict[str, Any]:
+    f = layer.rf
+    return {
+        "size": list(f.size) if f else None,
+        "stride": list(f.stride) if f else None,
+        "padding": list(f.padding) if f else None,
+        "global": layer.rf_global,
+    }
+
+
+def _layer_doc(a: Analysis, layer: LayerReport, what: View, explain: bool) -> dict[str, Any]:
+    doc: dict[str, Any] = {"index": layer.index, "spec": layer.spec, "kind": layer.kind}
+    if what in ("shape", "summary"):
+        doc.update(input=_shape(a, layer.input), output=_shape(a, layer.output))
+    if what in ("params", "summary"):
+        doc.update(params=layer.params, trainable=layer.trainable)
+    if what in ("flops", "summary"):
+        doc.update(macs=layer.macs, flops=layer.flops)
+    if what in ("rf", "summary"):
+        doc.update(_field(layer) if what == "rf" else {"rf": _field(layer)})
+    if what == "summary":
+        doc["activation_bytes"] = layer.activation_bytes
+    if layer.depth:
+        doc["depth"] = layer.depth
+    if layer.notes:
+        doc["notes"] = list(layer.notes)
+    if explain:
+        doc["explain"] = list(layer.explain)
+    return doc
+
+
+def _explain_for(layer: LayerReport, what: View) -> str:
+    """The formula lines that belong to this view."""
+    lines = layer.explain
+    if what == "params":
+        lines = tuple(x for x in lines if "params" in x or x.startswith("layer "))
+    elif what == "flops":
+        lines = tuple(x for x in lines if "MACs" in x)
+    elif what == "rf":
+        lines = tuple(x for x in lines if x.startswith("rf"))
+    elif what == "shape":
+        lines = tuple(x for x in lines if not x.startswith(("rf", "params", "MACs", "depthwise", "pointwise",
+                                                             "layer ")))
+    return "\n".join(lines)
+
+
+def _rf_cells(layer: LayerReport) -> tuple[Any, Any, Any]:
+    if layer.rf is not None:
+        return layer.rf.size, layer.rf.stride, layer.rf.padding
+    return ("whole input" if layer.rf_global else None), None, None
+
+
+def view(a: Analysis, what: View, explain: bool = False) -> tuple[dict[str, Any], Tabular]:
+    layers = [_layer_doc(a, layer, what, explain) for layer in a.layers]
+    doc: dict[str, Any] = {"source": a.source}
+    notes = list(a.notes)
+    title = a.source
+    cols: list[str] = ["#", "layer"]
+    footer: list[tuple[Any, ...]] = []
+    if what in ("shape", "summary"):
+        doc.update(input=_shape(a, a.input), output=_shape(a, a.output))
+        cols += ["input", "output"]
+    if what in ("params", "summary"):
+        doc.update(total=a.params, trainable=a.params if a.trainable is None else a.trainable)
+        cols += ["params"]
+    if what in ("flops", "summary"):
+        doc.update(macs=a.macs, flops=a.flops)
+        cols += ["MACs"]
+    if what in ("rf", "summary"):
+        f = a.rf
+        doc.update(size=list(f.size) if f else None, stride=list(f.stride) if f else None,
+                   padding=list(f.padding) if f else None, at=a.rf_at, covers_input=a.rf_global)
+        cols += ["rf size", "rf stride", "rf padding"]
+    if what == "summary":
+        cols += ["activations"]
+    if a.batch:
+        doc["batch"] = a.batch
+    doc["layers"] = layers
+    if explain:
+        cols.append("formula")
+    rows = []
+    for layer in a.layers:
+        row: list[Any] = [layer.index, ("  " * layer.depth) + layer.spec if layer.depth else layer.spec]
+        if what in ("shape", "summary"):
+            row += [_shape(a, layer.input), _shape(a, layer.output)]
+        if what in ("params", "summary"):
+            row.append(layer.params)
+        if what in ("flops", "summary"):
+            row.append(layer.macs)
+        if what in ("rf", "summary"):
+            row += list(_rf_cells(layer))
+        if what == "summary":
+            row.append(human(layer.activation_bytes, "B"))
+        if explain:
+            row.append(_explain_for(layer, what))
+        rows.append(tuple(row))
+        notes += [f"{layer.index} {layer.spec}: {n}" for n in layer.notes]
+    total: list[Any] = ["", "total"]
+    if what in ("shape", "summary"):
+        total += [_shape(a, a.input), _shape(a, a.output)]
+    if what in ("params", "summary"):
+        total.append(a.params)
+        if a.trainable != a.params:
+            notes.append(f"trainable {a.trainable:,} of {a.params:,}")
+    if what in ("flops", "summary"):
+        total.append(a.macs)
+        notes.append(f"{human(a.macs, 'MACs')}, {human(a.flops, 'FLOPs')} (FLOPs = 2 x MACs; conv, linear, "
+                     "matmul and recurrent gates)")
+    if what in ("rf", "summary"):
+        total += list(_rf_cells(LayerReport(0, "", "", None, None, rf=a.rf, rf_global=a.rf_global and a.rf is None)))
+        if a.rf_at:
+            notes.append(f"receptive field at {a.rf_at}: {a.rf.size[0]}x{a.rf.size[1]}"  # type: ignore[union-attr]
+                         + ("; the layers after it see the whole input" if a.rf_global else ""))
+    if what == "summary":
+        total.append(human(sum(x.activation_bytes for x in a.layers), "B"))
+    if explain:
+        total.append("")
+    if what != "shape":
+        footer.append(tuple(total))
+    numeric = frozenset({"#", "params", "MACs", "rf size", "rf stride", "rf padding", "activations"})
+    return doc, Tabular(columns=tuple(cols), rows=tuple(rows), title=title, footer=tuple(footer),
+                        notes=tuple(notes), numeric=numeric)
+
+
+def summary_line(a: Analysis, what: View) -> tuple[Any, ...]:
+    """One TSV row per chain for batch mode (stdin): the totals of the view."""
+    if what == "shape":
+        return (_shape(a, a.input), _shape(a, a.output))
+    if what == "params":
+        return (a.params, a.trainable)
+    if what == "flops":
+        return (a.macs, a.flops)
+    if what == "rf":
+        f = a.rf
+        return (f.size if f else None, f.stride if f else None, f.padding if f else None)
+    return (_shape(a, a.output), a.params, a.macs)
+
+
+SUMMARY_COLUMNS = {
+    "shape": ("input", "output"),
+    "params": ("total", "trainable"),
+    "flops": ("macs", "flops"),
+    "rf": ("size", "stride", "padding"),
+    "summary": ("output", "params", "macs"),
+}
+
+
+def dwsep_view(r: Any, explain: bool = False) -> tuple[dict[str, Any], Tabular]:
+    """nnkit dwsep INPUT --out N -k K: JSON keys standard/separable/ratio/theory (issue 2's contract)."""
+    sep = r.separable
+    doc = {
+        "input": list(r.input), "output": list(r.output), "bias": r.bias,
+        "standard": {"params": r.standard.params, "macs": r.standard.macs},
+        "separable": {"params": sep.params, "macs": sep.macs,
+                      "depthwise": {"params": r.depthwise.params, "macs": r.depthwise.macs},
+                      "pointwise": {"params": r.pointwise.params, "macs": r.pointwise.macs}},
+        "ratio": {"params": r.ratio.params, "macs": r.ratio.macs},
+        "theory": r.theory,
+    }
+    if explain:
+        doc["explain"] = list(r.explain)
+    rows = (("standard", r.standard.params, r.standard.macs),
+            ("depthwise", r.depthwise.params, r.depthwise.macs),
+            ("pointwise", r.pointwise.params, r.pointwise.macs),
+            ("separable", sep.params, sep.macs))
+    notes = [f"separable / standard: params {r.ratio.params:.4f}, MACs {r.ratio.macs:.4f}; "
+             f"theory 1/N + 1/K^2 = 1/{r.out} + 1/{r.kernel[0] * r.kernel[1]} = {r.theory:.4f}"]
+    if not r.bias:
+        notes.append("biases not counted (Howard et al. 2017: BatchNorm follows every conv); --bias counts them")
+    if explain:
+        notes += list(r.explain)
+    title = f"{'x'.join(map(str, r.input))} -> {'x'.join(map(str, r.output))}"
+    return doc, Tabular(columns=("conv", "params", "MACs"), rows=rows, title=title, notes=tuple(notes),
+                        numeric=frozenset({"params", "MACs"}))
+
+
+def solve_view(r: Any) -> tuple[dict[str, Any], Tabular]:
+    """nnkit solve same | map | undo."""
+    from nnkit.core import solve
+
+    if isinstance(r, solve.SamePadding):
+        doc = {"kernel": r.kernel, "dilation": r.dilation, "stride": r.stride, "input": r.size,
+               "output": r.output, "padding": [r.before, r.after], "symmetric": r.symmetric,
+               "explain": list(r.explain)}
+        tab = Tabular(columns=("kernel", "dilation", "stride", "padding before", "padding after"),
+                      rows=((r.kernel, r.dilation, r.stride, r.before, r.after),), notes=r.explain,
+                      numeric=frozenset({"kernel", "dilation", "stride", "padding before", "padding after"}))
+        return doc, tab
+    if isinstance(r, solve.MapResult):
+        sols = [{"layer": "tconv" if m.transposed else "conv", "stride": m.stride, "padding": m.padding,
+                 "output_padding": m.output_padding, "left_out": m.left_out, "formula": m.formula}
+                for m in r.solutions]
+        doc = {"input": r.size_in, "output": r.size_out, "kernel": r.kernel, "dilation": r.dilation,
+               "solutions": sols}
+        rows = tuple((s["layer"], s["stride"], s["padding"], s["output_padding"], s["left_out"], s["formula"])
+                     for s in sols)
+        return doc, Tabular(columns=("layer", "stride", "padding", "output_padding", "left out", "formula"),
+                            rows=rows, title=f"{r.size_in} -> {r.size_out}, kernel {r.kernel}",
+                            numeric=frozenset({"stride", "padding", "output_padding", "left out"}))
+    doc = {"input": r.size, "conv_output": r.conv_output, "output_padding": r.output_padding,
+           "explain": list(r.explain)}
+    return doc, Tabular(columns=("input", "conv output", "output_padding"),
+                        rows=((r.size, r.conv_output, r.output_padding),), notes=r.explain,
+                        numeric=frozenset({"input", "conv output", "output_padding"}))
