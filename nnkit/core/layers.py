@@ -77,7 +77,7 @@ def _window_axis(ax: int, size: int, k: int, s: int, pl: int, pr: int, d: int, c
     """
     extent = d * (k - 1) + 1
     padded = size + pl + pr
-    if padded < extent:
+    if padded < extent and not (pooling and ceil):  # ceil-mode pooling may take a window past the input
         raise GeometryError(f"{label}: input {AXES[ax]}={size}"
                             + (f" padded to {padded}" if pl + pr else "")
                             + f" is smaller than the {extent}-wide window" + (f" (kernel {k}, dilation {d})" if d > 1 else ""))
@@ -85,6 +85,8 @@ def _window_axis(ax: int, size: int, k: int, s: int, pl: int, pr: int, d: int, c
     out = (num + (s - 1 if ceil else 0)) // s + 1
     if ceil and (out - 1) * s >= size + pl:
         out -= 1
+    if out < 1:
+        raise GeometryError(f"{label}: output {AXES[ax]} would be {out}: the window does not fit input {size}")
     pad_txt = f"2*{pl}" if pl == pr else f"{pl}+{pr}"
     if d == 1:
         expr = f"({size} - {k} + {pad_txt})/{s} + 1"

@@ -215,7 +215,7 @@ def split_chain(text: str | list[str] | tuple[str, ...]) -> list[str]:
         elif ch == ")":
             depth -= 1
             if depth < 0:
-                raise SpecError(f"unbalanced ')' at character {i + 1} of '{text.strip()}'")
+                raise SpecError(f"layer {len(tokens) + 1} '{''.join(buf)})': unbalanced ')'")
         if depth == 0 and (ch.isspace() or ch in ",;|" or text.startswith("->", i)):
             if buf:
                 tokens.append("".join(buf))
@@ -228,7 +228,7 @@ def split_chain(text: str | list[str] | tuple[str, ...]) -> list[str]:
         buf.append(ch)
         i += 1
     if depth > 0:
-        raise SpecError(f"missing ')' in '{text.strip()}'")
+        raise SpecError(f"layer {len(tokens) + 1} '{''.join(buf)}': missing ')'")
     if buf:
         tokens.append("".join(buf))
     # Allow spaces before '(' as in "conv (6,5)": glue a parenthesised token to the name before it.

@@ -1,0 +1,126 @@
+"""The layer language: parsing, defaults, aliases, and one-line errors for bad input."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from nnkit.core.chain import analyze_chain
+from nnkit.core.spec import parse_chain, parse_layer, parse_shape, split_chain
+from nnkit.errors import ExitCode, GeometryError, NnkitError, SpecError
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("3x32x32", (None, (3, 32, 32))),
+        ("32x32", (None, (1, 32, 32))),
+        ("8x3x32x32", (8, (3, 32, 32))),
+        ("3,224,224", (None, (3, 224, 224))),
+        ("128", (None, (128,))),
+        (" 3 x 8 x 8 ", (None, (3, 8, 8))),
+    ],
+)
+def test_parse_shape(text, expected):
+    assert parse_shape(text) == expected
+
+
+@pytest.mark.parametrize("text", ["3x0x32", "axb", "1x2x3x4x5", "", "3x-2"])
+def test_parse_shape_rejects(text):
+    with pytest.raises(SpecError):
+        parse_shape(text)
+
+
+def test_split_chain_accepts_every_separator_and_spacing():
+    expected = ["conv(6,5)", "maxpool(2)", "fc(10)"]
+    assert split_chain("conv(6,5) maxpool(2) fc(10)") == expected
+    assert split_chain("conv(6, 5) -> maxpool(2); fc(10)") == ["conv(6, 5)", "maxpool(2)", "fc(10)"]
+    assert split_chain(["conv(6,5)", "maxpool(2)", "fc(10)"]) == expected
+    assert split_chain("conv (6,5) maxpool(2),fc(10)") == ["conv(6,5)", "maxpool(2)", "fc(10)"]
+    assert split_chain("conv(6,5)maxpool(2)") == ["conv(6,5)", "maxpool(2)"]
+
+
+def test_defaults_aliases_and_case():
+    conv = parse_layer("CONV(16, 3, stride=2, padding=1)")
+    assert conv.kind == "conv"
+    assert (conv["out"], conv["k"], conv["s"], conv["p"], conv["d"], conv["g"], conv["bias"]) == (
+        16, (3, 3), (2, 2), (1, 1), (1, 1), 1, True)
+    assert parse_layer("linear(10)").kind == "fc"
+    assert parse_layer("conv(8,3x1,p=1x0)")["k"] == (3, 1)
+    assert parse_layer("conv(8,3,p=same)")["p"] == "same"
+    pool = parse_layer("maxpool(3,2,ceil=true)")
+    assert pool["s"] == (2, 2) and pool["ceil"] is True
+    assert parse_layer("maxpool(2)")["s"] is None  # defaults to the kernel
+    assert parse_layer("lstm(256,2,bidir=true)")["layers"] == 2
+    assert parse_layer("dropout(0.3)")["p"] == 0.3
+
+
+@pytest.mark.parametrize(
+    ("chain", "fragment"),
+    [
+        ("conv(6)", "conv needs k"),
+        ("conv(6,5,q=1)", "has no argument 'q'"),
+        ("conv(6,5,1,0,7)", "at most 4 positional"),
+        ("convv(6,5)", "did you mean conv"),
+        ("conv(6,5", "missing ')'"),
+        ("conv(6,5))", "unbalanced ')'"),
+        ("conv(0,5)", "out must be positive"),
+        ("dropout(2)", "probability"),
+        ("conv(6,5,p=-1)", "must not be negative"),
+        ("conv(6,5,s=2,s=3)", "given twice"),
+        ("conv(6,5,bias=maybe)", "true or false"),
+    ],
+)
+def test_syntax_errors_name_the_layer(chain, fragment):
+    with pytest.raises(SpecError) as info:
+        parse_chain(chain)
+    message = str(info.value)
+    assert fragment in message and "layer 1" in message and "\n" not in message
+    assert info.value.exit_code == ExitCode.USAGE
+
+
+@pytest.mark.parametrize(
+    ("shape", "chain", "fragment"),
+    [
+        ("3x4x4", "conv(6,5)", "smaller than the 5-wide window"),
+        ("3x32x32", "conv(6,3,g=2)", "groups=2 must divide"),
+        ("3x32x32", "maxpool(2,p=2)", "more than half"),
+        ("3x32x32", "conv(6,3,s=2,p=same)", "not supported for strided"),
+        ("3x32x32", "tconv(6,3,s=2,op=2)", "output padding 2 must be smaller"),
+        ("3x32x32", "flatten conv(6,3)", "needs a CxHxW input"),
+    ],
+)
+def test_geometry_errors_name_the_layer(shape, chain, fragment):
+    with pytest.raises(NnkitError) as info:
+        analyze_chain(shape, chain)
+    assert fragment in str(info.value)
+    assert str(info.value).startswith("layer ")
+
+
+def test_geometry_error_exit_code_is_one():
+    with pytest.raises(GeometryError) as info:
+        analyze_chain("3x4x4", "conv(6,5)")
+    assert info.value.exit_code == ExitCode.ERROR == 1
+
+
+_ALPHABET = st.sampled_from(list("convpolfcx()=,;-> 0123456789abdgkmpst.") + ["conv", "pool", "same", "true"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_ALPHABET, max_size=30).map("".join), st.sampled_from(["3x32x32", "1x8x8", "64", "2x3x16x16"]))
+def test_fuzz_parser_raises_only_nnkit_errors(text, shape):
+    """Random strings: an answer or a one-line NnkitError, never another exception."""
+    try:
+        analyze_chain(shape, text)
+    except NnkitError as exc:
+        assert "\n" not in str(exc)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=40))
+def test_fuzz_any_text(text):
+    try:
+        analyze_chain("3x32x32", text)
+    except NnkitError as exc:
+        assert "\n" not in str(exc)
