@@ -1,0 +1,207 @@
+"""The arithmetic commands end to end, in-process: JSON contracts, explanations, formats, stdin, exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+LENET = "conv(6,5) maxpool(2) conv(16,5) maxpool(2) flatten fc(120) fc(84) fc(10)"
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_shape_json_contract(nnkit):
+    run = nnkit("shape", "3x32x32", LENET, "--format", "json")
+    assert run.code == 0, run
+    doc = run.json()
+    assert doc["input"] == [3, 32, 32] and doc["output"] == [10]
+    assert [layer["output"] for layer in doc["layers"]] == [
+        [6, 28, 28], [6, 14, 14], [16, 10, 10], [16, 5, 5], [400], [120], [84], [10]]
+    assert {"spec", "input", "output"} <= set(doc["layers"][0])
+    assert doc["layers"][0]["spec"] == "conv(6,5)"
+
+
+def test_layers_as_separate_words_or_one_string(nnkit):
+    one = nnkit("params", "3x32x32", LENET, "-f", "json").json()
+    many = nnkit("params", "3x32x32", *LENET.split(), "-f", "json").json()
+    assert one == many
+    assert one["total"] == one["trainable"] == 62006 == sum(x["params"] for x in one["layers"])
+
+
+def test_params_of_the_classic_example_with_explain(nnkit):
+    run = nnkit("params", "3x32x32", "conv(10,5)", "--explain", "-f", "json")
+    doc = run.json()
+    assert doc["total"] == 760
+    assert "params: 10*5*5*3 + 10 = 760" in doc["layers"][0]["explain"]
+
+
+def test_shape_explain_is_textbook_arithmetic(nnkit):
+    run = nnkit("shape", "3x32x32", "conv(6,5,p=2)", "--explain", "-f", "tsv")
+    assert "(32 - 5 + 2*2)/1 + 1 = 32" in run.out
+    floored = nnkit("shape", "3x32x32", "conv(6,5,s=2)", "-e", "-f", "json").json()["layers"][0]
+    assert "H, W: (32 - 5 + 2*0)/2 + 1 = 14.5 -> 14 (floor)" in floored["explain"]
+    assert floored["notes"] == ["the last window leaves 1 row and 1 column out"]
+
+
+def test_flops_json_contract_and_invariants(nnkit):
+    doc = nnkit("flops", "3x32x32", LENET, "-f", "json").json()
+    assert doc["macs"] == sum(x["macs"] for x in doc["layers"]) == 651720
+    assert doc["flops"] == 2 * doc["macs"]
+    assert all(x["flops"] == 2 * x["macs"] for x in doc["layers"])
+
+
+def test_rf_json_contract(nnkit):
+    doc = nnkit("rf", "3x32x32", LENET, "-f", "json").json()
+    assert (doc["size"], doc["stride"], doc["padding"]) == ([16, 16], [4, 4], [0, 0])
+    assert doc["at"] == "maxpool(2)" and doc["covers_input"] is True
+    assert [x["size"] for x in doc["layers"][:4]] == [[5, 5], [6, 6], [14, 14], [16, 16]]
+    assert doc["layers"][-1]["global"] is True and doc["layers"][-1]["size"] is None
+
+
+def test_rf_matches_araujo_formula_with_padding_and_dilation(nnkit):
+    # r = 1 + (3-1)*1 + (5-1)*2 (dilated 3x3 with d=2 is 5 wide) = 11; S = 2; P = 1 + 2*2 = 5
+    doc = nnkit("rf", "1x64x64", "conv(8,3,s=2,p=1) conv(8,3,d=2,p=2)", "-f", "json").json()
+    assert (doc["size"], doc["stride"], doc["padding"]) == ([11, 11], [2, 2], [5, 5])
+
+
+def test_tsv_when_piped_and_csv(nnkit):
+    run = nnkit("shape", "3x32x32", "conv(6,5)")
+    assert run.out.splitlines() == ["#\tlayer\tinput\toutput", "1\tconv(6,5)\t3x32x32\t6x28x28"]
+    csv = nnkit("params", "3x32x32", "conv(6,5)", "-f", "csv").out.splitlines()
+    assert csv[0] == "#,layer,params" and csv[1] == "1,\"conv(6,5)\",456"
+
+
+def test_table_format_renders(nnkit):
+    run = nnkit("params", "3x32x32", LENET, "-f", "table")
+    assert run.code == 0 and "62,006" in run.out and "fc(120)" in run.out
+
+
+def test_batch_from_stdin_json_lines_and_errors(nnkit):
+    lines = "3x32x32 conv(6,5) maxpool(2)\n# a comment\n\n1x28x28 conv(8,3,q=1)\n3x4x4 conv(6,5)\n64 fc(10)\n"
+    run = nnkit("params", "-", "-f", "json", input=lines)
+    docs = [json.loads(x) for x in run.out.splitlines()]
+    assert [d["line"] for d in docs] == [1, 6]
+    assert [d["total"] for d in docs] == [456, 650]
+    assert "line 4: layer 1 conv(8,3,q=1)" in run.err and "line 5: layer 1 conv(6,5)" in run.err
+    assert run.code == 2  # the worst of the lines: a syntax error
+
+
+def test_batch_tsv_streams_one_row_per_line(nnkit):
+    run = nnkit("shape", "-", input="3x32x32 conv(6,5)\n8x3x224x224 conv(64,7,s=2,p=3)\n")
+    assert run.code == 0
+    assert run.out.splitlines() == ["line\tsource\tinput\toutput",
+                                    "1\t3x32x32 conv(6,5)\t3x32x32\t6x28x28",
+                                    "2\t8x3x224x224 conv(64,7,s=2,p=3)\t8x3x224x224\t8x64x112x112"]
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "fragment"),
+    [
+        (["shape", "3x32x32", "conv(6"], 2, "missing ')'"),
+        (["shape", "3x32x32", "foo(3)"], 2, "unknown layer 'foo'"),
+        (["shape", "3x4x4", "conv(6,5)"], 1, "layer 1 conv(6,5): input H=4 is smaller than the 5-wide window"),
+        (["shape", "3x0x4", "conv(6,5)"], 2, "every size must be positive"),
+        (["params", "3x32x32", "conv(6,3,g=4)"], 1, "groups=4 must divide"),
+        (["shape", "3x32x32"], 2, "no layers given"),
+        (["shape", "3x32x32", "conv(6,5)", "--depth", "2"], 2, "--depth applies to named and user models"),
+        (["dwsep", "3x32x32"], 2, "needs --out N and -k K"),
+    ],
+)
+def test_bad_input_one_line_and_exit_code(nnkit, args, code, fragment):
+    run = nnkit(*args)
+    assert run.code == code, run
+    assert fragment in run.err
+    assert run.err.count("\n") == 1 and run.err.startswith("nnkit: ")
+    assert "Traceback" not in run.err + run.out
+
+
+def test_debug_shows_the_traceback(nnkit):
+    from typer.testing import CliRunner
+
+    from nnkit.cli import app
+    from nnkit.cli.common import DEBUG
+    from nnkit.errors import GeometryError
+
+    result = CliRunner().invoke(app, ["--debug", "shape", "3x4x4", "conv(6,5)"])
+    DEBUG["on"] = False
+    assert isinstance(result.exception, GeometryError)
+
+
+def test_dwsep_layer_json_contract(nnkit):
+    doc = nnkit("dwsep", "32x112x112", "--out", "64", "-k", "3", "-p", "1", "-f", "json").json()
+    assert doc["standard"] == {"params": 64 * 3 * 3 * 32, "macs": 64 * 112 * 112 * 3 * 3 * 32}
+    sep = doc["separable"]
+    assert sep["params"] == 32 * 3 * 3 + 32 * 64
+    assert sep["macs"] == 32 * 112 * 112 * 3 * 3 + 64 * 112 * 112 * 32
+    assert doc["ratio"]["macs"] == pytest.approx(doc["theory"]) == pytest.approx(1 / 64 + 1 / 9)
+    assert doc["ratio"]["params"] == pytest.approx(sep["params"] / doc["standard"]["params"])
+    with_bias = nnkit("dwsep", "32x112x112", "--out", "64", "-k", "3", "--bias", "-f", "json").json()
+    assert with_bias["standard"]["params"] == 64 * 3 * 3 * 32 + 64
+
+
+def test_dwsep_agrees_with_params_and_flops(nnkit):
+    doc = nnkit("dwsep", "16x20x20", "--out", "24", "-k", "5", "-s", "2", "--bias", "-f", "json").json()
+    chain = nnkit("params", "16x20x20", "dwsep(24,5,s=2)", "-f", "json").json()
+    flops = nnkit("flops", "16x20x20", "dwsep(24,5,s=2)", "-f", "json").json()
+    assert doc["separable"]["params"] == chain["total"] and doc["separable"]["macs"] == flops["macs"]
+
+
+def test_solve_same_map_undo(nnkit):
+    same = nnkit("solve", "same", "-k", "5", "-f", "json").json()
+    assert same["padding"] == [2, 2] and same["symmetric"]
+    even = nnkit("solve", "same", "-k", "4", "-f", "json").json()
+    assert even["padding"] == [1, 2] and not even["symmetric"]
+    strided = nnkit("solve", "same", "-k", "3", "-s", "2", "--input", "224", "-f", "json").json()
+    assert strided["output"] == 112 and strided["padding"] == [0, 1]
+    mapping = nnkit("solve", "map", "224", "112", "-k", "7", "-f", "json").json()
+    assert {"layer": "conv", "stride": 2, "padding": 3} .items() <= mapping["solutions"][0].items()
+    up = nnkit("solve", "map", "56", "112", "-k", "4", "-f", "json").json()["solutions"][0]
+    assert (up["layer"], up["stride"], up["padding"], up["output_padding"]) == ("tconv", 2, 1, 0)
+    undo = nnkit("solve", "undo", "224", "-k", "3", "-s", "2", "-p", "1", "-f", "json").json()
+    assert undo["conv_output"] == 112 and undo["output_padding"] == 1
+
+
+@pytest.mark.torch
+def test_solve_answers_hold_in_torch(nnkit):
+    import torch
+
+    for sol in nnkit("solve", "map", "224", "112", "-k", "7", "-f", "json").json()["solutions"]:
+        conv = torch.nn.Conv2d(1, 1, 7, sol["stride"], sol["padding"])
+        assert conv(torch.zeros(1, 1, 224, 224)).shape[-1] == 112
+    for h in (223, 224, 225):
+        op = nnkit("solve", "undo", str(h), "-k", "3", "-s", "2", "-p", "1", "-f", "json").json()["output_padding"]
+        x = torch.zeros(1, 1, h, h)
+        y = torch.nn.Conv2d(1, 1, 3, 2, 1)(x)
+        assert torch.nn.ConvTranspose2d(1, 1, 3, 2, 1, output_padding=op)(y).shape[-1] == h
+    for k in range(1, 8):
+        pad = nnkit("solve", "same", "-k", str(k), "-s", "2", "--input", "57", "-f", "json").json()["padding"]
+        x = torch.nn.functional.pad(torch.zeros(1, 1, 57, 57), (pad[0], pad[1], pad[0], pad[1]))
+        assert torch.nn.Conv2d(1, 1, k, 2)(x).shape[-1] == 29
+
+
+def test_arithmetic_commands_never_import_torch():
+    """A subprocess, since this pytest process has torch loaded: the fast path must stay torch-free."""
+    script = (
+        "import sys\n"
+        "from typer.testing import CliRunner\n"
+        "from nnkit.cli import app\n"
+        "r = CliRunner()\n"
+        "for args in (['shape', '3x32x32', 'conv(6,5) maxpool(2) flatten fc(10)'], ['params', '128', 'lstm(64)'],\n"
+        "             ['rf', '3x32x32', 'conv(6,5)'], ['flops', '3x32x32', 'conv(6,5)', '-f', 'json'],\n"
+        "             ['dwsep', '32x56x56', '--out', '64', '-k', '3'], ['solve', 'map', '224', '112', '-k', '7'],\n"
+        "             ['shape', '-']):\n"
+        "    res = r.invoke(app, args, input='3x8x8 conv(2,3)\\n')\n"
+        "    assert res.exit_code == 0, (args, res.output)\n"
+        "heavy = sorted(m for m in ('torch', 'torchvision', 'fvcore', 'torchinfo', 'matplotlib', 'sklearn', 'numpy')\n"
+        "               if m in sys.modules)\n"
+        "print(','.join(heavy) or 'none')\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=ROOT,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "none"
