@@ -205,3 +205,22 @@ def test_arithmetic_commands_never_import_torch():
                          timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "none"
+
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_WORDS = st.sampled_from(["conv(", "6", "5", ")", "maxpool", "(2)", "fc(10)", "x", ",", "=", "s", "p", "same",
+                          "flatten", "lstm(4)", "tconv(2,2,s=2)", "-3", "0", "3x32x32", " ", "(", "gap", "k"])
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(_WORDS, max_size=12).map("".join), st.sampled_from(["shape", "params", "flops", "rf"]))
+def test_cli_fuzz_never_shows_a_traceback(nnkit, text, command):
+    run = nnkit(command, "3x16x16", text, "-f", "json")
+    assert run.code in (0, 1, 2), run
+    assert "Traceback" not in run.err and "internal error" not in run.err
+    if run.code:
+        assert run.err.startswith("nnkit: ") and run.err.count("\n") == 1
+    else:
+        json.loads(run.out)

@@ -16,8 +16,35 @@ from nnkit.cli.common import DEBUG
 from nnkit.errors import ExitCode, NnkitError
 
 
+def _is_usage_error(exc: BaseException) -> bool:
+    """click's ClickException family (vendored in typer >= 0.26, a dependency before): duck-typed, no private import."""
+    return type(exc).__module__.split(".")[0] in ("typer", "click") and hasattr(exc, "format_message") \
+        and hasattr(exc, "exit_code")
+
+
 class _Boundary(TyperGroup):
     """The one place where errors become a one-line message and an exit code."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        """Usage errors as one line too, instead of typer's multi-line box (scripts read stderr)."""
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            rv = super().main(*args, standalone_mode=False, **kwargs)
+        except Exception as exc:
+            if not _is_usage_error(exc):
+                raise
+            ctx = getattr(exc, "ctx", None)
+            sub = ctx.command_path.partition(" ")[2] if ctx is not None else ""
+            where = f"{sub}: " if sub else ""
+            hint = f" (see {ctx.command_path} --help)" if ctx is not None else ""
+            message = " ".join(exc.format_message().split())
+            typer.echo(f"nnkit: {where}{message}{hint}", err=True)
+            sys.exit(exc.exit_code)
+        except typer.Abort:
+            typer.echo("nnkit: aborted", err=True)
+            sys.exit(int(ExitCode.INTERRUPTED))
+        sys.exit(rv if isinstance(rv, int) else 0)
 
     def invoke(self, ctx: Any) -> Any:
         try:

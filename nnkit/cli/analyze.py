@@ -94,6 +94,9 @@ def analyze_target(target: str, layers: list[str] | None, *, input: str | None =
         if given:
             raise UsageError(f"{', '.join(given)} appl{'y' if len(given) > 1 else 'ies'} to named and user models, "
                              "not to a chain (write the shape first, then the layers)")
+        options = [x for x in layers or [] if x.startswith("--")]
+        if options:
+            raise UsageError(f"no such option: {options[0]} (see --help)")
         analysis = analyze_chain(target, layers or [])
         return _truncate(analysis, at) if at else analysis
     if layers:
@@ -273,6 +276,7 @@ def solve_undo(
 
 def register(app: typer.Typer) -> None:
     for what in ("shape", "params", "flops", "rf"):
-        app.command(what, help=_HELP[what])(_make(what))  # type: ignore[arg-type]
+        # Unknown "options" stay layers, so an unquoted chain may hold '->' or '-1' and get the layer's error.
+        app.command(what, help=_HELP[what], context_settings={"ignore_unknown_options": True})(_make(what))
     app.command("dwsep")(dwsep)
     app.add_typer(solve_app, name="solve")
