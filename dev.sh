@@ -18,17 +18,20 @@ print(hashlib.sha256(key.encode()).hexdigest()[:16])
 PYEOF
 )
 VENV=${NNKIT_VENV:-${NNKIT_VENV_CACHE:-$HOME/.cache/nnkit}/venv-$key}
+pip() {  # quiet pip; this machine's local package folders warn once per package that they lack an entry
+  "$VENV/bin/python" -m pip --quiet "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+}
 if [ ! -f "$VENV/.nnkit-complete" ]; then
   echo "dev.sh: building $VENV (first time only; torch takes a while)" >&2
   rm -rf "$VENV"
   mkdir -p "$(dirname "$VENV")"
   "$PY" -m venv "$VENV"
-  "$VENV/bin/python" -m pip install --quiet --upgrade pip setuptools wheel
-  "$VENV/bin/python" -m pip install --quiet -r requirements/dev.txt
+  pip install --upgrade pip setuptools wheel
+  pip install -r requirements/dev.txt
   touch "$VENV/.nnkit-complete"
 fi
 # The project itself, editable and without dependencies: a few seconds, and it follows this clone.
-"$VENV/bin/python" -m pip install --quiet --no-deps --no-build-isolation -e . >/dev/null
+log=$(pip install --no-deps --no-build-isolation -e . 2>&1) || { echo "$log" >&2; exit 1; }
 what=${1:-help}
 [ $# -gt 0 ] && shift
 case "$what" in
