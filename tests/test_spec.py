@@ -124,3 +124,18 @@ def test_fuzz_any_text(text):
         analyze_chain("3x32x32", text)
     except NnkitError as exc:
         assert "\n" not in str(exc)
+
+
+def test_repetition_expands_in_place():
+    assert split_chain("conv(8,3,p=1)*2 maxpool(2)") == ["conv(8,3,p=1)", "conv(8,3,p=1)", "maxpool(2)"]
+    assert split_chain("[conv(64,3,p=1) relu] * 2 maxpool(2)") == [
+        "conv(64,3,p=1)", "relu", "conv(64,3,p=1)", "relu", "maxpool(2)"]
+    assert split_chain("[[conv(4,3) relu]*2 maxpool(2)]*2") == (["conv(4,3)", "relu"] * 2 + ["maxpool(2)"]) * 2
+    vgg = analyze_chain("3x224x224", "[conv(64,3,p=1) relu]*2 maxpool(2)")
+    assert vgg.output == (64, 112, 112) and vgg.params == 1792 + 36928
+
+
+@pytest.mark.parametrize("text", ["[conv(6,5)", "conv(6,5)]", "conv(6,5)*0"])
+def test_repetition_errors(text):
+    with pytest.raises(SpecError):
+        parse_chain(text)

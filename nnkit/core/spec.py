@@ -201,12 +201,16 @@ class LayerSpec:
 
 
 def split_chain(text: str | list[str] | tuple[str, ...]) -> list[str]:
-    """Split a chain into layer tokens; several arguments are joined first, so quoting is optional."""
+    """Split a chain into layer tokens; several arguments are joined first, so quoting is optional.
+
+    Repetition: `conv(64,3,p=1)*2` and `[conv(64,3,p=1) relu]*2` (a VGG block) expand in place.
+    """
     if not isinstance(text, str):
         text = " ".join(text)
+    text = re.sub(r"\s*\*\s*", "*", text)  # "] * 2" -> "]*2"
     tokens: list[str] = []
     buf: list[str] = []
-    depth = 0
+    depth = square = 0
     i = 0
     while i < len(text):
         ch = text[i]
@@ -216,19 +220,27 @@ def split_chain(text: str | list[str] | tuple[str, ...]) -> list[str]:
             depth -= 1
             if depth < 0:
                 raise SpecError(f"layer {len(tokens) + 1} '{''.join(buf)})': unbalanced ')'")
-        if depth == 0 and (ch.isspace() or ch in ",;|" or text.startswith("->", i)):
+        elif ch == "[" and depth == 0:
+            square += 1
+        elif ch == "]" and depth == 0:
+            square -= 1
+            if square < 0:
+                raise SpecError(f"layer {len(tokens) + 1} '{''.join(buf)}]': unbalanced ']'")
+        if depth == 0 and square == 0 and (ch.isspace() or ch in ",;|" or text.startswith("->", i)):
             if buf:
                 tokens.append("".join(buf))
                 buf = []
             i += 2 if text.startswith("->", i) else 1
             continue
-        if depth == 0 and buf and buf[-1] == ")":  # "conv(6,5)relu": a new layer starts after ')'
-            tokens.append("".join(buf))
+        if depth == 0 and square == 0 and buf and buf[-1] in ")]" and ch not in "*]":
+            tokens.append("".join(buf))  # "conv(6,5)relu": a new layer starts after ')'
             buf = []
         buf.append(ch)
         i += 1
     if depth > 0:
         raise SpecError(f"layer {len(tokens) + 1} '{''.join(buf)}': missing ')'")
+    if square > 0:
+        raise SpecError(f"layer {len(tokens) + 1} '{''.join(buf)}': missing ']'")
     if buf:
         tokens.append("".join(buf))
     # Allow spaces before '(' as in "conv (6,5)": glue a parenthesised token to the name before it.
@@ -238,7 +250,20 @@ def split_chain(text: str | list[str] | tuple[str, ...]) -> list[str]:
             glued[-1] += tok
         else:
             glued.append(tok)
-    return glued
+    expanded: list[str] = []
+    for tok in glued:
+        m = _REPEAT.match(tok)
+        body, times = (m.group(1), int(m.group(2))) if m else (tok, 1)
+        if m and not 1 <= times <= 1000:
+            raise SpecError(f"layer {len(expanded) + 1} '{tok}': repeat count must be 1 to 1000, got {times}")
+        if body.startswith("[") and body.endswith("]"):
+            expanded += split_chain(body[1:-1]) * times
+        else:
+            expanded += [body] * times
+    return expanded
+
+
+_REPEAT = re.compile(r"^(.*)\*(\d+)$", re.DOTALL)
 
 
 _TOKEN = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)\s*(?:\((.*)\))?$", re.DOTALL)
