@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from nnkit.core.report import Analysis, LayerReport
+from nnkit.core.report import Analysis, Field, LayerReport
 from nnkit.render import Tabular
 
 View = Literal["shape", "params", "flops", "rf", "summary"]
@@ -78,10 +78,10 @@ def _explain_for(layer: LayerReport, what: View) -> str:
     return "\n".join(lines)
 
 
-def _rf_cells(layer: LayerReport) -> tuple[Any, Any, Any]:
-    if layer.rf is not None:
-        return layer.rf.size, layer.rf.stride, layer.rf.padding
-    return ("whole input" if layer.rf_global else None), None, None
+def _rf_cells(rf: Field | None, covers_input: bool) -> tuple[Any, Any, Any]:
+    if rf is not None:
+        return rf.size, rf.stride, rf.padding
+    return ("whole input" if covers_input else None), None, None
 
 
 def view(a: Analysis, what: View, explain: bool = False) -> tuple[dict[str, Any], Tabular]:
@@ -122,14 +122,14 @@ def view(a: Analysis, what: View, explain: bool = False) -> tuple[dict[str, Any]
         if what in ("flops", "summary"):
             row.append(layer.macs)
         if what in ("rf", "summary"):
-            row += list(_rf_cells(layer))
+            row += list(_rf_cells(layer.rf, layer.rf_global))
         if what == "summary":
             row.append(human(layer.activation_bytes, "B"))
         if explain:
             row.append(_explain_for(layer, what))
         rows.append(tuple(row))
         notes += [f"{layer.index} {layer.spec}: {n}" for n in layer.notes]
-    total: list[Any] = ["", "total"]
+    total: list[Any] = ["", f"at {a.rf_at}" if what == "rf" and a.rf_at else "total"]
     if what in ("shape", "summary"):
         total += [_shape(a, a.input), _shape(a, a.output)]
     if what in ("params", "summary"):
@@ -141,7 +141,7 @@ def view(a: Analysis, what: View, explain: bool = False) -> tuple[dict[str, Any]
         notes.append(f"{human(a.macs, 'MACs')}, {human(a.flops, 'FLOPs')} (FLOPs = 2 x MACs; conv, linear, "
                      "matmul and recurrent gates)")
     if what in ("rf", "summary"):
-        total += list(_rf_cells(LayerReport(0, "", "", None, None, rf=a.rf, rf_global=a.rf_global and a.rf is None)))
+        total += list(_rf_cells(a.rf, a.rf_global))
         if a.rf_at:
             notes.append(f"receptive field at {a.rf_at}: {a.rf.size[0]}x{a.rf.size[1]}"  # type: ignore[union-attr]
                          + ("; the layers after it see the whole input" if a.rf_global else ""))
