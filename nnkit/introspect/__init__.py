@@ -1,0 +1,200 @@
+"""Torch-backed analysis of named architectures and user models, into the same Analysis that chains produce.
+
+    analyze("resnet50")                                  # every leaf module: shapes, params, MACs, fields
+    analyze("resnet50", depth=1)                         # modules nested deeper than 1 folded into layer1..4
+    analyze("model.py:Net", input="3x32x32")            # a user model (class or factory)
+    analyze("resnet50", backend="fvcore")                # fvcore's numbers in the same shape
+
+Models are built on the meta device (no weights allocated, no arithmetic done) and traced once with hooks
+under torch.utils.flop_counter.FlopCounterMode (conv, mm, addmm, bmm, attention: MACs as CONVENTIONS.md counts
+them); receptive fields come from the torch.fx graph (nnkit.introspect.rf).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from nnkit.core.report import Analysis, Field, LayerReport
+from nnkit.errors import UnknownNameError, UsageError
+
+BACKENDS = ("nnkit", "fvcore", "torchinfo")
+
+
+def analyze(target: str, *, input: str | None = None, depth: int | None = None, num_classes: int | None = None,
+            in_channels: int | None = None, width: float | None = None, backend: str = "nnkit",
+            at: str | None = None, batch: int | None = None) -> Analysis:
+    from nnkit.introspect.target import resolve
+
+    if backend not in BACKENDS:
+        raise UnknownNameError("backend", backend, BACKENDS)
+    if depth is not None and depth < 0:
+        raise UsageError(f"--depth must be 0 or more, got {depth}")
+    t = resolve(target, input=input, num_classes=num_classes, in_channels=in_channels, width=width)
+    n = batch or t.batch
+    if backend != "nnkit":
+        from nnkit.introspect import backends
+
+        return backends.analyze(backend, t, depth=depth, batch=n)
+    return analyze_model(t.model, t.input, source=t.name, depth=depth, at=at, batch=n,
+                         min_input=t.min_input, rebuild=t.rebuild)
+
+
+def meta_copy(model: Any) -> Any:
+    """The model itself when it already lives on the meta device; else a meta copy (the user's stays as is)."""
+    import copy
+
+    if all(p.is_meta for p in model.parameters()) and all(b.is_meta for b in model.buffers()):
+        return model
+    return copy.deepcopy(model).to("meta")
+
+
+def _field(state: Any) -> tuple[Field | None, bool]:
+    from nnkit.core.layers import to_field
+    from nnkit.introspect.rf import GLOBAL
+
+    if state == GLOBAL:
+        return None, True
+    if state is None:
+        return None, False
+    return to_field(state[0]), False
+
+
+def smallest_input(rebuild: Any, shape: tuple[int, ...], start: int = 1, limit: int = 4096) -> tuple[int, int] | None:
+    """The smallest square H = W (from `start` up) on which the model runs: doubling, then bisection."""
+    from nnkit.introspect import trace
+
+    def works(s: int) -> bool:
+        try:
+            trace.run(rebuild().eval(), (shape[0], s, s))
+            return True
+        except trace._Failure:
+            return False
+
+    lo, hi = start - 1, max(start, 1)
+    while not works(hi):
+        lo, hi = hi, hi * 2
+        if hi > limit:
+            return None
+    while hi - lo > 1:  # lo fails (or is 0), hi works
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if works(mid) else (mid, hi)
+    return hi, hi
+
+
+def analyze_model(model: Any, shape: tuple[int, ...], *, source: str, depth: int | None = None,
+                  at: str | None = None, batch: int | None = None, min_input: tuple[int, int] | None = None,
+                  rebuild: Any = None) -> Analysis:
+    from nnkit.introspect import trace
+
+    model = meta_copy(model)
+    was_training = model.training
+    model.eval()  # torchvision's numbers are for inference; train mode adds auxiliary heads
+    try:
+        try:
+            tr = trace.run(model, shape, source)
+        except trace._Failure as failure:
+            smallest = min_input
+            if rebuild is not None and smallest is None:
+                smallest = smallest_input(rebuild, shape)
+            elif rebuild is None:
+                smallest = smallest_input(lambda: model, shape)
+            raise trace.failure_message(source, shape, failure, smallest) from None
+        notes: list[str] = []
+        graph = None
+        try:
+            from nnkit.introspect.rf import fields
+
+            graph = fields(model, shape)
+        except Exception as exc:  # noqa: BLE001 - a model fx cannot trace still gets every other column
+            first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+            notes.append(f"receptive fields unavailable: torch.fx cannot trace this model ({first})")
+        return _report(model, tr, graph, shape, source=source, depth=depth, at=at, batch=batch, notes=notes)
+    finally:
+        model.train(was_training)
+
+
+def _report(model: Any, tr: Any, graph: Any, shape: tuple[int, ...], *, source: str, depth: int | None,
+            at: str | None, batch: int | None, notes: list[str]) -> Analysis:
+    modules = dict(model.named_modules())
+    seen: set[int] = set()
+
+    def count(params: Any) -> tuple[int, int]:
+        total = trainable = 0
+        for p in params:
+            if id(p) in seen:
+                continue
+            seen.add(id(p))
+            total += p.numel()
+            trainable += p.numel() if p.requires_grad else 0
+        return total, trainable
+
+    n = batch or 1
+    rows: list[LayerReport] = []
+    calls_seen: dict[str, int] = {}
+    calls_total: dict[str, int] = {}
+    for c in tr.calls:
+        calls_total[c.path] = calls_total.get(c.path, 0) + 1
+    for c in tr.calls:
+        k = calls_seen.get(c.path, 0)
+        calls_seen[c.path] = k + 1
+        level = 0 if c.path == "" else c.path.count(".") + 1
+        module = modules[c.path]
+        # A module whose submodules are never called (nn.MultiheadAttention uses out_proj's weight directly)
+        # is a leaf of the computation: its row holds all its parameters.
+        leaf = not c.children
+        own = list(module.parameters(recurse=False))
+        self_macs = c.macs - c.child_macs
+        folded = depth is not None and level == depth and not leaf
+        if depth is not None and level > depth:
+            continue
+        if not (leaf or folded or self_macs or own):
+            continue
+        whole = leaf or folded
+        params, trainable = count(module.parameters() if whole else own)
+        state = None
+        if graph is not None:
+            states = graph.by_path.get(c.path, [])
+            if states:
+                state = states[k] if leaf and len(states) == calls_total[c.path] else states[-1]
+            elif c.path == "":
+                state = graph.output
+        rf, covers = _field(state)
+        row_notes = () if whole else ("its own computation, outside its submodules",)
+        rows.append(LayerReport(
+            index=len(rows) + 1, spec=c.path or f"({c.kind})", kind=c.kind, input=c.input, output=c.output,
+            params=params, trainable=trainable, macs=(c.macs if whole else self_macs) * n, rf=rf,
+            rf_global=covers, activation_bytes=c.out_bytes, depth=level, notes=row_notes))
+    all_params = {id(p): p for p in model.parameters()}
+    total = sum(p.numel() for p in all_params.values())
+    trainable_total = sum(p.numel() for p in all_params.values() if p.requires_grad)
+    unused = total - sum(r.params for r in rows)
+    if unused:
+        notes.append(f"{unused:,} parameters sit in modules the forward pass never calls (counted in the total)")
+    if graph is not None and graph.misaligned:
+        first = graph.misaligned[0]
+        notes.append(f"{len(graph.misaligned)} merge(s) join paths whose receptive fields are misaligned (first at "
+                     f"{first}); the union of the fields is shown (Araujo et al. 2019)")
+    out_rf, out_global = _field(graph.output) if graph is not None else (None, False)
+    macs = tr.macs * n
+    output = tr.output
+    if at is not None:
+        return _truncate(rows, at, modules, graph, shape, source=source, batch=batch, notes=notes)
+    with_field = [r for r in rows if r.rf is not None]
+    return Analysis(source=source, input=shape, output=output, layers=tuple(rows), params=total,
+                    trainable=trainable_total, macs=macs, batch=batch,
+                    rf=with_field[-1].rf if with_field else out_rf,
+                    rf_at=with_field[-1].spec if with_field else None, rf_global=out_global, notes=tuple(notes))
+
+
+def _truncate(rows: list[LayerReport], at: str, modules: dict[str, Any], graph: Any, shape: tuple[int, ...], *,
+              source: str, batch: int | None, notes: list[str]) -> Analysis:
+    inside = [i for i, r in enumerate(rows) if r.spec == at or r.spec.startswith(at + ".")]
+    if at not in modules or not inside:
+        raise UnknownNameError("layer", at, [p for p in modules if p])
+    kept = rows[:inside[-1] + 1]
+    state = graph.by_path[at][-1] if graph is not None and graph.by_path.get(at) else None
+    rf, covers = _field(state)
+    return Analysis(source=f"{source} --at {at}", input=shape, output=kept[-1].output or (), layers=tuple(kept),
+                    params=sum(r.params for r in kept), trainable=sum(r.trainable for r in kept),
+                    macs=sum(r.macs for r in kept), batch=batch, rf=rf, rf_at=at if rf else None,
+                    rf_global=covers, notes=tuple(notes))
