@@ -114,7 +114,7 @@ def view(a: Analysis, what: View, explain: bool = False) -> tuple[dict[str, Any]
         cols.append("formula")
     rows = []
     for layer in a.layers:
-        row: list[Any] = [layer.index, ("  " * layer.depth) + layer.spec if layer.depth else layer.spec]
+        row: list[Any] = [layer.index, layer.spec]  # module paths show their own nesting
         if what in ("shape", "summary"):
             row += [_shape(a, layer.input), _shape(a, layer.output)]
         if what in ("params", "summary"):
