@@ -6,8 +6,20 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from nnkit.cli.common import FormatOpt
+from nnkit.cli.common import DepthOpt, FormatOpt, InChannelsOpt, InputOpt, NumClassesOpt, WidthOpt
+from nnkit.errors import UsageError
 from nnkit.render import OutputFormat, Tabular, emit
+
+
+def _complete(incomplete: str) -> list[str]:
+    from nnkit.archs import arch_names
+
+    return [n for n in arch_names() if n.startswith(incomplete.lower())]
+
+
+TargetArg = Annotated[str, typer.Argument(help="An architecture (nnkit models), a user model file.py:Class or "
+                                               "package.module:name, or an input shape followed by layers.",
+                                          autocompletion=_complete, show_default=False)]
 
 
 def models(
@@ -30,5 +42,172 @@ def models(
                       numeric=frozenset({"params", "MACs"})), fmt)
 
 
+def summary(
+    target: TargetArg,
+    layers: Annotated[Optional[list[str]], typer.Argument(help="Layers, when TARGET is an input shape.",
+                                                          show_default=False)] = None,
+    input: InputOpt = None,
+    fmt: FormatOpt = None,
+    depth: DepthOpt = None,
+    num_classes: NumClassesOpt = None,
+    in_channels: InChannelsOpt = None,
+    width: WidthOpt = None,
+    plot: Annotated[Optional[str], typer.Option("--plot", help="Also draw params, MACs and the receptive "
+                                                               "field per layer into FILE.png.")] = None,
+    batch: Annotated[Optional[int], typer.Option("--batch", "-b", help="Batch size for --train.")] = None,
+    train: Annotated[bool, typer.Option("--train", help="Estimate training memory: parameters, gradients, "
+                                                        "optimizer state and saved activations.")] = False,
+    optimizer: Annotated[Optional[str], typer.Option("--optimizer", help="sgd (momentum), adam or adamw, "
+                                                                         "for --train.")] = None,
+) -> None:
+    """Every column at once: output shape, params, trainable, MACs, receptive field, activation memory."""
+    from nnkit.cli.analyze import analyze_target
+    from nnkit.render.views import human, view
+
+    if (batch is not None or optimizer is not None) and not train:
+        raise UsageError("--batch and --optimizer describe training memory; add --train")
+    if batch is not None and batch <= 0:
+        raise UsageError(f"--batch must be positive, got {batch}")
+    a = analyze_target(target, layers, input=input, depth=depth, num_classes=num_classes,
+                       in_channels=in_channels, width=width)
+    doc, tab = view(a, "summary")
+    if train:
+        from nnkit.core.spec import looks_like_shape
+
+        if looks_like_shape(target):
+            raise UsageError("--train measures a model's saved activations; give an architecture or file.py:Class")
+        from nnkit.introspect.memory import Optimizer, estimate
+        from nnkit.introspect.target import resolve
+
+        try:
+            opt = Optimizer((optimizer or "sgd").lower())
+        except ValueError:
+            from nnkit.errors import UnknownNameError
+
+            raise UnknownNameError("optimizer", optimizer or "", [o.value for o in Optimizer]) from None
+        t = resolve(target, input=input, num_classes=num_classes, in_channels=in_channels, width=width)
+        b = batch or t.batch or 1
+        m = estimate(t.model, t.input, batch=b, optimizer=opt)
+        doc["memory"] = {"batch": b, "optimizer": m.optimizer, "params_bytes": m.params_bytes,
+                         "grads_bytes": m.grads_bytes, "optimizer_bytes": m.optimizer_bytes,
+                         "saved_bytes_per_item": m.saved_bytes_per_item, "total_bytes": m.total}
+        tab = Tabular(columns=tab.columns, rows=tab.rows, title=tab.title, footer=tab.footer, numeric=tab.numeric,
+                      notes=(*tab.notes, f"training memory at batch {b} with {m.optimizer}: {human(m.total, 'B')} = "
+                             f"params {human(m.params_bytes, 'B')} + grads {human(m.grads_bytes, 'B')} + optimizer "
+                             f"{human(m.optimizer_bytes, 'B')} + {b} x {human(m.saved_bytes_per_item, 'B')} "
+                             "saved activations per item (an estimate: no allocator overhead, no workspace)"))
+    if plot:
+        from nnkit.render.plot import plot_analysis
+
+        path = plot_analysis(a, plot)
+        tab = Tabular(columns=tab.columns, rows=tab.rows, title=tab.title, footer=tab.footer, numeric=tab.numeric,
+                      notes=(*tab.notes, f"plot written to {path}"))
+        doc["plot"] = str(path)
+    emit(doc, tab, fmt)
+
+
+def crosscheck(
+    target: TargetArg,
+    input: InputOpt = None,
+    fmt: FormatOpt = None,
+    num_classes: NumClassesOpt = None,
+    in_channels: InChannelsOpt = None,
+    width: WidthOpt = None,
+) -> None:
+    """nnkit, fvcore, torchinfo and torchvision's metadata side by side, with every difference named."""
+    from nnkit.introspect.backends import crosscheck as check
+    from nnkit.introspect.target import is_user_model, resolve
+
+    t = resolve(target, input=input, num_classes=num_classes, in_channels=in_channels, width=width)
+    info = None
+    if not is_user_model(target) and num_classes is None and in_channels is None and width is None:
+        from nnkit.archs import get_arch
+
+        info = get_arch(target)
+    c = check(t, info)
+    tools = ("nnkit", "fvcore", "torchinfo", "torchvision")
+    doc = {"name": c.name, "input": list(c.input), "params": c.params, "macs": c.macs,
+           "differences": list(c.differences)}
+    rows = tuple((tool, c.params.get(tool), c.macs.get(tool),
+                  None if c.macs.get(tool) is None or c.macs["nnkit"] is None
+                  else c.macs[tool] - c.macs["nnkit"]) for tool in tools)  # type: ignore[operator]
+    emit(doc, Tabular(columns=("tool", "params", "MACs", "MACs - nnkit"), rows=rows,
+                      title=f"{c.name} on {'x'.join(map(str, c.input))}", notes=c.differences,
+                      numeric=frozenset({"params", "MACs", "MACs - nnkit"})), fmt)
+
+
+# Howard et al. 2017: Table 4 (Conv MobileNet vs MobileNet), Table 6 (width), Table 7 (resolution)
+PAPER = {"standard": {"params": 29.3e6, "macs": 4866e6}, "separable": {"params": 4.2e6, "macs": 569e6}}
+PAPER_WIDTH = {1.0: (4.2e6, 569e6), 0.75: (2.6e6, 325e6), 0.5: (1.3e6, 149e6), 0.25: (0.5e6, 41e6)}
+PAPER_RESOLUTION = {224: (4.2e6, 569e6), 192: (4.2e6, 418e6), 160: (4.2e6, 290e6), 128: (4.2e6, 186e6)}
+
+
+def _cost(width: float, size: int, standard: bool = False) -> dict[str, int]:
+    from nnkit.archs._generate import measure
+    from nnkit.archs.mobilenet_v1 import mobilenet_v1
+    from nnkit.introspect.build import on_meta
+
+    model = on_meta(lambda: mobilenet_v1(width=width, standard=standard))
+    params, macs = measure(model, (3, size, size))
+    return {"params": params, "macs": macs}
+
+
+def dwsep_model(target: str, *, input: str | None, width: float | None, fmt: OutputFormat | None) -> None:
+    """`nnkit dwsep mobilenet_v1`: MobileNet against the same network of standard convolutions (Table 4)."""
+    from nnkit.archs import get_arch
+    from nnkit.archs.mobilenet_v1 import CONFIG, _channels
+    from nnkit.introspect.target import _parse_input
+
+    info = get_arch(target)
+    if info.name != "mobilenet_v1":
+        raise UsageError(f"dwsep compares whole networks for mobilenet_v1 (Howard et al. 2017, Table 4); "
+                         f"{info.name} has no standard-convolution twin here (nnkit dwsep CxHxW --out N -k K "
+                         "compares one layer)")
+    alpha = 1.0 if width is None else width
+    if alpha <= 0:
+        raise UsageError(f"--width must be positive, got {alpha:g}")
+    _, shape = _parse_input(input, 3)
+    shape = shape or info.input
+    if shape[0] != 3 or shape[1] != shape[2]:
+        raise UsageError(f"--input {input}: mobilenet_v1 takes square 3-channel images, e.g. 3x224x224")
+    size = shape[1]
+    sep, std = _cost(alpha, size), _cost(alpha, size, standard=True)
+    ratio = {k: sep[k] / std[k] for k in ("params", "macs")}
+    # 1/N + 1/K^2 (section 3.1) per separable layer, weighted by that layer's standard-conv MACs
+    weight = total = 0.0
+    c, h = _channels(32, alpha), (size + 1) // 2
+    for out, stride in CONFIG:
+        o = _channels(out, alpha)
+        h = (h - 1) // stride + 1
+        std_macs = h * h * 9 * c * o
+        weight += std_macs * (1 / o + 1 / 9)
+        total += std_macs
+        c = o
+    variants = []
+    for w, (pp, pm) in PAPER_WIDTH.items():
+        variants.append({"width": w, "input": [3, size, size], **_cost(w, size),
+                         "paper": {"params": pp, "macs": pm} if size == 224 else None})
+    for r, (pp, pm) in PAPER_RESOLUTION.items():
+        if r != size or alpha != 1.0:
+            variants.append({"width": alpha, "input": [3, r, r], **_cost(alpha, r),
+                             "paper": {"params": pp, "macs": pm} if alpha == 1.0 else None})
+    doc: dict[str, Any] = {"name": info.name, "input": [3, size, size], "width": alpha, "standard": std,
+                           "separable": sep, "ratio": ratio, "theory": weight / total,
+                           "paper": PAPER if alpha == 1.0 and size == 224 else None, "variants": variants}
+    rows = [("Conv MobileNet (standard)", std["params"], std["macs"], ""),
+            ("MobileNet (separable)", sep["params"], sep["macs"], "")]
+    rows += [(f"MobileNet {v['width']:g} @ {v['input'][1]}", v["params"], v["macs"],
+              f"paper {v['paper']['params'] / 1e6:.1f}M / {v['paper']['macs'] / 1e6:.0f}M" if v["paper"] else "")
+             for v in variants]
+    notes = (f"separable / standard: params {ratio['params']:.4f}, MACs {ratio['macs']:.4f}; theory "
+             f"sum(1/N + 1/9) weighted by each layer's MACs = {weight / total:.4f} (Howard et al. 2017, 3.1)",
+             "Howard et al. 2017 Table 4: Conv MobileNet 29.3M params / 4866M mult-adds, MobileNet 4.2M / 569M")
+    emit(doc, Tabular(columns=("network", "params", "MACs", "published"), rows=tuple(rows),
+                      title=f"mobilenet_v1 width {alpha:g} on 3x{size}x{size}", notes=notes,
+                      numeric=frozenset({"params", "MACs"})), fmt)
+
+
 def register(app: typer.Typer) -> None:
     app.command("models")(models)
+    app.command("summary", context_settings={"ignore_unknown_options": True})(summary)
+    app.command("crosscheck")(crosscheck)

@@ -1,0 +1,75 @@
+"""What training holds in memory: parameters, gradients, optimizer state and the activations autograd saves.
+
+Activations are measured, not guessed: one forward pass in training mode on the meta device with
+torch.autograd.graph.saved_tensors_hooks records every tensor saved for backward (each counted once,
+parameters excluded). The estimate is per item; the fixed part (weights, gradients, state) is per model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+
+class Optimizer(str, Enum):
+    sgd = "sgd"  # with momentum: one buffer per parameter (plain SGD holds none)
+    adam = "adam"  # exp_avg and exp_avg_sq
+    adamw = "adamw"
+
+
+STATE_PER_PARAM = {Optimizer.sgd: 1, Optimizer.adam: 2, Optimizer.adamw: 2}
+
+
+@dataclass(frozen=True)
+class Memory:
+    batch: int
+    optimizer: str
+    params_bytes: int
+    grads_bytes: int
+    optimizer_bytes: int
+    saved_bytes_per_item: int  # activations autograd keeps for backward, for one item
+
+    @property
+    def total(self) -> int:
+        return self.params_bytes + self.grads_bytes + self.optimizer_bytes + self.batch * self.saved_bytes_per_item
+
+
+def saved_activation_bytes(model: Any, shape: tuple[int, ...], batch: int = 2) -> int:
+    """Bytes autograd saves for backward on one item (measured at `batch` items and divided)."""
+    import torch
+
+    from nnkit.introspect import meta_copy
+
+    model = meta_copy(model)
+    was = model.training
+    model.train()
+    params = {p._cdata for p in model.parameters()}  # noqa: SLF001 - identity of the tensor behind a wrapper
+    seen: set[int] = set()
+    total = 0
+    keep: list[Any] = []
+
+    def pack(t: Any) -> Any:
+        nonlocal total
+        key = t._cdata  # noqa: SLF001
+        if key not in params and key not in seen:
+            seen.add(key)
+            keep.append(t)
+            total += t.numel() * t.element_size()
+        return t
+
+    try:
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            model(torch.empty((batch, *shape), device="meta", requires_grad=False))
+    finally:
+        model.train(was)
+    return total // batch
+
+
+def estimate(model: Any, shape: tuple[int, ...], *, batch: int, optimizer: Optimizer) -> Memory:
+    unique = {id(p): p for p in model.parameters()}.values()
+    p_bytes = sum(p.numel() * p.element_size() for p in unique)
+    g_bytes = sum(p.numel() * p.element_size() for p in unique if p.requires_grad)
+    return Memory(batch=batch, optimizer=optimizer.value, params_bytes=p_bytes, grads_bytes=g_bytes,
+                  optimizer_bytes=STATE_PER_PARAM[optimizer] * g_bytes,
+                  saved_bytes_per_item=saved_activation_bytes(model, shape))
