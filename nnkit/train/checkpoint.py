@@ -1,0 +1,117 @@
+"""Checkpoints and run-directory files: written atomically (temp file + os.replace), read with weights_only=True.
+
+A checkpoint is a dict of tensors, numbers, strings and lists only, so `torch.load(weights_only=True)` reads it
+and a checkpoint from elsewhere can never run code. FORMAT marks ours; anything else is a foreign checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from nnkit.errors import CheckpointError, NnkitError
+
+FORMAT = "nnkit-checkpoint"
+VERSION = 1
+
+
+class RunDirError(NnkitError):
+    """An output directory that cannot be created or written, or holds a run already."""
+
+
+def atomic_write(path: Path, write: Any, mode: str = "wb") -> None:
+    """Call write(file) on a temp file beside `path`, then rename it over `path`: readers see old or new."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; the file should get the usual permissions
+        with os.fdopen(fd, mode) as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def atomic_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda f: f.write(text), mode="w")
+
+
+def save(obj: dict[str, Any], path: Path) -> None:
+    import torch
+
+    try:
+        atomic_write(path, lambda f: torch.save(obj, f))
+    except OSError as exc:
+        raise RunDirError(f"{path}: cannot write checkpoint ({exc.strerror or exc})") from exc
+
+
+def load(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
+    """An nnkit checkpoint, checked: a directory means its last.pt."""
+    import pickle
+    import zipfile
+
+    import torch
+
+    p = Path(os.path.expanduser(str(path)))
+    if p.is_dir():
+        p = p / "last.pt"
+    if not p.is_file():
+        raise CheckpointError(f"{p}: no such checkpoint")
+    try:
+        ck = torch.load(p, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{p}: not a weights-only checkpoint ({first[:160]})") from exc
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{p}: corrupt or unreadable checkpoint ({first[:160]})") from exc
+    if not isinstance(ck, dict) or ck.get("format") != FORMAT:
+        raise CheckpointError(f"{p}: not an nnkit checkpoint (a foreign file; use --weights to start from "
+                              f"plain weights)")
+    if ck.get("version") != VERSION:
+        raise CheckpointError(f"{p}: checkpoint version {ck.get('version')}, this nnkit reads {VERSION}")
+    for key in ("arch", "model", "config", "classes", "input", "mean", "std"):
+        if key not in ck:
+            raise CheckpointError(f"{p}: nnkit checkpoint without '{key}' (truncated or edited)")
+    ck["path"] = str(p)
+    return ck
+
+
+def load_state_dict(path: str | Path) -> dict[str, Any]:
+    """Weights for transfer learning: an nnkit checkpoint or a plain state_dict (torchvision's .pth files)."""
+    import torch
+
+    p = Path(os.path.expanduser(str(path)))
+    if not p.is_file():
+        raise CheckpointError(f"--weights {p}: no such file")
+    try:
+        obj = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any failure means the file is not usable weights
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise CheckpointError(f"--weights {p}: not a weights-only state dict ({first[:160]})") from exc
+    if isinstance(obj, dict) and obj.get("format") == FORMAT:
+        obj = obj["model"]
+    elif isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(f"--weights {p}: not a state dict of tensors")
+    return {k.removeprefix("module.").removeprefix("_orig_mod."): v for k, v in obj.items()}
+
+
+def write_json(path: Path, doc: Any) -> None:
+    atomic_text(path, json.dumps(doc, indent=2) + "\n")

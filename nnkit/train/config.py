@@ -1,0 +1,174 @@
+"""Every setting of a training run, as one frozen dataclass that round-trips through JSON (the run's `config`).
+
+Pure Python: the CLI builds a TrainConfig, validates it here, and only then imports torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from enum import Enum
+from typing import Any
+
+from nnkit.errors import UnknownNameError, UsageError
+
+
+class Dataset(str, Enum):
+    digits = "digits"
+    mnist = "mnist"
+    fashion_mnist = "fashion-mnist"
+    cifar10 = "cifar10"
+    cifar100 = "cifar100"
+    imagefolder = "imagefolder"
+    synthetic = "synthetic"
+
+
+class Optimizer(str, Enum):
+    sgd = "sgd"
+    adam = "adam"
+    adamw = "adamw"
+
+
+class Schedule(str, Enum):
+    cosine = "cosine"
+    step = "step"
+    onecycle = "onecycle"
+    none = "none"
+
+
+class Freeze(str, Enum):
+    none = "none"
+    backbone = "backbone"
+
+
+class Split(str, Enum):
+    train = "train"
+    val = "val"
+    test = "test"
+
+
+AUGMENTS = ("flip", "vflip", "rotate", "crop", "scale", "noise")
+# Without --augment, each data set gets its reference recipe: random crop with padding for digits (measured: test
+# accuracy of LeNet-5 from 96.7-97.5% to 97.8-98.3% over seeds 0-3), flips only where mirror images are the same
+# class (CIFAR, photos), none for synthetic timing data.
+DEFAULT_AUGMENT = {
+    "digits": ("crop",), "mnist": ("crop",), "fashion-mnist": ("crop",), "cifar10": ("flip", "crop"),
+    "cifar100": ("flip", "crop"), "imagefolder": ("flip", "crop"), "synthetic": (),
+}
+NEEDS_DATA_DIR = {Dataset.mnist, Dataset.fashion_mnist, Dataset.cifar10, Dataset.cifar100, Dataset.imagefolder}
+
+
+def parse_augment(text: str | None) -> tuple[str, ...]:
+    """'flip,crop' -> ('flip', 'crop'); '' or 'none' -> ()."""
+    if not text or text.strip().lower() == "none":
+        return ()
+    out: list[str] = []
+    for word in (w.strip().lower() for w in text.split(",")):
+        if not word:
+            continue
+        if word not in AUGMENTS:
+            raise UnknownNameError("augmentation", word, AUGMENTS)
+        if word not in out:
+            out.append(word)
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The defaults train LeNet-5 on digits to >= 97% test accuracy in well under a minute on two slow cores."""
+
+    arch: str = "lenet5"
+    dataset: Dataset = Dataset.digits
+    data_dir: str | None = None
+    download: bool = False
+    val_split: float = 0.1  # the fraction of the training set held out where a data set has no validation set
+    out: str | None = None
+    epochs: int = 30
+    batch_size: int = 64  # the global batch: under torchrun each of N processes takes batch_size / N
+    optimizer: Optimizer = Optimizer.adamw
+    lr: float | None = None  # None: the optimizer's default (sgd 0.1, adam/adamw 0.003)
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 5e-4
+    label_smoothing: float = 0.0
+    schedule: Schedule = Schedule.cosine
+    warmup_epochs: float = 0.0
+    seed: int = 0
+    augment: tuple[str, ...] | None = None  # None: the data set's default (DEFAULT_AUGMENT)
+    patience: int | None = None
+    weights: str | None = None
+    freeze: Freeze = Freeze.none
+    width: float | None = None
+    device: str | None = None
+    amp: bool = False
+    channels_last: bool = False
+    compile: bool = False
+    synthetic_size: int = 2048  # images in the synthetic training set (val and test get a quarter each)
+
+    @property
+    def learning_rate(self) -> float:
+        if self.lr is not None:
+            return self.lr
+        return 0.1 if self.optimizer is Optimizer.sgd else 3e-3
+
+    def resolved(self) -> TrainConfig:
+        """Defaults that depend on other settings filled in, so the saved config repeats the run exactly."""
+        from dataclasses import replace
+
+        return replace(self, lr=self.learning_rate,
+                       augment=DEFAULT_AUGMENT[self.dataset.value] if self.augment is None else self.augment)
+
+    def validate(self) -> TrainConfig:
+        """Every check that needs no torch and no file, in one place; returns self."""
+        if self.epochs < 1:
+            raise UsageError(f"--epochs must be at least 1, got {self.epochs}")
+        if self.batch_size < 1:
+            raise UsageError(f"--batch-size must be at least 1, got {self.batch_size}")
+        if self.lr is not None and not self.lr > 0:
+            raise UsageError(f"--lr must be positive, got {self.lr:g}")
+        if self.weight_decay < 0:
+            raise UsageError(f"--weight-decay must not be negative, got {self.weight_decay:g}")
+        if not 0 <= self.label_smoothing < 1:
+            raise UsageError(f"--label-smoothing must be in [0, 1), got {self.label_smoothing:g}")
+        if not 0 <= self.warmup_epochs <= self.epochs:
+            raise UsageError(f"--warmup-epochs must be between 0 and --epochs ({self.epochs}), "
+                             f"got {self.warmup_epochs:g}")
+        if not 0 < self.val_split < 1:
+            raise UsageError(f"--val-split must be between 0 and 1, got {self.val_split:g}")
+        if self.patience is not None and self.patience < 1:
+            raise UsageError(f"--patience must be at least 1, got {self.patience}")
+        if self.nesterov and self.optimizer is not Optimizer.sgd:
+            raise UsageError(f"--nesterov applies to --optimizer sgd, not {self.optimizer.value}")
+        if self.dataset in NEEDS_DATA_DIR and not self.data_dir:
+            raise UsageError(f"--dataset {self.dataset.value} needs --data-dir (add --download to fetch "
+                             f"it there)" if self.dataset is not Dataset.imagefolder
+                             else "--dataset imagefolder needs --data-dir")
+        if self.download and self.dataset not in NEEDS_DATA_DIR - {Dataset.imagefolder}:
+            raise UsageError(f"--download applies to mnist, fashion-mnist, cifar10 and cifar100, "
+                             f"not {self.dataset.value}")
+        if self.synthetic_size < 8:
+            raise UsageError(f"--synthetic-size must be at least 8, got {self.synthetic_size}")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        for k, v in d.items():
+            if isinstance(v, Enum):
+                d[k] = v.value
+            elif isinstance(v, tuple):
+                d[k] = list(v)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        kinds = {f.name: f for f in fields(cls)}
+        enums = {"dataset": Dataset, "optimizer": Optimizer, "schedule": Schedule, "freeze": Freeze}
+        args: dict[str, Any] = {}
+        for k, v in d.items():
+            if k not in kinds:
+                continue  # a setting from a newer nnkit: ignored rather than fatal
+            if k in enums:
+                v = enums[k](v)
+            elif k == "augment" and v is not None:
+                v = tuple(v)
+            args[k] = v
+        return cls(**args)

@@ -1,0 +1,357 @@
+"""Data sets as uint8 tensors in memory: read from their standard formats, split, resized, ready for the device.
+
+Small data sets (digits, MNIST, Fashion-MNIST, CIFAR) are a few hundred MB at most as uint8, so they live as
+tensors on the training device and batches are index gathers there, with no DataLoader, no per-sample PIL
+transform and no worker processes (issue 5). Files are read here directly, in the formats torchvision's
+datasets use and in the folders they write (`<data-dir>/MNIST/raw`, `<data-dir>/cifar-10-batches-py`);
+torchvision itself is called only to download, and only with --download.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import pickle
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from nnkit.errors import DataError
+from nnkit.train.config import Dataset, TrainConfig
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
+
+
+@dataclass(frozen=True)
+class Split:
+    x: Any  # uint8 tensor (N, C, H, W)
+    y: Any  # int64 tensor (N,)
+
+    def __len__(self) -> int:
+        return int(self.y.shape[0])
+
+
+@dataclass(frozen=True)
+class Data:
+    name: str
+    classes: tuple[str, ...]
+    train: Split
+    val: Split
+    test: Split | None
+    mean: tuple[float, ...]  # per channel, in [0, 1], measured on the training split
+    std: tuple[float, ...]
+    val_from: str  # where the validation split comes from, in words (for the config and eval)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(int(s) for s in self.train.x.shape[1:])  # type: ignore[return-value]
+
+    def split(self, name: str) -> Split:
+        part = getattr(self, name)
+        if part is None:
+            raise DataError(f"data set {self.name} has no {name} split")
+        return part
+
+
+# ---------------------------------------------------------------------------------------------- file formats
+
+
+def _open_maybe_gz(path: Path) -> bytes:
+    data = path.read_bytes()
+    return gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data
+
+
+def read_idx(path: Path) -> Any:
+    """An IDX file (LeCun's MNIST format: magic 0x0000 | type | ndim, big-endian dims, then the data)."""
+    import numpy as np
+
+    try:
+        raw = _open_maybe_gz(path)
+    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+        raise DataError(f"{path}: cannot read ({exc})") from exc
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
+        raise DataError(f"{path}: not an IDX file of unsigned bytes (bad magic number)")
+    ndim = raw[3]
+    if not 1 <= ndim <= 4 or len(raw) < 4 + 4 * ndim:
+        raise DataError(f"{path}: malformed IDX header ({ndim} dimensions)")
+    dims = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])
+    count = 1
+    for d in dims:
+        count *= d
+    body = raw[4 + 4 * ndim:]
+    if len(body) != count:
+        raise DataError(f"{path}: IDX header says {'x'.join(map(str, dims))} = {count} bytes, "
+                        f"the file holds {len(body)}")
+    return np.frombuffer(body, dtype=np.uint8).reshape(dims)
+
+
+class _NumpyOnly(pickle.Unpickler):
+    """CIFAR batches are pickles: allow only what numpy arrays need, so a hostile file cannot run code."""
+
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"), ("_codecs", "encode"),
+    }
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+
+
+def read_cifar_batch(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise DataError(f"{path}: missing CIFAR batch file")
+    try:
+        with path.open("rb") as f:
+            d = _NumpyOnly(f, encoding="latin1").load()
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure means a malformed file
+        raise DataError(f"{path}: not a CIFAR python batch ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(d, dict):
+        raise DataError(f"{path}: not a CIFAR python batch (a {type(d).__name__}, not a dict)")
+    return {k.decode() if isinstance(k, bytes) else k: v for k, v in d.items()}
+
+
+# ---------------------------------------------------------------------------------------------- the data sets
+
+_MNIST_FOLDERS = {Dataset.mnist: "MNIST", Dataset.fashion_mnist: "FashionMNIST"}
+_FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                    "Ankle boot")
+
+
+def _find_idx(root: Path, folder: str, stem: str) -> Path:
+    for base in (root / folder / "raw", root / folder, root):
+        for name in (stem, stem + ".gz"):
+            if (base / name).is_file():
+                return base / name
+    raise DataError(f"{root}: no {stem} (looked in {root / folder / 'raw'}, {root / folder} and {root}; "
+                    f"--download fetches it)")
+
+
+def _mnist(cfg: TrainConfig, root: Path) -> tuple[tuple[Any, Any], tuple[Any, Any], tuple[str, ...]]:
+    folder = _MNIST_FOLDERS[cfg.dataset]
+    parts = []
+    for prefix in ("train", "t10k"):
+        images = read_idx(_find_idx(root, folder, f"{prefix}-images-idx3-ubyte"))
+        labels = read_idx(_find_idx(root, folder, f"{prefix}-labels-idx1-ubyte"))
+        if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+            raise DataError(f"{root / folder}: {prefix} images {images.shape} and labels {labels.shape} "
+                            f"do not match")
+        parts.append((images[:, None], labels.astype("int64")))
+    classes = tuple(str(i) for i in range(10)) if cfg.dataset is Dataset.mnist else _FASHION_CLASSES
+    return parts[0], parts[1], classes
+
+
+def _cifar(cfg: TrainConfig, root: Path) -> tuple[tuple[Any, Any], tuple[Any, Any], tuple[str, ...]]:
+    import numpy as np
+
+    if cfg.dataset is Dataset.cifar10:
+        base, train_files, key, meta_key = root / "cifar-10-batches-py", \
+            [f"data_batch_{i}" for i in range(1, 6)], "labels", "label_names"
+        meta_file, test_files = "batches.meta", ["test_batch"]
+    else:
+        base, train_files, key, meta_key = root / "cifar-100-python", ["train"], "fine_labels", "fine_label_names"
+        meta_file, test_files = "meta", ["test"]
+    if not base.is_dir():
+        raise DataError(f"{root}: no {base.name} folder (the CIFAR python version; --download fetches it)")
+
+    def load(names: list[str]) -> tuple[Any, Any]:
+        xs, ys = [], []
+        for name in names:
+            d = read_cifar_batch(base / name)
+            if "data" not in d or key not in d:
+                raise DataError(f"{base / name}: a CIFAR batch needs 'data' and '{key}'")
+            x = np.asarray(d["data"], dtype=np.uint8)
+            if x.ndim != 2 or x.shape[1] != 3072 or len(x) != len(d[key]):
+                raise DataError(f"{base / name}: data {x.shape} is not N x 3072 with one label per row")
+            xs.append(x.reshape(-1, 3, 32, 32))
+            ys.append(np.asarray(d[key], dtype=np.int64))
+        return np.concatenate(xs), np.concatenate(ys)
+
+    train, test = load(train_files), load(test_files)
+    meta = read_cifar_batch(base / meta_file)
+    classes = tuple(str(c) for c in meta.get(meta_key, []))
+    n = 10 if cfg.dataset is Dataset.cifar10 else 100
+    if len(classes) != n:
+        raise DataError(f"{base / meta_file}: expected {n} class names under '{meta_key}', found {len(classes)}")
+    return train, test, classes
+
+
+def _digits() -> tuple[Any, Any, tuple[str, ...]]:
+    import numpy as np
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = np.rint(d.images * (255.0 / 16.0)).astype(np.uint8)[:, None]  # 0..16 grey levels -> 0..255
+    return x, d.target.astype(np.int64), tuple(str(i) for i in range(10))
+
+
+def _image_files(folder: Path) -> tuple[list[tuple[Path, int]], tuple[str, ...]]:
+    classes = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not classes:
+        raise DataError(f"{folder}: no class folders (an image folder holds one sub-folder per class)")
+    items = []
+    for i, c in enumerate(classes):
+        for p in sorted((folder / c).rglob("*")):
+            if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file():
+                items.append((p, i))
+    if not items:
+        raise DataError(f"{folder}: the class folders hold no images ({', '.join(IMAGE_SUFFIXES)})")
+    return items, tuple(classes)
+
+
+def _read_images(items: list[tuple[Path, int]], size: tuple[int, int], channels: int) -> tuple[Any, Any]:
+    import numpy as np
+    from PIL import Image
+
+    mode = "L" if channels == 1 else "RGB"
+    xs = np.empty((len(items), channels, size[0], size[1]), dtype=np.uint8)
+    for k, (p, _) in enumerate(items):
+        try:
+            with Image.open(p) as im:
+                im = im.convert(mode).resize((size[1], size[0]), Image.BILINEAR)
+                a = np.asarray(im, dtype=np.uint8)
+        except Exception as exc:  # noqa: BLE001 - PIL raises many types for a bad file
+            raise DataError(f"{p}: cannot read image ({type(exc).__name__}: {exc})") from exc
+        xs[k] = a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
+    return xs, np.array([c for _, c in items], dtype=np.int64)
+
+
+def _imagefolder(root: Path, size: tuple[int, int], channels: int) -> tuple[Any, Any | None, tuple[str, ...]]:
+    """`root/train` and `root/val` (or `root` alone, split with --val-split): returns train, val, classes."""
+    if (root / "train").is_dir():
+        items, classes = _image_files(root / "train")
+        val = None
+        for name in ("val", "valid", "validation", "test"):
+            if (root / name).is_dir():
+                v_items, v_classes = _image_files(root / name)
+                if v_classes != classes:
+                    raise DataError(f"{root / name}: class folders {list(v_classes)} differ from "
+                                    f"{root / 'train'}'s {list(classes)}")
+                val = _read_images(v_items, size, channels)
+                break
+        return _read_images(items, size, channels), val, classes
+    items, classes = _image_files(root)
+    return _read_images(items, size, channels), None, classes
+
+
+def _seeded_split(n: int, fractions: tuple[float, ...], seed: int) -> list[Any]:
+    """Index sets for a fixed, seeded split: the same seed gives the same split on every machine."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    perm = torch.randperm(n, generator=g)
+    out, start = [], 0
+    for f in fractions:
+        k = max(1, int(round(n * f)))
+        out.append(perm[start:start + k])
+        start += k
+    out.append(perm[start:])
+    return [out[-1], *out[:-1]]  # the remainder (the training set) first, then one set per fraction
+
+
+SPLIT_SEED = 20240601  # fixed, independent of --seed: the validation set must not move between runs
+
+
+def _fit(x: Any, target: tuple[int, int]) -> Any:
+    """Resize uint8 images up to at least `target` (the architecture's minimum input), bilinear."""
+    import torch
+    import torch.nn.functional as F
+
+    h, w = x.shape[-2:]
+    th, tw = max(h, target[0]), max(w, target[1])
+    if (th, tw) == (h, w):
+        return x
+    out = torch.empty((x.shape[0], x.shape[1], th, tw), dtype=torch.uint8)
+    for i in range(0, x.shape[0], 4096):  # in chunks: a float copy of all of CIFAR would be large
+        chunk = F.interpolate(x[i:i + 4096].float(), size=(th, tw), mode="bilinear", align_corners=False)
+        out[i:i + 4096] = chunk.round_().clamp_(0, 255).to(torch.uint8)
+    return out
+
+
+def load_data(cfg: TrainConfig, min_input: tuple[int, int], default_input: tuple[int, int, int],
+              download: bool = False) -> Data:
+    """The data set `cfg` names, split into train/val(/test), resized to at least `min_input`."""
+    import numpy as np
+    import torch
+
+    test = None
+    if cfg.dataset is Dataset.synthetic:
+        c, h, w = default_input
+        h, w = max(h, min_input[0]), max(w, min_input[1])
+        g = torch.Generator().manual_seed(SPLIT_SEED)
+        n = cfg.synthetic_size
+        sizes = (n, max(2, n // 4), max(2, n // 4))
+        parts = [Split(torch.randint(0, 256, (k, c, h, w), dtype=torch.uint8, generator=g),
+                       torch.randint(0, 10, (k,), generator=g)) for k in sizes]
+        return _finish(cfg, tuple(str(i) for i in range(10)), parts[0], parts[1], parts[2],
+                       "synthetic: random images and labels", min_input)
+
+    if cfg.dataset is Dataset.digits:
+        x, y, classes = _digits()
+        tr, va, te = _seeded_split(len(y), (0.1, 0.2), SPLIT_SEED)  # train 70%, val 10%, test 20%
+        xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+        return _finish(cfg, classes, Split(xt[tr], yt[tr]), Split(xt[va], yt[va]), Split(xt[te], yt[te]),
+                       "digits: fixed seeded split 70/10/20 of scikit-learn's 1,797 images", min_input)
+
+    root = Path(os.path.expanduser(cfg.data_dir or ""))
+    if download:
+        _download(cfg, root)
+    if not root.is_dir():
+        raise DataError(f"{root}: no such data directory" + ("" if cfg.dataset is Dataset.imagefolder
+                                                              else " (--download fetches the data set there)"))
+    if cfg.dataset in _MNIST_FOLDERS:
+        (x, y), (xte, yte), classes = _mnist(cfg, root)
+        test = (xte, yte)
+    elif cfg.dataset in (Dataset.cifar10, Dataset.cifar100):
+        (x, y), (xte, yte), classes = _cifar(cfg, root)
+        test = (xte, yte)
+    else:
+        c, h, w = default_input
+        size = (max(h, min_input[0]), max(w, min_input[1]))
+        (x, y), val, classes = _imagefolder(root, size, c)
+        if val is not None:
+            xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+            return _finish(cfg, classes, Split(xt, yt), Split(torch.from_numpy(val[0]), torch.from_numpy(val[1])),
+                           None, f"imagefolder: {root / 'val'}", min_input)
+    if len(y) and (y.min() < 0 or y.max() >= len(classes)):
+        raise DataError(f"{root}: labels run from {y.min()} to {y.max()}, outside 0..{len(classes) - 1}")
+    if len(y) < 2:
+        raise DataError(f"{root}: {len(y)} training images; need at least 2 to hold out a validation split")
+    tr, va = _seeded_split(len(y), (cfg.val_split,), SPLIT_SEED)
+    xt, yt = torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(y)
+    te = Split(torch.from_numpy(np.ascontiguousarray(test[0])), torch.from_numpy(test[1])) if test else None
+    return _finish(cfg, classes, Split(xt[tr], yt[tr]), Split(xt[va], yt[va]), te,
+                   f"{cfg.dataset.value}: fixed seeded {cfg.val_split:g} of the training set", min_input)
+
+
+def _finish(cfg: TrainConfig, classes: tuple[str, ...], train: Split, val: Split, test: Split | None,
+            val_from: str, min_input: tuple[int, int]) -> Data:
+    import torch
+
+    train, val = Split(_fit(train.x, min_input), train.y), Split(_fit(val.x, min_input), val.y)
+    if test is not None:
+        test = Split(_fit(test.x, min_input), test.y)
+    # Per-channel statistics of the training split (the per-data-set normalisation), in [0, 1] units.
+    xs = train.x[: 50000].to(torch.float64).div_(255.0)
+    mean = tuple(float(v) for v in xs.mean(dim=(0, 2, 3)))
+    std = tuple(max(float(v), 1e-3) for v in xs.std(dim=(0, 2, 3)))
+    return Data(cfg.dataset.value, classes, train, val, test, mean, std, val_from)
+
+
+def _download(cfg: TrainConfig, root: Path) -> None:
+    """Fetch through torchvision into `root`, in the layout the readers above expect (only with --download)."""
+    from torchvision import datasets
+
+    cls = {Dataset.mnist: datasets.MNIST, Dataset.fashion_mnist: datasets.FashionMNIST,
+           Dataset.cifar10: datasets.CIFAR10, Dataset.cifar100: datasets.CIFAR100}[cfg.dataset]
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        for train in (True, False):
+            cls(str(root), train=train, download=True)
+    except Exception as exc:  # noqa: BLE001 - network and disk errors of every kind
+        raise DataError(f"{root}: downloading {cfg.dataset.value} failed ({type(exc).__name__}: {exc})") from exc
+
+

@@ -1,0 +1,586 @@
+"""The training loop and evaluation: `train(cfg)` -> TrainResult, `evaluate_checkpoint(path)` -> EvalResult.
+
+Determinism, so that a resumed run equals one run straight through: the epoch's shuffle comes from a generator
+seeded with (seed, epoch), and every step reseeds the augmentation generator and torch's global RNG (dropout)
+with (seed, epoch, step). Resuming at any step therefore replays exactly what an uninterrupted run would draw.
+
+Under torchrun each global batch of --batch-size images is cut into one contiguous share per rank and the loss
+is summed and divided by the global batch size, so DDP's gradient average is the single-process gradient.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from nnkit.errors import CheckpointError, ExitCode, NnkitError, UsageError
+from nnkit.train import checkpoint as ckpt
+from nnkit.train import dist as D
+from nnkit.train.checkpoint import RunDirError
+from nnkit.train.config import Dataset, Freeze, Optimizer, Schedule, TrainConfig
+
+
+class Interrupted(NnkitError):
+    """Ctrl-C during training, after the resumable checkpoint was saved."""
+
+    exit_code = ExitCode.INTERRUPTED
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    run_dir: str
+    best_checkpoint: str
+    last_checkpoint: str
+    val_accuracy: float  # the best validation accuracy (the weights in best.pt and in the returned model)
+    best_epoch: int
+    epochs_run: int  # epochs completed in total, including those before a resume
+    stopped_early: bool
+    test_accuracy: float | None
+    test_loss: float | None
+    history: tuple[dict[str, Any], ...]
+    arch: str
+    dataset: str
+    device: str
+    world_size: int
+    params: int
+    seconds: float
+    images_per_s: float  # training images per second over this process's epochs (all ranks together)
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    checkpoint: str
+    arch: str
+    dataset: str
+    split: str
+    images: int
+    loss: float
+    accuracy: float
+    top5: float | None  # None with 5 classes or fewer
+    per_class: tuple[tuple[str, int, float], ...]  # (class, images, accuracy)
+    confusion: tuple[tuple[int, ...], ...]  # rows: true class, columns: predicted
+    classes: tuple[str, ...] = field(default=())
+
+
+class Hooks:
+    """Progress callbacks (the CLI draws a progress bar with them); the loop itself prints nothing."""
+
+    def epoch_start(self, epoch: int, epochs: int, steps: int, done: int) -> None: ...
+
+    def step(self, epoch: int, step: int) -> None: ...
+
+    def epoch_end(self, row: dict[str, Any]) -> None: ...
+
+
+# ---------------------------------------------------------------------------------------------- pieces
+
+
+def resolve_device(name: str | None, d: D.Dist | None = None) -> Any:
+    import torch
+
+    if name is None:
+        if torch.cuda.is_available():
+            name = "cuda"
+        else:
+            name = "cpu"
+    try:
+        dev = torch.device(name)
+    except RuntimeError as exc:
+        raise UsageError(f"--device {name}: not a device (cpu, cuda, cuda:1, mps)") from exc
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UsageError(f"--device {name}: CUDA is not available on this machine")
+        if d is not None and d.on and dev.index is None:
+            dev = torch.device("cuda", d.local_rank)
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise UsageError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise UsageError(f"--device {name}: MPS is not available on this machine")
+    elif dev.type not in ("cpu", "cuda", "mps"):
+        raise UsageError(f"--device {name}: unsupported device type {dev.type}")
+    return dev
+
+
+def amp_dtype(device: Any) -> Any:
+    """bf16 where the device has it (CPU, Ampere+ CUDA), else fp16 (older CUDA, with a GradScaler)."""
+    import torch
+
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "cpu":
+        return torch.bfloat16
+    raise UsageError(f"--amp: mixed precision is not supported on {device.type} by nnkit (use cpu or cuda)")
+
+
+def lr_at(step: int, total: int, per_epoch: int, cfg: TrainConfig) -> float:
+    """The learning rate of step `step` (0-based) of `total`: linear warmup, then the schedule.
+
+    onecycle follows torch.optim.lr_scheduler.OneCycleLR's defaults (Smith & Topin 2019): cosine up from
+    lr/25 over the warmup (30% of the run without --warmup-epochs), then cosine down to lr/25/1e4.
+    """
+    base = cfg.learning_rate
+    warm = int(round(cfg.warmup_epochs * per_epoch))
+    if cfg.schedule is Schedule.onecycle:
+        up = warm or max(1, int(0.3 * total))
+        lo, end = base / 25, base / 25 / 1e4
+        if step < up:
+            return lo + (base - lo) * (1 - math.cos(math.pi * step / up)) / 2
+        t = (step - up) / max(1, total - up)
+        return end + (base - end) * (1 + math.cos(math.pi * t)) / 2
+    if step < warm:
+        return base * (step + 1) / warm
+    t = (step - warm) / max(1, total - warm)
+    if cfg.schedule is Schedule.cosine:
+        return base * (1 + math.cos(math.pi * t)) / 2
+    if cfg.schedule is Schedule.step:  # x0.1 after a third and after two thirds of the run
+        return base * 0.1 ** min(2, int(t * 3))
+    return base
+
+
+def _mix(*parts: int) -> int:
+    """A 63-bit seed from several integers (splitmix-style), stable across Python runs (no hash())."""
+    h = 0x9E3779B97F4A7C15
+    for p in parts:
+        h = (h ^ (p & 0xFFFFFFFFFFFFFFFF)) * 0xBF58476D1CE4E5B9 & 0xFFFFFFFFFFFFFFFF
+        h ^= h >> 31
+    return h & 0x7FFFFFFFFFFFFFFF
+
+
+def head_module(model: Any) -> tuple[str, Any]:
+    """The classifier: the last module with parameters of its own (Linear in most nets, a Conv in SqueezeNet)."""
+    last = None
+    for name, m in model.named_modules():
+        if any(True for _ in m.parameters(recurse=False)):
+            last = (name, m)
+    if last is None:
+        raise UsageError("the model has no parameters")
+    return last
+
+
+def load_weights(model: Any, path: str) -> tuple[int, list[str]]:
+    """Copy every tensor whose name and shape match; a head of another class count stays new."""
+    import torch
+
+    state = ckpt.load_state_dict(path)
+    own = model.state_dict()
+    taken, skipped = 0, []
+    with torch.no_grad():
+        for k, v in state.items():
+            if k in own and own[k].shape == v.shape:
+                own[k].copy_(v)
+                taken += 1
+            elif k in own:
+                skipped.append(k)
+    if taken == 0:
+        raise CheckpointError(f"--weights {path}: no tensor matches this model by name and shape "
+                              f"(weights for another architecture?)")
+    return taken, skipped
+
+
+def _normaliser(mean: tuple[float, ...], std: tuple[float, ...], device: Any) -> tuple[Any, Any]:
+    """uint8 -> (x/255 - mean)/std as one multiply-add: x*a + b."""
+    import torch
+
+    s = torch.tensor(std, device=device).view(1, -1, 1, 1)
+    m = torch.tensor(mean, device=device).view(1, -1, 1, 1)
+    return 1.0 / (255.0 * s), -m / s
+
+
+def evaluate(model: Any, x: Any, y: Any, a: Any, b: Any, num_classes: int, batch: int, device: Any,
+             channels_last: bool = False, amp: Any = None) -> dict[str, Any]:
+    """Loss, top-1, top-5 and the confusion matrix of `model` on uint8 images `x` (on any device)."""
+    import contextlib
+
+    import torch
+    import torch.nn.functional as F
+
+    was = model.training
+    model.eval()
+    loss = torch.zeros((), dtype=torch.float64, device=device)
+    top5 = torch.zeros((), dtype=torch.long, device=device)
+    conf = torch.zeros(num_classes * num_classes, dtype=torch.long, device=device)
+    k = min(5, num_classes)
+    with torch.inference_mode():
+        for i in range(0, len(y), batch):
+            xb = x[i:i + batch].to(device, non_blocking=True).float().mul_(a).add_(b)
+            yb = y[i:i + batch].to(device, non_blocking=True)
+            if channels_last:
+                xb = xb.contiguous(memory_format=torch.channels_last)
+            ctx = torch.autocast(device.type, dtype=amp) if amp is not None else contextlib.nullcontext()
+            with ctx:
+                out = model(xb)
+            out = out.float()
+            loss += F.cross_entropy(out, yb, reduction="sum").double()
+            pred = out.argmax(1)
+            conf += torch.bincount(yb * num_classes + pred, minlength=num_classes * num_classes)
+            top5 += (out.topk(k, 1).indices == yb[:, None]).any(1).sum()
+    model.train(was)
+    n = max(1, len(y))
+    c = conf.view(num_classes, num_classes).cpu()
+    return {"loss": float(loss) / n, "accuracy": float(c.diag().sum()) / n, "top5": float(top5) / n,
+            "confusion": c, "images": len(y)}
+
+
+# ---------------------------------------------------------------------------------------------- run directory
+
+
+def default_run_dir(cfg: TrainConfig) -> Path:
+    base = Path("runs") / f"{cfg.arch}-{cfg.dataset.value}"
+    p, i = base, 2
+    while p.exists():
+        p, i = Path(f"{base}-{i}"), i + 1
+    return p
+
+
+def prepare_run_dir(path: Path, resuming: bool) -> Path:
+    """Create it (or check it), and prove it is writable before any training starts."""
+    if path.exists() and not path.is_dir():
+        raise RunDirError(f"--out {path}: exists and is not a directory")
+    if not resuming and (path / "last.pt").exists():
+        raise RunDirError(f"--out {path}: holds a run already (last.pt); continue it with --resume {path} "
+                          f"or choose another --out")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".nnkit-write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise RunDirError(f"--out {path}: not writable ({exc.strerror or exc})") from exc
+    return path
+
+
+# ---------------------------------------------------------------------------------------------- training
+
+
+def resume_config(source: str, cfg_epochs: int | None, **overrides: Any) -> tuple[TrainConfig, dict[str, Any]]:
+    """The saved config of the run in `source` (a run dir or a checkpoint), with --epochs and friends applied.
+
+    overrides: settings the user gave again on the command line (arch, dataset, ...); a different architecture
+    or data set is refused, anything else that the run depends on is refused too.
+    """
+    state = ckpt.load(source)
+    saved = TrainConfig.from_dict(state["config"])
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        old = getattr(saved, key)
+        if (old.value if hasattr(old, "value") else old) != (value.value if hasattr(value, "value") else value):
+            raise CheckpointError(f"--resume {state['path']}: the run trained {key} "
+                                  f"'{old.value if hasattr(old, 'value') else old}', not "
+                                  f"'{value.value if hasattr(value, 'value') else value}'; start a new run "
+                                  f"with --out instead")
+    cfg = replace(saved, epochs=cfg_epochs or saved.epochs, out=str(Path(state["path"]).parent))
+    if cfg.epochs < int(state["epoch"]):
+        raise UsageError(f"--epochs {cfg.epochs}: the run has completed {state['epoch']} epochs already "
+                         f"(--epochs is the total)")
+    return cfg.validate(), state
+
+
+def train(cfg: TrainConfig, resume: dict[str, Any] | None = None, hooks: Hooks | None = None,
+          data_dir: str | None = None) -> TrainResult:
+    """Train cfg.arch on cfg.dataset; `resume` is a checkpoint from resume_config().
+
+    data_dir: where the data is now, when it moved since the run started (resume and eval take it).
+    """
+    import contextlib
+
+    import torch
+    import torch.nn.functional as F
+
+    from nnkit.archs import build, get_arch
+    from nnkit.train.augment import augment
+    from nnkit.train.data import load_data
+    from nnkit.train.metrics import plot_curves, write_metrics
+
+    cfg = cfg.validate().resolved()
+    hooks = hooks or Hooks()
+    d = D.from_env()
+    device = resolve_device(cfg.device, d)
+    info = get_arch(cfg.arch)
+    amp = amp_dtype(device) if cfg.amp else None
+    run_dir = Path(os.path.expanduser(cfg.out)) if cfg.out else default_run_dir(cfg)
+    if d.main:
+        prepare_run_dir(run_dir, resuming=resume is not None)
+    D.init(d, device)
+    try:
+        return _train(cfg, resume, hooks, data_dir, d, device, info, amp, run_dir, torch, F, contextlib,
+                      build, augment, load_data, plot_curves, write_metrics)
+    finally:
+        D.done(d)
+
+
+def _train(cfg, resume, hooks, data_dir, d, device, info, amp, run_dir, torch, F, contextlib,  # noqa: ANN001
+           build, augment, load_data, plot_curves, write_metrics) -> TrainResult:
+    started = time.perf_counter()
+    if data_dir:
+        cfg = replace(cfg, data_dir=data_dir)
+    if d.main or not cfg.download:
+        data = load_data(cfg, info.min_input, info.input, download=cfg.download and d.main)
+    if d.on and cfg.download:
+        D.barrier(d)
+        if not d.main:
+            data = load_data(cfg, info.min_input, info.input)
+    nclass, (c, h, w) = len(data.classes), data.shape
+    if resume is not None:
+        if tuple(resume["classes"]) != data.classes or tuple(resume["input"]) != (c, h, w):
+            raise CheckpointError(f"--resume {resume['path']}: the data now has {nclass} classes at {c}x{h}x{w}, "
+                                  f"the run had {len(resume['classes'])} at "
+                                  f"{'x'.join(map(str, resume['input']))}")
+
+    torch.manual_seed(cfg.seed)  # the initial weights
+    try:
+        model = build(cfg.arch, num_classes=nclass, in_channels=c, width=cfg.width)
+    except NnkitError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a builder that rejects the class count or the input
+        raise UsageError(f"{cfg.arch} cannot be built for {nclass} classes and {c} input channels "
+                         f"({type(exc).__name__}: {exc})") from exc
+    if cfg.weights and resume is None:
+        load_weights(model, cfg.weights)
+    head_name, head = head_module(model)
+    if cfg.freeze is Freeze.backbone:
+        for p in model.parameters():
+            p.requires_grad_(False)
+        for p in head.parameters():
+            p.requires_grad_(True)
+    model.to(device)
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+    params = sum(p.numel() for p in model.parameters())
+    trainable = [p for p in model.parameters() if p.requires_grad]
+
+    lr = cfg.learning_rate
+    if cfg.optimizer is Optimizer.sgd:
+        opt = torch.optim.SGD(trainable, lr=lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
+                              weight_decay=cfg.weight_decay)
+    elif cfg.optimizer is Optimizer.adam:
+        opt = torch.optim.Adam(trainable, lr=lr, weight_decay=cfg.weight_decay)
+    else:
+        opt = torch.optim.AdamW(trainable, lr=lr, weight_decay=cfg.weight_decay)
+    scaler = torch.amp.GradScaler(device.type) if amp is torch.float16 else None
+
+    # Data on the device: uint8, a few hundred MB at most for the small data sets.
+    xtr, ytr = data.train.x.to(device), data.train.y.to(device)
+    xva, yva = data.val.x.to(device), data.val.y.to(device)
+    a, b = _normaliser(data.mean, data.std, device)
+    n = len(ytr)
+    gb = min(cfg.batch_size, n)
+    steps = max(1, n // gb)  # drop the last partial batch: every step has the same size (and every rank a share)
+    if d.on and gb < d.world:
+        raise UsageError(f"--batch-size {gb} is smaller than the {d.world} processes")
+    total = cfg.epochs * steps
+
+    net = model
+    if d.on:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        net = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if cfg.compile:
+        net = torch.compile(net)
+
+    history: list[dict[str, Any]] = []
+    best_acc, best_epoch, start_epoch, start_step = -1.0, 0, 1, 0
+    partial = torch.zeros(3, dtype=torch.float64, device=device)  # loss sum, correct, images of this epoch
+    partial_seconds = 0.0
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        opt.load_state_dict(resume["optimizer"])
+        if scaler is not None and resume.get("scaler"):
+            scaler.load_state_dict(resume["scaler"])
+        history = [dict(r) for r in resume["history"]]
+        best_acc, best_epoch = float(resume["best_val_accuracy"]), int(resume["best_epoch"])
+        start_epoch, start_step = int(resume["epoch"]) + 1, int(resume.get("step", 0))
+        if start_step:  # an epoch cut short by Ctrl-C: `epoch` counts the completed ones, `step` this one's
+            partial = resume["partial"].to(device=device, dtype=torch.float64)
+            partial_seconds = float(resume.get("partial_seconds", 0.0))
+
+    def state(epoch_done: int, step: int = 0, part: Any = None, secs: float = 0.0, kind: str = "last") -> dict:
+        s = {"format": ckpt.FORMAT, "version": ckpt.VERSION, "kind": kind, "arch": cfg.arch,
+             "arch_options": {"num_classes": nclass, "in_channels": c, "width": cfg.width},
+             "input": [c, h, w], "classes": list(data.classes), "dataset": data.name, "val_from": data.val_from,
+             "mean": list(data.mean), "std": list(data.std), "config": cfg.to_dict(), "epoch": epoch_done,
+             "step": step, "history": history, "best_val_accuracy": best_acc, "best_epoch": best_epoch,
+             "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+             "rng": {"torch": torch.get_rng_state()}, "schedule": {"name": cfg.schedule.value, "step":
+                                                                  (epoch_done * steps + step)}}
+        if kind == "last":
+            s["optimizer"] = opt.state_dict()
+            s["scaler"] = scaler.state_dict() if scaler is not None else {}
+            if part is not None:
+                s["partial"], s["partial_seconds"] = part.cpu(), secs
+        return s
+
+    if d.main:
+        ckpt.write_json(run_dir / "config.json", {**cfg.to_dict(), "val_from": data.val_from,
+                                                  "classes": list(data.classes), "input": [c, h, w],
+                                                  "world_size": d.world, "device": str(device)})
+    g = torch.Generator(device=device)
+    shuffle = torch.Generator()
+    stopped_early = False
+    images_seen, train_time = 0, 0.0
+    ctx = (lambda: torch.autocast(device.type, dtype=amp)) if amp is not None else contextlib.nullcontext
+    lo = d.rank * gb // d.world  # this rank's share of every global batch
+    hi = (d.rank + 1) * gb // d.world
+    patience_left = None
+    if cfg.patience is not None:
+        patience_left = cfg.patience - (len(history) - best_epoch if history else 0)
+
+    net.train()
+    epoch, completed, t0 = start_epoch, 0, time.perf_counter()
+    try:
+        for epoch in range(start_epoch, cfg.epochs + 1):
+            if patience_left is not None and patience_left <= 0:
+                stopped_early = True
+                break
+            shuffle.manual_seed(_mix(cfg.seed, epoch))
+            perm = torch.randperm(n, generator=shuffle).to(device)
+            first = start_step if epoch == start_epoch else 0
+            completed = first
+            if first == 0:
+                partial = torch.zeros(3, dtype=torch.float64, device=device)
+                partial_seconds = 0.0
+            hooks.epoch_start(epoch, cfg.epochs, steps, first)
+            t0 = time.perf_counter()
+            for step in range(first, steps):
+                for group in opt.param_groups:
+                    group["lr"] = lr_at((epoch - 1) * steps + step, total, steps, cfg)
+                seed = _mix(cfg.seed, epoch, step)
+                g.manual_seed(seed)
+                torch.manual_seed(seed)
+                idx = perm[step * gb + lo: step * gb + hi]
+                xb = xtr[idx].float().mul_(a).add_(b)
+                yb = ytr[idx]
+                xb = augment(xb, cfg.augment, g)
+                if cfg.channels_last:
+                    xb = xb.contiguous(memory_format=torch.channels_last)
+                with ctx():
+                    out = net(xb)
+                    loss_sum = F.cross_entropy(out.float(), yb, reduction="sum",
+                                               label_smoothing=cfg.label_smoothing)
+                loss = loss_sum * (d.world / gb)  # DDP averages over ranks: the mean over the global batch
+                opt.zero_grad(set_to_none=True)
+                if scaler is not None:
+                    scaler.scale(loss).backward()
+                    scaler.step(opt)
+                    scaler.update()
+                else:
+                    loss.backward()
+                    opt.step()
+                with torch.no_grad():
+                    partial += torch.stack([loss_sum.detach().double(), (out.argmax(1) == yb).sum().double(),
+                                            torch.tensor(float(len(yb)), dtype=torch.float64, device=device)])
+                completed = step + 1
+                hooks.step(epoch, step)
+            sums = D.all_sum(d, partial.clone())
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            seconds = time.perf_counter() - t0 + partial_seconds
+            ev = evaluate(model, xva, yva, a, b, nclass, max(gb, 256), device, cfg.channels_last, amp)
+            imgs = float(sums[2])
+            row = {"epoch": epoch, "train_loss": float(sums[0]) / imgs, "train_accuracy": float(sums[1]) / imgs,
+                   "val_loss": ev["loss"], "val_accuracy": ev["accuracy"],
+                   "lr": opt.param_groups[0]["lr"], "images_per_s": imgs / max(seconds, 1e-9),
+                   "seconds": seconds}
+            images_seen += int(imgs)
+            train_time += seconds
+            history.append(row)
+            improved = ev["accuracy"] > best_acc
+            if improved:
+                best_acc, best_epoch = ev["accuracy"], epoch
+            if patience_left is not None:
+                patience_left = cfg.patience if improved else patience_left - 1
+            if d.main:
+                if improved:
+                    ckpt.save(state(epoch, kind="best"), run_dir / "best.pt")
+                ckpt.save(state(epoch), run_dir / "last.pt")
+                write_metrics(run_dir, history)
+            completed = 0  # last.pt now holds this epoch whole
+            hooks.epoch_end(row)
+        else:
+            epoch = cfg.epochs
+    except KeyboardInterrupt:
+        # Save where we are: the steps of this epoch done so far, so that --resume replays the rest exactly.
+        if d.main:
+            if 0 < completed < steps:
+                secs = time.perf_counter() - t0 + partial_seconds
+                ckpt.save(state(epoch - 1, completed, partial, secs), run_dir / "last.pt")
+            write_metrics(run_dir, history)
+        raise Interrupted(f"interrupted in epoch {epoch}; continue with: nnkit train --resume {run_dir}") \
+            from None
+    if patience_left is not None and patience_left <= 0 and len(history) < cfg.epochs:
+        stopped_early = True
+
+    # Restore the best weights (early stopping or not) and measure them on the test split.
+    D.barrier(d)
+    if (run_dir / "best.pt").exists():
+        model.load_state_dict(ckpt.load(run_dir / "best.pt", map_location=device)["model"])
+    test_acc = test_loss = None
+    if data.test is not None:
+        ev = evaluate(model, data.test.x, data.test.y, a, b, nclass, max(gb, 256), device, cfg.channels_last, amp)
+        test_acc, test_loss = ev["accuracy"], ev["loss"]
+    if d.main:
+        write_metrics(run_dir, history)
+        if history:
+            plot_curves(run_dir / "curves.png", history, f"{cfg.arch} on {data.name}")
+        ckpt.write_json(run_dir / "summary.json", {"val_accuracy": best_acc, "best_epoch": best_epoch,
+                                                   "epochs_run": len(history), "test_accuracy": test_acc,
+                                                   "test_loss": test_loss, "stopped_early": stopped_early})
+    D.barrier(d)
+    return TrainResult(
+        run_dir=str(run_dir), best_checkpoint=str(run_dir / "best.pt"), last_checkpoint=str(run_dir / "last.pt"),
+        val_accuracy=best_acc, best_epoch=best_epoch, epochs_run=len(history), stopped_early=stopped_early,
+        test_accuracy=test_acc, test_loss=test_loss, history=tuple(history), arch=cfg.arch, dataset=data.name,
+        device=str(device), world_size=d.world, params=params, seconds=time.perf_counter() - started,
+        images_per_s=images_seen / train_time if train_time else 0.0)
+
+
+# ---------------------------------------------------------------------------------------------- evaluation
+
+
+def evaluate_checkpoint(path: str, dataset: Dataset | None = None, data_dir: str | None = None,
+                        split: str | None = None, device: str | None = None, batch_size: int = 256) -> EvalResult:
+    """Evaluate a checkpoint; by default on the split it was validated on, with its own normalisation."""
+    from nnkit.archs import build, get_arch
+    from nnkit.train.data import load_data
+
+    state = ckpt.load(path)
+    cfg = TrainConfig.from_dict(state["config"])
+    if dataset is not None and dataset is not cfg.dataset:
+        cfg = replace(cfg, dataset=dataset, data_dir=data_dir or None)
+    elif data_dir:
+        cfg = replace(cfg, data_dir=data_dir)
+    cfg = replace(cfg, download=False).validate()
+    dev = resolve_device(device)
+    info = get_arch(state["arch"])
+    c, h, w = (int(v) for v in state["input"])
+    data = load_data(cfg, (h, w), (c, h, w))
+    split = split or "val"
+    part = data.split(split)
+    classes = tuple(state["classes"])
+    if data.shape != (c, h, w):
+        raise CheckpointError(f"{state['path']}: the model takes {c}x{h}x{w}, {data.name} gives "
+                              f"{'x'.join(map(str, data.shape))}")
+    if len(data.classes) != len(classes):
+        raise CheckpointError(f"{state['path']}: the model has {len(classes)} classes, {data.name} has "
+                              f"{len(data.classes)}")
+    opts = state.get("arch_options", {})
+    model = build(info.name, num_classes=len(classes), in_channels=c, width=opts.get("width"))
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as exc:
+        raise CheckpointError(f"{state['path']}: weights do not fit {info.name} "
+                              f"({str(exc).splitlines()[0][:160]})") from exc
+    model.to(dev)
+    a, b = _normaliser(tuple(state["mean"]), tuple(state["std"]), dev)
+    ev = evaluate(model, part.x, part.y, a, b, len(classes), batch_size, dev)
+    conf = ev["confusion"]
+    per_class = tuple((name, int(conf[i].sum()), float(conf[i, i]) / max(1, int(conf[i].sum())))
+                      for i, name in enumerate(classes))
+    return EvalResult(checkpoint=state["path"], arch=info.name, dataset=data.name, split=split,
+                      images=ev["images"], loss=ev["loss"], accuracy=ev["accuracy"],
+                      top5=ev["top5"] if len(classes) > 5 else None, per_class=per_class,
+                      confusion=tuple(tuple(int(v) for v in r) for r in conf.tolist()), classes=classes)
