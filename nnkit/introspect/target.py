@@ -55,10 +55,11 @@ def _load_object(target: str) -> Any:
         loc = f"{frame.filename}, line {frame.lineno}: " if frame else ""
         raise ModelError(f"{loc}{type(exc).__name__}: {exc} (importing {where})") from None
     if not hasattr(module, attr):
-        names = [n for n in dir(module) if not n.startswith("_")]
-        from nnkit.errors import UnknownNameError
+        import difflib
 
-        raise UnknownNameError(f"name in {where}", attr, names)
+        close = difflib.get_close_matches(attr, [n for n in dir(module) if not n.startswith("_")], n=4)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise ModelError(f"{where} has no '{attr}'{hint}")
     return getattr(module, attr)
 
 

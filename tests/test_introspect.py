@@ -1,0 +1,298 @@
+"""nnkit.introspect against oracles: real torch modules, gradients (receptive fields), published values."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from nnkit.errors import GeometryError, ModelError, UnknownNameError, UsageError
+
+pytestmark = pytest.mark.torch
+
+
+def _branchy():
+    """A small branching net: a residual add and an Inception-like concat of 1x1/3x3/5x5 and pooling paths."""
+    import torch
+    from torch import nn
+
+    class Branchy(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem = nn.Conv2d(3, 8, 3, stride=2, padding=1)
+            self.a = nn.Conv2d(8, 8, 1)
+            self.b = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=2,
+                                                                                       dilation=2))
+            self.c = nn.Conv2d(8, 8, 5, padding=2)
+            self.down = nn.Conv2d(24, 16, 3, stride=2)
+            self.pool = nn.AdaptiveAvgPool2d(1)
+            self.fc = nn.Linear(16, 4)
+
+        def forward(self, x):
+            x = torch.relu(self.stem(x))
+            x = x + self.b(x)
+            x = torch.cat([self.a(x), self.c(x), nn.functional.max_pool2d(x, 3, 1, 1)], dim=1)
+            x = self.down(x)
+            return self.fc(torch.flatten(self.pool(x), 1))
+
+    return Branchy()
+
+
+def _gradient_support(model, shape, probe):
+    """Oracle: rows/cols of the input that influence one output position of `probe` (torch autograd)."""
+    import torch
+
+    torch.manual_seed(0)
+    model = model.eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.rand_like(p) + 0.1)  # positive weights: no cancellation hides a pixel
+    x = torch.rand((1, *shape), requires_grad=True)
+    out = probe(model, x)
+    i, j = out.shape[-2] // 2, out.shape[-1] // 2
+    out[0, :, i, j].sum().backward()
+    g = x.grad[0].abs().sum(0)
+    rows = (g.sum(1) > 0).nonzero().flatten()
+    cols = (g.sum(0) > 0).nonzero().flatten()
+    return (int(rows[-1] - rows[0] + 1), int(cols[-1] - cols[0] + 1)), (i, j), (int(rows[0]), int(cols[0]))
+
+
+def test_receptive_field_through_branches_matches_gradients():
+    from nnkit.introspect import analyze_model
+
+    model = _branchy()
+    a = analyze_model(model, (3, 64, 64), source="branchy", at="down")
+    size, (i, j), first = _gradient_support(model, (3, 64, 64), lambda m, x: m.down(torch_cat(m, x)))
+    assert a.rf.size == size
+    # output i sees input from i*S - P (Araujo et al. 2019)
+    assert (i * a.rf.stride[0] - a.rf.padding[0], j * a.rf.stride[1] - a.rf.padding[1]) == first
+
+
+def torch_cat(m, x):
+    import torch
+
+    x = torch.relu(m.stem(x))
+    x = x + m.b(x)
+    return torch.cat([m.a(x), m.c(x), torch.nn.functional.max_pool2d(x, 3, 1, 1)], dim=1)
+
+
+def test_receptive_fields_of_classic_networks():
+    from nnkit.introspect import analyze
+
+    # Araujo, Norris & Sim (Distill 2019), table of published fields: AlexNet 195, VGG-16 212
+    assert analyze("alexnet").rf.size == (195, 195)
+    assert analyze("vgg16").rf.size == (212, 212)
+    lenet = analyze("lenet5")
+    assert lenet.rf.size == (32, 32) and lenet.rf_global  # C5 sees the whole 32x32 image
+
+
+@pytest.mark.slow
+def test_resnet18_field_matches_gradients():
+    from nnkit.archs import build
+    from nnkit.introspect import analyze
+
+    a = analyze("resnet18", at="layer3")
+    size, (i, j), first = _gradient_support(build("resnet18"), (3, 320, 320),
+                                            lambda m, x: m.layer3(m.layer2(m.layer1(m.maxpool(m.relu(m.bn1(
+                                                m.conv1(x))))))))
+    assert a.rf.size == size
+    assert i * a.rf.stride[0] - a.rf.padding[0] == first[0]
+
+
+def test_layers_match_real_modules_and_add_up():
+    import torch
+
+    from nnkit.archs import build
+    from nnkit.introspect import analyze
+
+    a = analyze("resnet18")
+    model = build("resnet18").eval()
+    shapes = {}
+
+    def record(path):
+        def hook(module, inputs, output):
+            shapes.setdefault(path, tuple(output.shape[1:]))
+        return hook
+
+    hooks = [m.register_forward_hook(record(p)) for p, m in model.named_modules()]
+    with torch.no_grad():
+        model(torch.zeros(1, 3, 224, 224))
+    for h in hooks:
+        h.remove()
+    conv = next(r for r in a.layers if r.spec == "layer4.1.conv2")
+    assert conv.output == shapes["layer4.1.conv2"] == (512, 7, 7)
+    assert conv.params == model.layer4[1].conv2.weight.numel()
+    assert conv.macs == 512 * 512 * 9 * 7 * 7
+    assert conv.activation_bytes == 512 * 7 * 7 * 4
+    assert sum(r.params for r in a.layers) == a.params == sum(p.numel() for p in model.parameters())
+    assert sum(r.macs for r in a.layers) == a.macs
+    assert [r.spec for r in a.layers if r.spec.startswith("layer1.0.relu")] == ["layer1.0.relu"] * 2  # 2 calls
+
+
+def test_depth_folds_nested_modules():
+    from nnkit.introspect import analyze
+
+    full = analyze("resnet50")
+    one = analyze("resnet50", depth=1)
+    assert [r.spec for r in one.layers] == ["conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3",
+                                            "layer4", "avgpool", "fc"]
+    layer3 = next(r for r in one.layers if r.spec == "layer3")
+    assert layer3.params == sum(r.params for r in full.layers if r.spec.startswith("layer3."))
+    assert layer3.macs == sum(r.macs for r in full.layers if r.spec.startswith("layer3."))
+    assert layer3.input == (512, 28, 28) and layer3.output == (1024, 14, 14)
+    assert (one.params, one.macs) == (full.params, full.macs)
+    two = analyze("resnet50", depth=2)
+    assert "layer4.2" in [r.spec for r in two.layers]
+
+
+def test_at_stops_at_a_module():
+    from nnkit.introspect import analyze
+
+    a = analyze("resnet50", at="layer2")
+    assert a.layers[-1].spec.startswith("layer2.") and a.output == (512, 28, 28)
+    assert a.rf_at == "layer2" and a.rf.stride == (8, 8)
+    with pytest.raises(UnknownNameError, match="did you mean layer2"):
+        analyze("resnet50", at="layr2")
+
+
+def test_batch_and_input_options():
+    from nnkit.introspect import analyze
+
+    a = analyze("resnet18", input="4x3x112x112")
+    b = analyze("resnet18", input="112x112")
+    assert a.batch == 4 and a.input == b.input == (3, 112, 112)
+    assert a.macs == 4 * b.macs
+    c = analyze("resnet18", in_channels=1, input="64x64", num_classes=7)
+    assert c.input == (1, 64, 64) and c.output == (7,)
+    with pytest.raises(UsageError, match="takes 3 channels"):
+        analyze("resnet18", input="1x64x64")
+
+
+def test_input_too_small_names_the_layer_and_the_smallest_input():
+    from nnkit.introspect import analyze
+
+    with pytest.raises(GeometryError, match=r"layer 6 \(Conv2d\) fails on its input 16x1x1.*smallest input "
+                                            r"that works is 1x32x32"):
+        analyze("lenet5", input="1x16x16")
+    with pytest.raises(GeometryError, match="smallest input that works is 3x63x63"):  # torchvision's min_size
+        analyze("alexnet", input="3x40x40")
+
+
+def test_user_models_from_files_and_modules(tmp_path):
+    from nnkit.introspect import analyze
+
+    f = tmp_path / "net.py"
+    f.write_text(textwrap.dedent("""
+        from torch import nn
+
+        class Net(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.conv = nn.Conv2d(3, 10, 5)
+                self.fc = nn.Linear(10 * 28 * 28, 2)
+
+            def forward(self, x):
+                return self.fc(self.conv(x).flatten(1))
+
+        def make():
+            return nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
+
+        instance = nn.Conv2d(3, 2, 1)
+    """))
+    a = analyze(f"{f}:Net", input="3x32x32")
+    assert a.layers[0].params == 760  # CS231n: 10 filters of 5x5x3 + 10 biases
+    assert a.params == 760 + 7840 * 2 + 2 and a.output == (2,)
+    assert analyze(f"{f}:make", input="3x8x8").output == (4, 6, 6)
+    assert analyze(f"{f}:instance", input="3x8x8").params == 8
+    assert analyze("torch.nn:Identity", input="3x8x8").output == (3, 8, 8)
+    with pytest.raises(UsageError, match="give its input shape"):
+        analyze(f"{f}:Net")
+    with pytest.raises(ModelError, match="has no 'Nett'; did you mean Net"):
+        analyze(f"{f}:Nett", input="3x32x32")
+
+
+def test_user_model_import_errors_are_one_line_with_file_and_line(tmp_path):
+    from nnkit.introspect import analyze
+
+    bad = tmp_path / "bad.py"
+    bad.write_text("import torch\n\nx = 1\nraise RuntimeError('no GPU here')\n")
+    with pytest.raises(ModelError, match=r"bad\.py, line 4: RuntimeError: no GPU here") as e:
+        analyze(f"{bad}:Net", input="3x8x8")
+    assert "\n" not in str(e.value)
+    syntax = tmp_path / "syntax.py"
+    syntax.write_text("def f(:\n    pass\n")
+    with pytest.raises(ModelError, match=r"syntax\.py, line 1"):
+        analyze(f"{syntax}:f", input="3x8x8")
+    with pytest.raises(UsageError, match="no such file"):
+        analyze("missing.py:Net", input="3x8x8")
+
+
+def test_analysis_never_changes_the_model():
+    import torch
+
+    from nnkit.introspect import analyze_model
+    from nnkit.introspect.memory import Optimizer, estimate
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU())
+    model.train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    analyze_model(model, (3, 16, 16), source="m")
+    estimate(model, (3, 16, 16), batch=2, optimizer=Optimizer.adam)
+    assert model.training
+    assert all(p.device.type == "cpu" for p in model.parameters())
+    after = model.state_dict()
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+    assert all(h == {} for m in model.modules() for h in (m._forward_hooks, m._forward_pre_hooks))
+
+
+def test_backends_report_their_own_numbers():
+    import logging
+    import warnings
+
+    import torch
+    import torchinfo
+    from fvcore.nn import FlopCountAnalysis
+
+    from nnkit.archs import build
+    from nnkit.introspect import analyze
+
+    model = build("resnet18").eval()
+    x = torch.zeros(1, 3, 224, 224)
+    logging.getLogger("fvcore").setLevel(logging.ERROR)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fv = FlopCountAnalysis(model, x)
+        fv.unsupported_ops_warnings(False)
+        ti = torchinfo.summary(model, input_data=x, verbose=0)
+    a = analyze("resnet18", backend="fvcore")
+    assert a.macs == fv.total() and a.params == 11689512
+    b = analyze("resnet18", backend="torchinfo")
+    assert b.macs == ti.total_mult_adds and b.params == ti.total_params
+    with pytest.raises(UnknownNameError):
+        analyze("resnet18", backend="thop")
+
+
+def test_crosscheck_names_each_difference():
+    from nnkit.archs import get_arch
+    from nnkit.introspect.backends import crosscheck
+    from nnkit.introspect.target import resolve
+
+    t = resolve("resnet18", input=None, num_classes=None, in_channels=None, width=None)
+    c = crosscheck(t, get_arch("resnet18"))
+    bn = sum(2 * m.num_features for m in t.model.modules() if type(m).__name__ == "BatchNorm2d")
+    assert f"torchinfo counts BatchNorm2d: +{bn:,} (one per parameter per item)" in c.differences
+    assert any(d.startswith("fvcore counts batch_norm: +") for d in c.differences)
+    assert c.macs["torchvision"] == 1_814_000_000 and c.params["torchvision"] == c.params["nnkit"]
+
+
+def test_training_memory_counts_saved_activations():
+    import torch
+
+    from nnkit.introspect.memory import Optimizer, estimate, saved_activation_bytes
+
+    # One Linear(8, 4) then ReLU: autograd saves the linear's input (8) and the ReLU's output (4) per item.
+    model = torch.nn.Sequential(torch.nn.Linear(8, 4), torch.nn.ReLU())
+    assert saved_activation_bytes(model, (8,)) == (8 + 4) * 4
+    m = estimate(model, (8,), batch=10, optimizer=Optimizer.adam)
+    assert (m.params_bytes, m.grads_bytes, m.optimizer_bytes) == (36 * 4, 36 * 4, 72 * 4)
+    assert m.total == 36 * 4 * 4 + 10 * 48
