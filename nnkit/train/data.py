@@ -83,7 +83,7 @@ def read_idx(path: Path) -> Any:
     if len(body) != count:
         raise DataError(f"{path}: IDX header says {'x'.join(map(str, dims))} = {count} bytes, "
                         f"the file holds {len(body)}")
-    return np.frombuffer(body, dtype=np.uint8).reshape(dims)
+    return np.frombuffer(body, dtype=np.uint8).reshape(dims).copy()  # writable, as torch wants
 
 
 class _NumpyOnly(pickle.Unpickler):

@@ -119,25 +119,29 @@ def amp_dtype(device: Any) -> Any:
 def lr_at(step: int, total: int, per_epoch: int, cfg: TrainConfig) -> float:
     """The learning rate of step `step` (0-based) of `total`: linear warmup, then the schedule.
 
-    onecycle follows torch.optim.lr_scheduler.OneCycleLR's defaults (Smith & Topin 2019): cosine up from
-    lr/25 over the warmup (30% of the run without --warmup-epochs), then cosine down to lr/25/1e4.
+    onecycle is torch.optim.lr_scheduler.OneCycleLR with its defaults (Smith & Topin 2019; pct_start 0.3,
+    div_factor 25, final_div_factor 1e4, cosine annealing), step for step; --warmup-epochs sets its rising phase.
+    step multiplies by 0.1 after a third and after two thirds of the steps (MultiStepLR, gamma 0.1).
     """
     base = cfg.learning_rate
     warm = int(round(cfg.warmup_epochs * per_epoch))
     if cfg.schedule is Schedule.onecycle:
-        up = warm or max(1, int(0.3 * total))
         lo, end = base / 25, base / 25 / 1e4
-        if step < up:
-            return lo + (base - lo) * (1 - math.cos(math.pi * step / up)) / 2
-        t = (step - up) / max(1, total - up)
-        return end + (base - end) * (1 + math.cos(math.pi * t)) / 2
+        up_end = float(warm - 1) if warm else 0.3 * total - 1  # OneCycleLR's phase end: pct_start*total - 1
+
+        def anneal(start: float, stop: float, pct: float) -> float:
+            return stop + (start - stop) / 2 * (math.cos(math.pi * pct) + 1)
+
+        if step <= up_end:
+            return anneal(lo, base, step / up_end) if up_end > 0 else base
+        return anneal(base, end, (step - up_end) / max(1e-12, total - 1 - up_end))
     if step < warm:
         return base * (step + 1) / warm
     t = (step - warm) / max(1, total - warm)
     if cfg.schedule is Schedule.cosine:
         return base * (1 + math.cos(math.pi * t)) / 2
-    if cfg.schedule is Schedule.step:  # x0.1 after a third and after two thirds of the run
-        return base * 0.1 ** min(2, int(t * 3))
+    if cfg.schedule is Schedule.step:
+        return base * 0.1 ** min(2, (3 * (step - warm)) // max(1, total - warm))
     return base
 
 
