@@ -126,7 +126,8 @@ def train_cmd(
 
         cfg = TrainConfig(
             arch=get_arch(arch).name, dataset=dataset or Dataset.digits, data_dir=data_dir, download=download,
-            val_split=val_split, out=out, epochs=epochs or _D.epochs, batch_size=batch_size, optimizer=optimizer,
+            val_split=val_split, out=out, epochs=_D.epochs if epochs is None else epochs, batch_size=batch_size,
+            optimizer=optimizer,
             lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay, label_smoothing=label_smoothing,
             schedule=schedule, warmup_epochs=warmup_epochs, seed=seed,
             augment=parse_augment(augment) if augment is not None else None, patience=patience, weights=weights,

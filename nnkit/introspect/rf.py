@@ -165,8 +165,10 @@ def fields(model: Any, shape: tuple[int, ...]) -> FieldGraph:
                 return (grow_field(axes, win), tuple(out[-2:]))
             return (axes, hw) if _keeps(out, hw) else GLOBAL
 
+    from nnkit.introspect.build import pass_through
+
     x = torch.empty((1, *shape), device="meta")
-    with torch.no_grad():
+    with torch.no_grad(), pass_through(model):
         Prop(graph).run(x)
     out_node = [n for n in graph.graph.nodes if n.op == "output"][0]
     ins = [states.get(i) for i in out_node.all_input_nodes]

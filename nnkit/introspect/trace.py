@@ -105,9 +105,11 @@ def run(model: Any, shape: tuple[int, ...], name: str = "model") -> Trace:
     for m in model.modules():
         handles.append(m.register_forward_pre_hook(pre))
         handles.append(m.register_forward_hook(post))
+    from nnkit.introspect.build import pass_through
+
     x = torch.empty((1, *shape), device="meta")
     try:
-        with torch.no_grad(), counter:
+        with torch.no_grad(), pass_through(model), counter:
             out = model(x)
     except Exception as exc:  # noqa: BLE001 - the layer that failed is named by the caller
         failing = calls[stack[-1]] if stack else None

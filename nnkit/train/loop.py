@@ -277,7 +277,8 @@ def resume_config(source: str, cfg_epochs: int | None, **overrides: Any) -> tupl
                                   f"'{old.value if hasattr(old, 'value') else old}', not "
                                   f"'{value.value if hasattr(value, 'value') else value}'; start a new run "
                                   f"with --out instead")
-    cfg = replace(saved, epochs=cfg_epochs or saved.epochs, out=str(Path(state["path"]).parent))
+    cfg = replace(saved, epochs=saved.epochs if cfg_epochs is None else cfg_epochs,
+                  out=str(Path(state["path"]).parent))
     if cfg.epochs < int(state["epoch"]):
         raise UsageError(f"--epochs {cfg.epochs}: the run has completed {state['epoch']} epochs already "
                          f"(--epochs is the total)")
