@@ -1,0 +1,138 @@
+"""nnkit eval: its numbers against a hand-written torch evaluation and scikit-learn's metrics, the JSON contract,
+--plot, and bad checkpoints; plus the issue's acceptance run (default settings, >= 97% on digits).
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+
+import pytest
+
+pytestmark = pytest.mark.torch
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    from nnkit.train.config import TrainConfig
+    from nnkit.train.loop import train
+
+    out = tmp_path_factory.mktemp("eval") / "run"
+    result = train(TrainConfig(epochs=2, out=str(out)))
+    return out, result
+
+
+def _oracle(ck, x, y):
+    """Evaluate by hand: the model rebuilt from the checkpoint, the saved normalisation, plain torch."""
+    import torch
+    import torch.nn.functional as F
+
+    from nnkit.archs import build
+
+    model = build(ck["arch"], num_classes=len(ck["classes"]), in_channels=ck["input"][0])
+    model.load_state_dict(ck["model"])
+    model.eval()
+    mean = torch.tensor(ck["mean"]).view(1, -1, 1, 1)
+    std = torch.tensor(ck["std"]).view(1, -1, 1, 1)
+    with torch.no_grad():
+        logits = model((x.float() / 255 - mean) / std)
+    return logits, F.cross_entropy(logits, y).item()
+
+
+def test_eval_matches_a_hand_written_evaluation(nnkit, run_dir):
+    import torch
+    from sklearn.metrics import confusion_matrix, top_k_accuracy_score
+
+    from nnkit.train.config import TrainConfig
+    from nnkit.train.data import load_data
+
+    out, result = run_dir
+    run = nnkit("eval", str(out / "best.pt"), "-f", "json")
+    assert run.code == 0, run
+    doc = run.json()
+    assert {"accuracy", "top5", "loss", "per_class", "confusion"} <= set(doc)
+    assert doc["split"] == "val" and doc["accuracy"] == result.val_accuracy  # what training reported as best
+
+    ck = torch.load(out / "best.pt", weights_only=True)
+    val = load_data(TrainConfig(), (32, 32), (1, 32, 32)).val
+    logits, loss = _oracle(ck, val.x, val.y)
+    pred = logits.argmax(1).numpy()
+    truth = val.y.numpy()
+    assert doc["accuracy"] == pytest.approx((pred == truth).mean(), abs=1e-12)
+    assert doc["loss"] == pytest.approx(loss, rel=1e-5)
+    assert doc["top5"] == pytest.approx(top_k_accuracy_score(truth, logits.numpy(), k=5, labels=list(range(10))))
+    assert doc["confusion"] == confusion_matrix(truth, pred, labels=list(range(10))).tolist()
+    for i, name in enumerate(ck["classes"]):
+        mask = truth == i
+        assert doc["per_class"][name]["images"] == int(mask.sum())
+        assert doc["per_class"][name]["accuracy"] == pytest.approx((pred[mask] == i).mean())
+
+
+def test_eval_on_the_test_split_agrees_with_training(nnkit, run_dir):
+    out, result = run_dir
+    doc = nnkit("eval", str(out), "--split", "test", "-f", "json").json()  # a run dir means its best.pt
+    assert doc["accuracy"] == result.test_accuracy and doc["images"] == 359
+
+
+def test_eval_table_and_confusion_plot(nnkit, run_dir, tmp_path):
+    out, _ = run_dir
+    png = tmp_path / "confusion.png"
+    run = nnkit("eval", str(out / "best.pt"), "--plot", str(png))
+    assert run.code == 0, run
+    lines = run.out.splitlines()
+    assert lines[0].split("\t") == ["class", "images", "accuracy"] and lines[-1].startswith("all\t180\t")
+    assert "top-5" in run.err
+    import matplotlib.image
+
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and matplotlib.image.imread(png).ndim == 3
+
+
+def test_corrupt_and_foreign_checkpoints(nnkit, tmp_path, run_dir):
+    import torch
+
+    out, _ = run_dir
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes((out / "best.pt").read_bytes()[:5000])
+    run = nnkit("eval", str(cut))
+    assert run.code == 1 and f"{cut}: corrupt or unreadable checkpoint" in run.err and run.err.count("\n") == 1
+
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"weight": torch.zeros(2)}, foreign)
+    run = nnkit("eval", str(foreign))
+    assert run.code == 1 and "not an nnkit checkpoint" in run.err, run
+
+    class Payload:
+        def __reduce__(self):
+            return (print, ("ran code",))
+
+    hostile = tmp_path / "hostile.pt"
+    torch.save({"format": "nnkit-checkpoint", "x": Payload()}, hostile, pickle_module=pickle)
+    run = nnkit("eval", str(hostile))
+    assert run.code == 1 and "not a weights-only checkpoint" in run.err and "ran code" not in run.out, run
+
+    run = nnkit("eval", str(tmp_path / "missing.pt"))
+    assert run.code == 1 and "missing.pt: no such checkpoint" in run.err
+
+
+def test_eval_refuses_a_data_set_with_another_class_count(nnkit, run_dir, tmp_path):
+    from tests.test_data import make_imagefolder
+
+    out, _ = run_dir
+    make_imagefolder(tmp_path / "imgs")
+    run = nnkit("eval", str(out / "best.pt"), "--dataset", "imagefolder", "--data-dir", str(tmp_path / "imgs"))
+    assert run.code == 1 and "the model has 10 classes, imagefolder has 3" in run.err, run
+
+
+@pytest.mark.slow
+def test_default_settings_reach_97_percent_and_eval_reports_it(nnkit, tmp_path):
+    """The issue's acceptance test: `nnkit train lenet5` with defaults (30 epochs, ~20 s here)."""
+    out = tmp_path / "run"
+    run = nnkit("train", "lenet5", "--out", str(out), "-f", "json")
+    assert run.code == 0, run
+    doc = run.json()
+    assert doc["test_accuracy"] >= 0.97 and doc["epochs_run"] == 30
+    ev_val = nnkit("eval", doc["best_checkpoint"], "-f", "json").json()
+    ev_test = nnkit("eval", doc["best_checkpoint"], "--split", "test", "-f", "json").json()
+    assert ev_val["accuracy"] == doc["val_accuracy"] and ev_test["accuracy"] == doc["test_accuracy"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["test_accuracy"] == doc["test_accuracy"]
