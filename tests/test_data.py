@@ -325,3 +325,15 @@ def test_rotate_scale_noise_keep_shape_and_stay_close():
         assert not torch.equal(y, x)
     noise = augment(x, ("noise",), torch.Generator().manual_seed(1)) - x
     assert noise.std().item() == pytest.approx(0.1, rel=0.1)
+
+
+def test_a_ranks_share_gets_the_augmentation_of_its_rows_in_the_global_batch():
+    import torch
+
+    from nnkit.train.augment import augment
+
+    x = torch.randn(8, 2, 12, 12)
+    names = ("flip", "vflip", "rotate", "crop", "scale", "noise")
+    whole = augment(x, names, torch.Generator().manual_seed(5))
+    half = augment(x[4:], names, torch.Generator().manual_seed(5), share=(4, 8, 8))
+    assert torch.allclose(half, whole[4:], atol=1e-6)

@@ -20,8 +20,13 @@ def crop_padding(h: int, w: int) -> int:
     return max(1, round(min(h, w) / 8))
 
 
-def augment(x: Any, names: tuple[str, ...], g: Any) -> Any:
-    """x: (B, C, H, W) float on any device; names from config.AUGMENTS, applied in a fixed order."""
+def augment(x: Any, names: tuple[str, ...], g: Any, share: tuple[int, int, int] | None = None) -> Any:
+    """x: (B, C, H, W) float on any device; names from config.AUGMENTS, applied in a fixed order.
+
+    share=(lo, hi, total): x is rows lo:hi of a global batch of `total` (one rank's share under torchrun); the
+    random numbers are drawn for the whole global batch and sliced, so every image gets what it would get in a
+    single process.
+    """
     import torch
     import torch.nn.functional as F
 
@@ -29,9 +34,13 @@ def augment(x: Any, names: tuple[str, ...], g: Any) -> Any:
         return x
     b, _, h, w = x.shape
     dev = x.device
+    lo, hi, total = share or (0, b, b)
+
+    def rand(*shape: int) -> Any:
+        return torch.rand((total, *shape), device=dev, generator=g)[lo:hi]
 
     def coin() -> Any:
-        return (torch.rand(b, device=dev, generator=g) < 0.5).view(b, 1, 1, 1)
+        return (rand() < 0.5).view(b, 1, 1, 1)
 
     if "flip" in names:
         x = torch.where(coin(), x.flip(-1), x)
@@ -41,10 +50,9 @@ def augment(x: Any, names: tuple[str, ...], g: Any) -> Any:
         angle = torch.zeros(b, device=dev)
         zoom = torch.ones(b, device=dev)
         if "rotate" in names:
-            angle = (torch.rand(b, device=dev, generator=g) * 2 - 1) * math.radians(ROTATE_DEGREES)
+            angle = (rand() * 2 - 1) * math.radians(ROTATE_DEGREES)
         if "scale" in names:
-            lo, hi = SCALE_RANGE
-            zoom = lo + (hi - lo) * torch.rand(b, device=dev, generator=g)
+            zoom = SCALE_RANGE[0] + (SCALE_RANGE[1] - SCALE_RANGE[0]) * rand()
         cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom  # sampling grid: inverse of the zoom
         theta = torch.stack([torch.stack([cos, -sin, torch.zeros_like(cos)], 1),
                              torch.stack([sin, cos, torch.zeros_like(cos)], 1)], 1).to(x.dtype)
@@ -53,12 +61,12 @@ def augment(x: Any, names: tuple[str, ...], g: Any) -> Any:
     if "crop" in names:
         p = crop_padding(h, w)
         padded = F.pad(x, (p, p, p, p))
-        oy = torch.randint(0, 2 * p + 1, (b,), device=dev, generator=g)
-        ox = torch.randint(0, 2 * p + 1, (b,), device=dev, generator=g)
+        oy = torch.randint(0, 2 * p + 1, (total,), device=dev, generator=g)[lo:hi]
+        ox = torch.randint(0, 2 * p + 1, (total,), device=dev, generator=g)[lo:hi]
         rows = (oy[:, None] + torch.arange(h, device=dev))[:, :, None]  # (B, H, 1)
         cols = (ox[:, None] + torch.arange(w, device=dev))[:, None, :]  # (B, 1, W)
         batch = torch.arange(b, device=dev)[:, None, None]
         x = padded.permute(0, 2, 3, 1)[batch, rows, cols].permute(0, 3, 1, 2)  # (B, H, W, C) -> (B, C, H, W)
     if "noise" in names:
-        x = x + NOISE_STD * torch.randn(x.shape, device=dev, generator=g, dtype=x.dtype)
+        x = x + NOISE_STD * torch.randn((total, *x.shape[1:]), device=dev, generator=g, dtype=x.dtype)[lo:hi]
     return x.contiguous()

@@ -459,7 +459,7 @@ def _train(cfg, resume, hooks, data_dir, d, device, info, amp, run_dir, torch, F
                 idx = perm[step * gb + lo: step * gb + hi]
                 xb = xtr[idx].float().mul_(a).add_(b)
                 yb = ytr[idx]
-                xb = augment(xb, cfg.augment, g)
+                xb = augment(xb, cfg.augment, g, (lo, hi, gb) if d.on else None)
                 if cfg.channels_last:
                     xb = xb.contiguous(memory_format=torch.channels_last)
                 with ctx():
