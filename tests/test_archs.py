@@ -123,6 +123,8 @@ def test_params_and_macs_equal_torchvision_metadata(name):
     assert round(a.macs / 1e9, 3) == gmacs
     assert a.macs == arch.macs
     assert sum(r.macs for r in a.layers) == a.macs  # rows add up to the total
+    unused = a.params - sum(r.params for r in a.layers)  # only modules the forward never calls are left out
+    assert unused == 0 or f"{unused:,} parameters sit in modules the forward pass never calls" in a.notes[0]
 
 
 @pytest.mark.torch

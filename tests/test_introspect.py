@@ -99,6 +99,24 @@ def test_resnet18_field_matches_gradients():
     assert i * a.rf.stride[0] - a.rf.padding[0] == first[0]
 
 
+def test_split_and_shuffle_keep_the_field():
+    from nnkit.archs import build
+    from nnkit.introspect import analyze
+
+    a = analyze("shufflenet_v2_x0_5", at="stage2", input="3x160x160")  # chunk, cat and channel shuffle
+    size, (i, _), first = _gradient_support(build("shufflenet_v2_x0_5"), (3, 160, 160),
+                                            lambda m, x: m.stage2(m.maxpool(m.conv1(x))))
+    assert a.rf.size == size and i * a.rf.stride[0] - a.rf.padding[0] == first[0]
+
+
+def test_squeeze_excitation_gates_are_named_not_hidden():
+    from nnkit.introspect import analyze
+
+    a = analyze("mobilenet_v3_small")
+    assert a.rf is not None and a.rf_global
+    assert any("9 squeeze-excitation gate(s)" in n for n in a.notes)
+
+
 def test_layers_match_real_modules_and_add_up():
     import torch
 

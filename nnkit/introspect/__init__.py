@@ -150,6 +150,10 @@ def _report(model: Any, tr: Any, graph: Any, shape: tuple[int, ...], *, source: 
         if not (leaf or folded or self_macs or own):
             continue
         whole = leaf or folded
+        if not whole and self_macs:  # computes with its children's weights itself (Swin V2's qkv and proj)
+            called = {tr.calls[i].path for i in c.children}
+            own += [p for path, child in module.named_children() if f"{c.path}.{path}".lstrip(".") not in called
+                    for p in child.parameters()]
         params, trainable = count(module.parameters() if whole else own)
         state = None
         if graph is not None:
@@ -174,6 +178,9 @@ def _report(model: Any, tr: Any, graph: Any, shape: tuple[int, ...], *, source: 
         first = graph.misaligned[0]
         notes.append(f"{len(graph.misaligned)} merge(s) join paths whose receptive fields are misaligned (first at "
                      f"{first}); the union of the fields is shown (Araujo et al. 2019)")
+    if graph is not None and graph.gates:
+        notes.append(f"{len(graph.gates)} squeeze-excitation gate(s) multiply by a value computed from the whole "
+                     "input; the receptive fields shown are those of the gated features, without the gates")
     out_rf, out_global = _field(graph.output) if graph is not None else (None, False)
     macs = tr.macs * n
     output = tr.output

@@ -4,6 +4,8 @@ Each node carries, per spatial axis, (size r, effective stride S, effective padd
 tracks. Convolutions and pooling grow the field (nnkit.core.layers.grow_field); nodes that keep the tracked
 (H, W) as two consecutive dimensions (activations, norms, adds, concatenations, channels-last permutes) pass it
 on; anything else (flatten, global pooling, attention over tokens) makes the output depend on the whole input.
+A multiplication by a global gate (squeeze-and-excitation in MobileNetV3, EfficientNet, RegNetY) keeps the local
+field: the gate scales channels, it does not move the window; analyses say so in a note.
 At a merge the field is the union of the incoming ones: P = max P_i, r = max(r_i - P_i) + P; when the paths'
 strides or centres ((r - 1)/2 - P) differ, the merge is reported as misaligned.
 """
@@ -24,6 +26,7 @@ class FieldGraph:
     by_path: dict[str, list[Any]]  # module path -> states of the nodes inside it, in graph order
     output: Any  # state of the graph's output: Axes with hw, GLOBAL or None
     misaligned: list[str] = field(default_factory=list)
+    gates: list[str] = field(default_factory=list)  # multiplications by a global gate (squeeze-excitation)
 
 
 def _pair(v: Any) -> tuple[int, int]:
@@ -57,6 +60,15 @@ def _window(module: Any, hw_in: tuple[int, int], hw_out: tuple[int, int]) -> Axe
     return None
 
 
+def _gate_targets() -> tuple[Any, ...]:
+    import operator
+
+    import torch
+
+    return (operator.mul, torch.mul, "mul", "mul_")
+
+
+_GATES = _gate_targets()
 _POOL_ARGS = ("input", "kernel_size", "stride", "padding", "dilation")
 _CONV_ARGS = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
 
@@ -128,6 +140,7 @@ def fields(model: Any, shape: tuple[int, ...]) -> FieldGraph:
     states: dict[Any, Any] = {}
     by_path: dict[str, list[Any]] = {}
     notes: list[str] = []
+    gates: list[str] = []
 
     class Prop(fx.Interpreter):
         def run_node(self, n: Any) -> Any:
@@ -143,14 +156,21 @@ def fields(model: Any, shape: tuple[int, ...]) -> FieldGraph:
         def _state(self, n: Any, result: Any) -> Any:
             if n.op == "placeholder":
                 return (((1, 1, 0), (1, 1, 0)), tuple(result.shape[-2:]))
-            if not isinstance(result, torch.Tensor):
-                return None
             inputs = [states.get(i) for i in n.all_input_nodes]
-            if any(s == GLOBAL for s in inputs):
-                return GLOBAL
-            live = [s for s in inputs if s is not None]
+            container = isinstance(result, (tuple, list)) and any(isinstance(r, torch.Tensor) for r in result)
+            if not isinstance(result, torch.Tensor) and not container:
+                return None
+            live = [s for s in inputs if s is not None and s != GLOBAL]
+            if GLOBAL in inputs:
+                if live and n.target in _GATES and isinstance(result, torch.Tensor) and \
+                        _keeps(tuple(result.shape), live[0][1]):
+                    gates.append(n.name)  # x * sigmoid(fc(pool(x))): a global gate on a local field
+                else:
+                    return GLOBAL
             if not live:
                 return None  # a constant (parameter, buffer): no field
+            if container:  # chunk / split: each piece has the field of the whole
+                return _merge(live, str(n.name), notes)
             where = n.meta.get("nn_module_stack") and list(n.meta["nn_module_stack"])[-1] or str(n.name)
             axes, hw = _merge(live, where, notes)
             out = tuple(result.shape)
@@ -173,4 +193,4 @@ def fields(model: Any, shape: tuple[int, ...]) -> FieldGraph:
     out_node = [n for n in graph.graph.nodes if n.op == "output"][0]
     ins = [states.get(i) for i in out_node.all_input_nodes]
     output = GLOBAL if GLOBAL in ins else next((s for s in ins if s is not None), None)
-    return FieldGraph(by_path=by_path, output=output, misaligned=notes)
+    return FieldGraph(by_path=by_path, output=output, misaligned=notes, gates=gates)
