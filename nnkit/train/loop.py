@@ -1,8 +1,9 @@
 """The training loop and evaluation: `train(cfg)` -> TrainResult, `evaluate_checkpoint(path)` -> EvalResult.
 
-Determinism, so that a resumed run equals one run straight through: the epoch's shuffle comes from a generator
-seeded with (seed, epoch), and every step reseeds the augmentation generator and torch's global RNG (dropout)
-with (seed, epoch, step). Resuming at any step therefore replays exactly what an uninterrupted run would draw.
+Determinism, so that a resumed run equals one run straight through: the epoch's shuffle, the augmentation
+generator and torch's global RNG (dropout) are seeded from (seed, epoch) at the start of every epoch, and a
+Ctrl-C checkpoint saves their state mid-epoch. Resuming therefore replays exactly what an uninterrupted run
+would draw (reseeding every step would be simpler, but torch.manual_seed costs ~70 us, 1-2% of a LeNet step).
 
 Under torchrun each global batch of --batch-size images is cut into one contiguous share per rank and the loss
 is summed and divided by the global batch size, so DDP's gradient average is the single-process gradient.
@@ -22,6 +23,9 @@ from nnkit.train import checkpoint as ckpt
 from nnkit.train import dist as D
 from nnkit.train.checkpoint import RunDirError
 from nnkit.train.config import Dataset, Freeze, Optimizer, Schedule, TrainConfig
+
+
+DENSE_BYTES = 2 << 30
 
 
 class Interrupted(NnkitError):
@@ -368,10 +372,14 @@ def _train(cfg, resume, hooks, data_dir, d, device, info, amp, run_dir, torch, F
         opt = torch.optim.AdamW(trainable, lr=lr, weight_decay=cfg.weight_decay)
     scaler = torch.amp.GradScaler(device.type) if amp is torch.float16 else None
 
-    # Data on the device: uint8, a few hundred MB at most for the small data sets.
-    xtr, ytr = data.train.x.to(device), data.train.y.to(device)
-    xva, yva = data.val.x.to(device), data.val.y.to(device)
+    # Data on the device. Normalised float32 where that takes at most DENSE_BYTES (MNIST at 32x32: 221 MB, CIFAR:
+    # 614 MB), so a batch is one gather; uint8 (a quarter of that) and a multiply-add per batch above it.
     a, b = _normaliser(data.mean, data.std, device)
+    xtr, ytr = data.train.x.to(device), data.train.y.to(device)
+    dense = xtr.numel() * 4 <= DENSE_BYTES
+    if dense:
+        xtr = xtr.float().mul_(a).add_(b)
+    xva, yva = data.val.x.to(device), data.val.y.to(device)
     n = len(ytr)
     gb = min(cfg.batch_size, n)
     steps = max(1, n // gb)  # drop the last partial batch: every step has the same size (and every rank a share)
@@ -383,13 +391,14 @@ def _train(cfg, resume, hooks, data_dir, d, device, info, amp, run_dir, torch, F
     if d.on:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
-        net = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
+        net = DDP(model, device_ids=[device.index] if device.type == "cuda" else None,
+                  gradient_as_bucket_view=True)  # no gradient copy (and no stride warning for 1-channel convs)
     if cfg.compile:
         net = torch.compile(net)
 
     history: list[dict[str, Any]] = []
     best_acc, best_epoch, start_epoch, start_step = -1.0, 0, 1, 0
-    partial = torch.zeros(3, dtype=torch.float64, device=device)  # loss sum, correct, images of this epoch
+    partial = torch.zeros(3, dtype=torch.float64)  # loss sum, correct, images of this epoch (at an interruption)
     partial_seconds = 0.0
     if resume is not None:
         model.load_state_dict(resume["model"])
@@ -400,7 +409,7 @@ def _train(cfg, resume, hooks, data_dir, d, device, info, amp, run_dir, torch, F
         best_acc, best_epoch = float(resume["best_val_accuracy"]), int(resume["best_epoch"])
         start_epoch, start_step = int(resume["epoch"]) + 1, int(resume.get("step", 0))
         if start_step:  # an epoch cut short by Ctrl-C: `epoch` counts the completed ones, `step` this one's
-            partial = resume["partial"].to(device=device, dtype=torch.float64)
+            partial = resume["partial"].to(dtype=torch.float64)
             partial_seconds = float(resume.get("partial_seconds", 0.0))
 
     def state(epoch_done: int, step: int = 0, part: Any = None, secs: float = 0.0, kind: str = "last") -> dict:
@@ -410,7 +419,7 @@ def _train(cfg, resume, hooks, data_dir, d, device, info, amp, run_dir, torch, F
              "mean": list(data.mean), "std": list(data.std), "config": cfg.to_dict(), "epoch": epoch_done,
              "step": step, "history": history, "best_val_accuracy": best_acc, "best_epoch": best_epoch,
              "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-             "rng": {"torch": torch.get_rng_state()}, "schedule": {"name": cfg.schedule.value, "step":
+             "rng": rng_state(), "schedule": {"name": cfg.schedule.value, "step":
                                                                   (epoch_done * steps + step)}}
         if kind == "last":
             s["optimizer"] = opt.state_dict()
@@ -425,6 +434,11 @@ def _train(cfg, resume, hooks, data_dir, d, device, info, amp, run_dir, torch, F
                                                   "world_size": d.world, "device": str(device)})
     g = torch.Generator(device=device)
     shuffle = torch.Generator()
+
+    def rng_state() -> dict[str, Any]:
+        return {"torch": torch.get_rng_state(), "augment": g.get_state().cpu(),
+                "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda"
+                else torch.empty(0, dtype=torch.uint8)}
     stopped_early = False
     images_seen, train_time = 0, 0.0
     ctx = (lambda: torch.autocast(device.type, dtype=amp)) if amp is not None else contextlib.nullcontext
@@ -446,18 +460,27 @@ def _train(cfg, resume, hooks, data_dir, d, device, info, amp, run_dir, torch, F
             first = start_step if epoch == start_epoch else 0
             completed = first
             if first == 0:
-                partial = torch.zeros(3, dtype=torch.float64, device=device)
+                partial = torch.zeros(3, dtype=torch.float64)
                 partial_seconds = 0.0
+                # Random streams per epoch (augmentation; dropout and the like): an epoch replays identically.
+                g.manual_seed(_mix(cfg.seed, epoch, 1))
+                torch.manual_seed(_mix(cfg.seed, epoch, 2))
+            else:  # resuming inside an epoch: the streams as they were at the interruption
+                rng = resume["rng"]
+                g.set_state(rng["augment"].to(g.get_state().device))
+                torch.set_rng_state(rng["torch"])
+                if device.type == "cuda" and rng["cuda"].numel():
+                    torch.cuda.set_rng_state(rng["cuda"], device)
+            loss_acc = torch.zeros((), dtype=torch.float64, device=device)
+            correct_acc = torch.zeros((), dtype=torch.long, device=device)
+            seen = 0
             hooks.epoch_start(epoch, cfg.epochs, steps, first)
             t0 = time.perf_counter()
             for step in range(first, steps):
                 for group in opt.param_groups:
                     group["lr"] = lr_at((epoch - 1) * steps + step, total, steps, cfg)
-                seed = _mix(cfg.seed, epoch, step)
-                g.manual_seed(seed)
-                torch.manual_seed(seed)
                 idx = perm[step * gb + lo: step * gb + hi]
-                xb = xtr[idx].float().mul_(a).add_(b)
+                xb = xtr[idx] if dense else xtr[idx].float().mul_(a).add_(b)
                 yb = ytr[idx]
                 xb = augment(xb, cfg.augment, g, (lo, hi, gb) if d.on else None)
                 if cfg.channels_last:
@@ -475,12 +498,14 @@ def _train(cfg, resume, hooks, data_dir, d, device, info, amp, run_dir, torch, F
                 else:
                     loss.backward()
                     opt.step()
-                with torch.no_grad():
-                    partial += torch.stack([loss_sum.detach().double(), (out.argmax(1) == yb).sum().double(),
-                                            torch.tensor(float(len(yb)), dtype=torch.float64, device=device)])
+                with torch.no_grad():  # accumulated on the device: no synchronisation inside the epoch
+                    loss_acc += loss_sum.detach()
+                    correct_acc += (out.argmax(1) == yb).sum()
+                seen += len(yb)
                 completed = step + 1
                 hooks.step(epoch, step)
-            sums = D.all_sum(d, partial.clone())
+            sums = D.all_sum(d, partial.to(device) + torch.stack([loss_acc, correct_acc.double(), torch.tensor(
+                float(seen), dtype=torch.float64, device=device)]))
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             seconds = time.perf_counter() - t0 + partial_seconds
@@ -512,7 +537,9 @@ def _train(cfg, resume, hooks, data_dir, d, device, info, amp, run_dir, torch, F
         if d.main:
             if 0 < completed < steps:
                 secs = time.perf_counter() - t0 + partial_seconds
-                ckpt.save(state(epoch - 1, completed, partial, secs), run_dir / "last.pt")
+                part = partial + torch.stack([loss_acc, correct_acc.double(), torch.tensor(
+                    float(seen), dtype=torch.float64, device=device)]).cpu()
+                ckpt.save(state(epoch - 1, completed, part, secs), run_dir / "last.pt")
             write_metrics(run_dir, history)
         raise Interrupted(f"interrupted in epoch {epoch}; continue with: nnkit train --resume {run_dir}") \
             from None
