@@ -4,8 +4,9 @@
 
 All in one process, after `import torch` (paid once by every tool alike), interleaved so that machine load hits
 all tools alike; medians of --repeat runs after one warm-up. What each column times:
-  nnkit flops / params / summary: the library calls behind those commands, from the name: build on the meta device,
-      trace (hooks + FlopCounterMode), and for summary/params also the torch.fx receptive-field pass;
+  nnkit (name): what `nnkit flops|params|summary NAME` computes after startup: analyze(NAME) builds the model on
+      the meta device, traces it (hooks + FlopCounterMode) and runs the torch.fx receptive-field pass;
+  nnkit (analysis): the analysis step alone, analyze_model() on a meta model built beforehand (not timed);
   fvcore: FlopCountAnalysis(model, x).total() + parameter_count(model) on a CPU model built beforehand (not timed);
   torchinfo: torchinfo.summary(model, input_size, verbose=0) on the same CPU model.
 Ratios are nnkit / other: the goal is < 0.2x.
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import platform
 import statistics
 import sys
@@ -37,21 +39,18 @@ def main() -> None:
     from fvcore.nn import FlopCountAnalysis, parameter_count
 
     from nnkit.archs import build, get_arch
-    from nnkit.archs._generate import measure
-    from nnkit.introspect import analyze
+    from nnkit.introspect import analyze, analyze_model
     from nnkit.introspect.build import build_meta
     import_s = time.perf_counter() - t0
     logging.getLogger("fvcore").setLevel(logging.ERROR)
     warnings.simplefilter("ignore")
     torch.set_num_threads(max(1, torch.get_num_threads()))
 
-    def nnkit_flops(name: str) -> None:  # `nnkit flops NAME`: totals and per-layer MACs, no fields needed
-        measure(build_meta(name), get_arch(name).input)
-
     rows = []
     for name in args.models.split(","):
         shape = get_arch(name).input
         model = build(name).eval()
+        meta = build_meta(name)
         x = torch.zeros((1, *shape))
 
         def fvcore_run() -> None:
@@ -62,8 +61,8 @@ def main() -> None:
             parameter_count(model)
 
         tools = {
-            "nnkit flops (totals)": lambda: nnkit_flops(name),
-            "nnkit params/summary": lambda: analyze(name),
+            "nnkit (name)": lambda: analyze(name),
+            "nnkit (analysis)": lambda: analyze_model(meta, shape, source=name),
             "fvcore": fvcore_run,
             "torchinfo": lambda: torchinfo.summary(model, input_size=(1, *shape), verbose=0, device="cpu"),
         }
@@ -79,17 +78,18 @@ def main() -> None:
         med = {k: statistics.median(v) for k, v in times.items()}
         rows.append((name, med))
 
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"Model analysis, median of {args.repeat} after a warm-up; {platform.processor() or platform.machine()}, "
-          f"{torch.get_num_threads()} threads, torch {torch.__version__}; imports took {import_s:.1f} s (not "
-          "counted)\n")
-    print("| model | nnkit flops | nnkit params/summary | fvcore | torchinfo | flops / fvcore | summary / fvcore "
-          "| flops / torchinfo | summary / torchinfo |")
+          f"{os.cpu_count()} cores, {torch.get_num_threads()} torch threads, load average {load:.1f} at the end "
+          f"(fvcore and torchinfo compute for real and suffer most from a busy machine); torch {torch.__version__}; "
+          f"imports took {import_s:.1f} s (not counted)\n")
+    print("| model | nnkit (name) | nnkit (analysis) | fvcore | torchinfo | analysis / fvcore | analysis / torchinfo "
+          "| name / fvcore | name / torchinfo |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name, m in rows:
-        f, s, fv, ti = (m["nnkit flops (totals)"], m["nnkit params/summary"], m["fvcore"], m["torchinfo"])
-        print(f"| {name} | {f * 1e3:.0f} ms | {s * 1e3:.0f} ms | {fv * 1e3:.0f} ms | {ti * 1e3:.0f} ms | "
-              f"{f / fv:.2f}x | {s / fv:.2f}x | {f / ti:.2f}x | {s / ti:.2f}x |")
-
+        full, step, fv, ti = (m["nnkit (name)"], m["nnkit (analysis)"], m["fvcore"], m["torchinfo"])
+        print(f"| {name} | {full * 1e3:.0f} ms | {step * 1e3:.0f} ms | {fv * 1e3:.0f} ms | {ti * 1e3:.0f} ms | "
+              f"{step / fv:.2f}x | {step / ti:.2f}x | {full / fv:.2f}x | {full / ti:.2f}x |")
 
 if __name__ == "__main__":
     main()

@@ -314,3 +314,16 @@ def test_training_memory_counts_saved_activations():
     m = estimate(model, (8,), batch=10, optimizer=Optimizer.adam)
     assert (m.params_bytes, m.grads_bytes, m.optimizer_bytes) == (36 * 4, 36 * 4, 72 * 4)
     assert m.total == 36 * 4 * 4 + 10 * 48
+
+
+def test_explain_puts_the_numbers_in_the_formulas():
+    from nnkit.introspect import analyze
+
+    a = analyze("resnet50")
+    conv1 = a.layers[0]
+    assert conv1.explain[:3] == ("H: (224 + 2*3 - 1*(7-1) - 1)/2 + 1 = 112", "params: 64*7*7*3 = 9,408",
+                                 f"MACs: 64*112*112 outputs * 7*7*3 = {64 * 112 * 112 * 147:,}")
+    fc = a.layers[-1]
+    assert fc.explain == ("params: 1000*2048 + 1000 = 2,049,000", "MACs: 1*1000*2048 = 2,048,000")
+    vit = analyze("vit_b_16")
+    assert "its own parameters: class_token" in vit.layers[0].notes

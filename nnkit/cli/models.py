@@ -6,7 +6,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from nnkit.cli.common import DepthOpt, FormatOpt, InChannelsOpt, InputOpt, NumClassesOpt, WidthOpt
+from nnkit.cli.common import DepthOpt, ExplainOpt, FormatOpt, InChannelsOpt, InputOpt, NumClassesOpt, WidthOpt
 from nnkit.errors import UsageError
 from nnkit.render import OutputFormat, Tabular, emit
 
@@ -48,6 +48,7 @@ def summary(
                                                           show_default=False)] = None,
     input: InputOpt = None,
     fmt: FormatOpt = None,
+    explain: ExplainOpt = False,
     depth: DepthOpt = None,
     num_classes: NumClassesOpt = None,
     in_channels: InChannelsOpt = None,
@@ -70,7 +71,7 @@ def summary(
         raise UsageError(f"--batch must be positive, got {batch}")
     a = analyze_target(target, layers, input=input, depth=depth, num_classes=num_classes,
                        in_channels=in_channels, width=width)
-    doc, tab = view(a, "summary")
+    doc, tab = view(a, "summary", explain)
     if train:
         from nnkit.core.spec import looks_like_shape
 

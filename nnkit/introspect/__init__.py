@@ -163,11 +163,17 @@ def _report(model: Any, tr: Any, graph: Any, shape: tuple[int, ...], *, source: 
             elif c.path == "":
                 state = graph.output
         rf, covers = _field(state)
-        row_notes = () if whole else ("its own computation, outside its submodules",)
+        explain = _explain(module, c, params, c.macs if whole else self_macs, rf) if whole else ()
+        row_notes: tuple[str, ...] = ()
+        if not whole:
+            names = [n for n, _ in module.named_parameters(recurse=False)]
+            row_notes = ((f"{self_macs * n:,} MACs in its own forward, outside its submodules",) if self_macs
+                         else ()) + ((f"its own parameters: {', '.join(names)}",) if names else ())
         rows.append(LayerReport(
             index=len(rows) + 1, spec=c.path or f"({c.kind})", kind=c.kind, input=c.input, output=c.output,
             params=params, trainable=trainable, macs=(c.macs if whole else self_macs) * n, rf=rf,
-            rf_global=covers, activation_bytes=c.out_bytes, depth=level, notes=row_notes))
+            rf_global=covers, activation_bytes=c.out_bytes, depth=level, explain=explain,
+            notes=row_notes))
     all_params = {id(p): p for p in model.parameters()}
     total = sum(p.numel() for p in all_params.values())
     trainable_total = sum(p.numel() for p in all_params.values() if p.requires_grad)
@@ -191,6 +197,38 @@ def _report(model: Any, tr: Any, graph: Any, shape: tuple[int, ...], *, source: 
                     trainable=trainable_total, macs=macs, batch=batch,
                     rf=with_field[-1].rf if with_field else out_rf,
                     rf_at=with_field[-1].spec if with_field else None, rf_global=out_global, notes=tuple(notes))
+
+
+def _explain(module: Any, c: Any, params: int, macs: int, rf: Field | None) -> tuple[str, ...]:
+    """The formulas of CONVENTIONS.md with this module's numbers put in (one item)."""
+    from torch import nn
+
+    lines: list[str] = []
+    bias = getattr(module, "bias", None) is not None
+    out = c.output or ()
+    if isinstance(module, nn.Conv2d) and len(out) == 3:
+        o, i, g = module.out_channels, module.in_channels, module.groups
+        (kh, kw), (s, p, d) = module.kernel_size, (module.stride, module.padding, module.dilation)
+        if c.input and not isinstance(p, str):
+            h = c.input[1]
+            lines.append(f"H: ({h} + 2*{p[0]} - {d[0]}*({kh}-1) - 1)/{s[0]} + 1 = {out[1]}")
+        lines.append(f"params: {o}*{kh}*{kw}*{i // g}" + (f" + {o}" if bias else "") + f" = {params:,}")
+        lines.append(f"MACs: {o}*{out[1]}*{out[2]} outputs * {kh}*{kw}*{i // g} = {macs:,}")
+    elif isinstance(module, nn.Linear) and out:
+        positions = 1
+        for dim in out[:-1]:
+            positions *= dim
+        lines.append(f"params: {module.out_features}*{module.in_features}" + (f" + {module.out_features}" if bias
+                                                                             else "") + f" = {params:,}")
+        lines.append(f"MACs: {positions}*{module.out_features}*{module.in_features} = {macs:,}")
+    elif isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.LayerNorm, nn.GroupNorm)) and params:
+        lines.append(f"params: weight + bias = {params:,} (running statistics are buffers)")
+    elif macs:
+        lines.append(f"MACs: {macs:,} (torch.utils.flop_counter: conv, matmul, attention inside this module)")
+    if rf is not None and isinstance(module, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)):
+        lines.append(f"rf: r = {rf.size[0]}, S = {rf.stride[0]}, P = {rf.padding[0]} (Araujo et al. 2019, through "
+                     "the torch.fx graph)")
+    return tuple(lines)
 
 
 def _truncate(rows: list[LayerReport], at: str, modules: dict[str, Any], graph: Any, shape: tuple[int, ...], *,

@@ -38,15 +38,36 @@ def _parameters_on_meta() -> Iterator[None]:
         nn.Module.register_buffer = register_buffer  # type: ignore[method-assign]
 
 
+@contextlib.contextmanager
+def _no_init() -> Iterator[None]:
+    """torch.nn.init's in-place initialisers do nothing: meta tensors hold no values to initialise, and on the
+    meta device each call still runs a Python decomposition (ResNet-50's 53 kaiming_normal_ cost 40 ms)."""
+    from torch.nn import init
+
+    names = [n for n in dir(init) if n.endswith("_") and not n.startswith("_") and callable(getattr(init, n))]
+    saved = {n: getattr(init, n) for n in names}
+
+    def skip(tensor: Any, *args: Any, **kwargs: Any) -> Any:
+        return tensor
+
+    for n in names:
+        setattr(init, n, skip)
+    try:
+        yield
+    finally:
+        for n, f in saved.items():
+            setattr(init, n, f)
+
+
 def on_meta(make: Callable[[], Any]) -> Any:
     """make() with every tensor on the meta device; falls back to moving only parameters and buffers."""
     import torch
 
     try:
-        with torch.device("meta"):
+        with torch.device("meta"), _no_init():
             return make()
     except NotImplementedError:  # the builder needed real data ("Cannot copy out of meta tensor")
-        with _parameters_on_meta():
+        with _parameters_on_meta(), _no_init():
             return make()
 
 
