@@ -129,3 +129,26 @@ def test_crosscheck_and_backends(nnkit):
     assert any("fvcore counts batch_norm" in d for d in doc["differences"])
     fv = nnkit("flops", "resnet18", "--backend", "fvcore", "-f", "json").json()
     assert fv["macs"] == doc["macs"]["fvcore"]
+
+
+@pytest.mark.torch
+def test_user_instances_stay_untouched_and_get_every_command(nnkit, tmp_path):
+    f = tmp_path / "inst.py"
+    f.write_text("from torch import nn\nnet = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(),\n"
+                 "                    nn.Conv2d(8, 8, 3, stride=2))\nnet.train()\n")
+    run = nnkit("crosscheck", f"{f}:net", "--input", "3x16x16", "-f", "json")
+    assert run.code == 0, run
+    doc = run.json()
+    assert doc["params"]["nnkit"] == doc["params"]["torchinfo"] == 3 * 8 * 9 + 8 + 16 + 8 * 8 * 9 + 8
+    assert doc["macs"]["nnkit"] == 8 * 14 * 14 * 27 + 8 * 6 * 6 * 72
+    small = nnkit("shape", f"{f}:net", "--input", "3x3x3")
+    assert small.code == 1 and "layer 3 (Conv2d) fails on its input 8x1x1" in small.err
+    assert "smallest input that works is 3x5x5" in small.err
+    import sys
+
+    loaded = [m for name, m in sys.modules.items() if name.startswith("nnkit_user_")
+              and getattr(m, "__file__", None) == str(f)]
+    assert loaded, "the CLI imports user files in-process"
+    net = loaded[-1].net
+    assert net.training and all(p.device.type == "cpu" for p in net.parameters())  # analysis ran on copies
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in net.modules())

@@ -65,7 +65,7 @@ def smallest_input(rebuild: Any, shape: tuple[int, ...], start: int = 1, limit: 
 
     def works(s: int) -> bool:
         try:
-            trace.run(rebuild().eval(), (shape[0], s, s))
+            trace.run(meta_copy(rebuild()).eval(), (shape[0], s, s))
             return True
         except trace._Failure:
             return False

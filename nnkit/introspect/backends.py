@@ -123,11 +123,11 @@ _OUR_NAMES = {"convolution": "conv", "convolution_backward": "conv"}
 
 
 def crosscheck(t: Any, info: Any | None) -> Crosscheck:
-    from nnkit.introspect import analyze_model
+    from nnkit.introspect import analyze_model, meta_copy
     from nnkit.introspect import trace as tracing
 
     ours = analyze_model(t.rebuild(), t.input, source=t.name, min_input=t.min_input, rebuild=t.rebuild)
-    tr = tracing.run(t.rebuild().eval(), t.input, t.name)
+    tr = tracing.run(meta_copy(t.rebuild()).eval(), t.input, t.name)
     mine: dict[str, int] = {}
     for op, m in tr.by_op.items():
         mine[_OUR_NAMES.get(op, "matmul")] = mine.get(_OUR_NAMES.get(op, "matmul"), 0) + m
