@@ -9,6 +9,7 @@ that machine load hits both alike; the table reports medians and the ratio to th
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import statistics
 import subprocess
@@ -29,9 +30,14 @@ COMMANDS = {
 }
 
 
+# Byte-code caching as on any normal install (some sandboxes set PYTHONDONTWRITEBYTECODE, which would make
+# nnkit recompile its own modules at every start while site-packages stays compiled).
+ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+
+
 def once(cmd: list[str]) -> float:
     start = time.perf_counter()
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, cwd=ROOT)
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT, env=ENV)
     return time.perf_counter() - start
 
 

@@ -224,3 +224,15 @@ def test_cli_fuzz_never_shows_a_traceback(nnkit, text, command):
         assert run.err.startswith("nnkit: ") and run.err.count("\n") == 1
     else:
         json.loads(run.out)
+
+
+def test_command_groups_match_what_each_module_registers():
+    """main() builds only the group that owns the command: the table in nnkit.cli must be the truth."""
+    from typer.main import get_command
+
+    from nnkit.cli import GROUPS, build_app
+
+    for group, commands in GROUPS.items():
+        names = set(get_command(build_app(commands[0])).commands)
+        assert names == set(commands), group
+    assert set(get_command(build_app()).commands) == {c for cs in GROUPS.values() for c in cs}

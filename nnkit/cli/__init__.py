@@ -3,8 +3,7 @@
 Each command group lives in its own module with a `register(app)` function; errors meet one boundary here.
 """
 
-from __future__ import annotations
-
+import os
 import sys
 from typing import Annotated, Any
 
@@ -69,24 +68,12 @@ class _Boundary(TyperGroup):
             ctx.exit(int(ExitCode.ERROR))
 
 
-app = typer.Typer(
-    cls=_Boundary,
-    name="nnkit",
-    help="Exact CNN arithmetic (shapes, parameters, receptive fields, MACs) and training, from the command line.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
-    add_completion=True,
-)
-
-
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"nnkit {__version__}")
         raise typer.Exit()
 
 
-@app.callback()
 def _root(
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
     version: Annotated[
@@ -98,15 +85,51 @@ def _root(
         DEBUG["on"] = True
 
 
-def _register() -> None:
-    from nnkit.cli import analyze, models, train
+# Which module registers which top-level command (tests/test_cli_chain.py checks this against the modules).
+# typer turns every registered command's signature into click parameters at each start; building only the
+# group that is asked for keeps `nnkit shape` fast (measured in BENCHMARKS.md).
+GROUPS: dict[str, tuple[str, ...]] = {
+    "analyze": ("shape", "params", "flops", "rf", "dwsep", "solve"),
+    "models": ("models", "summary", "crosscheck"),
+    "train": ("train", "eval"),
+}
 
-    for module in (analyze, models, train):
-        module.register(app)
+
+def build_app(only: str | None = None) -> typer.Typer:
+    """The nnkit app with every command group, or only the group that owns the command `only`."""
+    from importlib import import_module
+
+    new = typer.Typer(
+        cls=_Boundary,
+        name="nnkit",
+        help="Exact CNN arithmetic (shapes, parameters, receptive fields, MACs) and training, from the command "
+             "line.",
+        no_args_is_help=True,
+        pretty_exceptions_enable=False,
+        context_settings={"help_option_names": ["-h", "--help"]},
+        add_completion=True,
+    )
+    new.callback()(_root)
+    groups = [g for g, commands in GROUPS.items() if only in commands] or list(GROUPS)
+    for group in groups:
+        import_module(f"nnkit.cli.{group}").register(new)
+    return new
 
 
-_register()
+_APP: list[typer.Typer] = []
+
+
+def __getattr__(name: str) -> Any:
+    """`from nnkit.cli import app`: the whole app, built on first use."""
+    if name == "app":
+        if not _APP:
+            _APP.append(build_app())
+        return _APP[0]
+    raise AttributeError(name)
 
 
 def main() -> None:
-    app(prog_name="nnkit")
+    # Only a plain `nnkit COMMAND ...` builds one group; --help, options first and completion build them all.
+    first = sys.argv[1] if len(sys.argv) > 1 else None
+    completing = any(k.endswith("_COMPLETE") for k in os.environ if k.startswith("_NNKIT"))
+    build_app(None if completing else first)(prog_name="nnkit")

@@ -5,8 +5,6 @@ architecture or a user model, analysed by nnkit.introspect (torch, imported only
 line from stdin and answers line by line.
 """
 
-from __future__ import annotations
-
 import json
 import sys
 from enum import Enum

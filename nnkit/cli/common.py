@@ -1,7 +1,5 @@
 """Options spelled once for every command (STYLE.md, practice 6), and the error boundary's state."""
 
-from __future__ import annotations
-
 import os
 from typing import Annotated, Optional
 
