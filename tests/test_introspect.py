@@ -327,3 +327,24 @@ def test_explain_puts_the_numbers_in_the_formulas():
     assert fc.explain == ("params: 1000*2048 + 1000 = 2,049,000", "MACs: 1*1000*2048 = 2,048,000")
     vit = analyze("vit_b_16")
     assert "its own parameters: class_token" in vit.layers[0].notes
+
+
+def test_misaligned_paths_are_reported_and_united():
+    from torch import nn
+
+    from nnkit.introspect import analyze_model
+
+    class TwoPaths(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.even = nn.Conv2d(1, 1, 2, stride=2)  # sees [2i, 2i+1]: centre 2i + 0.5
+            self.odd = nn.Conv2d(1, 1, 3, stride=2, padding=1)  # sees [2i-1, 2i+1]: centre 2i
+
+        def forward(self, x):
+            return self.even(x) + self.odd(x)
+
+    model = TwoPaths()
+    a = analyze_model(model, (1, 16, 16), source="two")
+    assert any("1 merge(s) join paths whose receptive fields are misaligned" in n for n in a.notes)
+    size, (i, _), first = _gradient_support(model, (1, 16, 16), lambda m, x: m(x))
+    assert a.rf.size == size == (3, 3) and i * a.rf.stride[0] - a.rf.padding[0] == first[0]

@@ -166,7 +166,7 @@ def _report(model: Any, tr: Any, graph: Any, shape: tuple[int, ...], *, source: 
         explain = _explain(module, c, params, c.macs if whole else self_macs, rf) if whole else ()
         row_notes: tuple[str, ...] = ()
         if not whole:
-            names = [n for n, _ in module.named_parameters(recurse=False)]
+            names = [name for name, _ in module.named_parameters(recurse=False)]
             row_notes = ((f"{self_macs * n:,} MACs in its own forward, outside its submodules",) if self_macs
                          else ()) + ((f"its own parameters: {', '.join(names)}",) if names else ())
         rows.append(LayerReport(
