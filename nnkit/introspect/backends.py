@@ -25,7 +25,9 @@ def _cpu_copy(t: Any) -> Any:
 def fvcore_counts(t: Any) -> tuple[Any, Any]:
     """(FlopCountAnalysis, parameter_count dict) on one item."""
     try:
-        from fvcore.nn import FlopCountAnalysis, parameter_count
+        with warnings.catch_warnings():  # fvcore's import warns about torch.jit.script's deprecation
+            warnings.simplefilter("ignore")
+            from fvcore.nn import FlopCountAnalysis, parameter_count
     except ModuleNotFoundError:
         raise MissingDependencyError("fvcore", "--backend fvcore") from None
     import torch
@@ -43,7 +45,9 @@ def fvcore_counts(t: Any) -> tuple[Any, Any]:
 
 def torchinfo_stats(t: Any, depth: int = 64) -> Any:
     try:
-        import torchinfo
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            import torchinfo
     except ModuleNotFoundError:
         raise MissingDependencyError("torchinfo", "--backend torchinfo") from None
     import torch
@@ -191,7 +195,8 @@ def crosscheck(t: Any, info: Any | None) -> Crosscheck:
         if published[1] is not None and round(ours.macs / 1e9, 3) != published[1]:
             diffs.append(f"torchvision meta _ops {published[1]} GMACs vs nnkit {ours.macs / 1e9:.3f}")
         else:
-            diffs.append(f"torchvision's published {published[1]} GMACs and {published[0]:,} params match nnkit")
+            diffs.append(f"torchvision's published {published[1]} GMACs (rounded to 0.001 G) and {published[0]:,} "
+                         "params match nnkit")
     else:
         params["torchvision"] = macs["torchvision"] = None
     return Crosscheck(t.name, t.input, params, macs, tuple(diffs))
