@@ -8,6 +8,7 @@ import typer
 
 from nnkit.cli.common import DepthOpt, ExplainOpt, FormatOpt, InChannelsOpt, InputOpt, NumClassesOpt, WidthOpt
 from nnkit.errors import UsageError
+from nnkit.introspect.memory import Optimizer  # pure Python: an Enum, no torch
 from nnkit.render import OutputFormat, Tabular, emit
 
 
@@ -58,8 +59,10 @@ def summary(
     batch: Annotated[Optional[int], typer.Option("--batch", "-b", help="Batch size for --train.")] = None,
     train: Annotated[bool, typer.Option("--train", help="Estimate training memory: parameters, gradients, "
                                                         "optimizer state and saved activations.")] = False,
-    optimizer: Annotated[Optional[str], typer.Option("--optimizer", help="sgd (momentum), adam or adamw, "
-                                                                         "for --train.")] = None,
+    optimizer: Annotated[Optional[Optimizer], typer.Option("--optimizer", help="Optimizer state for --train: sgd "
+                                                                               "(with momentum), adam or adamw "
+                                                                               "[default: sgd].",
+                                                           show_default=False)] = None,
 ) -> None:
     """Every column at once: output shape, params, trainable, MACs, receptive field, activation memory."""
     from nnkit.cli.analyze import analyze_target
@@ -77,15 +80,10 @@ def summary(
 
         if looks_like_shape(target):
             raise UsageError("--train measures a model's saved activations; give an architecture or file.py:Class")
-        from nnkit.introspect.memory import Optimizer, estimate
+        from nnkit.introspect.memory import estimate
         from nnkit.introspect.target import resolve
 
-        try:
-            opt = Optimizer((optimizer or "sgd").lower())
-        except ValueError:
-            from nnkit.errors import UnknownNameError
-
-            raise UnknownNameError("optimizer", optimizer or "", [o.value for o in Optimizer]) from None
+        opt = optimizer or Optimizer.sgd
         t = resolve(target, input=input, num_classes=num_classes, in_channels=in_channels, width=width)
         b = batch or t.batch or 1
         m = estimate(t.model, t.input, batch=b, optimizer=opt)

@@ -138,7 +138,7 @@ def failure_message(target: str, shape: tuple[int, ...], failure: _Failure, smal
     if failure.call is not None:
         c = failure.call
         inp = "x".join(map(str, c.input)) if c.input else "?"
-        where = f"layer {c.path or '(model)'} ({c.kind}) fails on its input {inp}: "
+        where = (f"layer {c.path} ({c.kind})" if c.path else f"the model ({c.kind})") + f" fails on its input {inp}: "
     hint = (f"; the smallest input that works is {shape[0]}x{smallest[0]}x{smallest[1]}" if smallest
             else "; no input size up to 4096 works")
     return GeometryError(f"{target} on {'x'.join(map(str, shape))}: {where}{msg}{hint}")
