@@ -348,3 +348,27 @@ def test_misaligned_paths_are_reported_and_united():
     assert any("1 merge(s) join paths whose receptive fields are misaligned" in n for n in a.notes)
     size, (i, _), first = _gradient_support(model, (1, 16, 16), lambda m, x: m(x))
     assert a.rf.size == size == (3, 3) and i * a.rf.stride[0] - a.rf.padding[0] == first[0]
+
+
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2"])
+def test_saved_activations_equal_what_autograd_keeps_on_cpu(name):
+    """Oracle: a real training-mode forward on CPU, saved tensors counted by their storages' addresses."""
+    import torch
+
+    from nnkit.archs import build
+    from nnkit.introspect.build import build_meta
+    from nnkit.introspect.memory import saved_activation_bytes
+
+    model = build(name).train()
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    storages: dict[int, int] = {}
+
+    def pack(t):
+        st = t.untyped_storage()
+        if st.data_ptr() not in params:
+            storages[st.data_ptr()] = st.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model(torch.rand(2, 3, 64, 64))
+    assert saved_activation_bytes(build_meta(name), (3, 64, 64)) == sum(storages.values()) // 2

@@ -1,8 +1,10 @@
 """What training holds in memory: parameters, gradients, optimizer state and the activations autograd saves.
 
 Activations are measured, not guessed: one forward pass in training mode on the meta device with
-torch.autograd.graph.saved_tensors_hooks records every tensor saved for backward (each counted once,
-parameters excluded). The estimate is per item; the fixed part (weights, gradients, state) is per model.
+torch.autograd.graph.saved_tensors_hooks records every tensor saved for backward, counted once per storage
+(a ReLU's output saved by the ReLU and by the next conv is one tensor; views share their base's storage),
+parameters excluded. Attention saves what the scaled-dot-product backend in use keeps (math, flash and
+memory-efficient kernels differ), so estimates for transformers depend on the device. The estimate is per item; the fixed part (weights, gradients, state) is per model.
 """
 
 from __future__ import annotations
@@ -44,18 +46,16 @@ def saved_activation_bytes(model: Any, shape: tuple[int, ...], batch: int = 2) -
     model = meta_copy(model)
     was = model.training
     model.train()
-    params = {p._cdata for p in model.parameters()}  # noqa: SLF001 - identity of the tensor behind a wrapper
-    seen: set[int] = set()
-    total = 0
-    keep: list[Any] = []
+    # The StorageImpl's address identifies a storage on the meta device too, where data_ptr() is always 0.
+    params = {p.untyped_storage()._cdata for p in model.parameters()}  # noqa: SLF001
+    saved: dict[int, int] = {}
+    keep: list[Any] = []  # alive until counted, so no address is reused
 
     def pack(t: Any) -> Any:
-        nonlocal total
-        key = t._cdata  # noqa: SLF001
-        if key not in params and key not in seen:
-            seen.add(key)
+        storage = t.untyped_storage()
+        if storage._cdata not in params:  # noqa: SLF001
+            saved[storage._cdata] = storage.nbytes()  # noqa: SLF001
             keep.append(t)
-            total += t.numel() * t.element_size()
         return t
 
     try:
@@ -63,7 +63,7 @@ def saved_activation_bytes(model: Any, shape: tuple[int, ...], batch: int = 2) -
             model(torch.empty((batch, *shape), device="meta", requires_grad=False))
     finally:
         model.train(was)
-    return total // batch
+    return sum(saved.values()) // batch
 
 
 def estimate(model: Any, shape: tuple[int, ...], *, batch: int, optimizer: Optimizer) -> Memory:
