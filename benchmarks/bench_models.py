@@ -10,6 +10,11 @@ all tools alike; medians of --repeat runs after one warm-up. What each column ti
   fvcore: FlopCountAnalysis(model, x).total() + parameter_count(model) on a CPU model built beforehand (not timed);
   torchinfo: torchinfo.summary(model, input_size, verbose=0) on the same CPU model.
 Ratios are nnkit / other: the goal is < 0.2x.
+
+    python benchmarks/bench_models.py --memory [--batch 32]
+
+On a CUDA machine, compares `nnkit summary NAME --train --batch B --optimizer adam` with what one real training
+step holds at its peak (torch.cuda.max_memory_allocated after forward, backward and optimizer.step()).
 """
 
 from __future__ import annotations
@@ -31,7 +36,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--models", default="resnet50,mobilenet_v2,vit_b_16")
+    parser.add_argument("--memory", action="store_true", help="estimated vs measured training memory (CUDA)")
+    parser.add_argument("--batch", type=int, default=32)
     args = parser.parse_args()
+    if args.memory:
+        memory(args.models.split(","), args.batch)
+        return
 
     t0 = time.perf_counter()
     import torch
@@ -90,6 +100,41 @@ def main() -> None:
         full, step, fv, ti = (m["nnkit (name)"], m["nnkit (analysis)"], m["fvcore"], m["torchinfo"])
         print(f"| {name} | {full * 1e3:.0f} ms | {step * 1e3:.0f} ms | {fv * 1e3:.0f} ms | {ti * 1e3:.0f} ms | "
               f"{step / fv:.2f}x | {step / ti:.2f}x | {full / fv:.2f}x | {full / ti:.2f}x |")
+
+def memory(names: list[str], batch: int) -> None:
+    import torch
+
+    from nnkit.archs import build, get_arch
+    from nnkit.introspect.build import build_meta
+    from nnkit.introspect.memory import Optimizer, estimate
+
+    if not torch.cuda.is_available():
+        print("no CUDA device: the memory comparison needs one (torch.cuda.max_memory_allocated)")
+        return
+    print(f"Training memory at batch {batch} with Adam, {torch.cuda.get_device_name()}, torch {torch.__version__}\n")
+    print("| model | nnkit estimate | measured peak | error |")
+    print("|---|---:|---:|---:|")
+    for name in names:
+        shape = get_arch(name).input
+        est = estimate(build_meta(name), shape, batch=batch, optimizer=Optimizer.adam).total
+        model = build(name).cuda().train()
+        opt = torch.optim.Adam(model.parameters())
+        x = torch.rand((batch, *shape), device="cuda")
+        y = torch.randint(0, 1000, (batch,), device="cuda")
+        for step in range(2):  # the first step creates Adam's state; the second is the steady state
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            out = model(x)
+            out = out[0] if isinstance(out, tuple) else out
+            torch.nn.functional.cross_entropy(out, y).backward()
+            opt.step()
+            opt.zero_grad(set_to_none=False)
+            torch.cuda.synchronize()
+        peak = torch.cuda.max_memory_allocated() - x.numel() * 4 - y.numel() * 8
+        print(f"| {name} | {est / 2**20:.0f} MiB | {peak / 2**20:.0f} MiB | {(est - peak) / peak:+.1%} |")
+        del model, opt, x, y, out
+        torch.cuda.empty_cache()
+
 
 if __name__ == "__main__":
     main()
