@@ -237,6 +237,8 @@ def _truncate(rows: list[LayerReport], at: str, modules: dict[str, Any], graph: 
     if at not in modules or not inside:
         raise UnknownNameError("layer", at, [p for p in modules if p])
     kept = rows[:inside[-1] + 1]
+    notes = [x for x in notes if "the forward pass never calls" not in x]  # totals here are the kept rows'
+
     state = graph.by_path[at][-1] if graph is not None and graph.by_path.get(at) else None
     rf, covers = _field(state)
     return Analysis(source=f"{source} --at {at}", input=shape, output=kept[-1].output or (), layers=tuple(kept),
