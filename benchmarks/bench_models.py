@@ -4,9 +4,10 @@
 
 All in one process, after `import torch` (paid once by every tool alike), interleaved so that machine load hits
 all tools alike; medians of --repeat runs after one warm-up. What each column times:
-  nnkit (name): what `nnkit flops|params|summary NAME` computes after startup: analyze(NAME) builds the model on
+  nnkit summary (name): what `nnkit summary|rf NAME` computes after startup: analyze(NAME) builds the model on
       the meta device, traces it (hooks + FlopCounterMode) and runs the torch.fx receptive-field pass;
-  nnkit (analysis): the analysis step alone, analyze_model() on a meta model built beforehand (not timed);
+  nnkit summary: the analysis step alone, analyze_model() on a meta model built beforehand (not timed);
+  nnkit flops: the same without the receptive-field pass (fields=False), what params/flops/shape need;
   fvcore: FlopCountAnalysis(model, x).total() + parameter_count(model) on a CPU model built beforehand (not timed);
   torchinfo: torchinfo.summary(model, input_size, verbose=0) on the same CPU model.
 Ratios are nnkit / other: the goal is < 0.2x.
@@ -38,6 +39,8 @@ def main() -> None:
     parser.add_argument("--models", default="resnet50,mobilenet_v2,vit_b_16")
     parser.add_argument("--memory", action="store_true", help="estimated vs measured training memory (CUDA)")
     parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice); 1 gives "
+                        "steadier numbers on a shared machine, where spinning OpenMP threads collapse")
     args = parser.parse_args()
     if args.memory:
         memory(args.models.split(","), args.batch)
@@ -54,7 +57,8 @@ def main() -> None:
     import_s = time.perf_counter() - t0
     logging.getLogger("fvcore").setLevel(logging.ERROR)
     warnings.simplefilter("ignore")
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     rows = []
     for name in args.models.split(","):
@@ -71,8 +75,9 @@ def main() -> None:
             parameter_count(model)
 
         tools = {
-            "nnkit (name)": lambda: analyze(name),
-            "nnkit (analysis)": lambda: analyze_model(meta, shape, source=name),
+            "nnkit summary (name)": lambda: analyze(name),
+            "nnkit summary": lambda: analyze_model(meta, shape, source=name),
+            "nnkit flops": lambda: analyze_model(meta, shape, source=name, fields=False),
             "fvcore": fvcore_run,
             "torchinfo": lambda: torchinfo.summary(model, input_size=(1, *shape), verbose=0, device="cpu"),
         }
@@ -93,13 +98,14 @@ def main() -> None:
           f"{os.cpu_count()} cores, {torch.get_num_threads()} torch threads, load average {load:.1f} at the end "
           f"(fvcore and torchinfo compute for real and suffer most from a busy machine); torch {torch.__version__}; "
           f"imports took {import_s:.1f} s (not counted)\n")
-    print("| model | nnkit (name) | nnkit (analysis) | fvcore | torchinfo | analysis / fvcore | analysis / torchinfo "
-          "| name / fvcore | name / torchinfo |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("| model | nnkit summary (from the name) | nnkit summary | nnkit flops | fvcore | torchinfo "
+          "| summary / fvcore | summary / torchinfo | flops / fvcore | flops / torchinfo |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name, m in rows:
-        full, step, fv, ti = (m["nnkit (name)"], m["nnkit (analysis)"], m["fvcore"], m["torchinfo"])
-        print(f"| {name} | {full * 1e3:.0f} ms | {step * 1e3:.0f} ms | {fv * 1e3:.0f} ms | {ti * 1e3:.0f} ms | "
-              f"{step / fv:.2f}x | {step / ti:.2f}x | {full / fv:.2f}x | {full / ti:.2f}x |")
+        full, step, flops = m["nnkit summary (name)"], m["nnkit summary"], m["nnkit flops"]
+        fv, ti = m["fvcore"], m["torchinfo"]
+        print(f"| {name} | {full * 1e3:.0f} ms | {step * 1e3:.0f} ms | {flops * 1e3:.0f} ms | {fv * 1e3:.0f} ms "
+              f"| {ti * 1e3:.0f} ms | {step / fv:.2f}x | {step / ti:.2f}x | {flops / fv:.2f}x | {flops / ti:.2f}x |")
 
 def memory(names: list[str], batch: int) -> None:
     import torch

@@ -372,3 +372,12 @@ def test_saved_activations_equal_what_autograd_keeps_on_cpu(name):
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         model(torch.rand(2, 3, 64, 64))
     assert saved_activation_bytes(build_meta(name), (3, 64, 64)) == sum(storages.values()) // 2
+
+
+def test_fields_can_be_skipped_without_changing_the_numbers():
+    from nnkit.introspect import analyze
+
+    full, quick = analyze("resnet18"), analyze("resnet18", fields=False)
+    assert quick.rf is None and all(r.rf is None for r in quick.layers)
+    assert [(r.spec, r.output, r.params, r.macs) for r in quick.layers] == \
+        [(r.spec, r.output, r.params, r.macs) for r in full.layers]

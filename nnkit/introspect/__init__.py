@@ -22,7 +22,9 @@ BACKENDS = ("nnkit", "fvcore", "torchinfo")
 
 def analyze(target: str, *, input: str | None = None, depth: int | None = None, num_classes: int | None = None,
             in_channels: int | None = None, width: float | None = None, backend: str = "nnkit",
-            at: str | None = None, batch: int | None = None) -> Analysis:
+            at: str | None = None, batch: int | None = None, fields: bool = True) -> Analysis:
+    """fields=False skips the torch.fx receptive-field pass (about half the time) for views that show no field
+    (shape, params, flops); rf stays None then."""
     from nnkit.introspect.target import resolve
 
     if backend not in BACKENDS:
@@ -36,7 +38,7 @@ def analyze(target: str, *, input: str | None = None, depth: int | None = None, 
 
         return backends.analyze(backend, t, depth=depth, batch=n)
     return analyze_model(t.model, t.input, source=t.name, depth=depth, at=at, batch=n,
-                         min_input=t.min_input, rebuild=t.rebuild)
+                         min_input=t.min_input, rebuild=t.rebuild, fields=fields)
 
 
 def meta_copy(model: Any) -> Any:
@@ -83,7 +85,7 @@ def smallest_input(rebuild: Any, shape: tuple[int, ...], start: int = 1, limit: 
 
 def analyze_model(model: Any, shape: tuple[int, ...], *, source: str, depth: int | None = None,
                   at: str | None = None, batch: int | None = None, min_input: tuple[int, int] | None = None,
-                  rebuild: Any = None) -> Analysis:
+                  rebuild: Any = None, fields: bool = True) -> Analysis:
     from nnkit.introspect import trace
 
     model = meta_copy(model)
@@ -102,9 +104,9 @@ def analyze_model(model: Any, shape: tuple[int, ...], *, source: str, depth: int
         notes: list[str] = []
         graph = None
         try:
-            from nnkit.introspect.rf import fields
+            from nnkit.introspect import rf
 
-            graph = fields(model, shape)
+            graph = rf.fields(model, shape) if fields else None
         except Exception as exc:  # noqa: BLE001 - a model fx cannot trace still gets every other column
             first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
             notes.append(f"receptive fields unavailable: torch.fx cannot trace this model ({first})")
