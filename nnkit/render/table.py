@@ -35,6 +35,9 @@ def print_table(tab: Tabular, out: TextIO | None = None) -> None:
         for row in tab.footer:
             table.add_row(*(_pretty(v) for v in row), style="bold")
     con = console(out)
+    needed = con.measure(table, options=con.options.update_width(10_000)).maximum
+    if needed > con.width:  # never fold or cut numbers: a wide table is printed whole (less -S reads it)
+        con.width = needed
     con.print(table)
     for note in tab.notes:
         con.print(f"[dim]note:[/dim] {note}")

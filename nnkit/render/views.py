@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from nnkit.core.report import Analysis, Field, LayerReport
+from nnkit.core.spec import looks_like_shape
 from nnkit.render import Tabular
 
 View = Literal["shape", "params", "flops", "rf", "summary"]
@@ -89,6 +90,9 @@ def view(a: Analysis, what: View, explain: bool = False) -> tuple[dict[str, Any]
     doc: dict[str, Any] = {"source": a.source}
     notes = list(a.notes)
     title = a.source
+    # Model rows are module paths: their class (Conv2d, ...) is worth a column; a chain's layer says it itself.
+    # It comes last, so that chains and models put every other column at the same place for scripts.
+    typed = not looks_like_shape(a.source.split(" ", 1)[0])
     cols: list[str] = ["#", "layer"]
     footer: list[tuple[Any, ...]] = []
     if what in ("shape", "summary"):
@@ -112,6 +116,8 @@ def view(a: Analysis, what: View, explain: bool = False) -> tuple[dict[str, Any]
     doc["layers"] = layers
     if explain:
         cols.append("formula")
+    if typed:
+        cols.append("type")
     rows = []
     for layer in a.layers:
         row: list[Any] = [layer.index, layer.spec]  # module paths show their own nesting
@@ -127,6 +133,8 @@ def view(a: Analysis, what: View, explain: bool = False) -> tuple[dict[str, Any]
             row.append(human(layer.activation_bytes, "B"))
         if explain:
             row.append(_explain_for(layer, what))
+        if typed:
+            row.append(layer.kind)
         rows.append(tuple(row))
         notes += [f"{layer.index} {layer.spec}: {n}" for n in layer.notes]
     total: list[Any] = ["", f"at {a.rf_at}" if what == "rf" and a.rf_at else "total"]
@@ -148,6 +156,8 @@ def view(a: Analysis, what: View, explain: bool = False) -> tuple[dict[str, Any]
     if what == "summary":
         total.append(human(sum(x.activation_bytes for x in a.layers), "B"))
     if explain:
+        total.append("")
+    if typed:
         total.append("")
     if what != "shape":
         footer.append(tuple(total))
