@@ -285,3 +285,48 @@ def test_schedules_match_torch_schedulers():
 def test_three_epochs_already_learn(straight):
     _, result = straight
     assert result.epochs_run == 3 and result.test_accuracy > 0.85 and result.val_accuracy > 0.85
+
+
+def test_resume_from_best_pt_is_refused(nnkit, straight):
+    ref_dir, _ = straight
+    run = nnkit("train", "--resume", str(ref_dir / "best.pt"))
+    assert run.code == 1 and "holds no optimizer state" in run.err, run
+
+
+def test_amp_and_channels_last_train_on_cpu(tmp_path):
+    import math
+
+    from nnkit.train.config import Dataset, TrainConfig
+    from nnkit.train.loop import train
+
+    r = train(TrainConfig(dataset=Dataset.synthetic, synthetic_size=32, epochs=1, batch_size=16, amp=True,
+                          channels_last=True, out=str(tmp_path / "run"), device="cpu"))
+    assert r.epochs_run == 1 and math.isfinite(r.history[0]["train_loss"])
+
+
+def test_unavailable_device_is_one_line(nnkit, tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    run = nnkit("train", "lenet5", "--device", "cuda", "--out", str(tmp_path / "r"))
+    assert run.code == 2 and "--device cuda: CUDA is not available" in run.err, run
+    run = nnkit("train", "lenet5", "--device", "tpu", "--out", str(tmp_path / "r2"))
+    assert run.code == 2 and "--device tpu" in run.err, run
+
+
+def test_torchrun_without_a_rendezvous_is_one_line(nnkit, tmp_path, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.delenv("MASTER_ADDR", raising=False)
+    run = nnkit("train", "lenet5", "--out", str(tmp_path / "r"), "--epochs", "1")
+    assert run.code == 1 and "MASTER_ADDR is not set: start nnkit with torchrun" in run.err, run
+
+
+def test_train_commands_leave_torch_out_until_they_run():
+    import subprocess
+    import sys
+
+    code = "import sys, nnkit.cli, nnkit.cli.train, nnkit.train.config; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"

@@ -29,7 +29,7 @@ ArchArg = Annotated[
 DatasetOpt = Annotated[
     Optional[Dataset],
     typer.Option("--dataset", "-d", help="Data set; digits (scikit-learn's, bundled) needs no download. "
-                                         "[default: digits]", show_default=False),
+                                         "(default: digits)", show_default=False),
 ]
 DataDirOpt = Annotated[
     Optional[str], typer.Option("--data-dir", help="Folder holding the data set in its standard format.")
@@ -73,15 +73,15 @@ def train_cmd(
     download: Annotated[bool, typer.Option("--download", help="Fetch the data set into --data-dir.")] = False,
     val_split: Annotated[float, typer.Option("--val-split", help="Fraction held out for validation where the "
                                                                   "data set has no validation set.")] = _D.val_split,
-    out: Annotated[Optional[str], typer.Option("--out", "-o", help="Run directory [default: runs/ARCH-DATASET]",
+    out: Annotated[Optional[str], typer.Option("--out", "-o", help="Run directory (default: runs/ARCH-DATASET)",
                                                show_default=False)] = None,
     epochs: Annotated[Optional[int], typer.Option("--epochs", help="Total epochs (with --resume too). "
-                                                                    f"[default: {_D.epochs}]",
+                                                                    f"(default: {_D.epochs})",
                                                   show_default=False)] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Global batch size.")] = _D.batch_size,
     optimizer: Annotated[Optimizer, typer.Option("--optimizer")] = _D.optimizer,
-    lr: Annotated[Optional[float], typer.Option("--lr", help="Peak learning rate [default: sgd 0.1, adam and "
-                                                            "adamw 0.003]", show_default=False)] = None,
+    lr: Annotated[Optional[float], typer.Option("--lr", help="Peak learning rate (default: sgd 0.1, adam and "
+                                                            "adamw 0.003)", show_default=False)] = None,
     momentum: Annotated[float, typer.Option("--momentum", help="SGD momentum.")] = _D.momentum,
     nesterov: Annotated[bool, typer.Option("--nesterov", help="Nesterov momentum (sgd).")] = False,
     weight_decay: Annotated[float, typer.Option("--weight-decay")] = _D.weight_decay,
@@ -90,8 +90,8 @@ def train_cmd(
     warmup_epochs: Annotated[float, typer.Option("--warmup-epochs", help="Linear warmup.")] = _D.warmup_epochs,
     seed: Annotated[int, typer.Option("--seed")] = _D.seed,
     augment: Annotated[Optional[str], typer.Option(
-        "--augment", help=f"Comma-separated: {','.join(AUGMENTS)}, or none [default: crop for digits and "
-                          f"(fashion-)mnist, flip,crop for cifar and imagefolder]", show_default=False)] = None,
+        "--augment", help=f"Comma-separated: {','.join(AUGMENTS)}, or none (default: crop for digits and "
+                          f"(fashion-)mnist, flip,crop for cifar and imagefolder)", show_default=False)] = None,
     patience: Annotated[Optional[int], typer.Option("--patience", help="Stop after N epochs without a better "
                                                                        "validation accuracy.")] = None,
     weights: Annotated[Optional[str], typer.Option("--weights", help="Start from these weights (a local "
@@ -165,8 +165,8 @@ def eval_cmd(
                                                    "(its best.pt).", show_default=False)],
     dataset: DatasetOpt = None,
     data_dir: DataDirOpt = None,
-    split: Annotated[Optional[Split], typer.Option("--split", help="Which split [default: the one the "
-                                                                   "checkpoint was validated on, val]",
+    split: Annotated[Optional[Split], typer.Option("--split", help="Which split (default: the one the "
+                                                                   "checkpoint was validated on, val)",
                                                    show_default=False)] = None,
     device: DeviceOpt = None,
     batch_size: Annotated[int, typer.Option("--batch-size", "-b")] = 256,

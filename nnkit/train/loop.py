@@ -271,6 +271,9 @@ def resume_config(source: str, cfg_epochs: int | None, **overrides: Any) -> tupl
     or data set is refused, anything else that the run depends on is refused too.
     """
     state = ckpt.load(source)
+    if state.get("kind") != "last" or "optimizer" not in state:
+        raise CheckpointError(f"--resume {state['path']}: a {state.get('kind', 'weights')} checkpoint holds no "
+                              f"optimizer state; resume from the run directory or its last.pt")
     saved = TrainConfig.from_dict(state["config"])
     for key, value in overrides.items():
         if value is None:
@@ -295,15 +298,7 @@ def train(cfg: TrainConfig, resume: dict[str, Any] | None = None, hooks: Hooks |
 
     data_dir: where the data is now, when it moved since the run started (resume and eval take it).
     """
-    import contextlib
-
-    import torch
-    import torch.nn.functional as F
-
-    from nnkit.archs import build, get_arch
-    from nnkit.train.augment import augment
-    from nnkit.train.data import load_data
-    from nnkit.train.metrics import plot_curves, write_metrics
+    from nnkit.archs import get_arch
 
     cfg = cfg.validate().resolved()
     hooks = hooks or Hooks()
@@ -312,18 +307,27 @@ def train(cfg: TrainConfig, resume: dict[str, Any] | None = None, hooks: Hooks |
     info = get_arch(cfg.arch)
     amp = amp_dtype(device) if cfg.amp else None
     run_dir = Path(os.path.expanduser(cfg.out)) if cfg.out else default_run_dir(cfg)
-    if d.main:
-        prepare_run_dir(run_dir, resuming=resume is not None)
     D.init(d, device)
     try:
-        return _train(cfg, resume, hooks, data_dir, d, device, info, amp, run_dir, torch, F, contextlib,
-                      build, augment, load_data, plot_curves, write_metrics)
+        if d.main:
+            prepare_run_dir(run_dir, resuming=resume is not None)
+        return _train(cfg, resume, hooks, data_dir, d, device, info, amp, run_dir)
     finally:
         D.done(d)
 
 
-def _train(cfg, resume, hooks, data_dir, d, device, info, amp, run_dir, torch, F, contextlib,  # noqa: ANN001
-           build, augment, load_data, plot_curves, write_metrics) -> TrainResult:
+def _train(cfg: TrainConfig, resume: dict[str, Any] | None, hooks: Hooks, data_dir: str | None, d: D.Dist,
+           device: Any, info: Any, amp: Any, run_dir: Path) -> TrainResult:
+    import contextlib
+
+    import torch
+    import torch.nn.functional as F
+
+    from nnkit.archs import build
+    from nnkit.train.augment import augment
+    from nnkit.train.data import load_data
+    from nnkit.train.metrics import plot_curves, write_metrics
+
     started = time.perf_counter()
     if data_dir:
         cfg = replace(cfg, data_dir=data_dir)
