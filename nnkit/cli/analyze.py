@@ -79,7 +79,7 @@ def _truncate(a: Analysis, at: str) -> Analysis:
 
 def analyze_target(target: str, layers: list[str] | None, *, input: str | None = None, depth: int | None = None,
                    num_classes: int | None = None, in_channels: int | None = None, width: float | None = None,
-                   backend: Backend = Backend.nnkit, at: str | None = None) -> Analysis:
+                   backend: Backend = Backend.nnkit, at: str | None = None, fields: bool = True) -> Analysis:
     """A chain (torch-free) or a named/user model (torch) into one Analysis."""
     if looks_like_shape(target):
         from nnkit.core.chain import analyze_chain
@@ -107,7 +107,7 @@ def analyze_target(target: str, layers: list[str] | None, *, input: str | None =
 
         raise MissingDependencyError(exc.name or "torch", f"analysing '{target}'") from None
     return analyze(target, input=input, depth=depth, num_classes=num_classes, in_channels=in_channels,
-                   width=width, backend=backend.value, at=at)
+                   width=width, backend=backend.value, at=at, fields=fields)
 
 
 def _batch(what: View, fmt: OutputFormat | None, explain: bool,
@@ -175,7 +175,8 @@ def _make(what: View) -> Callable[..., None]:
     ) -> None:
         def analyse(t: str, lay: list[str] | None) -> Analysis:
             return analyze_target(t, lay, input=input, depth=depth, num_classes=num_classes,
-                                  in_channels=in_channels, width=width, backend=backend, at=at)
+                                  in_channels=in_channels, width=width, backend=backend, at=at,
+                                  fields=what in ("rf", "summary"))  # the fx pass costs half the time
 
         if target == "-":
             _batch(what, fmt, explain, analyse)
