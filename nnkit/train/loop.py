@@ -312,6 +312,13 @@ def train(cfg: TrainConfig, resume: dict[str, Any] | None = None, hooks: Hooks |
         if d.main:
             prepare_run_dir(run_dir, resuming=resume is not None)
         return _train(cfg, resume, hooks, data_dir, d, device, info, amp, run_dir)
+    except RuntimeError as exc:
+        if not d.on:
+            raise
+        # gloo and nccl report a peer that died as a RuntimeError from the collective in backward()
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise D.DistributedError(f"rank {d.rank} of {d.world}: training stopped, another rank failed or "
+                                 f"disconnected ({first[:200]}); resume with --resume {run_dir}") from exc
     finally:
         D.done(d)
 
