@@ -44,7 +44,26 @@ def test_shape_explain_is_textbook_arithmetic(nnkit):
     assert "(32 - 5 + 2*2)/1 + 1 = 32" in run.out
     floored = nnkit("shape", "3x32x32", "conv(6,5,s=2)", "-e", "-f", "json").json()["layers"][0]
     assert "H, W: (32 - 5 + 2*0)/2 + 1 = 14.5 -> 14 (floor)" in floored["explain"]
-    assert floored["notes"] == ["the last window leaves 1 row and 1 column out"]
+    assert floored["notes"] == ["the last window leaves 1 input row and 1 input column out"]
+    # ResNet's stem: what the last window misses is right-hand padding, not input
+    stem = nnkit("shape", "3x224x224", "conv(64,7,s=2,p=3)", "-e", "-f", "json").json()["layers"][0]
+    assert "notes" not in stem and "H, W: (224 - 7 + 2*3)/2 + 1 = 112.5 -> 112 (floor)" in stem["explain"]
+
+
+def test_explain_of_a_ceil_mode_window_that_torch_drops(nnkit):
+    """CONVENTIONS.md: MaxPool2d(3, stride=3, padding=1, ceil_mode=True) on 5 gives 2."""
+    layer = nnkit("shape", "1x5x5", "maxpool(3,3,p=1,ceil=true)", "-e", "-f", "json").json()["layers"][0]
+    assert layer["output"] == [1, 2, 2]
+    assert layer["explain"] == ["H, W: (5 - 3 + 2*1)/3 + 1 = 2.3333 -> 3 (ceil); the last window would start in "
+                                "the padding, so PyTorch drops it: 2"]
+    assert "notes" not in layer
+
+
+def test_explain_json_holds_only_the_view_formulas(nnkit):
+    layer = nnkit("params", "3x32x32", "conv(6,5)", "-e", "-f", "json").json()["layers"][0]
+    assert layer["explain"] == ["params: 6*5*5*3 + 6 = 456"]
+    rf = nnkit("rf", "3x32x32", "conv(6,5)", "-e", "-f", "json").json()["layers"][0]
+    assert rf["explain"] == ["rf: r = 1 + (5-1)*1 = 5, S = 1*1 = 1, P = 0 + 0*1 = 0"]
 
 
 def test_flops_json_contract_and_invariants(nnkit):
@@ -71,8 +90,8 @@ def test_rf_matches_araujo_formula_with_padding_and_dilation(nnkit):
 def test_tsv_when_piped_and_csv(nnkit):
     run = nnkit("shape", "3x32x32", "conv(6,5)")
     assert run.out.splitlines() == ["#\tlayer\tinput\toutput", "1\tconv(6,5)\t3x32x32\t6x28x28"]
-    csv = nnkit("params", "3x32x32", "conv(6,5)", "-f", "csv").out.splitlines()
-    assert csv[0] == "#,layer,params" and csv[1] == "1,\"conv(6,5)\",456"
+    csv = nnkit("params", "3x32x32", "conv(6,5) fc(3)", "-f", "csv").out.splitlines()
+    assert csv == ["#,layer,params", "1,\"conv(6,5)\",456", "2,fc(3),87"]  # no total row to count twice
 
 
 def test_table_format_renders(nnkit):
@@ -98,6 +117,25 @@ def test_batch_tsv_streams_one_row_per_line(nnkit):
                                     "2\t8x3x224x224 conv(64,7,s=2,p=3)\t8x3x224x224\t8x64x112x112"]
 
 
+def test_batch_lines_may_use_tabs_and_table_cells_are_not_markup(nnkit):
+    run = nnkit("params", "-", "-f", "tsv", input="3x32x32\tconv(6,5)\n")
+    assert run.code == 0 and run.out.splitlines()[1] == "1\t3x32x32 conv(6,5)\t456\t456"
+    table = nnkit("params", "-", "-f", "table", input="1x28x28 [conv(8,3,p=1) relu]*2\n")
+    assert table.code == 0 and "664" in table.out  # the line's own table, printed as soon as it is read
+    import io
+
+    from nnkit.render import Tabular
+    from nnkit.render.table import print_table
+
+    buf = io.StringIO()
+    print_table(Tabular(("layer",), (("[conv(8,3) relu]*2",),), title="[b]x[/b]", notes=("[i]n[/i]",)), buf)
+    assert "[conv(8,3) relu]*2" in buf.getvalue() and "[b]x[/b]" in buf.getvalue() and "[i]n[/i]" in buf.getvalue()
+
+
+def test_the_whole_chain_as_one_argument(nnkit):
+    assert nnkit("params", "3x32x32 conv(6,5)", "-f", "json").json()["total"] == 456
+
+
 @pytest.mark.parametrize(
     ("args", "code", "fragment"),
     [
@@ -109,6 +147,12 @@ def test_batch_tsv_streams_one_row_per_line(nnkit):
         (["shape", "3x32x32"], 2, "no layers given"),
         (["shape", "3x32x32", "conv(6,5)", "--depth", "2"], 2, "--depth applies to named and user models"),
         (["dwsep", "3x32x32"], 2, "needs --out N and -k K"),
+        (["dwsep", "3x32x32", "--out", "8", "-k", "3,d=2"], 2, "-k 3,d=2: cannot read the value"),
+        (["dwsep", "3x32x32", "--out", "0", "-k", "3"], 2, "--out 0: must be positive"),
+        (["dwsep", "128", "--out", "8", "-k", "3"], 1, "needs a CxHxW input, got 128"),
+        (["shape", "3x32x32", "upsample(1e400)"], 2, "positive number below a million"),
+        (["shape", "3x32x32", "[[[relu]*1000]*1000]*1000"], 2, "more than 100,000 layers"),
+        (["shape", "3x32x32", "relu(2)"], 2, "relu takes no arguments"),
     ],
 )
 def test_bad_input_one_line_and_exit_code(nnkit, args, code, fragment):
@@ -161,6 +205,8 @@ def test_solve_same_map_undo(nnkit):
     assert {"layer": "conv", "stride": 2, "padding": 3} .items() <= mapping["solutions"][0].items()
     up = nnkit("solve", "map", "56", "112", "-k", "4", "-f", "json").json()["solutions"][0]
     assert (up["layer"], up["stride"], up["padding"], up["output_padding"]) == ("tconv", 2, 1, 0)
+    far = nnkit("solve", "map", "100", "20000", "-k", "7", "-f", "json").json()["solutions"]  # solved, not searched
+    assert all(s["layer"] == "tconv" for s in far) and any(s["stride"] == 202 for s in far)
     undo = nnkit("solve", "undo", "224", "-k", "3", "-s", "2", "-p", "1", "-f", "json").json()
     assert undo["conv_output"] == 112 and undo["output_padding"] == 1
 

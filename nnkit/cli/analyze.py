@@ -24,7 +24,7 @@ from nnkit.cli.common import (
 from nnkit.core.report import Analysis
 from nnkit.core.spec import looks_like_shape
 from nnkit.errors import ExitCode, NnkitError, UsageError
-from nnkit.render import OutputFormat, Tabular, cell, emit, resolve
+from nnkit.render import DELIMITERS, OutputFormat, Tabular, emit, resolve, to_delimited
 from nnkit.render.views import SUMMARY_COLUMNS, View, dwsep_view, solve_view, summary_line, view
 
 
@@ -59,30 +59,15 @@ AtOpt = Annotated[
 ]
 
 
-def _truncate(a: Analysis, at: str) -> Analysis:
-    """A chain analysed up to layer `at` (its 1-based number or its text)."""
-    from dataclasses import replace
-
-    from nnkit.errors import SpecError
-
-    match = [x for x in a.layers if str(x.index) == at or x.spec.replace(" ", "") == at.replace(" ", "")]
-    if not match:
-        raise SpecError(f"--at {at}: no such layer in the chain (give its number 1-{len(a.layers)} or its text)")
-    last = match[0].index
-    kept = a.layers[:last]
-    fields = [x for x in kept if x.rf is not None]
-    return replace(a, layers=kept, output=kept[-1].output, params=sum(x.params for x in kept),
-                   trainable=sum(x.trainable for x in kept), macs=sum(x.macs for x in kept),
-                   rf=fields[-1].rf if fields else None, rf_at=fields[-1].spec if fields else None,
-                   rf_global=kept[-1].rf_global)
-
-
 def analyze_target(target: str, layers: list[str] | None, *, input: str | None = None, depth: int | None = None,
                    num_classes: int | None = None, in_channels: int | None = None, width: float | None = None,
                    backend: Backend = Backend.nnkit, at: str | None = None, fields: bool = True) -> Analysis:
     """A chain (torch-free) or a named/user model (torch) into one Analysis."""
+    first, _, rest = target.strip().partition(" ")
+    if rest.strip() and looks_like_shape(first):  # the whole chain as one argument, as a stdin line reads
+        target, layers = first, [rest, *(layers or [])]
     if looks_like_shape(target):
-        from nnkit.core.chain import analyze_chain
+        from nnkit.core.chain import analyze_chain, truncate
 
         model_opts = {"--depth": depth, "--num-classes": num_classes, "--in-channels": in_channels,
                       "--width": width, "--input": input}
@@ -96,7 +81,7 @@ def analyze_target(target: str, layers: list[str] | None, *, input: str | None =
         if options:
             raise UsageError(f"no such option: {options[0]} (see --help)")
         analysis = analyze_chain(target, layers or [])
-        return _truncate(analysis, at) if at else analysis
+        return truncate(analysis, at) if at else analysis
     if layers:
         raise UsageError(f"'{target}' is not an input shape, so the words after it ({' '.join(layers)}) make no "
                          "chain; for a chain write the shape first, e.g. 3x32x32 \"conv(6,5)\"")
@@ -112,21 +97,23 @@ def analyze_target(target: str, layers: list[str] | None, *, input: str | None =
 
 def _batch(what: View, fmt: OutputFormat | None, explain: bool,
            analyse: Callable[[str, list[str] | None], Analysis]) -> None:
-    """One target per stdin line, answered line by line; a bad line is reported and the rest go on."""
+    """One target per stdin line, answered as soon as it is read; a bad line is reported and the rest go on.
+
+    JSON: one object per line (JSON lines). CSV/TSV: one row of totals per line under one header. Table: the
+    line's whole table.
+    """
     fmt = resolve(fmt)
     worst = ExitCode.OK
     columns = ("line", "source", *SUMMARY_COLUMNS[what])
-    table_rows: list[tuple[Any, ...]] = []
     if fmt in (OutputFormat.tsv, OutputFormat.csv):
-        sep = "\t" if fmt is OutputFormat.tsv else ","
-        sys.stdout.write(sep.join(columns) + "\n")
+        sys.stdout.write(to_delimited(Tabular(columns, ()), DELIMITERS[fmt]))
     for number, raw in enumerate(sys.stdin, start=1):
         line = raw.split("#", 1)[0].strip()
         if not line:
             continue
-        first, _, rest = line.partition(" ")
+        first, *rest = line.split(None, 1)
         try:
-            a = analyse(first, [rest] if rest.strip() else None)
+            a = analyse(first, rest or None)
         except NnkitError as exc:
             sys.stderr.write(f"nnkit: line {number}: {exc}\n")
             worst = max(worst, exc.exit_code)
@@ -134,19 +121,12 @@ def _batch(what: View, fmt: OutputFormat | None, explain: bool,
         if fmt is OutputFormat.json:
             doc, _ = view(a, what, explain)
             sys.stdout.write(json.dumps({"line": number, **doc}, ensure_ascii=False) + "\n")
+        elif fmt is OutputFormat.table:
+            emit(*view(a, what, explain), fmt)
         else:
-            row = (number, line, *summary_line(a, what))
-            if fmt is OutputFormat.table:
-                table_rows.append(row)
-            else:
-                sep = "\t" if fmt is OutputFormat.tsv else ","
-                cells = [cell(v) for v in row]
-                if sep == ",":
-                    cells = [f'"{c}"' if "," in c else c for c in cells]
-                sys.stdout.write(sep.join(cells) + "\n")
+            row = Tabular(columns, ((number, a.source, *summary_line(a, what)),))
+            sys.stdout.write(to_delimited(row, DELIMITERS[fmt], header=False))
         sys.stdout.flush()
-    if fmt is OutputFormat.table:
-        emit(None, Tabular(columns=columns, rows=tuple(table_rows), numeric=frozenset(columns[2:])), fmt)
     if worst:
         raise typer.Exit(int(worst))
 

@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
+import math
+from dataclasses import replace
+
 from nnkit.core import layers as L
-from nnkit.core.report import Analysis, LayerReport, Shape
+from nnkit.core.report import Analysis, LayerReport
 from nnkit.core.spec import LayerSpec, parse_chain, parse_shape
 from nnkit.errors import SpecError
 
 BYTES_PER_ELEMENT = 4  # float32 activations
-
-
-def _numel(shape: Shape) -> int:
-    n = 1
-    for d in shape:
-        n *= d
-    return n
 
 
 def analyze_chain(input_text: str, chain: str | list[str] | tuple[str, ...] | list[LayerSpec]) -> Analysis:
@@ -25,10 +21,8 @@ def analyze_chain(input_text: str, chain: str | list[str] | tuple[str, ...] | li
         raise SpecError(f"input {input_text}: no layers given (e.g. \"conv(6,5) maxpool(2)\")")
     n = batch or 1
     rows: list[LayerReport] = []
-    fld = ((1, 1, 0), (1, 1, 0))  # per axis: size r, stride S, padding P of the identity
+    fld: L.Window = ((1, 1, 0), (1, 1, 0))  # per axis: size r, stride S, padding P of the identity
     fld_ok, covers = True, False
-    rf_at: str | None = None
-    last_field = None
     current = shape
     for index, spec in enumerate(specs, start=1):
         step = L.apply(spec, current, index)
@@ -39,23 +33,32 @@ def analyze_chain(input_text: str, chain: str | list[str] | tuple[str, ...] | li
             explain.append(L.explain_field(fld, step.window))
             fld = L.grow_field(fld, step.window)
         covers = covers or step.rf_global
-        field = L.to_field(fld) if fld_ok and not covers and len(step.output) == 3 else None
-        if field is not None:
-            last_field, rf_at = field, spec.text
         rows.append(LayerReport(
             index=index, spec=spec.text, kind=spec.kind, input=current, output=step.output,
-            params=step.params, trainable=step.params, macs=step.macs * n, rf=field,
-            rf_global=covers, activation_bytes=_numel(step.output) * BYTES_PER_ELEMENT,
+            params=step.params, trainable=step.params, macs=step.macs * n,
+            rf=L.to_field(fld) if fld_ok and not covers and len(step.output) == 3 else None,
+            rf_global=covers, activation_bytes=math.prod(step.output) * BYTES_PER_ELEMENT,
             explain=tuple(explain), notes=tuple(step.notes),
         ))
         current = step.output
-    notes = []
-    if not fld_ok:
-        notes.append("receptive fields stop at the first upsampling layer (tconv, upsample): Araujo et al. (2019) "
-                     "define them for downsampling chains")
-    total = sum(r.params for r in rows)
-    return Analysis(
-        source=f"{input_text} {' '.join(s.text for s in specs)}", input=shape, output=current, layers=tuple(rows),
-        params=total, trainable=total, macs=sum(r.macs for r in rows), batch=batch, rf=last_field, rf_at=rf_at,
-        rf_global=covers, notes=tuple(notes),
-    )
+    rf_notes = () if fld_ok else ("receptive fields stop at the first upsampling layer (tconv, upsample): Araujo "
+                                  "et al. (2019) define them for downsampling chains",)
+    return _totals(Analysis(source=f"{input_text} {' '.join(s.text for s in specs)}", input=shape, output=current,
+                            layers=tuple(rows), params=0, trainable=0, macs=0, batch=batch, rf_notes=rf_notes))
+
+
+def _totals(a: Analysis) -> Analysis:
+    """Totals and the output's receptive field from the rows (a chain shares no tensors between layers)."""
+    fields = [x for x in a.layers if x.rf is not None]
+    params = sum(x.params for x in a.layers)
+    return replace(a, output=a.layers[-1].output, params=params, trainable=params,
+                   macs=sum(x.macs for x in a.layers), rf=fields[-1].rf if fields else None,
+                   rf_at=fields[-1].spec if fields else None, rf_global=a.layers[-1].rf_global)
+
+
+def truncate(a: Analysis, at: str) -> Analysis:
+    """A chain analysed up to layer `at`: its 1-based number or its text."""
+    match = [x for x in a.layers if str(x.index) == at or x.spec.replace(" ", "") == at.replace(" ", "")]
+    if not match:
+        raise SpecError(f"--at {at}: no such layer in the chain (give its number 1-{len(a.layers)} or its text)")
+    return _totals(replace(a, layers=a.layers[:match[0].index]))

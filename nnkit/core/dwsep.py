@@ -1,7 +1,7 @@
 """Depthwise-separable against standard convolution for one layer (Howard et al., "MobileNets", 2017, 3.1).
 
 Cost ratio of MACs: (K^2*M*H*W + M*N*H*W) / (K^2*M*N*H*W) = 1/N + 1/K^2 for M input and N output channels.
-The counts come from the same chain arithmetic as `nnkit params` and `nnkit flops`, so they cannot disagree.
+The counts come from the same layer arithmetic as `nnkit params` and `nnkit flops`, so they cannot disagree.
 """
 
 from __future__ import annotations
@@ -9,13 +9,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from nnkit.core.chain import analyze_chain
-from nnkit.core.report import Shape
+from nnkit.core.report import Shape, Topic
+from nnkit.core.spec import LayerSpec, parse_layer
+from nnkit.errors import UsageError
 
 
 @dataclass(frozen=True)
 class Cost:
     params: int
     macs: int
+
+
+@dataclass(frozen=True)
+class Ratio:
+    params: float
+    macs: float
 
 
 @dataclass(frozen=True)
@@ -35,35 +43,55 @@ class DwsepComparison:
         return Cost(self.depthwise.params + self.pointwise.params, self.depthwise.macs + self.pointwise.macs)
 
     @property
-    def ratio(self) -> Cost:  # fractions, separable / standard, as floats
-        return Cost(self.separable.params / self.standard.params,  # type: ignore[arg-type]
-                    self.separable.macs / self.standard.macs)
+    def ratio(self) -> Ratio:
+        """Separable / standard."""
+        return Ratio(self.separable.params / self.standard.params, self.separable.macs / self.standard.macs)
 
     @property
     def theory(self) -> float:
         return 1 / self.out + 1 / (self.kernel[0] * self.kernel[1])
 
 
+def _option(kind: str, option: str, key: str, value: str) -> object:
+    """One command-line option read with the layer language's own types, the error naming the option."""
+    from nnkit.core.spec import SIGNATURES, _value
+
+    try:
+        return SIGNATURES[kind].types[key](_value(value), key)
+    except ValueError as exc:
+        raise UsageError(f"{option} {value}: {str(exc).replace(key + ' ', '', 1)}") from None
+
+
 def compare(input_text: str, *, out: int, kernel: str, stride: str = "1", padding: str = "0",
             bias: bool = False) -> DwsepComparison:
-    b = "true" if bias else "false"
-    std = analyze_chain(input_text, f"conv({out},{kernel},s={stride},p={padding},bias={b})")
-    sep = analyze_chain(input_text, f"dwconv({kernel},s={stride},p={padding},bias={b}) pwconv({out},bias={b})")
-    dw, pw = sep.layers
-    conv = std.layers[0]
-    k = dw.explain  # the formulas of each part, as `nnkit params --explain` prints them
-    explain = (
-        [f"standard {x}" for x in conv.explain if x.startswith(("params", "MACs"))]
-        + [f"depthwise {x}" for x in k if x.startswith(("params", "MACs"))]
-        + [f"pointwise {x}" for x in pw.explain if x.startswith(("params", "MACs"))]
-    )
-    kh, kw = (int(v) for v in (kernel.lower().split("x") * 2)[:2])
+    n = _option("conv", "--out", "out", str(out))
+    k = _option("conv", "-k", "k", kernel)
+    s = _option("conv", "-s", "s", stride)
+    p = _option("conv", "-p", "p", padding)
+
+    def spec(kind: str, **args: object) -> LayerSpec:  # built from checked values, not pasted text
+        text = f"{kind}(" + ",".join(f"{key}={_text(v)}" for key, v in args.items()) + ")"
+        return parse_layer(text)
+
+    std = analyze_chain(input_text, [spec("conv", out=n, k=k, s=s, p=p, bias=bias)])
+    sep = analyze_chain(input_text, [spec("dwconv", k=k, s=s, p=p, bias=bias), spec("pwconv", out=n, bias=bias)])
+    conv, (dw, pw) = std.layers[0], sep.layers
+    kh, kw = k  # type: ignore[misc]
     c = std.input[0]
-    result = DwsepComparison(
-        input=std.input, output=std.output, out=out, kernel=(kh, kw), bias=bias,
-        standard=Cost(conv.params, conv.macs), depthwise=Cost(dw.params, dw.macs),
-        pointwise=Cost(pw.params, pw.macs), explain=(),
-    )
-    explain.append(f"ratio (MACs): ({kh}*{kw}*{c}*H*W + {c}*{out}*H*W)/({kh}*{kw}*{c}*{out}*H*W) = 1/{out} + "
-                   f"1/{kh * kw} = {result.theory:.4f}; measured {result.ratio.macs:.4f}")
-    return DwsepComparison(**{**result.__dict__, "explain": tuple(explain)})
+    explain = [f"{name} {f.text}" for name, row in (("standard", conv), ("depthwise", dw), ("pointwise", pw))
+               for f in row.explain if f.topic in (Topic.params, Topic.macs)]
+    standard, depthwise, pointwise = (Cost(x.params, x.macs) for x in (conv, dw, pw))
+    theory = 1 / n + 1 / (kh * kw)  # type: ignore[operator]
+    measured = (depthwise.macs + pointwise.macs) / standard.macs
+    explain.append(f"ratio (MACs): ({kh}*{kw}*{c}*H*W + {c}*{n}*H*W)/({kh}*{kw}*{c}*{n}*H*W) = 1/{n} + "
+                   f"1/{kh * kw} = {theory:.4f}; measured {measured:.4f}")
+    return DwsepComparison(input=std.input, output=std.output, out=n, kernel=(kh, kw), bias=bias,  # type: ignore
+                           standard=standard, depthwise=depthwise, pointwise=pointwise, explain=tuple(explain))
+
+
+def _text(v: object) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, tuple):
+        return "x".join(map(str, v))
+    return str(v)

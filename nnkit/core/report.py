@@ -6,6 +6,7 @@ They are frozen and hold numbers only; nnkit.render turns them into tables, JSON
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import Enum
 
 Shape = tuple[int, ...]
 Pair = tuple[int, int]
@@ -25,6 +26,21 @@ class Field:
     padding: Pair
 
 
+class Topic(str, Enum):
+    """What a worked formula is about, so that each view shows only its own (shape, params, flops, rf)."""
+
+    shape = "shape"
+    params = "params"
+    macs = "macs"
+    rf = "rf"
+
+
+@dataclass(frozen=True)
+class Formula:
+    topic: Topic
+    text: str  # "H, W: (32 - 5 + 2*2)/1 + 1 = 32", "params: 10*5*5*3 + 10 = 760", ...
+
+
 @dataclass(frozen=True)
 class LayerReport:
     index: int
@@ -39,7 +55,7 @@ class LayerReport:
     rf_global: bool = False  # the output depends on the whole input (fc, flatten, global pooling)
     activation_bytes: int = 0  # bytes of this layer's output for one item (float32 unless stated)
     depth: int = 0  # nesting depth of a module path; 0 for chain layers
-    explain: tuple[str, ...] = ()  # formulas with the numbers put in, one line each
+    explain: tuple[Formula, ...] = ()  # formulas with the numbers put in, one line each
     notes: tuple[str, ...] = ()  # things worth knowing: rows the last window leaves out, ...
 
     @property
@@ -67,6 +83,7 @@ class Analysis:
     rf_at: str | None = None  # which layer that is
     rf_global: bool = False  # the final output depends on the whole input
     notes: tuple[str, ...] = field(default=())
+    rf_notes: tuple[str, ...] = field(default=())  # remarks about receptive fields, shown by rf and summary
 
     @property
     def flops(self) -> int:

@@ -1,22 +1,18 @@
 """The inverse questions: which padding keeps the size, which (stride, padding) maps H to a wanted size,
-which output_padding undoes a strided conv. All answers are checked with the forward formulas of
-nnkit.core.layers' conventions (nn.Conv2d and nn.ConvTranspose2d docs)."""
+which output_padding undoes a strided conv. Every answer comes from the forward formulas in nnkit.core.layers,
+so the two directions cannot disagree."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from nnkit.core.layers import tconv_out, window_out
 from nnkit.errors import GeometryError, UsageError
 
 
 def conv_out(h: int, k: int, s: int, p: int, d: int = 1) -> int:
     """nn.Conv2d: floor((H + 2P - D*(K-1) - 1)/S) + 1; 0 or less means the window does not fit."""
-    return (h + 2 * p - d * (k - 1) - 1) // s + 1
-
-
-def tconv_out(h: int, k: int, s: int, p: int, op: int = 0, d: int = 1) -> int:
-    """nn.ConvTranspose2d: (H-1)*S - 2P + D*(K-1) + output_padding + 1."""
-    return (h - 1) * s - 2 * p + d * (k - 1) + op + 1
+    return window_out(h, k, s, p, p, d)[0]
 
 
 def _positive(**values: int) -> None:
@@ -52,7 +48,7 @@ def same(kernel: int, *, dilation: int = 1, stride: int = 1, size: int | None = 
         if size is None:
             raise UsageError("with stride > 1 the padding depends on the input size: give --input H")
         _positive(input=size)
-        out = -(-size // stride)
+        out = -(-size // stride)  # TensorFlow's 'same': ceil(H/S)
         total = max((out - 1) * stride + extent - size, 0)
         lines = [f"output = ceil({size}/{stride}) = {out}",
                  f"total padding = max(({out}-1)*{stride} + {extent} - {size}, 0) = {total}"]
@@ -60,9 +56,9 @@ def same(kernel: int, *, dilation: int = 1, stride: int = 1, size: int | None = 
     if before == after:
         lines.append(f"p = {before} on each side")
     else:
-        lines.append(f"p = {before} before and {after} after: asymmetric, so nn.Conv2d(padding={before}) plus "
-                     f"F.pad or nn.ZeroPad2d((0, 1, 0, 1)) for the extra one (PyTorch's padding='same' does this "
-                     "itself at stride 1)")
+        lines.append(f"p = {before} before and {after} after: asymmetric, so nn.Conv2d(padding={before}) after "
+                     "nn.ZeroPad2d((0, 1, 0, 1)) for the extra one (PyTorch's padding='same' does this itself at "
+                     "stride 1)")
     return SamePadding(kernel, dilation, stride, size, before, after, out, tuple(lines))
 
 
@@ -72,7 +68,7 @@ class Mapping:
     stride: int
     padding: int
     output_padding: int
-    left_out: int  # rows the last window leaves out (conv)
+    left_out: int  # input rows the last window leaves out (conv)
     formula: str
 
 
@@ -86,7 +82,11 @@ class MapResult:
 
 
 def map_size(size_in: int, size_out: int, kernel: int, *, dilation: int = 1) -> MapResult:
-    """Every (stride, padding) with padding < kernel extent mapping size_in to size_out, exact fits first."""
+    """Every (stride, padding) with padding below the kernel extent mapping size_in to size_out, exact fits first.
+
+    Strides and paddings are enumerated (at most size x extent pairs); a transposed conv's output_padding is
+    solved for, not searched.
+    """
     _positive(input=size_in, output=size_out, kernel=kernel, dilation=dilation)
     extent = dilation * (kernel - 1) + 1
     found: list[Mapping] = []
@@ -95,17 +95,20 @@ def map_size(size_in: int, size_out: int, kernel: int, *, dilation: int = 1) -> 
             for p in range(0, extent):
                 if conv_out(size_in, kernel, s, p, dilation) == size_out:
                     num = size_in + 2 * p - extent
-                    found.append(Mapping(False, s, p, 0, num % s,
+                    lost = max(num % s - p, 0)  # what no window covers: right padding first, then input rows
+                    found.append(Mapping(False, s, p, 0, lost,
                                          f"({size_in} + 2*{p} - {extent})/{s} + 1 = {size_out}"
-                                         + (f" (floor; {num % s} left out)" if num % s else "")))
+                                         + (f" (floor; {lost} input rows left out)" if lost else "")))
     if size_out >= size_in:
-        for s in range(1, size_out + 1):
+        # (H-1)*s <= out + 2p bounds the stride; from a single pixel the output is the same for every stride
+        top = (size_out + 2 * extent) // (size_in - 1) if size_in > 1 else size_out
+        for s in range(1, top + 1):
             for p in range(0, extent):
-                for op in range(0, max(s, dilation)):
-                    if tconv_out(size_in, kernel, s, p, op, dilation) == size_out:
-                        found.append(Mapping(True, s, p, op, 0,
-                                             f"({size_in}-1)*{s} - 2*{p} + {dilation}*({kernel}-1) + {op} + 1 "
-                                             f"= {size_out}"))
+                op = size_out - tconv_out(size_in, kernel, s, p, 0, dilation)
+                if 0 <= op < max(s, dilation):
+                    found.append(Mapping(True, s, p, op, 0,
+                                         f"({size_in}-1)*{s} - 2*{p} + {dilation}*({kernel}-1) + {op} + 1 "
+                                         f"= {size_out}"))
     if not found:
         raise GeometryError(f"no stride and padding below {extent} map {size_in} to {size_out} with a {kernel}-wide "
                             "kernel")
@@ -123,11 +126,12 @@ class Undo:
 
 
 def undo(size: int, kernel: int, *, stride: int = 1, padding: int = 0, dilation: int = 1) -> Undo:
+    """output_padding = H - tconv(conv(H)) with the same k, s, p, d; it is (H + 2p - extent) mod s < s."""
     _positive(input=size, kernel=kernel, stride=stride, dilation=dilation)
     if padding < 0:
         raise UsageError(f"padding must not be negative, got {padding}")
     out = conv_out(size, kernel, stride, padding, dilation)
-    if out <= 0:
+    if out <= 0 or size + 2 * padding < dilation * (kernel - 1) + 1:
         raise GeometryError(f"conv(k={kernel}, s={stride}, p={padding}, d={dilation}) does not fit an input of "
                             f"{size}")
     back = tconv_out(out, kernel, stride, padding, 0, dilation)
@@ -135,6 +139,5 @@ def undo(size: int, kernel: int, *, stride: int = 1, padding: int = 0, dilation:
     lines = (f"conv: ({size} + 2*{padding} - {dilation}*({kernel}-1) - 1)/{stride} + 1 -> {out}",
              f"tconv without output_padding: ({out}-1)*{stride} - 2*{padding} + {dilation}*({kernel}-1) + 1 = {back}",
              f"output_padding = {size} - {back} = {op}")
-    if not 0 <= op < max(stride, dilation):  # cannot happen for a conv that fits; kept as the proof of the claim
-        raise GeometryError(f"no output_padding gives back {size}")
     return Undo(size, out, op, lines)
+

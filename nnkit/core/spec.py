@@ -32,7 +32,8 @@ def parse_shape(text: str) -> tuple[int | None, tuple[int, ...]]:
     One number is a feature size (for fc and recurrent layers): '128' -> (None, (128,)).
     """
     if not looks_like_shape(text):
-        raise SpecError(f"input '{text}': expected a shape such as 3x32x32, 32x32, 8x3x32x32 or 128")
+        sign = " (sizes must be positive)" if text.strip().startswith("-") else ""
+        raise SpecError(f"input '{text}': expected a shape such as 3x32x32, 32x32, 8x3x32x32 or 128{sign}")
     dims = tuple(int(d) for d in re.split(r"\s*[x,*×]\s*", text.strip().lower()))
     if any(d <= 0 for d in dims):
         raise SpecError(f"input '{text}': every size must be positive")
@@ -105,8 +106,8 @@ def _prob(v: Value, key: str) -> float:
 
 
 def _scale(v: Value, key: str) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
-        raise ValueError(f"{key} must be a positive number, got {_show(v)}")
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < 1e6:
+        raise ValueError(f"{key} must be a positive number below a million, got {_show(v)}")
     return v
 
 
@@ -200,6 +201,14 @@ class LayerSpec:
 # --- tokenizing -------------------------------------------------------------------------------------------------
 
 
+def _flat(buf: list[str]) -> str:
+    """A token for a one-line message: its white space (newlines too) folded to single spaces."""
+    return " ".join("".join(buf).split())
+
+
+MAX_LAYERS = 100_000  # repetition nests; a chain longer than this is a typo, not a network
+
+
 def split_chain(text: str | list[str] | tuple[str, ...]) -> list[str]:
     """Split a chain into layer tokens; several arguments are joined first, so quoting is optional.
 
@@ -219,13 +228,13 @@ def split_chain(text: str | list[str] | tuple[str, ...]) -> list[str]:
         elif ch == ")":
             depth -= 1
             if depth < 0:
-                raise SpecError(f"layer {len(tokens) + 1} '{''.join(buf)})': unbalanced ')'")
+                raise SpecError(f"layer {len(tokens) + 1} '{_flat(buf)})': unbalanced ')'")
         elif ch == "[" and depth == 0:
             square += 1
         elif ch == "]" and depth == 0:
             square -= 1
             if square < 0:
-                raise SpecError(f"layer {len(tokens) + 1} '{''.join(buf)}]': unbalanced ']'")
+                raise SpecError(f"layer {len(tokens) + 1} '{_flat(buf)}]': unbalanced ']'")
         if depth == 0 and square == 0 and (ch.isspace() or ch in ",;|" or text.startswith("->", i)):
             if buf:
                 tokens.append("".join(buf))
@@ -238,9 +247,9 @@ def split_chain(text: str | list[str] | tuple[str, ...]) -> list[str]:
         buf.append(ch)
         i += 1
     if depth > 0:
-        raise SpecError(f"layer {len(tokens) + 1} '{''.join(buf)}': missing ')'")
+        raise SpecError(f"layer {len(tokens) + 1} '{_flat(buf)}': missing ')'")
     if square > 0:
-        raise SpecError(f"layer {len(tokens) + 1} '{''.join(buf)}': missing ']'")
+        raise SpecError(f"layer {len(tokens) + 1} '{_flat(buf)}': missing ']'")
     if buf:
         tokens.append("".join(buf))
     # Allow spaces before '(' as in "conv (6,5)": glue a parenthesised token to the name before it.
@@ -256,10 +265,11 @@ def split_chain(text: str | list[str] | tuple[str, ...]) -> list[str]:
         body, times = (m.group(1), int(m.group(2))) if m else (tok, 1)
         if m and not 1 <= times <= 1000:
             raise SpecError(f"layer {len(expanded) + 1} '{tok}': repeat count must be 1 to 1000, got {times}")
-        if body.startswith("[") and body.endswith("]"):
-            expanded += split_chain(body[1:-1]) * times
-        else:
-            expanded += [body] * times
+        inner = split_chain(body[1:-1]) if body.startswith("[") and body.endswith("]") else [body]
+        if len(expanded) + len(inner) * times > MAX_LAYERS:
+            raise SpecError(f"layer {len(expanded) + 1} '{tok}': the chain would have more than {MAX_LAYERS:,} "
+                            "layers")
+        expanded += inner * times
     return expanded
 
 
@@ -292,7 +302,8 @@ def _value(raw: str) -> Value:
 
 def parse_layer(token: str, index: int | None = None) -> LayerSpec:
     where = f"layer {index} " if index is not None else "layer "
-    m = _TOKEN.match(token.strip())
+    token = " ".join(token.split())  # one line in every message and table, whatever white space it held
+    m = _TOKEN.match(token)
     if not m:
         raise SpecError(f"{where}'{token}': expected name or name(arguments), e.g. conv(16,3,s=2)")
     name, argtext = m.group(1).lower(), m.group(2)
@@ -307,7 +318,7 @@ def parse_layer(token: str, index: int | None = None) -> LayerSpec:
     given: dict[str, Value] = {}
     if argtext is not None and argtext.strip():
         seen_keyword = False
-        for pos, part in enumerate(a for a in argtext.split(",")):
+        for pos, part in enumerate(argtext.split(",")):
             if not part.strip():
                 raise SpecError(f"{where}{token}: empty argument {pos + 1}")
             if "=" in part:
@@ -320,10 +331,12 @@ def parse_layer(token: str, index: int | None = None) -> LayerSpec:
             else:
                 if seen_keyword:
                     raise SpecError(f"{where}{token}: positional argument after a keyword argument")
+                if not sig.types:
+                    raise SpecError(f"{where}{token}: {kind} takes no arguments")
                 if pos >= len(sig.positional):
                     raise SpecError(f"{where}{token}: {kind} takes at most {len(sig.positional)} positional "
                                     f"argument{'s' if len(sig.positional) != 1 else ''} "
-                                    f"({', '.join(sig.positional) or 'none'})")
+                                    f"({', '.join(sig.positional)})")
                 key, raw = sig.positional[pos], part
             if key in given:
                 raise SpecError(f"{where}{token}: '{key}' given twice")
@@ -344,7 +357,7 @@ def parse_layer(token: str, index: int | None = None) -> LayerSpec:
                 raise SpecError(f"{where}{token}: {exc}") from None
         else:
             args[key] = default if default is None else sig.types[key](default, key)
-    return LayerSpec(kind=kind, args=tuple(args.items()), text=token.strip())
+    return LayerSpec(kind=kind, args=tuple(args.items()), text=token)
 
 
 _EXAMPLES = {

@@ -23,6 +23,9 @@ class OutputFormat(str, Enum):
     tsv = "tsv"
 
 
+DELIMITERS = {OutputFormat.csv: ",", OutputFormat.tsv: "\t"}
+
+
 @dataclass(frozen=True)
 class Tabular:
     """A table as plain data: header, rows of cells, and optional footer rows (totals)."""
@@ -63,18 +66,20 @@ def to_json(doc: Any) -> str:
 
 
 def to_delimited(tab: Tabular, delimiter: str, header: bool = True) -> str:
+    """CSV or TSV of the data rows only: totals (the footer) are for people, and JSON carries them for scripts,
+    so that a script summing a column does not count them twice."""
     buf = io.StringIO()
     if delimiter == ",":
         writer = csv.writer(buf, lineterminator="\n")
         if header:
             writer.writerow(tab.columns)
-        for row in tab.rows + tab.footer:
+        for row in tab.rows:
             writer.writerow([cell(v) for v in row])
-    else:  # TSV: tabs and newlines inside cells would break the format, so they become spaces
+    else:  # TSV: tabs and newlines inside cells would break the format, so they become "; " and spaces
         lines = [tab.columns] if header else []
-        lines += [[cell(v) for v in row] for row in tab.rows + tab.footer]
+        lines += [[cell(v) for v in row] for row in tab.rows]
         for line in lines:
-            buf.write("\t".join(str(c).replace("\t", " ").replace("\n", " ") for c in line) + "\n")
+            buf.write("\t".join(str(c).replace("\t", " ").replace("\n", "; ") for c in line) + "\n")
     return buf.getvalue()
 
 
@@ -88,7 +93,7 @@ def emit(doc: Any, tab: Tabular, fmt: OutputFormat | None, out: TextIO | None = 
 
         print_table(tab, out)
     else:
-        out.write(to_delimited(tab, "," if fmt is OutputFormat.csv else "\t"))
+        out.write(to_delimited(tab, DELIMITERS[fmt]))
         for note in tab.notes:
             sys.stderr.write(f"note: {note}\n")
     out.flush()

@@ -15,17 +15,21 @@ def console(out: TextIO | None = None, stderr: bool = False):  # noqa: ANN201 - 
 
 
 def _pretty(value: object) -> str:
-    """Thousands separators for people; TSV, CSV and JSON keep plain digits."""
-    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10_000:
+    """Thousands separators for people (TSV, CSV and JSON keep plain digits); text is not rich markup."""
+    from rich.markup import escape
+
+    if isinstance(value, int) and not isinstance(value, bool):
         return f"{value:,}"
-    return cell(value)
+    return escape(cell(value))
 
 
 def print_table(tab: Tabular, out: TextIO | None = None) -> None:
     from rich import box
     from rich.table import Table
 
-    table = Table(title=tab.title or None, box=box.SIMPLE_HEAD, show_footer=False, title_justify="left")
+    from rich.markup import escape
+
+    table = Table(title=escape(tab.title) if tab.title else None, box=box.SIMPLE_HEAD, show_footer=False, title_justify="left")
     for col in tab.columns:
         table.add_column(col, justify="right" if col in tab.numeric else "left", overflow="fold")
     for row in tab.rows:
@@ -40,4 +44,4 @@ def print_table(tab: Tabular, out: TextIO | None = None) -> None:
         con.width = needed
     con.print(table)
     for note in tab.notes:
-        con.print(f"[dim]note:[/dim] {note}")
+        con.print(f"[dim]note:[/dim] {escape(note)}")

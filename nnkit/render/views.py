@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from nnkit.core.report import Analysis, Field, LayerReport
+from nnkit.core.report import Analysis, Field, LayerReport, Topic
 from nnkit.core.spec import looks_like_shape
 from nnkit.render import Tabular
 
@@ -60,23 +60,19 @@ def _layer_doc(a: Analysis, layer: LayerReport, what: View, explain: bool) -> di
     if layer.notes:
         doc["notes"] = list(layer.notes)
     if explain:
-        doc["explain"] = list(layer.explain)
+        doc["explain"] = _explain_for(layer, what)
     return doc
 
 
-def _explain_for(layer: LayerReport, what: View) -> str:
+_TOPICS: dict[str, tuple[Topic, ...]] = {
+    "shape": (Topic.shape,), "params": (Topic.params,), "flops": (Topic.macs,), "rf": (Topic.rf,),
+    "summary": tuple(Topic),
+}
+
+
+def _explain_for(layer: LayerReport, what: View) -> list[str]:
     """The formula lines that belong to this view."""
-    lines = layer.explain
-    if what == "params":
-        lines = tuple(x for x in lines if "params" in x or x.startswith("layer "))
-    elif what == "flops":
-        lines = tuple(x for x in lines if "MACs" in x)
-    elif what == "rf":
-        lines = tuple(x for x in lines if x.startswith("rf"))
-    elif what == "shape":
-        lines = tuple(x for x in lines if not x.startswith(("rf", "params", "MACs", "depthwise", "pointwise",
-                                                             "layer ")))
-    return "\n".join(lines)
+    return [f.text for f in layer.explain if f.topic in _TOPICS[what]]
 
 
 def _rf_cells(rf: Field | None, covers_input: bool) -> tuple[Any, Any, Any]:
@@ -88,7 +84,7 @@ def _rf_cells(rf: Field | None, covers_input: bool) -> tuple[Any, Any, Any]:
 def view(a: Analysis, what: View, explain: bool = False) -> tuple[dict[str, Any], Tabular]:
     layers = [_layer_doc(a, layer, what, explain) for layer in a.layers]
     doc: dict[str, Any] = {"source": a.source}
-    notes = list(a.notes)
+    notes = list(a.notes) + (list(a.rf_notes) if what in ("rf", "summary") else [])
     title = a.source
     # Model rows are module paths: their class (Conv2d, ...) is worth a column; a chain's layer says it itself.
     # It comes last, so that chains and models put every other column at the same place for scripts.
@@ -99,7 +95,7 @@ def view(a: Analysis, what: View, explain: bool = False) -> tuple[dict[str, Any]
         doc.update(input=_shape(a, a.input), output=_shape(a, a.output))
         cols += ["input", "output"]
     if what in ("params", "summary"):
-        doc.update(total=a.params, trainable=a.params if a.trainable is None else a.trainable)
+        doc.update(total=a.params, trainable=a.trainable)
         cols += ["params"]
     if what in ("flops", "summary"):
         doc.update(macs=a.macs, flops=a.flops)
@@ -132,7 +128,7 @@ def view(a: Analysis, what: View, explain: bool = False) -> tuple[dict[str, Any]
         if what == "summary":
             row.append(human(layer.activation_bytes, "B"))
         if explain:
-            row.append(_explain_for(layer, what))
+            row.append("\n".join(_explain_for(layer, what)))
         if typed:
             row.append(layer.kind)
         rows.append(tuple(row))
