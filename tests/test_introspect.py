@@ -321,10 +321,12 @@ def test_explain_puts_the_numbers_in_the_formulas():
 
     a = analyze("resnet50")
     conv1 = a.layers[0]
-    assert conv1.explain[:3] == ("H: (224 + 2*3 - 1*(7-1) - 1)/2 + 1 = 112", "params: 64*7*7*3 = 9,408",
-                                 f"MACs: 64*112*112 outputs * 7*7*3 = {64 * 112 * 112 * 147:,}")
+    assert [f.text for f in conv1.explain[:3]] == [
+        "H: (224 + 2*3 - 1*(7-1) - 1)/2 + 1 = 112", "params: 64*7*7*3 = 9,408",
+        f"MACs: 64*112*112 outputs * 7*7*3 = {64 * 112 * 112 * 147:,}"]
+    assert [f.topic.value for f in conv1.explain[:3]] == ["shape", "params", "macs"]
     fc = a.layers[-1]
-    assert fc.explain == ("params: 1000*2048 + 1000 = 2,049,000", "MACs: 1*1000*2048 = 2,048,000")
+    assert [f.text for f in fc.explain] == ["params: 1000*2048 + 1000 = 2,049,000", "MACs: 1*1000*2048 = 2,048,000"]
     vit = analyze("vit_b_16")
     assert "its own parameters: class_token" in vit.layers[0].notes
 

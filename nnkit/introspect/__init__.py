@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from nnkit.core.report import Analysis, Field, LayerReport
+from nnkit.core.report import Analysis, Field, Formula, LayerReport, Topic
 from nnkit.errors import UnknownNameError, UsageError
 
 BACKENDS = ("nnkit", "fvcore", "torchinfo")
@@ -201,11 +201,11 @@ def _report(model: Any, tr: Any, graph: Any, shape: tuple[int, ...], *, source: 
                     rf_at=with_field[-1].spec if with_field else None, rf_global=out_global, notes=tuple(notes))
 
 
-def _explain(module: Any, c: Any, params: int, macs: int, rf: Field | None) -> tuple[str, ...]:
+def _explain(module: Any, c: Any, params: int, macs: int, rf: Field | None) -> tuple[Formula, ...]:
     """The formulas of CONVENTIONS.md with this module's numbers put in (one item)."""
     from torch import nn
 
-    lines: list[str] = []
+    lines: list[Formula] = []
     bias = getattr(module, "bias", None) is not None
     out = c.output or ()
     if isinstance(module, nn.Conv2d) and len(out) == 3:
@@ -213,23 +213,25 @@ def _explain(module: Any, c: Any, params: int, macs: int, rf: Field | None) -> t
         (kh, kw), (s, p, d) = module.kernel_size, (module.stride, module.padding, module.dilation)
         if c.input and not isinstance(p, str):
             h = c.input[1]
-            lines.append(f"H: ({h} + 2*{p[0]} - {d[0]}*({kh}-1) - 1)/{s[0]} + 1 = {out[1]}")
-        lines.append(f"params: {o}*{kh}*{kw}*{i // g}" + (f" + {o}" if bias else "") + f" = {params:,}")
-        lines.append(f"MACs: {o}*{out[1]}*{out[2]} outputs * {kh}*{kw}*{i // g} = {macs:,}")
+            lines.append(Formula(Topic.shape, f"H: ({h} + 2*{p[0]} - {d[0]}*({kh}-1) - 1)/{s[0]} + 1 = {out[1]}"))
+        lines.append(Formula(Topic.params, f"params: {o}*{kh}*{kw}*{i // g}" + (f" + {o}" if bias else "")
+                             + f" = {params:,}"))
+        lines.append(Formula(Topic.macs, f"MACs: {o}*{out[1]}*{out[2]} outputs * {kh}*{kw}*{i // g} = {macs:,}"))
     elif isinstance(module, nn.Linear) and out:
         positions = 1
         for dim in out[:-1]:
             positions *= dim
-        lines.append(f"params: {module.out_features}*{module.in_features}" + (f" + {module.out_features}" if bias
-                                                                             else "") + f" = {params:,}")
-        lines.append(f"MACs: {positions}*{module.out_features}*{module.in_features} = {macs:,}")
+        lines.append(Formula(Topic.params, f"params: {module.out_features}*{module.in_features}"
+                             + (f" + {module.out_features}" if bias else "") + f" = {params:,}"))
+        lines.append(Formula(Topic.macs, f"MACs: {positions}*{module.out_features}*{module.in_features} = {macs:,}"))
     elif isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.LayerNorm, nn.GroupNorm)) and params:
-        lines.append(f"params: weight + bias = {params:,} (running statistics are buffers)")
+        lines.append(Formula(Topic.params, f"params: weight + bias = {params:,} (running statistics are buffers)"))
     elif macs:
-        lines.append(f"MACs: {macs:,} (torch.utils.flop_counter: conv, matmul, attention inside this module)")
+        lines.append(Formula(Topic.macs, f"MACs: {macs:,} (torch.utils.flop_counter: conv, matmul, attention inside "
+                                         "this module)"))
     if rf is not None and isinstance(module, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)):
-        lines.append(f"rf: r = {rf.size[0]}, S = {rf.stride[0]}, P = {rf.padding[0]} (Araujo et al. 2019, through "
-                     "the torch.fx graph)")
+        lines.append(Formula(Topic.rf, f"rf: r = {rf.size[0]}, S = {rf.stride[0]}, P = {rf.padding[0]} (Araujo et al. "
+                                       "2019, through the torch.fx graph)"))
     return tuple(lines)
 
 
