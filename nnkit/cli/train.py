@@ -66,6 +66,20 @@ def _progress(enabled: bool) -> Any:
     return Bar(), progress
 
 
+def _sigterm_as_ctrl_c() -> Any:
+    """SIGTERM (torchrun stopping its workers, a batch scheduler's time limit) saves a resumable checkpoint too."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    return signal.signal(signal.SIGTERM, handler)  # the previous handler, restored after training
+
+
 def train_cmd(
     arch: ArchArg = None,
     dataset: DatasetOpt = None,
@@ -137,12 +151,19 @@ def train_cmd(
         state = None
     from nnkit.train.loop import train
 
+    import signal
+
+    previous = _sigterm_as_ctrl_c()
     hooks, progress = _progress(sys.stderr.isatty())
-    if progress is not None:
-        with progress:
+    try:
+        if progress is not None:
+            with progress:
+                r = train(cfg, resume=state, hooks=hooks)
+        else:
             r = train(cfg, resume=state, hooks=hooks)
-    else:
-        r = train(cfg, resume=state, hooks=hooks)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     from nnkit.train.dist import from_env
 
     if not from_env().main:
