@@ -337,3 +337,22 @@ def test_a_ranks_share_gets_the_augmentation_of_its_rows_in_the_global_batch():
     whole = augment(x, names, torch.Generator().manual_seed(5))
     half = augment(x[4:], names, torch.Generator().manual_seed(5), share=(4, 8, 8))
     assert torch.allclose(half, whole[4:], atol=1e-6)
+
+
+@pytest.mark.slow
+def test_streamed_image_folder_trains_exactly_like_the_in_memory_one(tmp_path):
+    """--stream decodes in DataLoader workers in the loop's own order: the same numbers as in memory."""
+    from nnkit.train.config import Dataset, TrainConfig
+    from nnkit.train.data import Files, load_data
+    from nnkit.train.loop import train
+
+    make_imagefolder(tmp_path / "imgs", per_class=8)
+    common = dict(dataset=Dataset.imagefolder, data_dir=str(tmp_path / "imgs"), epochs=2, batch_size=6,
+                  augment=("flip", "crop"))
+    streamed = load_data(TrainConfig(stream=True, **common), (32, 32), (1, 32, 32))
+    assert isinstance(streamed.train.x, Files) and streamed.shape == (1, 32, 32)
+    ram = train(TrainConfig(out=str(tmp_path / "ram"), stream=False, **common))
+    disk = train(TrainConfig(out=str(tmp_path / "disk"), stream=True, workers=2, **common))
+    strip = [{k: v for k, v in r.items() if k not in ("seconds", "images_per_s")} for r in ram.history]
+    assert strip == [{k: v for k, v in r.items() if k not in ("seconds", "images_per_s")} for r in disk.history]
+    assert ram.val_accuracy == disk.val_accuracy

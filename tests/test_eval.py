@@ -80,8 +80,9 @@ def test_eval_table_and_confusion_plot(nnkit, run_dir, tmp_path):
     run = nnkit("eval", str(out / "best.pt"), "--plot", str(png))
     assert run.code == 0, run
     lines = run.out.splitlines()
-    assert lines[0].split("\t") == ["class", "images", "accuracy"] and lines[-1].startswith("all\t180\t")
-    assert "top-5" in run.err
+    assert lines[0].split("\t") == ["class", "images", "accuracy"] and len(lines) == 11  # ten classes
+    assert sum(int(line.split("\t")[1]) for line in lines[1:]) == 180
+    assert "top-5" in run.err and "on 180 val images" in run.err  # the totals, for people, on stderr
     import matplotlib.image
 
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and matplotlib.image.imread(png).ndim == 3

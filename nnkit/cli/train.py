@@ -118,6 +118,13 @@ def train_cmd(
     compile_: Annotated[bool, typer.Option("--compile", help="torch.compile the model.")] = False,
     synthetic_size: Annotated[int, typer.Option("--synthetic-size", help="Images in --dataset synthetic.")
                               ] = _D.synthetic_size,
+    stream: Annotated[Optional[bool], typer.Option(
+        "--stream/--in-memory", help="imagefolder: decode images from disk every epoch in DataLoader workers, "
+                                     "or hold them in memory (default: stream above 4 GiB decoded)",
+        show_default=False)] = None,
+    workers: Annotated[Optional[int], typer.Option("--workers", help="DataLoader workers for --stream "
+                                                                     "(default: up to 8)", show_default=False)
+                       ] = None,
     resume: Annotated[Optional[str], typer.Option("--resume", help="Continue the run in this directory or "
                                                                    "checkpoint.", show_default=False)] = None,
     fmt: FormatOpt = None,
@@ -146,7 +153,7 @@ def train_cmd(
             schedule=schedule, warmup_epochs=warmup_epochs, seed=seed,
             augment=parse_augment(augment) if augment is not None else None, patience=patience, weights=weights,
             freeze=freeze, width=width, device=device, amp=amp, channels_last=channels_last, compile=compile_,
-            synthetic_size=synthetic_size,
+            synthetic_size=synthetic_size, stream=stream, workers=workers,
         ).validate()
         state = None
     from nnkit.train.loop import train

@@ -102,6 +102,8 @@ class TrainConfig:
     amp: bool = False
     channels_last: bool = False
     compile: bool = False
+    stream: bool | None = None  # image folders: decode from disk each epoch (None: when above 4 GiB decoded)
+    workers: int | None = None  # DataLoader workers for streamed images (None: min(8, CPU cores))
     synthetic_size: int = 2048  # images in the synthetic training set (val and test get a quarter each)
 
     @property
@@ -145,6 +147,10 @@ class TrainConfig:
         if self.download and self.dataset not in NEEDS_DATA_DIR - {Dataset.imagefolder}:
             raise UsageError(f"--download applies to mnist, fashion-mnist, cifar10 and cifar100, "
                              f"not {self.dataset.value}")
+        if self.workers is not None and self.workers < 0:
+            raise UsageError(f"--workers must not be negative, got {self.workers}")
+        if self.stream and self.dataset is not Dataset.imagefolder:
+            raise UsageError(f"--stream applies to --dataset imagefolder; {self.dataset.value} is held in memory")
         if self.synthetic_size < 8:
             raise UsageError(f"--synthetic-size must be at least 8, got {self.synthetic_size}")
         return self

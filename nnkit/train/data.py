@@ -202,25 +202,67 @@ def _image_files(folder: Path) -> tuple[list[tuple[Path, int]], tuple[str, ...]]
     return items, tuple(classes)
 
 
-def _read_images(items: list[tuple[Path, int]], size: tuple[int, int], channels: int) -> tuple[Any, Any]:
+def _read_one(p: Path, size: tuple[int, int], channels: int) -> Any:
+    """One image as a uint8 array (C, H, W), converted and resized with PIL (bilinear)."""
     import numpy as np
     from PIL import Image
 
-    mode = "L" if channels == 1 else "RGB"
+    try:
+        with Image.open(p) as im:
+            im = im.convert("L" if channels == 1 else "RGB").resize((size[1], size[0]), Image.BILINEAR)
+            a = np.array(im, dtype=np.uint8)  # a writable copy (torch warns on read-only arrays)
+    except Exception as exc:  # noqa: BLE001 - PIL raises many types for a bad file
+        raise DataError(f"{p}: cannot read image ({type(exc).__name__}: {exc})") from exc
+    return a[None] if a.ndim == 2 else np.ascontiguousarray(a.transpose(2, 0, 1))
+
+
+class Files:
+    """Images left on disk (an image folder too large for memory), decoded each epoch by DataLoader workers.
+
+    A torch Dataset by duck typing: item i is the uint8 tensor (C, H, W) of image i; indexing with an index
+    tensor gives the subset, as a uint8 tensor would.
+    """
+
+    def __init__(self, paths: tuple[Path, ...], size: tuple[int, int], channels: int) -> None:
+        self.paths, self.size, self.channels = paths, size, channels
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        return (len(self.paths), self.channels, *self.size)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: Any) -> Any:
+        import torch
+
+        if isinstance(i, int):
+            return torch.from_numpy(_read_one(self.paths[i], self.size, self.channels))
+        return Files(tuple(self.paths[int(k)] for k in i), self.size, self.channels)
+
+
+def _read_images(items: list[tuple[Path, int]], size: tuple[int, int], channels: int,
+                 stream: bool) -> tuple[Any, Any]:
+    import numpy as np
+
+    y = np.array([c for _, c in items], dtype=np.int64)
+    if stream:
+        return Files(tuple(p for p, _ in items), size, channels), y
     xs = np.empty((len(items), channels, size[0], size[1]), dtype=np.uint8)
     for k, (p, _) in enumerate(items):
-        try:
-            with Image.open(p) as im:
-                im = im.convert(mode).resize((size[1], size[0]), Image.BILINEAR)
-                a = np.asarray(im, dtype=np.uint8)
-        except Exception as exc:  # noqa: BLE001 - PIL raises many types for a bad file
-            raise DataError(f"{p}: cannot read image ({type(exc).__name__}: {exc})") from exc
-        xs[k] = a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
-    return xs, np.array([c for _, c in items], dtype=np.int64)
+        xs[k] = _read_one(p, size, channels)
+    return xs, y
 
 
-def _imagefolder(root: Path, size: tuple[int, int], channels: int) -> tuple[Any, Any | None, tuple[str, ...]]:
+STREAM_BYTES = 4 << 30  # decoded image folders above this stay on disk (Files), unless --stream/--no-stream
+
+
+def _imagefolder(root: Path, size: tuple[int, int], channels: int,
+                 stream: bool | None) -> tuple[Any, Any | None, tuple[str, ...]]:
     """`root/train` and `root/val` (or `root` alone, split with --val-split): returns train, val, classes."""
+    def decide(n: int) -> bool:
+        return stream if stream is not None else n * channels * size[0] * size[1] > STREAM_BYTES
+
     if (root / "train").is_dir():
         items, classes = _image_files(root / "train")
         val = None
@@ -230,11 +272,11 @@ def _imagefolder(root: Path, size: tuple[int, int], channels: int) -> tuple[Any,
                 if v_classes != classes:
                     raise DataError(f"{root / name}: class folders {list(v_classes)} differ from "
                                     f"{root / 'train'}'s {list(classes)}")
-                val = _read_images(v_items, size, channels)
+                val = _read_images(v_items, size, channels, decide(len(v_items)))
                 break
-        return _read_images(items, size, channels), val, classes
+        return _read_images(items, size, channels, decide(len(items))), val, classes
     items, classes = _image_files(root)
-    return _read_images(items, size, channels), None, classes
+    return _read_images(items, size, channels, decide(len(items))), None, classes
 
 
 def _seeded_split(n: int, fractions: tuple[float, ...], seed: int) -> list[Any]:
@@ -260,6 +302,8 @@ def _fit(x: Any, target: tuple[int, int]) -> Any:
     import torch
     import torch.nn.functional as F
 
+    if isinstance(x, Files):
+        return x  # read at the right size already
     h, w = x.shape[-2:]
     th, tw = max(h, target[0]), max(w, target[1])
     if (th, tw) == (h, w):
@@ -311,20 +355,27 @@ def load_data(cfg: TrainConfig, min_input: tuple[int, int], default_input: tuple
     else:
         c, h, w = default_input
         size = (max(h, min_input[0]), max(w, min_input[1]))
-        (x, y), val, classes = _imagefolder(root, size, c)
+        (x, y), val, classes = _imagefolder(root, size, c, cfg.stream)
         if val is not None:
-            xt, yt = torch.from_numpy(x), torch.from_numpy(y)
-            return _finish(cfg, classes, Split(xt, yt), Split(torch.from_numpy(val[0]), torch.from_numpy(val[1])),
-                           None, f"imagefolder: {root / 'val'}", min_input)
+            return _finish(cfg, classes, Split(_tensor(x), torch.from_numpy(y)),
+                           Split(_tensor(val[0]), torch.from_numpy(val[1])), None, f"imagefolder: {root / 'val'}",
+                           min_input)
     if len(y) and (y.min() < 0 or y.max() >= len(classes)):
         raise DataError(f"{root}: labels run from {y.min()} to {y.max()}, outside 0..{len(classes) - 1}")
     if len(y) < 2:
         raise DataError(f"{root}: {len(y)} training images; need at least 2 to hold out a validation split")
     tr, va = _seeded_split(len(y), (cfg.val_split,), SPLIT_SEED)
-    xt, yt = torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(y)
+    xt, yt = _tensor(x), torch.from_numpy(y)
     te = Split(torch.from_numpy(np.ascontiguousarray(test[0])), torch.from_numpy(test[1])) if test else None
     return _finish(cfg, classes, Split(xt[tr], yt[tr]), Split(xt[va], yt[va]), te,
                    f"{cfg.dataset.value}: fixed seeded {cfg.val_split:g} of the training set", min_input)
+
+
+def _tensor(x: Any) -> Any:
+    import numpy as np
+    import torch
+
+    return x if isinstance(x, Files) else torch.from_numpy(np.ascontiguousarray(x))
 
 
 def _finish(cfg: TrainConfig, classes: tuple[str, ...], train: Split, val: Split, test: Split | None,
@@ -334,8 +385,13 @@ def _finish(cfg: TrainConfig, classes: tuple[str, ...], train: Split, val: Split
     train, val = Split(_fit(train.x, min_input), train.y), Split(_fit(val.x, min_input), val.y)
     if test is not None:
         test = Split(_fit(test.x, min_input), test.y)
-    # Per-channel statistics of the training split (the per-data-set normalisation), in [0, 1] units.
-    xs = train.x[: 50000].to(torch.float64).div_(255.0)
+    # Per-channel statistics of the training split (the per-data-set normalisation), in [0, 1] units; from an
+    # evenly spaced sample of 2,000 images when they stay on disk.
+    if isinstance(train.x, Files):
+        pick = range(0, len(train.x), max(1, len(train.x) // 2000))
+        xs = torch.stack([train.x[i] for i in pick]).to(torch.float64).div_(255.0)
+    else:
+        xs = train.x[: 50000].to(torch.float64).div_(255.0)
     mean = tuple(float(v) for v in xs.mean(dim=(0, 2, 3)))
     std = tuple(max(float(v), 1e-3) for v in xs.std(dim=(0, 2, 3)))
     return Data(cfg.dataset.value, classes, train, val, test, mean, std, val_from)

@@ -23,6 +23,7 @@ from nnkit.train import checkpoint as ckpt
 from nnkit.train import dist as D
 from nnkit.train.checkpoint import RunDirError
 from nnkit.train.config import Dataset, Freeze, Optimizer, Schedule, TrainConfig
+from nnkit.train.data import Files
 
 
 DENSE_BYTES = 2 << 30
@@ -198,8 +199,18 @@ def _normaliser(mean: tuple[float, ...], std: tuple[float, ...], device: Any) ->
     return 1.0 / (255.0 * s), -m / s
 
 
+def loader(files: Files, batches: list[list[int]], workers: int | None, device: Any) -> Any:
+    """A DataLoader that decodes `files` in the given batches (the loop's own order), in worker processes,
+    into pinned memory, two batches ahead per worker."""
+    import torch
+
+    w = min(8, os.cpu_count() or 1) if workers is None else workers
+    return torch.utils.data.DataLoader(files, batch_sampler=batches, num_workers=w,
+                                       pin_memory=device.type == "cuda", prefetch_factor=2 if w else None)
+
+
 def evaluate(model: Any, x: Any, y: Any, a: Any, b: Any, num_classes: int, batch: int, device: Any,
-             channels_last: bool = False, amp: Any = None) -> dict[str, Any]:
+             channels_last: bool = False, amp: Any = None, workers: int | None = None) -> dict[str, Any]:
     """Loss, top-1, top-5 and the confusion matrix of `model` on uint8 images `x` (on any device)."""
     import contextlib
 
@@ -212,9 +223,13 @@ def evaluate(model: Any, x: Any, y: Any, a: Any, b: Any, num_classes: int, batch
     top5 = torch.zeros((), dtype=torch.long, device=device)
     conf = torch.zeros(num_classes * num_classes, dtype=torch.long, device=device)
     k = min(5, num_classes)
+    if isinstance(x, Files):
+        batches: Any = iter(loader(x, [list(range(i, min(i + batch, len(y)))) for i in range(0, len(y), batch)],
+                                   workers, device))
     with torch.inference_mode():
         for i in range(0, len(y), batch):
-            xb = x[i:i + batch].to(device, non_blocking=True).float().mul_(a).add_(b)
+            xb = next(batches) if isinstance(x, Files) else x[i:i + batch]
+            xb = xb.to(device, non_blocking=True).float().mul_(a).add_(b)
             yb = y[i:i + batch].to(device, non_blocking=True)
             if channels_last:
                 xb = xb.contiguous(memory_format=torch.channels_last)
@@ -386,11 +401,13 @@ def _train(cfg: TrainConfig, resume: dict[str, Any] | None, hooks: Hooks, data_d
     # Data on the device. Normalised float32 where that takes at most DENSE_BYTES (MNIST at 32x32: 221 MB, CIFAR:
     # 614 MB), so a batch is one gather; uint8 (a quarter of that) and a multiply-add per batch above it.
     a, b = _normaliser(data.mean, data.std, device)
-    xtr, ytr = data.train.x.to(device), data.train.y.to(device)
-    dense = xtr.numel() * 4 <= DENSE_BYTES
+    streamed = isinstance(data.train.x, Files)  # a large image folder: decoded by DataLoader workers per batch
+    xtr, ytr = data.train.x if streamed else data.train.x.to(device), data.train.y.to(device)
+    dense = not streamed and xtr.numel() * 4 <= DENSE_BYTES
     if dense:
         xtr = xtr.float().mul_(a).add_(b)
-    xva, yva = data.val.x.to(device), data.val.y.to(device)
+    xva = data.val.x if isinstance(data.val.x, Files) else data.val.x.to(device)
+    yva = data.val.y.to(device)
     n = len(ytr)
     gb = min(cfg.batch_size, n)
     steps = max(1, n // gb)  # drop the last partial batch: every step has the same size (and every rank a share)
@@ -482,6 +499,9 @@ def _train(cfg: TrainConfig, resume: dict[str, Any] | None, hooks: Hooks, data_d
                 torch.set_rng_state(rng["torch"])
                 if device.type == "cuda" and rng["cuda"].numel():
                     torch.cuda.set_rng_state(rng["cuda"], device)
+            if streamed:
+                stream = iter(loader(xtr, [perm[s * gb + lo: s * gb + hi].tolist() for s in range(first, steps)],
+                                     cfg.workers, device))
             loss_acc = torch.zeros((), dtype=torch.float64, device=device)
             correct_acc = torch.zeros((), dtype=torch.long, device=device)
             seen = 0
@@ -491,7 +511,11 @@ def _train(cfg: TrainConfig, resume: dict[str, Any] | None, hooks: Hooks, data_d
                 for group in opt.param_groups:
                     group["lr"] = lr_at((epoch - 1) * steps + step, total, steps, cfg)
                 idx = perm[step * gb + lo: step * gb + hi]
-                xb = xtr[idx] if dense else xtr[idx].float().mul_(a).add_(b)
+                if dense:
+                    xb = xtr[idx]
+                else:
+                    xb = (next(stream).to(device, non_blocking=True) if streamed else xtr[idx]).float()
+                    xb = xb.mul_(a).add_(b)
                 yb = ytr[idx]
                 xb = augment(xb, cfg.augment, g, (lo, hi, gb) if d.on else None)
                 if cfg.channels_last:
@@ -520,7 +544,7 @@ def _train(cfg: TrainConfig, resume: dict[str, Any] | None, hooks: Hooks, data_d
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             seconds = time.perf_counter() - t0 + partial_seconds
-            ev = evaluate(model, xva, yva, a, b, nclass, max(gb, 256), device, cfg.channels_last, amp)
+            ev = evaluate(model, xva, yva, a, b, nclass, max(gb, 256), device, cfg.channels_last, amp, cfg.workers)
             imgs = float(sums[2])
             row = {"epoch": epoch, "train_loss": float(sums[0]) / imgs, "train_accuracy": float(sums[1]) / imgs,
                    "val_loss": ev["loss"], "val_accuracy": ev["accuracy"],
