@@ -330,3 +330,24 @@ def test_train_commands_leave_torch_out_until_they_run():
     code = "import sys, nnkit.cli, nnkit.cli.train, nnkit.train.config; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_progress_bar_carries_the_last_epoch_into_the_next(tmp_path):
+    """The bar the CLI draws on a terminal, driven through two epochs as the loop drives it."""
+    import io
+
+    from rich.console import Console
+
+    from nnkit.cli.train import _progress
+
+    hooks, progress = _progress(True)
+    progress.live.console = Console(file=io.StringIO(), force_terminal=True, width=100)
+    with progress:
+        hooks.epoch_start(1, 2, 3, 0)
+        for step in range(3):
+            hooks.step(1, step)
+        hooks.epoch_end({"epoch": 1, "train_loss": 0.5, "val_accuracy": 0.875})
+        hooks.epoch_start(2, 2, 3, 1)  # resumed one step into the epoch
+    task = progress.tasks[0]
+    assert task.fields == {"epoch": "2/2", "last": "loss 0.5000  val 87.50%"} and task.completed == 1
+    assert "epoch 2/2" in progress.console.file.getvalue()

@@ -51,17 +51,19 @@ def _progress(enabled: bool) -> Any:
 
     class Bar(Hooks):
         task: Any = None
+        last = ""
 
         def epoch_start(self, epoch: int, epochs: int, steps: int, done: int) -> None:
             if self.task is None:
                 self.task = progress.add_task("train", total=steps, epoch=f"{epoch}/{epochs}", last="")
-            progress.reset(self.task, total=steps, completed=done, epoch=f"{epoch}/{epochs}")
+            progress.reset(self.task, total=steps, completed=done, epoch=f"{epoch}/{epochs}", last=self.last)
 
         def step(self, epoch: int, step: int) -> None:
             progress.advance(self.task)
 
         def epoch_end(self, row: dict[str, Any]) -> None:
-            progress.update(self.task, last=f"loss {row['train_loss']:.4f}  val {row['val_accuracy']:.2%}")
+            self.last = f"loss {row['train_loss']:.4f}  val {row['val_accuracy']:.2%}"
+            progress.update(self.task, last=self.last)
 
     return Bar(), progress
 
@@ -161,7 +163,9 @@ def train_cmd(
     import signal
 
     previous = _sigterm_as_ctrl_c()
-    hooks, progress = _progress(sys.stderr.isatty())
+    from nnkit.train.dist import from_env
+
+    hooks, progress = _progress(sys.stderr.isatty() and from_env().main)  # one bar under torchrun, rank 0's
     try:
         if progress is not None:
             with progress:
@@ -171,8 +175,6 @@ def train_cmd(
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
-    from nnkit.train.dist import from_env
-
     if not from_env().main:
         return  # under torchrun, rank 0 speaks for all
     last = r.history[-1] if r.history else {}
@@ -183,7 +185,7 @@ def train_cmd(
            "world_size": r.world_size, "train_loss": last.get("train_loss"),
            "train_accuracy": last.get("train_accuracy"), "images_per_s": r.images_per_s, "seconds": r.seconds}
     pct = {"val_accuracy", "test_accuracy", "train_accuracy"}
-    rows = tuple((k, f"{v:.2%}" if k in pct and v is not None else
+    rows = tuple((k, f"{v:.2%}" if k in pct and v is not None else f"{v:,.0f}" if k == "images_per_s" else
                   (f"{v:.4g}" if isinstance(v, float) else v)) for k, v in doc.items())
     emit(doc, Tabular(("setting", "value"), rows, title=f"{r.arch} on {r.dataset}"), fmt)
 
