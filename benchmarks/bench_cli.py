@@ -27,6 +27,8 @@ COMMANDS = {
     "nnkit flops -f json": [sys.executable, "-m", "nnkit", "flops", "3x32x32", LENET, "-f", "json"],
     "nnkit rf": [sys.executable, "-m", "nnkit", "rf", "3x224x224", "conv(64,7,s=2,p=3) maxpool(3,2,p=1)", "-f", "tsv"],
     "nnkit dwsep": [sys.executable, "-m", "nnkit", "dwsep", "32x112x112", "--out", "64", "-k", "3", "-f", "tsv"],
+    "nnkit solve map": [sys.executable, "-m", "nnkit", "solve", "map", "224", "112", "-k", "7", "-f", "tsv"],
+    "nnkit shape -f table (rich)": [sys.executable, "-m", "nnkit", "shape", "3x32x32", LENET, "-f", "table"],
 }
 
 
