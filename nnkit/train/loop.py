@@ -472,9 +472,17 @@ def _train(cfg: TrainConfig, resume: dict[str, Any] | None, hooks: Hooks, data_d
     ctx = (lambda: torch.autocast(device.type, dtype=amp)) if amp is not None else contextlib.nullcontext
     lo = d.rank * gb // d.world  # this rank's share of every global batch
     hi = (d.rank + 1) * gb // d.world
+    # DDP averages gradients over ranks, so this rank's mean loss times world*share/gb gives the mean over the
+    # global batch; 1 when the batch splits evenly (always in one process), and then no multiply at all.
+    scale = d.world * (hi - lo) / gb
     patience_left = None
     if cfg.patience is not None:
         patience_left = cfg.patience - (len(history) - best_epoch if history else 0)
+
+    def epoch_sums() -> Any:
+        """This rank's (loss sum, correct, images) of the epoch so far; every step's share has hi - lo images."""
+        return torch.stack([loss_acc * ((hi - lo) / scale), correct_acc.double(),
+                            torch.tensor(float(seen), dtype=torch.float64, device=device)])
 
     net.train()
     epoch, completed, t0 = start_epoch, 0, time.perf_counter()
@@ -522,9 +530,9 @@ def _train(cfg: TrainConfig, resume: dict[str, Any] | None, hooks: Hooks, data_d
                     xb = xb.contiguous(memory_format=torch.channels_last)
                 with ctx():
                     out = net(xb)
-                    loss_sum = F.cross_entropy(out.float(), yb, reduction="sum",
-                                               label_smoothing=cfg.label_smoothing)
-                loss = loss_sum * (d.world / gb)  # DDP averages over ranks: the mean over the global batch
+                    loss = F.cross_entropy(out.float(), yb, label_smoothing=cfg.label_smoothing)
+                if scale != 1.0:
+                    loss = loss * scale
                 opt.zero_grad(set_to_none=True)
                 if scaler is not None:
                     scaler.scale(loss).backward()
@@ -533,14 +541,13 @@ def _train(cfg: TrainConfig, resume: dict[str, Any] | None, hooks: Hooks, data_d
                 else:
                     loss.backward()
                     opt.step()
-                with torch.no_grad():  # accumulated on the device: no synchronisation inside the epoch
-                    loss_acc += loss_sum.detach()
-                    correct_acc += (out.argmax(1) == yb).sum()
+                # accumulated on the device (no synchronisation inside the epoch); neither needs autograd
+                loss_acc += loss.detach()
+                correct_acc += (out.argmax(1) == yb).sum()
                 seen += len(yb)
                 completed = step + 1
                 hooks.step(epoch, step)
-            sums = D.all_sum(d, partial.to(device) + torch.stack([loss_acc, correct_acc.double(), torch.tensor(
-                float(seen), dtype=torch.float64, device=device)]))
+            sums = D.all_sum(d, partial.to(device) + epoch_sums())
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             seconds = time.perf_counter() - t0 + partial_seconds
@@ -572,8 +579,7 @@ def _train(cfg: TrainConfig, resume: dict[str, Any] | None, hooks: Hooks, data_d
         if d.main:
             if 0 < completed < steps:
                 secs = time.perf_counter() - t0 + partial_seconds
-                part = partial + torch.stack([loss_acc, correct_acc.double(), torch.tensor(
-                    float(seen), dtype=torch.float64, device=device)]).cpu()
+                part = partial + epoch_sums().cpu()
                 ckpt.save(state(epoch - 1, completed, part, secs), run_dir / "last.pt")
             write_metrics(run_dir, history)
         raise Interrupted(f"interrupted in epoch {epoch}; continue with: nnkit train --resume {run_dir}") \
