@@ -38,7 +38,8 @@ class _Boundary(TyperGroup):
             where = f"{sub}: " if sub else ""
             hint = f" (see {ctx.command_path} --help)" if ctx is not None else ""
             message = " ".join(exc.format_message().split())
-            typer.echo(f"nnkit: {where}{message}{hint}", err=True)
+            if message:  # no arguments at all: the help was the answer
+                typer.echo(f"nnkit: {where}{message}{hint}", err=True)
             sys.exit(exc.exit_code)
         except typer.Abort:
             typer.echo("nnkit: aborted", err=True)

@@ -253,9 +253,21 @@ def solve_undo(
     emit(*solve_view(undo(size, kernel, stride=stride, padding=padding, dilation=dilation)), fmt)
 
 
+_EXAMPLES = {
+    "shape": ['3x32x32 "conv(6,5) maxpool(2) conv(16,5) maxpool(2) flatten fc(120) fc(84) fc(10)"',
+              '3x32x32 "conv(6,5,s=2)" --explain', 'resnet50 --depth 1', "- < chains.txt"],
+    "params": ['3x32x32 "conv(10,5)" -e', '128 "lstm(256,2)"', 'mobilenet_v2 -f json'],
+    "flops": ['3x224x224 "conv(64,7,s=2,p=3) maxpool(3,2,p=1)"', 'resnet50 --input 3x160x160'],
+    "rf": ['3x224x224 "[conv(64,3,p=1) relu]*2 maxpool(2)" -e', 'vgg16', 'resnet50 --at layer3.5.relu'],
+}
+
+
 def register(app: typer.Typer) -> None:
     for what in ("shape", "params", "flops", "rf"):
+        # typer renders help as rich markup: '[' would open a tag
+        epilog = "Examples: " + "  |  ".join(f"nnkit {what} {e}" for e in _EXAMPLES[what]).replace("[", "\\[")
         # Unknown "options" stay layers, so an unquoted chain may hold '->' or '-1' and get the layer's error.
-        app.command(what, help=_HELP[what], context_settings={"ignore_unknown_options": True})(_make(what))
+        app.command(what, help=_HELP[what], epilog=epilog,
+                    context_settings={"ignore_unknown_options": True})(_make(what))
     app.command("dwsep")(dwsep)
     app.add_typer(solve_app, name="solve")
