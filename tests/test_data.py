@@ -43,8 +43,9 @@ def make_mnist(root: Path, folder: str = "MNIST", n_train: int = 48, n_test: int
     return out
 
 
-def make_cifar(root: Path, hundred: bool = False, per_batch: int = 8):
-    """CIFAR python batches (pickles of dicts with numpy arrays, as Krizhevsky's files are)."""
+def make_cifar(root: Path, hundred: bool = False, per_batch: int = 8, byte_names: bool = False):
+    """CIFAR python batches (pickles of dicts with numpy arrays, as Krizhevsky's files are); byte_names: the
+    meta file as a Python 3 re-pickling of the originals writes it, with bytes keys and bytes class names."""
     import numpy as np
 
     rng = np.random.default_rng(1)
@@ -63,28 +64,34 @@ def make_cifar(root: Path, hundred: bool = False, per_batch: int = 8):
         written[name] = (x, y)
     meta = {"fine_label_names": [f"c{i}" for i in range(100)]} if hundred else \
         {"label_names": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]}
+    if byte_names:
+        meta = {k.encode(): [n.encode() for n in v] for k, v in meta.items()}
     with open(base / ("meta" if hundred else "batches.meta"), "wb") as f:
         pickle.dump(meta, f, protocol=2)
     return written
 
 
-def make_imagefolder(root: Path, classes=("circle", "square", "stripe"), per_class: int = 6, split: bool = True):
+def make_imagefolder(root: Path, classes=("circle", "square", "stripe"), per_class: int = 6,
+                     split: bool = True, parts: tuple[str, ...] | None = None, mode: str = "L",
+                     colour: str = "white"):
+    """PNG files, one folder per class under each of `parts` (default train/ and val/, or root alone); grey
+    by default, as digits-trained models take them."""
     from PIL import Image, ImageDraw
 
-    parts = ("train", "val") if split else ("",)
+    parts = parts if parts is not None else ("train", "val") if split else ("",)
     for part in parts:
         for c in classes:
             d = root / part / c
             d.mkdir(parents=True, exist_ok=True)
             for i in range(per_class):
-                im = Image.new("RGB", (20 + i, 24), "black")
+                im = Image.new(mode, (20 + i, 24), "black")
                 draw = ImageDraw.Draw(im)
                 if c == "circle":
-                    draw.ellipse((3, 3, 17, 17), fill="white")
+                    draw.ellipse((3, 3, 17, 17), fill=colour)
                 elif c == "square":
-                    draw.rectangle((4, 4, 16, 16), fill="white")
+                    draw.rectangle((4, 4, 16, 16), fill=colour)
                 else:
-                    draw.rectangle((0, 10, 19 + i, 13), fill="white")
+                    draw.rectangle((0, 10, 19 + i, 13), fill=colour)
                 im.save(d / f"{i}.png")
     return root
 
@@ -212,11 +219,12 @@ def test_train_on_cifar_batches(nnkit, tmp_path):
 def test_train_on_imagefolder(nnkit, tmp_path, split):
     make_imagefolder(tmp_path / "imgs", split=split)
     run = nnkit("train", "lenet5", "--dataset", "imagefolder", "--data-dir", str(tmp_path / "imgs"),
-                "--epochs", "2", "--batch-size", "6", "--val-split", "0.25", "--out", str(tmp_path / "run"),
-                "-f", "json")
+                "--epochs", "2", "--batch-size", "6", *([] if split else ["--val-split", "0.25"]),
+                "--out", str(tmp_path / "run"), "-f", "json")
     assert run.code == 0, run
     config = __import__("json").loads((tmp_path / "run" / "config.json").read_text())
     assert config["classes"] == ["circle", "square", "stripe"]
+    assert config["input"] == [1, 32, 32]  # grey PNGs stay one channel
     assert config["val_from"].endswith("val") if split else "0.25" in config["val_from"]
 
 
@@ -235,6 +243,164 @@ def test_imagefolder_without_classes_or_with_a_bad_image(tmp_path):
     cfg = TrainConfig(dataset=Dataset.imagefolder, data_dir=str(tmp_path / "bad"))
     with pytest.raises(DataError, match=r"1\.png: cannot read image"):
         load_data(cfg, (32, 32), (1, 32, 32))
+
+
+def test_data_dir_that_is_a_file_says_so_without_downloading(nnkit, tmp_path):
+    f = tmp_path / "cifar-10-python.tar.gz"
+    f.write_bytes(b"not a folder")
+    for args in (("--dataset", "mnist", "--download"), ("--dataset", "imagefolder")):
+        run = nnkit("train", "lenet5", *args, "--data-dir", str(f), "--out", str(tmp_path / "run"))
+        assert run.code == 1 and f"{f}: not a directory (--data-dir takes the folder" in run.err, run
+        assert run.err.count("\n") == 1 and f.read_bytes() == b"not a folder"
+
+
+@pytest.mark.parametrize("hundred", [False, True], ids=["cifar10", "cifar100"])
+def test_cifar_label_names_written_as_bytes_are_decoded(tmp_path, hundred):
+    from nnkit.train.config import Dataset, TrainConfig
+    from nnkit.train.data import load_data
+
+    make_cifar(tmp_path, hundred, byte_names=True)
+    meta = "cifar-100-python/meta" if hundred else "cifar-10-batches-py/batches.meta"
+    with open(tmp_path / meta, "rb") as f:
+        written = pickle.load(f)[b"fine_label_names" if hundred else b"label_names"]
+    assert isinstance(written[0], bytes)
+    cfg = TrainConfig(dataset=Dataset.cifar100 if hundred else Dataset.cifar10, data_dir=str(tmp_path))
+    assert load_data(cfg, (32, 32), (3, 32, 32)).classes == tuple(n.decode() for n in written)
+
+
+def test_val_split_is_refused_where_the_split_is_fixed(nnkit, tmp_path):
+    from nnkit.train.config import TrainConfig
+
+    for dataset in ("digits", "synthetic"):
+        run = nnkit("train", "lenet5", "--dataset", dataset, "--val-split", "0.3",
+                    "--out", str(tmp_path / "r"))
+        assert run.code == 2 and run.err.count("\n") == 1, run
+        assert "--val-split applies to mnist, fashion-mnist, cifar10, cifar100 and imagefolder; " \
+               f"{dataset} has a fixed validation split" in run.err, run
+    assert not (tmp_path / "r").exists()
+    # A digits run saved before the refusal recorded the unused default 0.1; it still resumes.
+    assert TrainConfig.from_dict({"dataset": "digits", "val_split": 0.1}).validate().val_split is None
+    assert TrainConfig.from_dict({"dataset": "mnist", "val_split": 0.2, "data_dir": "d"}).val_fraction == 0.2
+
+
+def test_data_dir_is_saved_absolute():
+    import os
+
+    from nnkit.train.config import Dataset, TrainConfig
+
+    cfg = TrainConfig(dataset=Dataset.mnist, data_dir="data/../mnist").resolved()
+    assert cfg.data_dir == os.path.join(os.getcwd(), "mnist")
+    assert TrainConfig(dataset=Dataset.mnist, data_dir="~/d").resolved().data_dir == os.path.expanduser("~/d")
+    assert TrainConfig().resolved().data_dir is None
+
+
+# ---------------------------------------------------------------------------------------------- image folders
+
+
+def _files(folder: Path, classes: tuple[str, ...], mode: str, size=(32, 32)) -> list[tuple[str, bytes]]:
+    """Oracle: every image under `folder` read by PIL itself (converted, bilinear resize), with its class."""
+    import numpy as np
+    from PIL import Image
+
+    out = []
+    for p in sorted(folder.rglob("*.png")):
+        with Image.open(p) as im:
+            a = np.array(im.convert(mode).resize((size[1], size[0]), Image.BILINEAR), dtype=np.uint8)
+        out.append((p.parent.name, (a[None] if a.ndim == 2 else a.transpose(2, 0, 1)).tobytes()))
+    assert {c for c, _ in out} <= set(classes)
+    return sorted(out)
+
+
+def _pairs(split, classes) -> list[tuple[str, bytes]]:
+    return sorted((classes[int(y)], x.numpy().tobytes()) for x, y in zip(split.x, split.y))
+
+
+def test_imagefolder_val_and_test_folders_are_the_validation_and_test_splits(tmp_path):
+    from nnkit.errors import DataError, UsageError
+    from nnkit.train.config import Dataset, TrainConfig
+    from nnkit.train.data import load_data
+
+    root = tmp_path / "imgs"
+    for part, n in (("train", 6), ("val", 2), ("test", 4)):
+        make_imagefolder(root, parts=(part,), per_class=n, mode="RGB", colour="red")
+    data = load_data(TrainConfig(dataset=Dataset.imagefolder, data_dir=str(root)), (32, 32), (1, 32, 32))
+    assert (len(data.train), len(data.val), len(data.test)) == (18, 6, 12)
+    for name in ("train", "val", "test"):
+        assert _pairs(data.split(name), data.classes) == _files(root / name, data.classes, "RGB"), name
+    assert data.val_from == f"imagefolder: {root / 'val'}"
+    assert data.test_from == f"imagefolder: {root / 'test'}"
+    with pytest.raises(UsageError, match=r"--val-split: .*imgs/val is the validation set"):
+        load_data(TrainConfig(dataset=Dataset.imagefolder, data_dir=str(root), val_split=0.2), (32, 32),
+                  (1, 32, 32))
+    (root / "test" / "extra").mkdir()
+    (root / "test" / "circle" / "0.png").rename(root / "test" / "extra" / "0.png")
+    with pytest.raises(DataError, match=r"imgs/test: class folders .* differ from .*imgs/train's"):
+        load_data(TrainConfig(dataset=Dataset.imagefolder, data_dir=str(root)), (32, 32), (1, 32, 32))
+
+
+def test_imagefolder_with_train_and_test_only_holds_out_a_seeded_part_of_train(tmp_path):
+    from nnkit.train.config import Dataset, TrainConfig
+    from nnkit.train.data import load_data
+
+    root = tmp_path / "imgs"
+    for part, n in (("train", 10), ("test", 4)):
+        make_imagefolder(root, parts=(part,), per_class=n, mode="RGB")
+    cfg = TrainConfig(dataset=Dataset.imagefolder, data_dir=str(root), val_split=0.2)
+    data = load_data(cfg, (32, 32), (1, 32, 32))
+    assert (len(data.train), len(data.val), len(data.test)) == (24, 6, 12)  # test/ is not the validation set
+    assert sorted(_pairs(data.train, data.classes) + _pairs(data.val, data.classes)) == \
+        _files(root / "train", data.classes, "RGB")
+    assert _pairs(data.test, data.classes) == _files(root / "test", data.classes, "RGB")
+    assert data.val_from == f"imagefolder: fixed seeded 0.2 of {root / 'train'}"  # a folder that exists
+    again = load_data(cfg, (32, 32), (1, 32, 32))
+    assert _pairs(again.val, again.classes) == _pairs(data.val, data.classes)  # the same split every time
+
+
+@pytest.mark.parametrize("modes,channels", [(("L",), 1), (("RGB",), 3), (("L", "RGB"), 3), (("LA", "1"), 1)],
+                         ids=["grey", "rgb", "one-colour-image", "grey-alpha-and-bilevel"])
+def test_imagefolder_channels_come_from_the_images_not_the_architecture(tmp_path, modes, channels):
+    from PIL import Image
+
+    from nnkit.train.config import Dataset, TrainConfig
+    from nnkit.train.data import load_data
+
+    root = tmp_path / "imgs"
+    make_imagefolder(root, parts=("",), per_class=3, mode=modes[0], colour="white")
+    for k, mode in enumerate(modes[1:]):  # one image of another mode among them
+        Image.new(mode, (24, 24), "white").save(root / "square" / f"other{k}.png")
+    for arch_channels in (1, 3):  # LeNet-5's grey input, ResNet's RGB input: the data decides either way
+        data = load_data(TrainConfig(dataset=Dataset.imagefolder, data_dir=str(root)), (32, 32),
+                         (arch_channels, 32, 32))
+        assert data.shape == (channels, 32, 32)
+        got = sorted(_pairs(data.train, data.classes) + _pairs(data.val, data.classes))
+        assert got == _files(root, data.classes, "L" if channels == 1 else "RGB")
+
+
+@pytest.mark.slow
+def test_imagefolder_run_keeps_rgb_and_test_and_finds_its_data_elsewhere(nnkit, tmp_path, monkeypatch):
+    import json
+
+    import torch
+
+    root = tmp_path / "work" / "imgs"
+    for part, n in (("train", 8), ("test", 4)):
+        make_imagefolder(root, parts=(part,), per_class=n, mode="RGB", colour="red")
+    monkeypatch.chdir(tmp_path / "work")
+    run = nnkit("train", "lenet5", "--dataset", "imagefolder", "--data-dir", "imgs", "--epochs", "1",
+                "--batch-size", "6", "--out", str(tmp_path / "run"), "-f", "json")
+    assert run.code == 0, run
+    doc = run.json()
+    assert doc["test_accuracy"] is not None  # test/ is the test split
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["data_dir"] == str(root)  # absolute, though given relative
+    assert config["input"] == [3, 32, 32]  # RGB stays RGB under LeNet-5: in_channels follows the data
+    assert config["val_from"] == f"imagefolder: fixed seeded 0.1 of {root / 'train'}"
+    ck = torch.load(tmp_path / "run" / "best.pt", weights_only=True)
+    assert ck["model"]["0.weight"].shape == (6, 3, 5, 5) and ck["config"]["data_dir"] == str(root)
+    monkeypatch.chdir(tmp_path)  # somewhere else: the saved path still finds the data
+    ev = nnkit("eval", str(tmp_path / "run" / "best.pt"), "--split", "test", "-f", "json")
+    assert ev.code == 0, ev
+    assert ev.json()["accuracy"] == pytest.approx(doc["test_accuracy"])
 
 
 # ---------------------------------------------------------------------------------------------- digits, resize

@@ -5,6 +5,7 @@ Pure Python: the CLI builds a TrainConfig, validates it here, and only then impo
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass, fields
 from enum import Enum
 from typing import Any
@@ -55,6 +56,10 @@ DEFAULT_AUGMENT = {
     "cifar100": ("flip", "crop"), "imagefolder": ("flip", "crop"), "synthetic": (),
 }
 NEEDS_DATA_DIR = {Dataset.mnist, Dataset.fashion_mnist, Dataset.cifar10, Dataset.cifar100, Dataset.imagefolder}
+# Digits has a fixed 70/10/20 split and synthetic data its own random validation set: --val-split means
+# nothing there.
+HAS_FIXED_SPLIT = {Dataset.digits, Dataset.synthetic}
+DEFAULT_VAL_SPLIT = 0.1
 
 
 def parse_augment(text: str | None) -> tuple[str, ...]:
@@ -80,7 +85,8 @@ class TrainConfig:
     dataset: Dataset = Dataset.digits
     data_dir: str | None = None
     download: bool = False
-    val_split: float = 0.1  # the fraction of the training set held out where a data set has no validation set
+    val_split: float | None = None  # the fraction of the training set held out where a data set has no
+    # validation set (None: DEFAULT_VAL_SPLIT, or no split at all for digits and synthetic)
     out: str | None = None
     epochs: int = 30
     batch_size: int = 64  # the global batch: under torchrun each of N processes takes batch_size / N
@@ -112,12 +118,17 @@ class TrainConfig:
             return self.lr
         return 0.1 if self.optimizer is Optimizer.sgd else 3e-3
 
+    @property
+    def val_fraction(self) -> float:
+        return DEFAULT_VAL_SPLIT if self.val_split is None else self.val_split
+
     def resolved(self) -> TrainConfig:
         """Defaults that depend on other settings filled in, so the saved config repeats the run exactly."""
         from dataclasses import replace
 
         return replace(self, lr=self.learning_rate,
-                       augment=DEFAULT_AUGMENT[self.dataset.value] if self.augment is None else self.augment)
+                       augment=DEFAULT_AUGMENT[self.dataset.value] if self.augment is None else self.augment,
+                       data_dir=absolute_dir(self.data_dir))
 
     def validate(self) -> TrainConfig:
         """Every check that needs no torch and no file, in one place; returns self."""
@@ -134,7 +145,10 @@ class TrainConfig:
         if not 0 <= self.warmup_epochs <= self.epochs:
             raise UsageError(f"--warmup-epochs must be between 0 and --epochs ({self.epochs}), "
                              f"got {self.warmup_epochs:g}")
-        if not 0 < self.val_split < 1:
+        if self.val_split is not None and self.dataset in HAS_FIXED_SPLIT:
+            raise UsageError(f"--val-split applies to mnist, fashion-mnist, cifar10, cifar100 and "
+                             f"imagefolder; {self.dataset.value} has a fixed validation split")
+        if self.val_split is not None and not 0 < self.val_split < 1:
             raise UsageError(f"--val-split must be between 0 and 1, got {self.val_split:g}")
         if self.patience is not None and self.patience < 1:
             raise UsageError(f"--patience must be at least 1, got {self.patience}")
@@ -176,5 +190,13 @@ class TrainConfig:
                 v = enums[k](v)
             elif k == "augment" and v is not None:
                 v = tuple(v)
+            elif k == "val_split" and d.get("dataset") in {x.value for x in HAS_FIXED_SPLIT}:
+                v = None  # runs saved before --val-split was refused there recorded the unused default
             args[k] = v
         return cls(**args)
+
+
+def absolute_dir(path: str | None) -> str | None:
+    """A --data-dir as an absolute path ('~' expanded, '..' folded, symlinks kept), so that a saved config
+    still finds the data from another working directory (eval, --resume)."""
+    return os.path.abspath(os.path.expanduser(path)) if path else path

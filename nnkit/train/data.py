@@ -10,15 +10,14 @@ torchvision itself is called only to download, and only with --download.
 from __future__ import annotations
 
 import gzip
-import os
 import pickle
 import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nnkit.errors import DataError
-from nnkit.train.config import Dataset, TrainConfig
+from nnkit.errors import DataError, UsageError
+from nnkit.train.config import Dataset, TrainConfig, absolute_dir
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 
@@ -42,6 +41,7 @@ class Data:
     mean: tuple[float, ...]  # per channel, in [0, 1], measured on the training split
     std: tuple[float, ...]
     val_from: str  # where the validation split comes from, in words (for the config and eval)
+    test_from: str | None = None  # where the test split comes from, in words, when there is one
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -172,7 +172,9 @@ def _cifar(cfg: TrainConfig, root: Path) -> tuple[tuple[Any, Any], tuple[Any, An
 
     train, test = load(train_files), load(test_files)
     meta = read_cifar_batch(base / meta_file)
-    classes = tuple(str(c) for c in meta.get(meta_key, []))
+    # Python 3 pickles of the original files hold the names as bytes (b'airplane'): decode them.
+    classes = tuple(c.decode("utf-8", "replace") if isinstance(c, bytes) else str(c)
+                    for c in meta.get(meta_key, []))
     n = 10 if cfg.dataset is Dataset.cifar10 else 100
     if len(classes) != n:
         raise DataError(f"{base / meta_file}: expected {n} class names under '{meta_key}', found {len(classes)}")
@@ -257,26 +259,82 @@ def _read_images(items: list[tuple[Path, int]], size: tuple[int, int], channels:
 STREAM_BYTES = 4 << 30  # decoded image folders above this stay on disk (Files), unless --stream/--no-stream
 
 
-def _imagefolder(root: Path, size: tuple[int, int], channels: int,
-                 stream: bool | None) -> tuple[Any, Any | None, tuple[str, ...]]:
-    """`root/train` and `root/val` (or `root` alone, split with --val-split): returns train, val, classes."""
-    def decide(n: int) -> bool:
-        return stream if stream is not None else n * channels * size[0] * size[1] > STREAM_BYTES
+VAL_FOLDERS = ("val", "valid", "validation")
+GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"}
+CHANNEL_SAMPLE = 20000  # image headers read to find the channel count (evenly spaced above this many images)
 
-    if (root / "train").is_dir():
-        items, classes = _image_files(root / "train")
-        val = None
-        for name in ("val", "valid", "validation", "test"):
-            if (root / name).is_dir():
-                v_items, v_classes = _image_files(root / name)
-                if v_classes != classes:
-                    raise DataError(f"{root / name}: class folders {list(v_classes)} differ from "
-                                    f"{root / 'train'}'s {list(classes)}")
-                val = _read_images(v_items, size, channels, decide(len(v_items)))
-                break
-        return _read_images(items, size, channels, decide(len(items))), val, classes
-    items, classes = _image_files(root)
-    return _read_images(items, size, channels, decide(len(items))), None, classes
+
+def _folders(root: Path) -> tuple[Path, Path | None, Path | None]:
+    """The train, validation and test folders of an image folder: `root/train` with `root/val` (or valid/,
+    validation/) and `root/test` where they exist; without `root/train`, `root` itself is the training set."""
+    if not (root / "train").is_dir():
+        return root, None, None
+    val = next((root / n for n in VAL_FOLDERS if (root / n).is_dir()), None)
+    return root / "train", val, root / "test" if (root / "test").is_dir() else None
+
+
+def _is_grey(im: Any) -> bool:
+    if im.mode in ("P", "PA"):  # a palette image is grey when every palette entry is
+        pal = im.getpalette() or []
+        return all(pal[i] == pal[i + 1] == pal[i + 2] for i in range(0, len(pal) - 2, 3))
+    return im.mode in GREY_MODES
+
+
+def _channels(paths: list[Path]) -> int:
+    """The data set's channel count: 1 when every image is grey, 3 (RGB) when any is in colour. Reads headers
+    only (PIL decodes lazily), of an evenly spaced sample of CHANNEL_SAMPLE images in a larger folder."""
+    from PIL import Image
+
+    for p in paths[::max(1, len(paths) // CHANNEL_SAMPLE)]:
+        try:
+            with Image.open(p) as im:
+                if not _is_grey(im):
+                    return 3
+        except Exception as exc:  # noqa: BLE001 - PIL raises many types for a bad file
+            raise DataError(f"{p}: cannot read image ({type(exc).__name__}: {exc})") from exc
+    return 1
+
+
+def _load_imagefolder(cfg: TrainConfig, root: Path, min_input: tuple[int, int],
+                      default_input: tuple[int, int, int]) -> Data:
+    """An image folder at the architecture's input size, with the data's own channel count (grey or RGB)."""
+    import torch
+
+    _, h, w = default_input
+    size = (max(h, min_input[0]), max(w, min_input[1]))
+    train_dir, val_dir, test_dir = _folders(root)
+    if val_dir is not None and cfg.val_split is not None:
+        raise UsageError(f"--val-split: {val_dir} is the validation set; leave --val-split out, or remove "
+                         f"that folder to split {train_dir} instead")
+    items, classes = _image_files(train_dir)
+    others: dict[str, list[tuple[Path, int]]] = {}
+    for name, folder in (("val", val_dir), ("test", test_dir)):
+        if folder is not None:
+            o_items, o_classes = _image_files(folder)
+            if o_classes != classes:
+                raise DataError(f"{folder}: class folders {list(o_classes)} differ from "
+                                f"{train_dir}'s {list(classes)}")
+            others[name] = o_items
+    channels = _channels([p for part in (items, *others.values()) for p, _ in part])
+
+    def read(part: list[tuple[Path, int]]) -> Split:
+        n_bytes = len(part) * channels * size[0] * size[1]
+        stream = cfg.stream if cfg.stream is not None else n_bytes > STREAM_BYTES
+        x, y = _read_images(part, size, channels, stream)
+        return Split(_tensor(x), torch.from_numpy(y))
+
+    train = read(items)
+    test = read(others["test"]) if "test" in others else None
+    if "val" in others:
+        val, val_from = read(others["val"]), f"imagefolder: {val_dir}"
+    else:
+        if len(train) < 2:
+            raise DataError(f"{train_dir}: {len(train)} image; need at least 2 to hold out a validation set")
+        tr, va = _seeded_split(len(train), (cfg.val_fraction,), SPLIT_SEED)
+        train, val = Split(train.x[tr], train.y[tr]), Split(train.x[va], train.y[va])
+        val_from = f"imagefolder: fixed seeded {cfg.val_fraction:g} of {train_dir}"
+    return _finish(cfg, classes, train, val, test, val_from, min_input,
+                   f"imagefolder: {test_dir}" if test_dir is not None else None)
 
 
 def _seeded_split(n: int, fractions: tuple[float, ...], seed: int) -> list[Any]:
@@ -340,7 +398,11 @@ def load_data(cfg: TrainConfig, min_input: tuple[int, int], default_input: tuple
         return _finish(cfg, classes, Split(xt[tr], yt[tr]), Split(xt[va], yt[va]), Split(xt[te], yt[te]),
                        "digits: fixed seeded split 70/10/20 of scikit-learn's 1,797 images", min_input)
 
-    root = Path(os.path.expanduser(cfg.data_dir or ""))
+    root = Path(absolute_dir(cfg.data_dir) or ".")
+    if root.exists() and not root.is_dir():
+        raise DataError(f"{root}: not a directory (--data-dir takes the folder that holds the "
+                        + ("class folders, or train/ and val/)" if cfg.dataset is Dataset.imagefolder
+                           else "data set's files)"))
     if download:
         _download(cfg, root)
     if not root.is_dir():
@@ -353,22 +415,17 @@ def load_data(cfg: TrainConfig, min_input: tuple[int, int], default_input: tuple
         (x, y), (xte, yte), classes = _cifar(cfg, root)
         test = (xte, yte)
     else:
-        c, h, w = default_input
-        size = (max(h, min_input[0]), max(w, min_input[1]))
-        (x, y), val, classes = _imagefolder(root, size, c, cfg.stream)
-        if val is not None:
-            return _finish(cfg, classes, Split(_tensor(x), torch.from_numpy(y)),
-                           Split(_tensor(val[0]), torch.from_numpy(val[1])), None, f"imagefolder: {root / 'val'}",
-                           min_input)
+        return _load_imagefolder(cfg, root, min_input, default_input)
     if len(y) and (y.min() < 0 or y.max() >= len(classes)):
         raise DataError(f"{root}: labels run from {y.min()} to {y.max()}, outside 0..{len(classes) - 1}")
     if len(y) < 2:
         raise DataError(f"{root}: {len(y)} training images; need at least 2 to hold out a validation split")
-    tr, va = _seeded_split(len(y), (cfg.val_split,), SPLIT_SEED)
+    tr, va = _seeded_split(len(y), (cfg.val_fraction,), SPLIT_SEED)
     xt, yt = _tensor(x), torch.from_numpy(y)
     te = Split(torch.from_numpy(np.ascontiguousarray(test[0])), torch.from_numpy(test[1])) if test else None
     return _finish(cfg, classes, Split(xt[tr], yt[tr]), Split(xt[va], yt[va]), te,
-                   f"{cfg.dataset.value}: fixed seeded {cfg.val_split:g} of the training set", min_input)
+                   f"{cfg.dataset.value}: fixed seeded {cfg.val_fraction:g} of the training set", min_input,
+                   f"{cfg.dataset.value}: the standard test files" if te is not None else None)
 
 
 def _tensor(x: Any) -> Any:
@@ -379,7 +436,7 @@ def _tensor(x: Any) -> Any:
 
 
 def _finish(cfg: TrainConfig, classes: tuple[str, ...], train: Split, val: Split, test: Split | None,
-            val_from: str, min_input: tuple[int, int]) -> Data:
+            val_from: str, min_input: tuple[int, int], test_from: str | None = None) -> Data:
     import torch
 
     train, val = Split(_fit(train.x, min_input), train.y), Split(_fit(val.x, min_input), val.y)
@@ -394,7 +451,7 @@ def _finish(cfg: TrainConfig, classes: tuple[str, ...], train: Split, val: Split
         xs = train.x[: 50000].to(torch.float64).div_(255.0)
     mean = tuple(float(v) for v in xs.mean(dim=(0, 2, 3)))
     std = tuple(max(float(v), 1e-3) for v in xs.std(dim=(0, 2, 3)))
-    return Data(cfg.dataset.value, classes, train, val, test, mean, std, val_from)
+    return Data(cfg.dataset.value, classes, train, val, test, mean, std, val_from, test_from)
 
 
 def _download(cfg: TrainConfig, root: Path) -> None:
