@@ -66,3 +66,26 @@ class CheckpointError(NnkitError):
 
 class ModelError(NnkitError):
     """A model that cannot be built, imported or traced."""
+
+
+class RunDirError(NnkitError):
+    """An output directory that cannot be created or written, or holds files of something else already."""
+
+
+class DistributedError(NnkitError):
+    """A rendezvous that cannot be reached, or a rank that failed."""
+
+
+class Interrupted(NnkitError):
+    """Ctrl-C or SIGTERM during training, after the resumable checkpoint was saved."""
+
+    exit_code = ExitCode.INTERRUPTED
+
+
+def first_line(exc: BaseException, limit: int = 160) -> str:
+    """The first line of an exception's message (its class name when it has none), cut to `limit` characters
+    at a word boundary: for quoting a library's error inside one of ours."""
+    text = (str(exc).strip().splitlines() or [type(exc).__name__])[0].strip()
+    if len(text) > limit:
+        text = text[:limit].rsplit(" ", 1)[0] + " ..."
+    return text

@@ -12,14 +12,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from nnkit.errors import CheckpointError, NnkitError
+from nnkit.errors import CheckpointError, RunDirError, first_line
 
 FORMAT = "nnkit-checkpoint"
 VERSION = 1
-
-
-class RunDirError(NnkitError):
-    """An output directory that cannot be created or written, or holds a run already."""
 
 
 def atomic_write(path: Path, write: Any, mode: str = "wb") -> None:
@@ -60,26 +56,34 @@ def save(obj: dict[str, Any], path: Path) -> None:
         raise RunDirError(f"{path}: cannot write checkpoint ({exc.strerror or exc})") from exc
 
 
-def load(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
-    """An nnkit checkpoint, checked: a directory means its last.pt."""
+def _torch_load(p: Path, map_location: Any, what: str) -> Any:
+    """torch.load(weights_only=True), its failures as one sentence of ours (torch's own advice for pickled code
+    is to load the file unsafely, which nnkit never does)."""
     import pickle
     import zipfile
 
     import torch
+
+    try:
+        return torch.load(p, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(f"{what}{p}: not a plain checkpoint: it holds pickled Python objects beyond "
+                              f"tensors and plain values, which could run code, so nnkit refuses to load it "
+                              f"for safety") from exc
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError, KeyError, IndexError) as exc:
+        raise CheckpointError(f"{what}{p}: truncated or corrupt checkpoint, torch cannot read it "
+                              f"({type(exc).__name__}: {first_line(exc, 80)})") from exc
+
+
+def load(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
+    """An nnkit checkpoint, checked: a directory means its last.pt."""
 
     p = Path(os.path.expanduser(str(path)))
     if p.is_dir():
         p = p / "last.pt"
     if not p.is_file():
         raise CheckpointError(f"{p}: no such checkpoint")
-    try:
-        ck = torch.load(p, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{p}: not a weights-only checkpoint ({first[:160]})") from exc
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{p}: corrupt or unreadable checkpoint ({first[:160]})") from exc
+    ck = _torch_load(p, map_location, "")
     if not isinstance(ck, dict) or ck.get("format") != FORMAT:
         raise CheckpointError(f"{p}: not an nnkit checkpoint (a foreign file; use --weights to start from "
                               f"plain weights)")
@@ -99,11 +103,7 @@ def load_state_dict(path: str | Path) -> dict[str, Any]:
     p = Path(os.path.expanduser(str(path)))
     if not p.is_file():
         raise CheckpointError(f"--weights {p}: no such file")
-    try:
-        obj = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any failure means the file is not usable weights
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise CheckpointError(f"--weights {p}: not a weights-only state dict ({first[:160]})") from exc
+    obj = _torch_load(p, "cpu", "--weights ")
     if isinstance(obj, dict) and obj.get("format") == FORMAT:
         obj = obj["model"]
     elif isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):

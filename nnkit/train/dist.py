@@ -10,11 +10,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from nnkit.errors import NnkitError, UsageError
-
-
-class DistributedError(NnkitError):
-    """A rendezvous that cannot be reached, or a rank that failed."""
+from nnkit.errors import DistributedError, UsageError, first_line
 
 
 @dataclass(frozen=True)
@@ -59,9 +55,8 @@ def init(d: Dist, device: Any, timeout_s: float = 300.0) -> None:
         dist.init_process_group(backend, rank=d.rank, world_size=d.world, timeout=timedelta(seconds=timeout_s),
                                 **({"device_id": device} if device.type == "cuda" else {}))
     except Exception as exc:  # noqa: BLE001 - c10d raises RuntimeError, DistStoreError, TimeoutError
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise DistributedError(f"rank {d.rank}: cannot join the process group at {os.environ['MASTER_ADDR']}:"
-                               f"{os.environ['MASTER_PORT']} ({first[:200]})") from exc
+                               f"{os.environ['MASTER_PORT']} ({first_line(exc, 200)})") from exc
 
 
 def done(d: Dist) -> None:
@@ -91,13 +86,11 @@ def barrier(d: Dist) -> None:
         dist.barrier()
 
 
-def broadcast_flag(d: Dist, flag: bool) -> bool:
-    """Rank 0's decision (early stopping), on every rank."""
+def any_rank(d: Dist, flag: bool, device: Any) -> bool:
+    """True on every rank when `flag` is true on any (a stop request that reached some ranks only)."""
     if not d.on:
         return flag
     import torch
-    import torch.distributed as dist
 
-    t = torch.tensor([1 if flag else 0])
-    dist.broadcast(t, 0)
-    return bool(t.item())
+    t = torch.tensor([1.0 if flag else 0.0], device=device)
+    return bool(all_sum(d, t).item())
