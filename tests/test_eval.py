@@ -95,7 +95,8 @@ def test_corrupt_and_foreign_checkpoints(nnkit, tmp_path, run_dir):
     cut = tmp_path / "cut.pt"
     cut.write_bytes((out / "best.pt").read_bytes()[:5000])
     run = nnkit("eval", str(cut))
-    assert run.code == 1 and f"{cut}: corrupt or unreadable checkpoint" in run.err and run.err.count("\n") == 1
+    assert run.code == 1 and f"{cut}: truncated or corrupt checkpoint, torch cannot read it (" in run.err, run
+    assert run.err.count("\n") == 1 and run.err.rstrip().endswith(")")  # our sentence, not torch's cut short
 
     foreign = tmp_path / "foreign.pt"
     torch.save({"weight": torch.zeros(2)}, foreign)
@@ -109,10 +110,40 @@ def test_corrupt_and_foreign_checkpoints(nnkit, tmp_path, run_dir):
     hostile = tmp_path / "hostile.pt"
     torch.save({"format": "nnkit-checkpoint", "x": Payload()}, hostile, pickle_module=pickle)
     run = nnkit("eval", str(hostile))
-    assert run.code == 1 and "not a weights-only checkpoint" in run.err and "ran code" not in run.out, run
+    assert run.code == 1 and f"{hostile}: not a plain checkpoint" in run.err and "ran code" not in run.out, run
+    assert "refuses to load it for safety" in run.err and "weights_only=False" not in run.err, run
+    run = nnkit("train", "lenet5", "--weights", str(hostile), "--out", str(tmp_path / "r"))
+    assert run.code == 1 and f"--weights {hostile}: not a plain checkpoint" in run.err, run
 
     run = nnkit("eval", str(tmp_path / "missing.pt"))
     assert run.code == 1 and "missing.pt: no such checkpoint" in run.err
+
+
+def test_plot_under_a_file_names_the_file(nnkit, run_dir, tmp_path):
+    out, _ = run_dir
+    (tmp_path / "f").write_text("x")
+    run = nnkit("eval", str(out), "--plot", str(tmp_path / "f" / "sub" / "c.png"))
+    assert run.code == 1 and f"--plot {tmp_path / 'f' / 'sub' / 'c.png'}: {tmp_path / 'f'} is a file, not a " \
+                             f"directory" in run.err, run
+
+
+def test_a_class_without_images_has_no_accuracy(nnkit, tmp_path):
+    """An empty class reads as null (JSON) and '-' (table), not as 0% accuracy."""
+    from tests.test_data import make_imagefolder
+
+    root = make_imagefolder(tmp_path / "imgs")
+    for f in (root / "val" / "stripe").iterdir():
+        f.unlink()
+    run = nnkit("train", "lenet5", "--dataset", "imagefolder", "--data-dir", str(root), "--epochs", "1",
+                "--batch-size", "6", "--out", str(tmp_path / "run"))
+    assert run.code == 0, run
+    doc = nnkit("eval", str(tmp_path / "run"), "-f", "json").json()
+    assert doc["per_class"]["stripe"] == {"images": 0, "accuracy": None} and doc["images"] == 12
+    for name in ("circle", "square"):
+        row = doc["confusion"][["circle", "square", "stripe"].index(name)]
+        assert doc["per_class"][name]["accuracy"] == row[["circle", "square", "stripe"].index(name)] / 6
+    table = nnkit("eval", str(tmp_path / "run")).out.splitlines()
+    assert "stripe\t0\t-" in table
 
 
 def test_eval_refuses_a_data_set_with_another_class_count(nnkit, run_dir, tmp_path):

@@ -131,6 +131,61 @@ def test_ctrl_c_mid_epoch_saves_a_checkpoint_that_resumes_exactly(tmp_path, stra
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.parametrize("signum,delay_seed", [("SIGINT", 0), ("SIGTERM", 1), ("SIGINT", 2)])
+def test_a_real_signal_at_a_random_point_resumes_exactly(tmp_path, straight, signum, delay_seed):
+    """A real signal from another thread, timed to land somewhere inside a step (after augment drew its random
+    numbers, between backward and opt.step, ...): the loop must finish the step and save a consistent state."""
+    import os
+    import random
+    import signal
+    import threading
+
+    import torch
+
+    from nnkit.train.config import TrainConfig
+    from nnkit.train.loop import Hooks, Interrupted, resume_config, train
+
+    ref_dir, ref = straight
+    sig = getattr(signal, signum)
+    rng = random.Random(delay_seed)
+    timers = []
+
+    class Shoot(Hooks):
+        def epoch_start(self, epoch, epochs, steps, done):
+            self.t = 0.0
+
+        def step(self, epoch, step):
+            if epoch == 2 and step == 3:  # within about one step from here, at a random instant
+                timers.append(threading.Timer(rng.uniform(0.0, 0.004), os.kill, (os.getpid(), sig)))
+                timers[-1].start()
+
+    out = tmp_path / "run"
+    with pytest.raises(Interrupted, match="--resume"):
+        train(TrainConfig(epochs=3, out=str(out), seed=1), hooks=Shoot())
+    timers[0].join()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handlers are restored
+    ck = torch.load(out / "last.pt", weights_only=True)
+    assert ck["epoch"] == 1 and 4 <= ck["step"]  # mid-epoch 2, after the step the signal landed in
+    cfg, state = resume_config(str(out), None)
+    result = train(cfg, resume=state)
+    assert _rows(out) == _rows(ref_dir)  # every loss and accuracy exactly equal to the straight run
+    assert result.val_accuracy == ref.val_accuracy and result.test_accuracy == ref.test_accuracy
+    a = torch.load(out / "last.pt", weights_only=True)["model"]
+    b = torch.load(ref_dir / "last.pt", weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_refuses_options_it_would_ignore(nnkit, straight):
+    ref_dir, _ = straight
+    before = (ref_dir / "last.pt").read_bytes()
+    run = nnkit("train", "--resume", str(ref_dir), "--epochs", "5", "--lr", "0.5", "--optimizer", "sgd",
+                "--augment", "noise", "--seed", "3", "--out", "elsewhere", "-b", "8")
+    assert run.code == 2 and run.err.count("\n") == 1, run
+    named = run.err.split("; ")[1].split(" cannot change")[0]
+    assert named.split(", ") == ["--out", "--batch-size", "--optimizer", "--lr", "--seed", "--augment"], run.err
+    assert (ref_dir / "last.pt").read_bytes() == before
+
+
 def test_resume_refuses_another_architecture_or_data_set(nnkit, straight):
     ref_dir, _ = straight
     run = nnkit("train", "mobilenet_v1", "--resume", str(ref_dir))
@@ -152,6 +207,33 @@ def test_an_existing_run_is_never_overwritten(nnkit, straight):
     assert {p.name: p.read_bytes() for p in ref_dir.iterdir()} == before
 
 
+def test_a_non_empty_out_is_refused_and_left_untouched(nnkit, tmp_path):
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    (proj / "config.json").write_text('{"precious": true}')
+    (proj / "best.pt").write_bytes(b"a 97.8% model")
+    run = nnkit("train", "lenet5", "--epochs", "1", "--out", str(proj))
+    assert run.code == 1 and f"--out {proj}: not empty (2 entries: best.pt, config.json)" in run.err, run
+    assert run.err.count("\n") == 1
+    assert sorted(p.name for p in proj.iterdir()) == ["best.pt", "config.json"]
+    assert (proj / "config.json").read_text() == '{"precious": true}'
+    assert (proj / "best.pt").read_bytes() == b"a 97.8% model"
+    (tmp_path / "empty").mkdir()  # an empty directory is fine
+    run = nnkit("train", "lenet5", "--epochs", "1", "--out", str(tmp_path / "empty"), "--augment", "none")
+    assert run.code == 0 and (tmp_path / "empty" / "last.pt").exists(), run
+
+
+def test_a_failed_start_leaves_no_run_directory(nnkit, tmp_path):
+    import torch
+
+    run = nnkit("train", "lenet5", "--dataset", "mnist", "--data-dir", str(tmp_path / "nothing"),
+                "--out", str(tmp_path / "r1"))
+    assert run.code != 0 and not (tmp_path / "r1").exists(), run
+    torch.save({"encoder.weight": torch.zeros(3, 3)}, tmp_path / "w.pth")
+    run = nnkit("train", "lenet5", "--weights", str(tmp_path / "w.pth"), "--out", str(tmp_path / "r2"))
+    assert run.code == 1 and not (tmp_path / "r2").exists(), run
+
+
 def test_unwritable_out_is_one_line(nnkit, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
@@ -163,7 +245,10 @@ def test_unwritable_out_is_one_line(nnkit, tmp_path):
 @pytest.mark.parametrize("args,message", [
     (["--epochs", "0"], "--epochs must be at least 1"),
     (["--lr", "-1"], "--lr must be positive"),
-    (["--augment", "flipp"], "unknown augmentation 'flipp'; did you mean flip"),
+    (["--augment", "flipp"], "--augment: unknown augmentation 'flipp' (did you mean flip"),
+    (["--augment", "flip,blur"], "--augment: unknown augmentation 'blur'; valid: flip, vflip, rotate"),
+    (["--augment", ",,"], "--augment ',,': an empty name in the list"),
+    (["--freeze", "backbone"], "--freeze backbone needs --weights PATH"),
     (["--nesterov", "--optimizer", "adam"], "--nesterov applies to --optimizer sgd"),
     (["--warmup-epochs", "50"], "--warmup-epochs must be between 0 and --epochs"),
     (["--download"], "--download applies to mnist"),
@@ -219,6 +304,8 @@ def test_weights_new_head_and_frozen_backbone(nnkit, tmp_path, straight):
                 "--weights", str(ref_dir / "best.pt"), "--freeze", "backbone", "--epochs", "1", "--batch-size", "6",
                 "--out", str(tmp_path / "run"), "-f", "json")
     assert run.code == 0, run
+    assert "note: --weights" in run.err and "left new because their shape differs" in run.err, run
+    assert "11.weight, 11.bias" in run.err  # the replaced head, named
     src = torch.load(ref_dir / "best.pt", weights_only=True)["model"]
     new = torch.load(tmp_path / "run" / "last.pt", weights_only=True)["model"]
     assert new["11.weight"].shape == (3, 84)  # a new head for three classes
@@ -226,6 +313,30 @@ def test_weights_new_head_and_frozen_backbone(nnkit, tmp_path, straight):
         if not k.startswith("11."):
             assert torch.equal(src[k], new[k]), k  # frozen and loaded
     assert not torch.equal(new["11.bias"], torch.zeros(3))
+
+
+def test_a_frozen_backbone_keeps_its_batchnorm_statistics(tmp_path):
+    """--freeze backbone: not one tensor outside the head changes, BatchNorm running statistics included."""
+    import torch
+
+    from nnkit.archs import build
+    from nnkit.train.config import Freeze, TrainConfig
+    from nnkit.train.loop import head_module, train
+
+    torch.manual_seed(5)
+    src = build("mobilenet_v1", num_classes=10, in_channels=1, width=0.25)
+    torch.save(src.state_dict(), tmp_path / "w.pth")
+    head = head_module(src)[0] + "."
+    train(TrainConfig(arch="mobilenet_v1", width=0.25, weights=str(tmp_path / "w.pth"), freeze=Freeze.backbone,
+                      epochs=1, out=str(tmp_path / "run"), augment=()))
+    new = torch.load(tmp_path / "run" / "last.pt", weights_only=True)["model"]
+    old = src.state_dict()
+    stats = [k for k in old if "running_" in k]
+    assert len(stats) == 2 * 27  # 27 BatchNorm layers in MobileNet-v1 (Table 1: 1 + 13 x 2 convolutions)
+    for k in old:
+        if not k.startswith(head):
+            assert torch.equal(old[k], new[k]), k
+    assert not torch.equal(old[head + "weight"], new[head + "weight"])  # the head did train
 
 
 def test_weights_that_fit_nothing_are_refused(nnkit, tmp_path):

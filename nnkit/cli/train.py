@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -37,11 +38,15 @@ DataDirOpt = Annotated[
 
 
 def _progress(enabled: bool) -> Any:
-    """A rich progress bar on stderr, or silent hooks when stderr is not a terminal."""
+    """A rich progress bar on stderr, or no bar when stderr is not a terminal; notes go to stderr either way."""
     from nnkit.train.loop import Hooks
 
+    class Notes(Hooks):
+        def note(self, text: str) -> None:
+            typer.echo(f"note: {text}", err=True)
+
     if not enabled:
-        return Hooks(), None
+        return Notes(), None
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -49,7 +54,7 @@ def _progress(enabled: bool) -> Any:
                         TimeRemainingColumn(), TextColumn("{task.fields[last]}"),
                         console=Console(stderr=True), transient=False)
 
-    class Bar(Hooks):
+    class Bar(Notes):
         task: Any = None
         last = ""
 
@@ -65,34 +70,107 @@ def _progress(enabled: bool) -> Any:
             self.last = f"loss {row['train_loss']:.4f}  val {row['val_accuracy']:.2%}"
             progress.update(self.task, last=self.last)
 
+        def note(self, text: str) -> None:
+            progress.console.print(f"note: {text}", markup=False, highlight=False)
+
     return Bar(), progress
 
 
-def _sigterm_as_ctrl_c() -> Any:
-    """SIGTERM (torchrun stopping its workers, a batch scheduler's time limit) saves a resumable checkpoint too."""
-    import signal
-    import threading
+# What may be given again with --resume: it does not change what is trained (arch and dataset are checked
+# against the run). Every other training option is refused rather than silently ignored.
+RESUME_OPTIONS = frozenset({"ctx", "arch", "dataset", "resume", "epochs", "device", "data_dir", "workers",
+                            "stream", "fmt"})
 
-    if threading.current_thread() is not threading.main_thread():
-        return None
 
-    def handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
+def _augment_names(text: str) -> tuple[str, ...]:
+    """--augment's value, every word checked: an unknown or empty name is refused with the valid ones listed."""
+    import difflib
 
-    return signal.signal(signal.SIGTERM, handler)  # the previous handler, restored after training
+    from nnkit.errors import UsageError
+
+    valid = f"{', '.join(AUGMENTS)}, or none"
+    if text.strip().lower() == "none":
+        return ()
+    words = [w.strip().lower() for w in text.split(",")]
+    if not all(words):
+        raise UsageError(f"--augment '{text}': an empty name in the list; give comma-separated names from {valid}")
+    for word in words:
+        if word not in AUGMENTS:
+            close = difflib.get_close_matches(word, AUGMENTS, n=2, cutoff=0.5)
+            hint = f" (did you mean {', '.join(close)}?)" if close else ""
+            raise UsageError(f"--augment: unknown augmentation '{word}'{hint}; valid: {valid}")
+    return parse_augment(text)
+
+
+def _resume_config(ctx: typer.Context, p: dict[str, Any]) -> tuple[TrainConfig, dict[str, Any]]:
+    from dataclasses import replace
+
+    from nnkit.archs import get_arch
+    from nnkit.errors import UsageError
+    from nnkit.train.loop import resume_config
+
+    given = [q for q in ctx.command.params if q.name not in RESUME_OPTIONS
+             and getattr(ctx.get_parameter_source(q.name), "name", "DEFAULT") not in ("DEFAULT", "DEFAULT_MAP")]
+    if given:
+        flags = ", ".join(q.opts[0] for q in given)
+        raise UsageError(f"--resume continues a run with its own settings; {flags} cannot change them (only "
+                         f"--epochs, --device, --data-dir, --workers, --stream and --format may be given; "
+                         f"start a new run with --out to change the others)")
+    cfg, state = resume_config(p["resume"], p["epochs"], arch=get_arch(p["arch"]).name if p["arch"] else None,
+                               dataset=p["dataset"])
+    moved = {k: p[k] for k in ("data_dir", "device", "workers", "stream") if p[k] is not None}
+    return (replace(cfg, **moved).validate() if moved else cfg), state
+
+
+def _new_config(p: dict[str, Any]) -> TrainConfig:
+    from nnkit.archs import get_arch
+    from nnkit.errors import UsageError
+
+    if p["arch"] is None:
+        raise UsageError("train: name an architecture (nnkit models), or --resume a run")
+    return TrainConfig(
+        arch=get_arch(p["arch"]).name, dataset=p["dataset"] or Dataset.digits, data_dir=p["data_dir"],
+        download=p["download"], val_split=p["val_split"], out=p["out"],
+        epochs=_D.epochs if p["epochs"] is None else p["epochs"], batch_size=p["batch_size"],
+        optimizer=p["optimizer"], lr=p["lr"], momentum=p["momentum"], nesterov=p["nesterov"],
+        weight_decay=p["weight_decay"], label_smoothing=p["label_smoothing"], schedule=p["schedule"],
+        warmup_epochs=p["warmup_epochs"], seed=p["seed"],
+        augment=_augment_names(p["augment"]) if p["augment"] is not None else None, patience=p["patience"],
+        weights=p["weights"], freeze=p["freeze"], width=p["width"], device=p["device"], amp=p["amp"],
+        channels_last=p["channels_last"], compile=p["compile_"], synthetic_size=p["synthetic_size"],
+        stream=p["stream"], workers=p["workers"],
+    ).validate()
+
+
+def _summary(r: Any) -> tuple[dict[str, Any], Tabular]:
+    last = r.history[-1] if r.history else {}
+    doc = {"val_accuracy": r.val_accuracy, "best_epoch": r.best_epoch, "epochs_run": r.epochs_run,
+           "test_accuracy": r.test_accuracy, "test_loss": r.test_loss, "stopped_early": r.stopped_early,
+           "best_checkpoint": r.best_checkpoint, "last_checkpoint": r.last_checkpoint, "run_dir": r.run_dir,
+           "arch": r.arch, "dataset": r.dataset, "params": r.params, "device": r.device,
+           "world_size": r.world_size, "train_loss": last.get("train_loss"),
+           "train_accuracy": last.get("train_accuracy"), "images_per_s": r.images_per_s, "seconds": r.seconds}
+    pct = {"val_accuracy", "test_accuracy", "train_accuracy"}
+    rows = tuple((k, f"{v:.2%}" if k in pct and v is not None else f"{v:,.0f}" if k == "images_per_s" else
+                  (f"{v:.4g}" if isinstance(v, float) else v)) for k, v in doc.items())
+    return doc, Tabular(("setting", "value"), rows, title=f"{r.arch} on {r.dataset}")
 
 
 def train_cmd(
+    ctx: typer.Context,
     arch: ArchArg = None,
     dataset: DatasetOpt = None,
     data_dir: DataDirOpt = None,
     download: Annotated[bool, typer.Option("--download", help="Fetch the data set into --data-dir.")] = False,
-    val_split: Annotated[float, typer.Option("--val-split", help="Fraction held out for validation where the "
-                                                                  "data set has no validation set.")] = _D.val_split,
+    val_split: Annotated[Optional[float], typer.Option(
+        "--val-split", help="Fraction held out for validation where the data set has no validation set.",
+        show_default=False)] = _D.val_split,
     out: Annotated[Optional[str], typer.Option("--out", "-o", help="Run directory (default: runs/ARCH-DATASET)",
                                                show_default=False)] = None,
-    epochs: Annotated[Optional[int], typer.Option("--epochs", help="Total epochs (with --resume too). "
-                                                                    f"(default: {_D.epochs})",
+    epochs: Annotated[Optional[int], typer.Option("--epochs", help="Total epochs (with --resume too: a run "
+                                                   "extended this way continues its schedule stretched to the "
+                                                   "new total, so a cosine schedule's learning rate rises "
+                                                   f"again). (default: {_D.epochs})",
                                                   show_default=False)] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Global batch size.")] = _D.batch_size,
     optimizer: Annotated[Optimizer, typer.Option("--optimizer")] = _D.optimizer,
@@ -132,62 +210,18 @@ def train_cmd(
     fmt: FormatOpt = None,
 ) -> None:
     """Train an architecture (default: on digits, bundled, no download) into a run directory."""
-    from nnkit.errors import UsageError
-
-    if resume:
-        from nnkit.train.loop import resume_config
-
-        from nnkit.archs import get_arch
-
-        cfg, state = resume_config(resume, epochs, arch=get_arch(arch).name if arch else None, dataset=dataset)
-        if data_dir:
-            cfg = TrainConfig.from_dict({**cfg.to_dict(), "data_dir": data_dir})
-    else:
-        if arch is None:
-            raise UsageError("train: name an architecture (nnkit models), or --resume a run")
-        from nnkit.archs import get_arch
-
-        cfg = TrainConfig(
-            arch=get_arch(arch).name, dataset=dataset or Dataset.digits, data_dir=data_dir, download=download,
-            val_split=val_split, out=out, epochs=_D.epochs if epochs is None else epochs, batch_size=batch_size,
-            optimizer=optimizer,
-            lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay, label_smoothing=label_smoothing,
-            schedule=schedule, warmup_epochs=warmup_epochs, seed=seed,
-            augment=parse_augment(augment) if augment is not None else None, patience=patience, weights=weights,
-            freeze=freeze, width=width, device=device, amp=amp, channels_last=channels_last, compile=compile_,
-            synthetic_size=synthetic_size, stream=stream, workers=workers,
-        ).validate()
-        state = None
+    p = dict(locals())  # the options as typer converted them (enums), by parameter name
+    from nnkit.train.dist import from_env
     from nnkit.train.loop import train
 
-    import signal
-
-    previous = _sigterm_as_ctrl_c()
-    from nnkit.train.dist import from_env
-
-    hooks, progress = _progress(sys.stderr.isatty() and from_env().main)  # one bar under torchrun, rank 0's
-    try:
-        if progress is not None:
-            with progress:
-                r = train(cfg, resume=state, hooks=hooks)
-        else:
-            r = train(cfg, resume=state, hooks=hooks)
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
-    if not from_env().main:
-        return  # under torchrun, rank 0 speaks for all
-    last = r.history[-1] if r.history else {}
-    doc = {"val_accuracy": r.val_accuracy, "best_epoch": r.best_epoch, "epochs_run": r.epochs_run,
-           "test_accuracy": r.test_accuracy, "test_loss": r.test_loss, "stopped_early": r.stopped_early,
-           "best_checkpoint": r.best_checkpoint, "last_checkpoint": r.last_checkpoint, "run_dir": r.run_dir,
-           "arch": r.arch, "dataset": r.dataset, "params": r.params, "device": r.device,
-           "world_size": r.world_size, "train_loss": last.get("train_loss"),
-           "train_accuracy": last.get("train_accuracy"), "images_per_s": r.images_per_s, "seconds": r.seconds}
-    pct = {"val_accuracy", "test_accuracy", "train_accuracy"}
-    rows = tuple((k, f"{v:.2%}" if k in pct and v is not None else f"{v:,.0f}" if k == "images_per_s" else
-                  (f"{v:.4g}" if isinstance(v, float) else v)) for k, v in doc.items())
-    emit(doc, Tabular(("setting", "value"), rows, title=f"{r.arch} on {r.dataset}"), fmt)
+    cfg, state = _resume_config(ctx, p) if resume else (_new_config(p), None)
+    main = from_env().main
+    hooks, progress = _progress(sys.stderr.isatty() and main)  # one bar under torchrun, rank 0's
+    with progress if progress is not None else contextlib.nullcontext():
+        r = train(cfg, resume=state, hooks=hooks)  # Ctrl-C and SIGTERM: a resumable checkpoint, Interrupted
+    if main:  # under torchrun, rank 0 speaks for all
+        doc, table = _summary(r)
+        emit(doc, table, fmt)
 
 
 def eval_cmd(
@@ -216,14 +250,7 @@ def eval_cmd(
     r = evaluate_checkpoint(str(path), dataset=dataset, data_dir=data_dir, split=split.value if split else None,
                             device=device, batch_size=batch_size)
     if plot:
-        from nnkit.train.checkpoint import RunDirError
-        from nnkit.train.metrics import plot_confusion
-
-        try:
-            plot_confusion(Path(plot).expanduser(), [list(row) for row in r.confusion], r.classes,
-                           f"{r.arch} on {r.dataset} ({r.split}): {r.accuracy:.2%}")
-        except OSError as exc:
-            raise RunDirError(f"--plot {plot}: cannot write ({exc.strerror or exc})") from exc
+        _plot(Path(plot).expanduser(), r)
     doc = {"accuracy": r.accuracy, "top5": r.top5, "loss": r.loss, "images": r.images,
            "per_class": {name: {"images": n, "accuracy": acc} for name, n, acc in r.per_class},
            "confusion": [list(row) for row in r.confusion], "classes": list(r.classes),
@@ -233,11 +260,27 @@ def eval_cmd(
     if plot:
         notes.append(f"confusion matrix: {plot}")
     tab = Tabular(("class", "images", "accuracy"),
-                  tuple((name, n, f"{acc:.2%}") for name, n, acc in r.per_class),
+                  tuple((name, n, "-" if acc is None else f"{acc:.2%}") for name, n, acc in r.per_class),
                   title=f"{r.arch} on {r.dataset} ({r.split})",
                   footer=(("all", r.images, f"{r.accuracy:.2%}"),), notes=tuple(notes),
                   numeric=frozenset({"images", "accuracy"}))
     emit(doc, tab, fmt)
+
+
+def _plot(path: Path, r: Any) -> None:
+    from nnkit.errors import RunDirError
+    from nnkit.train.metrics import plot_confusion
+
+    for parent in path.parents:  # the nearest existing folder above must be a folder
+        if parent.exists():
+            if not parent.is_dir():
+                raise RunDirError(f"--plot {path}: {parent} is a file, not a directory")
+            break
+    try:
+        plot_confusion(path, [list(row) for row in r.confusion], r.classes,
+                       f"{r.arch} on {r.dataset} ({r.split}): {r.accuracy:.2%}")
+    except OSError as exc:
+        raise RunDirError(f"--plot {path}: cannot write ({exc.strerror or exc})") from exc
 
 
 def register(app: typer.Typer) -> None:

@@ -13,26 +13,53 @@ from __future__ import annotations
 
 import math
 import os
+import signal
+import threading
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from nnkit.errors import CheckpointError, ExitCode, NnkitError, UsageError
+from nnkit.errors import CheckpointError, Interrupted, NnkitError, RunDirError, UsageError, first_line
 from nnkit.train import checkpoint as ckpt
 from nnkit.train import dist as D
-from nnkit.train.checkpoint import RunDirError
 from nnkit.train.config import Dataset, Freeze, Optimizer, Schedule, TrainConfig
 from nnkit.train.data import Files
 
+__all__ = ["Hooks", "Interrupted", "EvalResult", "TrainResult", "evaluate_checkpoint", "resume_config", "train"]
 
 DENSE_BYTES = 2 << 30
+STOP_SYNC_STEPS = 8  # under torchrun the ranks agree on a stop request every this many steps (one tiny all-reduce)
 
 
-class Interrupted(NnkitError):
-    """Ctrl-C during training, after the resumable checkpoint was saved."""
+class StopRequest:
+    """Ctrl-C (SIGINT) and SIGTERM only set a flag while training; the loop looks at it between steps, where the
+    weights, optimizer, RNG streams and step count agree, so the checkpoint it saves resumes exactly. A second
+    Ctrl-C interrupts at once (and the run resumes from the last epoch boundary instead)."""
 
-    exit_code = ExitCode.INTERRUPTED
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict[int, Any] = {}
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __enter__(self) -> StopRequest:
+        if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread only
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handler)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
+        self._previous.clear()
+
+
+class _Stop(Exception):
+    """Raised by the loop itself at a step boundary when a stop was requested."""
 
 
 @dataclass(frozen=True)
@@ -66,7 +93,7 @@ class EvalResult:
     loss: float
     accuracy: float
     top5: float | None  # None with 5 classes or fewer
-    per_class: tuple[tuple[str, int, float], ...]  # (class, images, accuracy)
+    per_class: tuple[tuple[str, int, float | None], ...]  # (class, images, accuracy; None: no image of it)
     confusion: tuple[tuple[int, ...], ...]  # rows: true class, columns: predicted
     classes: tuple[str, ...] = field(default=())
 
@@ -79,6 +106,9 @@ class Hooks:
     def step(self, epoch: int, step: int) -> None: ...
 
     def epoch_end(self, row: dict[str, Any]) -> None: ...
+
+    def note(self, text: str) -> None:
+        """Something the user should know that is not an error (the CLI prints it on stderr)."""
 
 
 # ---------------------------------------------------------------------------------------------- pieces
@@ -171,23 +201,25 @@ def head_module(model: Any) -> tuple[str, Any]:
 
 
 def load_weights(model: Any, path: str) -> tuple[int, list[str]]:
-    """Copy every tensor whose name and shape match; a head of another class count stays new."""
+    """Copy every tensor whose name and shape match; a head of another class count stays new.
+
+    Returns the number of tensors copied and the names of those left new because their shape differs."""
     import torch
 
     state = ckpt.load_state_dict(path)
     own = model.state_dict()
-    taken, skipped = 0, []
+    taken, replaced = 0, []
     with torch.no_grad():
         for k, v in state.items():
             if k in own and own[k].shape == v.shape:
                 own[k].copy_(v)
                 taken += 1
             elif k in own:
-                skipped.append(k)
+                replaced.append(k)
     if taken == 0:
         raise CheckpointError(f"--weights {path}: no tensor matches this model by name and shape "
                               f"(weights for another architecture?)")
-    return taken, skipped
+    return taken, replaced
 
 
 def _normaliser(mean: tuple[float, ...], std: tuple[float, ...], device: Any) -> tuple[Any, Any]:
@@ -217,7 +249,7 @@ def evaluate(model: Any, x: Any, y: Any, a: Any, b: Any, num_classes: int, batch
     import torch
     import torch.nn.functional as F
 
-    was = model.training
+    modes = [(m, m.training) for m in model.modules()]  # a frozen backbone stays in eval mode afterwards
     model.eval()
     loss = torch.zeros((), dtype=torch.float64, device=device)
     top5 = torch.zeros((), dtype=torch.long, device=device)
@@ -241,11 +273,31 @@ def evaluate(model: Any, x: Any, y: Any, a: Any, b: Any, num_classes: int, batch
             pred = out.argmax(1)
             conf += torch.bincount(yb * num_classes + pred, minlength=num_classes * num_classes)
             top5 += (out.topk(k, 1).indices == yb[:, None]).any(1).sum()
-    model.train(was)
+    for m, mode in modes:
+        m.training = mode
     n = max(1, len(y))
     c = conf.view(num_classes, num_classes).cpu()
     return {"loss": float(loss) / n, "accuracy": float(c.diag().sum()) / n, "top5": float(top5) / n,
             "confusion": c, "images": len(y)}
+
+
+def _freeze_backbone(model: Any) -> list[Any]:
+    """Freeze every parameter but the head's; return the modules outside the head (kept in eval mode while
+    training, so that BatchNorm running statistics and dropout of the frozen backbone do not change)."""
+    head_name, head = head_module(model)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for p in head.parameters():
+        p.requires_grad_(True)
+    return [m for name, m in model.named_modules()
+            if not (name == head_name or name.startswith(head_name + ".")  # the head itself
+                    or name == "" or head_name.startswith(name + "."))]  # a container of the head
+
+
+def _train_mode(net: Any, frozen: list[Any]) -> None:
+    net.train()
+    for m in frozen:
+        m.training = False  # this module only: its children are in the list too
 
 
 # ---------------------------------------------------------------------------------------------- run directory
@@ -259,13 +311,28 @@ def default_run_dir(cfg: TrainConfig) -> Path:
     return p
 
 
-def prepare_run_dir(path: Path, resuming: bool) -> Path:
-    """Create it (or check it), and prove it is writable before any training starts."""
+def check_run_dir(path: Path, resuming: bool) -> None:
+    """Refuse, touching nothing, a --out that is a file or a directory holding anything (a new run goes into a
+    new or empty directory; only --resume writes into a run directory again)."""
     if path.exists() and not path.is_dir():
         raise RunDirError(f"--out {path}: exists and is not a directory")
-    if not resuming and (path / "last.pt").exists():
+    if resuming or not path.is_dir():
+        return
+    try:
+        entries = sorted(p.name for p in path.iterdir())
+    except OSError as exc:
+        raise RunDirError(f"--out {path}: cannot read the directory ({exc.strerror or exc})") from exc
+    if "last.pt" in entries:
         raise RunDirError(f"--out {path}: holds a run already (last.pt); continue it with --resume {path} "
                           f"or choose another --out")
+    if entries:
+        shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
+        raise RunDirError(f"--out {path}: not empty ({len(entries)} entries: {shown}); a new run is written only "
+                          f"into a new or empty directory, so choose another --out")
+
+
+def prepare_run_dir(path: Path) -> Path:
+    """Create it and prove it is writable (after the data and the model were checked, before training)."""
     try:
         path.mkdir(parents=True, exist_ok=True)
         probe = path / f".nnkit-write-test-{os.getpid()}"
@@ -279,11 +346,16 @@ def prepare_run_dir(path: Path, resuming: bool) -> Path:
 # ---------------------------------------------------------------------------------------------- training
 
 
-def resume_config(source: str, cfg_epochs: int | None, **overrides: Any) -> tuple[TrainConfig, dict[str, Any]]:
-    """The saved config of the run in `source` (a run dir or a checkpoint), with --epochs and friends applied.
+def _plain(value: Any) -> Any:
+    return value.value if hasattr(value, "value") else value
 
-    overrides: settings the user gave again on the command line (arch, dataset, ...); a different architecture
-    or data set is refused, anything else that the run depends on is refused too.
+
+def resume_config(source: str, cfg_epochs: int | None, **overrides: Any) -> tuple[TrainConfig, dict[str, Any]]:
+    """The saved config of the run in `source` (a run dir or a checkpoint), with --epochs applied.
+
+    overrides: settings the user gave again (arch, dataset): a value other than the run's is refused. The CLI
+    refuses every other training option given with --resume before it gets here (--device, --data-dir and
+    --workers may change: they do not change what is trained).
     """
     state = ckpt.load(source)
     if state.get("kind") != "last" or "optimizer" not in state:
@@ -294,11 +366,9 @@ def resume_config(source: str, cfg_epochs: int | None, **overrides: Any) -> tupl
         if value is None:
             continue
         old = getattr(saved, key)
-        if (old.value if hasattr(old, "value") else old) != (value.value if hasattr(value, "value") else value):
-            raise CheckpointError(f"--resume {state['path']}: the run trained {key} "
-                                  f"'{old.value if hasattr(old, 'value') else old}', not "
-                                  f"'{value.value if hasattr(value, 'value') else value}'; start a new run "
-                                  f"with --out instead")
+        if _plain(old) != _plain(value):
+            raise CheckpointError(f"--resume {state['path']}: the run trained {key} '{_plain(old)}', not "
+                                  f"'{_plain(value)}'; start a new run with --out instead")
     cfg = replace(saved, epochs=saved.epochs if cfg_epochs is None else cfg_epochs,
                   out=str(Path(state["path"]).parent))
     if cfg.epochs < int(state["epoch"]):
@@ -307,39 +377,42 @@ def resume_config(source: str, cfg_epochs: int | None, **overrides: Any) -> tupl
     return cfg.validate(), state
 
 
-def train(cfg: TrainConfig, resume: dict[str, Any] | None = None, hooks: Hooks | None = None,
-          data_dir: str | None = None) -> TrainResult:
+def train(cfg: TrainConfig, resume: dict[str, Any] | None = None, hooks: Hooks | None = None) -> TrainResult:
     """Train cfg.arch on cfg.dataset; `resume` is a checkpoint from resume_config().
 
-    data_dir: where the data is now, when it moved since the run started (resume and eval take it).
+    Ctrl-C and SIGTERM (in the main thread) save a resumable checkpoint at the next step boundary and raise
+    Interrupted.
     """
     from nnkit.archs import get_arch
 
     cfg = cfg.validate().resolved()
+    if cfg.freeze is Freeze.backbone and not cfg.weights:
+        raise UsageError("--freeze backbone needs --weights PATH: without it the frozen backbone would stay "
+                         "randomly initialised")
     hooks = hooks or Hooks()
     d = D.from_env()
     device = resolve_device(cfg.device, d)
     info = get_arch(cfg.arch)
     amp = amp_dtype(device) if cfg.amp else None
     run_dir = Path(os.path.expanduser(cfg.out)) if cfg.out else default_run_dir(cfg)
+    if d.main:
+        check_run_dir(run_dir, resuming=resume is not None)
     D.init(d, device)
     try:
-        if d.main:
-            prepare_run_dir(run_dir, resuming=resume is not None)
-        return _train(cfg, resume, hooks, data_dir, d, device, info, amp, run_dir)
+        with StopRequest() as stop:
+            return _train(cfg, resume, hooks, d, device, info, amp, run_dir, stop)
     except RuntimeError as exc:
         if not d.on:
             raise
         # gloo and nccl report a peer that died as a RuntimeError from the collective in backward()
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise D.DistributedError(f"rank {d.rank} of {d.world}: training stopped, another rank failed or "
-                                 f"disconnected ({first[:200]}); resume with --resume {run_dir}") from exc
+                                 f"disconnected ({first_line(exc, 200)}); resume with --resume {run_dir}") from exc
     finally:
         D.done(d)
 
 
-def _train(cfg: TrainConfig, resume: dict[str, Any] | None, hooks: Hooks, data_dir: str | None, d: D.Dist,
-           device: Any, info: Any, amp: Any, run_dir: Path) -> TrainResult:
+def _train(cfg: TrainConfig, resume: dict[str, Any] | None, hooks: Hooks, d: D.Dist, device: Any, info: Any,
+           amp: Any, run_dir: Path, stop: StopRequest) -> TrainResult:
     import contextlib
 
     import torch
@@ -351,8 +424,6 @@ def _train(cfg: TrainConfig, resume: dict[str, Any] | None, hooks: Hooks, data_d
     from nnkit.train.metrics import plot_curves, write_metrics
 
     started = time.perf_counter()
-    if data_dir:
-        cfg = replace(cfg, data_dir=data_dir)
     if d.main or not cfg.download:
         data = load_data(cfg, info.min_input, info.input, download=cfg.download and d.main)
     if d.on and cfg.download:
@@ -375,13 +446,13 @@ def _train(cfg: TrainConfig, resume: dict[str, Any] | None, hooks: Hooks, data_d
         raise UsageError(f"{cfg.arch} cannot be built for {nclass} classes and {c} input channels "
                          f"({type(exc).__name__}: {exc})") from exc
     if cfg.weights and resume is None:
-        load_weights(model, cfg.weights)
-    head_name, head = head_module(model)
-    if cfg.freeze is Freeze.backbone:
-        for p in model.parameters():
-            p.requires_grad_(False)
-        for p in head.parameters():
-            p.requires_grad_(True)
+        taken, replaced = load_weights(model, cfg.weights)
+        if replaced and d.main:
+            hooks.note(f"--weights {cfg.weights}: {taken} tensors loaded; {len(replaced)} left new because their "
+                       f"shape differs (a new head): {', '.join(replaced)}")
+    frozen = _freeze_backbone(model) if cfg.freeze is Freeze.backbone else []
+    if d.main:
+        prepare_run_dir(run_dir)  # the data and the model are fine: only now the run directory is created
     model.to(device)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -419,8 +490,13 @@ def _train(cfg: TrainConfig, resume: dict[str, Any] | None, hooks: Hooks, data_d
     if d.on:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
+        # Gradients allocated before DDP becomes views into its buckets (gradient_as_bucket_view: no copy), and
+        # kept (zeroed, not set to None) so that autograd accumulates into them: a gradient autograd allocates
+        # itself may have other strides (a 1-channel conv) and makes DDP warn "Grad strides do not match".
+        for p in trainable:
+            p.grad = torch.zeros_like(p)
         net = DDP(model, device_ids=[device.index] if device.type == "cuda" else None,
-                  gradient_as_bucket_view=True)  # no gradient copy (and no stride warning for 1-channel convs)
+                  gradient_as_bucket_view=True)
     if cfg.compile:
         net = torch.compile(net)
 
@@ -440,6 +516,14 @@ def _train(cfg: TrainConfig, resume: dict[str, Any] | None, hooks: Hooks, data_d
             partial = resume["partial"].to(dtype=torch.float64)
             partial_seconds = float(resume.get("partial_seconds", 0.0))
 
+    g = torch.Generator(device=device)  # augmentation
+    shuffle = torch.Generator()
+
+    def rng_state() -> dict[str, Any]:
+        return {"torch": torch.get_rng_state(), "augment": g.get_state().cpu(),
+                "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda"
+                else torch.empty(0, dtype=torch.uint8)}
+
     def state(epoch_done: int, step: int = 0, part: Any = None, secs: float = 0.0, kind: str = "last") -> dict:
         s = {"format": ckpt.FORMAT, "version": ckpt.VERSION, "kind": kind, "arch": cfg.arch,
              "arch_options": {"num_classes": nclass, "in_channels": c, "width": cfg.width},
@@ -447,8 +531,7 @@ def _train(cfg: TrainConfig, resume: dict[str, Any] | None, hooks: Hooks, data_d
              "mean": list(data.mean), "std": list(data.std), "config": cfg.to_dict(), "epoch": epoch_done,
              "step": step, "history": history, "best_val_accuracy": best_acc, "best_epoch": best_epoch,
              "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-             "rng": rng_state(), "schedule": {"name": cfg.schedule.value, "step":
-                                                                  (epoch_done * steps + step)}}
+             "rng": rng_state()}
         if kind == "last":
             s["optimizer"] = opt.state_dict()
             s["scaler"] = scaler.state_dict() if scaler is not None else {}
@@ -460,13 +543,6 @@ def _train(cfg: TrainConfig, resume: dict[str, Any] | None, hooks: Hooks, data_d
         ckpt.write_json(run_dir / "config.json", {**cfg.to_dict(), "val_from": data.val_from,
                                                   "classes": list(data.classes), "input": [c, h, w],
                                                   "world_size": d.world, "device": str(device)})
-    g = torch.Generator(device=device)
-    shuffle = torch.Generator()
-
-    def rng_state() -> dict[str, Any]:
-        return {"torch": torch.get_rng_state(), "augment": g.get_state().cpu(),
-                "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda"
-                else torch.empty(0, dtype=torch.uint8)}
     stopped_early = False
     images_seen, train_time = 0, 0.0
     ctx = (lambda: torch.autocast(device.type, dtype=amp)) if amp is not None else contextlib.nullcontext
@@ -484,7 +560,7 @@ def _train(cfg: TrainConfig, resume: dict[str, Any] | None, hooks: Hooks, data_d
         return torch.stack([loss_acc * ((hi - lo) / scale), correct_acc.double(),
                             torch.tensor(float(seen), dtype=torch.float64, device=device)])
 
-    net.train()
+    _train_mode(net, frozen)
     epoch, completed, t0 = start_epoch, 0, time.perf_counter()
     try:
         for epoch in range(start_epoch, cfg.epochs + 1):
@@ -516,6 +592,9 @@ def _train(cfg: TrainConfig, resume: dict[str, Any] | None, hooks: Hooks, data_d
             hooks.epoch_start(epoch, cfg.epochs, steps, first)
             t0 = time.perf_counter()
             for step in range(first, steps):
+                if stop.requested if not d.on else ((step - first) % STOP_SYNC_STEPS == 0
+                                                    and D.any_rank(d, stop.requested, device)):
+                    raise _Stop
                 for group in opt.param_groups:
                     group["lr"] = lr_at((epoch - 1) * steps + step, total, steps, cfg)
                 idx = perm[step * gb + lo: step * gb + hi]
@@ -533,7 +612,7 @@ def _train(cfg: TrainConfig, resume: dict[str, Any] | None, hooks: Hooks, data_d
                     loss = F.cross_entropy(out.float(), yb, label_smoothing=cfg.label_smoothing)
                 if scale != 1.0:
                     loss = loss * scale
-                opt.zero_grad(set_to_none=True)
+                opt.zero_grad(set_to_none=not d.on)
                 if scaler is not None:
                     scaler.scale(loss).backward()
                     scaler.step(opt)
@@ -546,8 +625,11 @@ def _train(cfg: TrainConfig, resume: dict[str, Any] | None, hooks: Hooks, data_d
                 correct_acc += (out.argmax(1) == yb).sum()
                 seen += len(yb)
                 completed = step + 1
-                hooks.step(epoch, step)
-            sums = D.all_sum(d, partial.to(device) + epoch_sums())
+                try:
+                    hooks.step(epoch, step)
+                except KeyboardInterrupt:  # a hook's Ctrl-C comes at a step boundary too: stop there, cleanly
+                    stop.requested = True
+            sums = D.all_sum(d, epoch_sums()) + partial.to(device)  # partial: the interrupted run's sums, all ranks
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             seconds = time.perf_counter() - t0 + partial_seconds
@@ -574,14 +656,20 @@ def _train(cfg: TrainConfig, resume: dict[str, Any] | None, hooks: Hooks, data_d
             hooks.epoch_end(row)
         else:
             epoch = cfg.epochs
-    except KeyboardInterrupt:
-        # Save where we are: the steps of this epoch done so far, so that --resume replays the rest exactly.
+    except (KeyboardInterrupt, _Stop) as exc:
+        # At a step boundary (_Stop), save the steps of this epoch done so far, so that --resume replays the rest
+        # exactly. Anywhere else (a second Ctrl-C) the state is torn: last.pt keeps the last whole epoch.
+        part = None
+        if isinstance(exc, _Stop) and 0 < completed < steps:
+            secs = time.perf_counter() - t0 + partial_seconds
+            part = partial + D.all_sum(d, epoch_sums()).cpu()  # every rank stopped at this same step
         if d.main:
-            if 0 < completed < steps:
-                secs = time.perf_counter() - t0 + partial_seconds
-                part = partial + epoch_sums().cpu()
+            if part is not None:
                 ckpt.save(state(epoch - 1, completed, part, secs), run_dir / "last.pt")
             write_metrics(run_dir, history)
+        if not (run_dir / "last.pt").exists():
+            raise Interrupted(f"interrupted in epoch {epoch} before the first checkpoint; nothing to resume, "
+                              f"{run_dir} holds no run") from None
         raise Interrupted(f"interrupted in epoch {epoch}; continue with: nnkit train --resume {run_dir}") \
             from None
     if patience_left is not None and patience_left <= 0 and len(history) < cfg.epochs:
@@ -646,12 +734,12 @@ def evaluate_checkpoint(path: str, dataset: Dataset | None = None, data_dir: str
         model.load_state_dict(state["model"])
     except RuntimeError as exc:
         raise CheckpointError(f"{state['path']}: weights do not fit {info.name} "
-                              f"({str(exc).splitlines()[0][:160]})") from exc
+                              f"({first_line(exc)})") from exc
     model.to(dev)
     a, b = _normaliser(tuple(state["mean"]), tuple(state["std"]), dev)
     ev = evaluate(model, part.x, part.y, a, b, len(classes), batch_size, dev)
     conf = ev["confusion"]
-    per_class = tuple((name, int(conf[i].sum()), float(conf[i, i]) / max(1, int(conf[i].sum())))
+    per_class = tuple((name, int(conf[i].sum()), float(conf[i, i]) / int(conf[i].sum()) if conf[i].sum() else None)
                       for i, name in enumerate(classes))
     return EvalResult(checkpoint=state["path"], arch=info.name, dataset=data.name, split=split,
                       images=ev["images"], loss=ev["loss"], accuracy=ev["accuracy"],
