@@ -281,6 +281,33 @@ def evaluate(model: Any, x: Any, y: Any, a: Any, b: Any, num_classes: int, batch
             "confusion": c, "images": len(y)}
 
 
+def _build_model(cfg: TrainConfig, nclass: int, channels: int) -> Any:
+    """The architecture for this data, its initial weights seeded by --seed."""
+    import torch
+
+    from nnkit.archs import build
+
+    torch.manual_seed(cfg.seed)
+    try:
+        return build(cfg.arch, num_classes=nclass, in_channels=channels, width=cfg.width)
+    except NnkitError:  # build's own one-line refusals (--width on an architecture without it, ...)
+        raise
+    except Exception as exc:  # noqa: BLE001 - a builder that rejects the class count or the input
+        raise UsageError(f"{cfg.arch} cannot be built for {nclass} classes and {channels} input channels "
+                         f"({type(exc).__name__}: {first_line(exc)})") from exc
+
+
+def _optimizer(cfg: TrainConfig, params: list[Any]) -> Any:
+    import torch
+
+    lr, wd = cfg.learning_rate, cfg.weight_decay
+    if cfg.optimizer is Optimizer.sgd:
+        return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=wd)
+    if cfg.optimizer is Optimizer.adam:
+        return torch.optim.Adam(params, lr=lr, weight_decay=wd)
+    return torch.optim.AdamW(params, lr=lr, weight_decay=wd)
+
+
 def _freeze_backbone(model: Any) -> list[Any]:
     """Freeze every parameter but the head's; return the modules outside the head (kept in eval mode while
     training, so that BatchNorm running statistics and dropout of the frozen backbone do not change)."""
@@ -327,8 +354,9 @@ def check_run_dir(path: Path, resuming: bool) -> None:
                           f"or choose another --out")
     if entries:
         shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
-        raise RunDirError(f"--out {path}: not empty ({len(entries)} entries: {shown}); a new run is written only "
-                          f"into a new or empty directory, so choose another --out")
+        raise RunDirError(f"--out {path}: not empty ({len(entries)} entr{'y' if len(entries) == 1 else 'ies'}: "
+                          f"{shown}); a new run is written only into a new or empty directory, so choose "
+                          f"another --out")
 
 
 def prepare_run_dir(path: Path) -> Path:
@@ -418,7 +446,6 @@ def _train(cfg: TrainConfig, resume: dict[str, Any] | None, hooks: Hooks, d: D.D
     import torch
     import torch.nn.functional as F
 
-    from nnkit.archs import build
     from nnkit.train.augment import augment
     from nnkit.train.data import load_data
     from nnkit.train.metrics import plot_curves, write_metrics
@@ -437,14 +464,7 @@ def _train(cfg: TrainConfig, resume: dict[str, Any] | None, hooks: Hooks, d: D.D
                                   f"the run had {len(resume['classes'])} at "
                                   f"{'x'.join(map(str, resume['input']))}")
 
-    torch.manual_seed(cfg.seed)  # the initial weights
-    try:
-        model = build(cfg.arch, num_classes=nclass, in_channels=c, width=cfg.width)
-    except NnkitError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - a builder that rejects the class count or the input
-        raise UsageError(f"{cfg.arch} cannot be built for {nclass} classes and {c} input channels "
-                         f"({type(exc).__name__}: {exc})") from exc
+    model = _build_model(cfg, nclass, c)
     if cfg.weights and resume is None:
         taken, replaced = load_weights(model, cfg.weights)
         if replaced and d.main:
@@ -459,14 +479,7 @@ def _train(cfg: TrainConfig, resume: dict[str, Any] | None, hooks: Hooks, d: D.D
     params = sum(p.numel() for p in model.parameters())
     trainable = [p for p in model.parameters() if p.requires_grad]
 
-    lr = cfg.learning_rate
-    if cfg.optimizer is Optimizer.sgd:
-        opt = torch.optim.SGD(trainable, lr=lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
-                              weight_decay=cfg.weight_decay)
-    elif cfg.optimizer is Optimizer.adam:
-        opt = torch.optim.Adam(trainable, lr=lr, weight_decay=cfg.weight_decay)
-    else:
-        opt = torch.optim.AdamW(trainable, lr=lr, weight_decay=cfg.weight_decay)
+    opt = _optimizer(cfg, trainable)
     scaler = torch.amp.GradScaler(device.type) if amp is torch.float16 else None
 
     # Data on the device. Normalised float32 where that takes at most DENSE_BYTES (MNIST at 32x32: 221 MB, CIFAR:
