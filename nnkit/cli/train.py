@@ -163,7 +163,8 @@ def train_cmd(
     data_dir: DataDirOpt = None,
     download: Annotated[bool, typer.Option("--download", help="Fetch the data set into --data-dir.")] = False,
     val_split: Annotated[Optional[float], typer.Option(
-        "--val-split", help="Fraction held out for validation where the data set has no validation set.",
+        "--val-split", help="Fraction of the training set held out for validation where the data set has no "
+                            "validation set (default 0.1; mnist, fashion-mnist, cifar10/100, imagefolder without val/).",
         show_default=False)] = _D.val_split,
     out: Annotated[Optional[str], typer.Option("--out", "-o", help="Run directory (default: runs/ARCH-DATASET)",
                                                show_default=False)] = None,

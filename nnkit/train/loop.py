@@ -541,7 +541,8 @@ def _train(cfg: TrainConfig, resume: dict[str, Any] | None, hooks: Hooks, d: D.D
         s = {"format": ckpt.FORMAT, "version": ckpt.VERSION, "kind": kind, "arch": cfg.arch,
              "arch_options": {"num_classes": nclass, "in_channels": c, "width": cfg.width},
              "input": [c, h, w], "classes": list(data.classes), "dataset": data.name, "val_from": data.val_from,
-             "mean": list(data.mean), "std": list(data.std), "config": cfg.to_dict(), "epoch": epoch_done,
+             "test_from": data.test_from, "mean": list(data.mean), "std": list(data.std), "config": cfg.to_dict(),
+             "epoch": epoch_done,
              "step": step, "history": history, "best_val_accuracy": best_acc, "best_epoch": best_epoch,
              "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
              "rng": rng_state()}
@@ -554,6 +555,7 @@ def _train(cfg: TrainConfig, resume: dict[str, Any] | None, hooks: Hooks, d: D.D
 
     if d.main:
         ckpt.write_json(run_dir / "config.json", {**cfg.to_dict(), "val_from": data.val_from,
+                                                  "test_from": data.test_from,
                                                   "classes": list(data.classes), "input": [c, h, w],
                                                   "world_size": d.world, "device": str(device)})
     stopped_early = False
