@@ -60,8 +60,6 @@ def torchvision_entries() -> list[dict[str, Any]]:
 
 
 def entries() -> list[dict[str, Any]]:
-    import torch
-
     from nnkit.archs import ArchInfo, build_info
     from nnkit.introspect.build import on_meta
 

@@ -8,7 +8,7 @@ line from stdin and answers line by line.
 import json
 import sys
 from enum import Enum
-from typing import Annotated, Any, Callable, Optional
+from typing import Annotated, Callable, Optional
 
 import typer
 
