@@ -20,6 +20,7 @@ from nnkit.cli.common import (
     InputOpt,
     NumClassesOpt,
     WidthOpt,
+    complete_target,
 )
 from nnkit.core.report import Analysis
 from nnkit.core.spec import looks_like_shape
@@ -32,12 +33,6 @@ class Backend(str, Enum):
     nnkit = "nnkit"
     fvcore = "fvcore"
     torchinfo = "torchinfo"
-
-
-def complete_target(incomplete: str) -> list[str]:
-    from nnkit.archs import arch_names  # pure Python: completion never imports torch
-
-    return [n for n in arch_names() if n.startswith(incomplete.lower())]
 
 
 TargetArg = Annotated[

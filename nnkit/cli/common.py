@@ -30,3 +30,10 @@ WidthOpt = Annotated[Optional[float], typer.Option("--width", help="Width multip
 DepthOpt = Annotated[
     Optional[int], typer.Option("--depth", help="Fold modules nested deeper than this (named models).")
 ]
+
+
+def complete_target(incomplete: str) -> list[str]:
+    """Architecture names for shell completion; pure Python, so completing never imports torch."""
+    from nnkit.archs import arch_names
+
+    return [n for n in arch_names() if n.startswith(incomplete.lower())]

@@ -2,25 +2,29 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Annotated, Any, Optional
 
 import typer
 
-from nnkit.cli.common import DepthOpt, ExplainOpt, FormatOpt, InChannelsOpt, InputOpt, NumClassesOpt, WidthOpt
+from nnkit.cli.common import (
+    DepthOpt,
+    ExplainOpt,
+    FormatOpt,
+    InChannelsOpt,
+    InputOpt,
+    NumClassesOpt,
+    WidthOpt,
+    complete_target,
+)
 from nnkit.errors import UsageError
 from nnkit.introspect.memory import Optimizer  # pure Python: an Enum, no torch
 from nnkit.render import OutputFormat, Tabular, emit
 
 
-def _complete(incomplete: str) -> list[str]:
-    from nnkit.archs import arch_names
-
-    return [n for n in arch_names() if n.startswith(incomplete.lower())]
-
-
 TargetArg = Annotated[str, typer.Argument(help="An architecture (nnkit models), a user model file.py:Class or "
                                                "package.module:name, or an input shape followed by layers.",
-                                          autocompletion=_complete, show_default=False)]
+                                          autocompletion=complete_target, show_default=False)]
 
 
 def models(
@@ -90,17 +94,17 @@ def summary(
         doc["memory"] = {"batch": b, "optimizer": m.optimizer, "params_bytes": m.params_bytes,
                          "grads_bytes": m.grads_bytes, "optimizer_bytes": m.optimizer_bytes,
                          "saved_bytes_per_item": m.saved_bytes_per_item, "total_bytes": m.total}
-        tab = Tabular(columns=tab.columns, rows=tab.rows, title=tab.title, footer=tab.footer, numeric=tab.numeric,
-                      notes=(*tab.notes, f"training memory at batch {b} with {m.optimizer}: {human(m.total, 'B')} = "
-                             f"params {human(m.params_bytes, 'B')} + grads {human(m.grads_bytes, 'B')} + optimizer "
-                             f"{human(m.optimizer_bytes, 'B')} + {b} x {human(m.saved_bytes_per_item, 'B')} "
-                             "saved activations per item (an estimate: no allocator overhead, no workspace)"))
+        tab = replace(tab, notes=(*tab.notes,
+                                  f"training memory at batch {b} with {m.optimizer}: {human(m.total, 'B')} = "
+                                  f"params {human(m.params_bytes, 'B')} + grads {human(m.grads_bytes, 'B')} + "
+                                  f"optimizer {human(m.optimizer_bytes, 'B')} + {b} x "
+                                  f"{human(m.saved_bytes_per_item, 'B')} saved activations per item (an estimate: "
+                                  "no allocator overhead, no workspace)"))
     if plot:
         from nnkit.render.plot import plot_analysis
 
         path = plot_analysis(a, plot)
-        tab = Tabular(columns=tab.columns, rows=tab.rows, title=tab.title, footer=tab.footer, numeric=tab.numeric,
-                      notes=(*tab.notes, f"plot written to {path}"))
+        tab = replace(tab, notes=(*tab.notes, f"plot written to {path}"))
         doc["plot"] = str(path)
     emit(doc, tab, fmt)
 
