@@ -1,7 +1,5 @@
 """nnkit models, nnkit summary, nnkit crosscheck, and whole-network dwsep (called by `nnkit dwsep ARCH`)."""
 
-from __future__ import annotations
-
 from dataclasses import replace
 from typing import Annotated, Any, Optional
 

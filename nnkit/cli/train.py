@@ -1,7 +1,5 @@
 """nnkit train and nnkit eval: thin commands over nnkit.train (torch is imported only when they run)."""
 
-from __future__ import annotations
-
 import contextlib
 import sys
 from pathlib import Path
