@@ -10,7 +10,7 @@ Shapes in JSON include the batch dimension when the user gave one (NxCxHxW).
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 from nnkit.core.report import Analysis, Field, LayerReport, Topic
 from nnkit.core.spec import looks_like_shape
@@ -81,85 +81,71 @@ def _rf_cells(rf: Field | None, covers_input: bool) -> tuple[Any, Any, Any]:
     return ("whole input" if covers_input else None), None, None
 
 
+def _columns(a: Analysis, what: View) -> list[tuple[str, Callable[[LayerReport], Any], Any]]:
+    """The view's columns: header, the cell of a layer, and the cell of the total row."""
+    cols: list[tuple[str, Callable[[LayerReport], Any], Any]] = []
+    if what in ("shape", "summary"):
+        cols += [("input", lambda x: _shape(a, x.input), _shape(a, a.input)),
+                 ("output", lambda x: _shape(a, x.output), _shape(a, a.output))]
+    if what in ("params", "summary"):
+        cols.append(("params", lambda x: x.params, a.params))
+    if what in ("flops", "summary"):
+        cols.append(("MACs", lambda x: x.macs, a.macs))
+    if what in ("rf", "summary"):
+        total = _rf_cells(a.rf, a.rf_global)
+        cols += [(name, lambda x, i=i: _rf_cells(x.rf, x.rf_global)[i], total[i])
+                 for i, name in enumerate(("rf size", "rf stride", "rf padding"))]
+    if what == "summary":
+        cols.append(("activations", lambda x: human(x.activation_bytes, "B"),
+                     human(sum(x.activation_bytes for x in a.layers), "B")))
+    return cols
+
+
 def view(a: Analysis, what: View, explain: bool = False) -> tuple[dict[str, Any], Tabular]:
-    layers = [_layer_doc(a, layer, what, explain) for layer in a.layers]
     doc: dict[str, Any] = {"source": a.source}
     notes = list(a.notes) + (list(a.rf_notes) if what in ("rf", "summary") else [])
-    title = a.source
-    # Model rows are module paths: their class (Conv2d, ...) is worth a column; a chain's layer says it itself.
-    # It comes last, so that chains and models put every other column at the same place for scripts.
-    typed = not looks_like_shape(a.source.split(" ", 1)[0])
-    cols: list[str] = ["#", "layer"]
-    footer: list[tuple[Any, ...]] = []
     if what in ("shape", "summary"):
         doc.update(input=_shape(a, a.input), output=_shape(a, a.output))
-        cols += ["input", "output"]
     if what in ("params", "summary"):
         doc.update(total=a.params, trainable=a.trainable)
-        cols += ["params"]
     if what in ("flops", "summary"):
         doc.update(macs=a.macs, flops=a.flops)
-        cols += ["MACs"]
     if what in ("rf", "summary"):
         f = a.rf
         doc.update(size=list(f.size) if f else None, stride=list(f.stride) if f else None,
                    padding=list(f.padding) if f else None, at=a.rf_at, covers_input=a.rf_global)
-        cols += ["rf size", "rf stride", "rf padding"]
-    if what == "summary":
-        cols += ["activations"]
     if a.batch:
         doc["batch"] = a.batch
-    doc["layers"] = layers
-    if explain:
-        cols.append("formula")
-    if typed:
-        cols.append("type")
+    doc["layers"] = [_layer_doc(a, layer, what, explain) for layer in a.layers]
+
+    # Model rows are module paths: their class (Conv2d, ...) is worth a column; a chain's layer says it itself.
+    # It comes last, so that chains and models put every other column at the same place for scripts.
+    typed = not looks_like_shape(a.source.split(" ", 1)[0])
+    columns = _columns(a, what)
     rows = []
     for layer in a.layers:
         row: list[Any] = [layer.index, layer.spec]  # module paths show their own nesting
-        if what in ("shape", "summary"):
-            row += [_shape(a, layer.input), _shape(a, layer.output)]
-        if what in ("params", "summary"):
-            row.append(layer.params)
-        if what in ("flops", "summary"):
-            row.append(layer.macs)
-        if what in ("rf", "summary"):
-            row += list(_rf_cells(layer.rf, layer.rf_global))
-        if what == "summary":
-            row.append(human(layer.activation_bytes, "B"))
+        row += [cell(layer) for _, cell, _ in columns]
         if explain:
             row.append("\n".join(_explain_for(layer, what)))
         if typed:
             row.append(layer.kind)
         rows.append(tuple(row))
         notes += [f"{layer.index} {layer.spec}: {n}" for n in layer.notes]
-    total: list[Any] = ["", f"at {a.rf_at}" if what == "rf" and a.rf_at else "total"]
-    if what in ("shape", "summary"):
-        total += [_shape(a, a.input), _shape(a, a.output)]
-    if what in ("params", "summary"):
-        total.append(a.params)
-        if a.trainable != a.params:
-            notes.append(f"trainable {a.trainable:,} of {a.params:,}")
+    if what in ("params", "summary") and a.trainable != a.params:
+        notes.append(f"trainable {a.trainable:,} of {a.params:,}")
     if what in ("flops", "summary"):
-        total.append(a.macs)
         notes.append(f"{human(a.macs, 'MACs')}, {human(a.flops, 'FLOPs')} (FLOPs = 2 x MACs; conv, linear, "
                      "matmul and recurrent gates)")
-    if what in ("rf", "summary"):
-        total += list(_rf_cells(a.rf, a.rf_global))
-        if a.rf_at:
-            notes.append(f"receptive field at {a.rf_at}: {a.rf.size[0]}x{a.rf.size[1]}"  # type: ignore[union-attr]
-                         + ("; the layers after it see the whole input" if a.rf_global else ""))
-    if what == "summary":
-        total.append(human(sum(x.activation_bytes for x in a.layers), "B"))
-    if explain:
-        total.append("")
-    if typed:
-        total.append("")
-    if what != "shape":
-        footer.append(tuple(total))
+    if what in ("rf", "summary") and a.rf_at:
+        notes.append(f"receptive field at {a.rf_at}: {a.rf.size[0]}x{a.rf.size[1]}"  # type: ignore[union-attr]
+                     + ("; the layers after it see the whole input" if a.rf_global else ""))
+    total = ["", f"at {a.rf_at}" if what == "rf" and a.rf_at else "total", *(t for _, _, t in columns)]
+    total += [""] * (explain + typed)
+    header = ["#", "layer", *(name for name, _, _ in columns)] + ["formula"] * explain + ["type"] * typed
     numeric = frozenset({"#", "params", "MACs", "rf size", "rf stride", "rf padding", "activations"})
-    return doc, Tabular(columns=tuple(cols), rows=tuple(rows), title=title, footer=tuple(footer),
-                        notes=tuple(notes), numeric=numeric)
+    return doc, Tabular(columns=tuple(header), rows=tuple(rows), title=a.source,
+                        footer=(tuple(total),) if what != "shape" else (), notes=tuple(notes), numeric=numeric)
 
 
 def summary_line(a: Analysis, what: View) -> tuple[Any, ...]:
