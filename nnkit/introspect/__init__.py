@@ -5,13 +5,16 @@
     analyze("model.py:Net", input="3x32x32")            # a user model (class or factory)
     analyze("resnet50", backend="fvcore")                # fvcore's numbers in the same shape
 
-Models are built on the meta device (no weights allocated, no arithmetic done) and traced once with hooks
-under torch.utils.flop_counter.FlopCounterMode (conv, mm, addmm, bmm, attention: MACs as CONVENTIONS.md counts
-them); receptive fields come from the torch.fx graph (nnkit.introspect.rf).
+Models are built on the meta device (no weights allocated, no arithmetic done) and traced once: hooks on every
+module call, and a dispatch mode that counts MACs with torch.utils.flop_counter's formulas (conv, mm, addmm,
+bmm, attention: MACs as CONVENTIONS.md counts them) and follows receptive fields operator by operator
+(nnkit.introspect.rf).
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 from nnkit.core.report import Analysis, Field, Formula, LayerReport, Topic
@@ -23,8 +26,8 @@ BACKENDS = ("nnkit", "fvcore", "torchinfo")
 def analyze(target: str, *, input: str | None = None, depth: int | None = None, num_classes: int | None = None,
             in_channels: int | None = None, width: float | None = None, backend: str = "nnkit",
             at: str | None = None, batch: int | None = None, fields: bool = True) -> Analysis:
-    """fields=False skips the torch.fx receptive-field pass (about half the time) for views that show no field
-    (shape, params, flops); rf stays None then."""
+    """fields=False does not follow receptive fields, for views that show none (shape, params, flops); rf
+    stays None then."""
     from nnkit.introspect.target import resolve
 
     if backend not in BACKENDS:
@@ -67,7 +70,7 @@ def smallest_input(rebuild: Any, shape: tuple[int, ...], start: int = 1, limit: 
 
     def works(s: int) -> bool:
         try:
-            trace.run(meta_copy(rebuild()).eval(), (shape[0], s, s))
+            trace.run(meta_copy(rebuild()).eval(), (shape[0], s, s), fields=False)
             return True
         except trace._Failure:
             return False
@@ -83,17 +86,35 @@ def smallest_input(rebuild: Any, shape: tuple[int, ...], start: int = 1, limit: 
     return hi, hi
 
 
+@contextlib.contextmanager
+def inference_mode_flags(model: Any) -> Iterator[None]:
+    """model.eval() for the duration, then every module's own training flag back as it was (a model training
+    with frozen BatchNorm layers keeps them frozen; model.train(was) would not)."""
+    from torch import nn
+
+    modules = list(model.modules())
+    flags = [m.training for m in modules]
+    if any(type(m).train is not nn.Module.train for m in modules):
+        model.eval()
+    else:  # the flag alone, as Module.train sets it, without a recursive __setattr__ per module
+        for m in modules:
+            vars(m)["training"] = False
+    try:
+        yield
+    finally:
+        for m, flag in zip(modules, flags):
+            vars(m)["training"] = flag
+
+
 def analyze_model(model: Any, shape: tuple[int, ...], *, source: str, depth: int | None = None,
                   at: str | None = None, batch: int | None = None, min_input: tuple[int, int] | None = None,
                   rebuild: Any = None, fields: bool = True) -> Analysis:
     from nnkit.introspect import trace
 
     model = meta_copy(model)
-    was_training = model.training
-    model.eval()  # torchvision's numbers are for inference; train mode adds auxiliary heads
-    try:
+    with inference_mode_flags(model):  # torchvision's numbers are for inference; train mode adds auxiliary heads
         try:
-            tr = trace.run(model, shape, source)
+            tr = trace.run(model, shape, source, fields=fields)
         except trace._Failure as failure:
             smallest = min_input
             if rebuild is not None and smallest is None:
@@ -101,22 +122,12 @@ def analyze_model(model: Any, shape: tuple[int, ...], *, source: str, depth: int
             elif rebuild is None:
                 smallest = smallest_input(lambda: model, shape)
             raise trace.failure_message(source, shape, failure, smallest) from None
-        notes: list[str] = []
-        graph = None
-        try:
-            from nnkit.introspect import rf
-
-            graph = rf.fields(model, shape) if fields else None
-        except Exception as exc:  # noqa: BLE001 - a model fx cannot trace still gets every other column
-            first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-            notes.append(f"receptive fields unavailable: torch.fx cannot trace this model ({first})")
-        return _report(model, tr, graph, shape, source=source, depth=depth, at=at, batch=batch, notes=notes)
-    finally:
-        model.train(was_training)
+        return _report(model, tr, shape, source=source, depth=depth, at=at, batch=batch, fields=fields)
 
 
-def _report(model: Any, tr: Any, graph: Any, shape: tuple[int, ...], *, source: str, depth: int | None,
-            at: str | None, batch: int | None, notes: list[str]) -> Analysis:
+def _report(model: Any, tr: Any, shape: tuple[int, ...], *, source: str, depth: int | None, at: str | None,
+            batch: int | None, fields: bool) -> Analysis:
+    notes: list[str] = []
     modules = dict(model.named_modules())
     seen: set[int] = set()
 
@@ -132,19 +143,13 @@ def _report(model: Any, tr: Any, graph: Any, shape: tuple[int, ...], *, source: 
 
     n = batch or 1
     rows: list[LayerReport] = []
-    calls_seen: dict[str, int] = {}
-    calls_total: dict[str, int] = {}
     for c in tr.calls:
-        calls_total[c.path] = calls_total.get(c.path, 0) + 1
-    for c in tr.calls:
-        k = calls_seen.get(c.path, 0)
-        calls_seen[c.path] = k + 1
         level = 0 if c.path == "" else c.path.count(".") + 1
         module = modules[c.path]
         # A module whose submodules are never called (nn.MultiheadAttention uses out_proj's weight directly)
         # is a leaf of the computation: its row holds all its parameters.
         leaf = not c.children
-        own = list(module.parameters(recurse=False))
+        own = [p for p in module._parameters.values() if p is not None]  # noqa: SLF001 - parameters(recurse=False)
         self_macs = c.macs - c.child_macs
         folded = depth is not None and level == depth and not leaf
         if depth is not None and level > depth:
@@ -156,15 +161,8 @@ def _report(model: Any, tr: Any, graph: Any, shape: tuple[int, ...], *, source: 
             called = {tr.calls[i].path for i in c.children}
             own += [p for path, child in module.named_children() if f"{c.path}.{path}".lstrip(".") not in called
                     for p in child.parameters()]
-        params, trainable = count(module.parameters() if whole else own)
-        state = None
-        if graph is not None:
-            states = graph.by_path.get(c.path, [])
-            if states:
-                state = states[k] if leaf and len(states) == calls_total[c.path] else states[-1]
-            elif c.path == "":
-                state = graph.output
-        rf, covers = _field(state)
+        params, trainable = count(module.parameters() if folded else own)
+        rf, covers = _field(c.rf)
         explain = _explain(module, c, params, c.macs if whole else self_macs, rf) if whole else ()
         row_notes: tuple[str, ...] = ()
         if not whole:
@@ -182,18 +180,18 @@ def _report(model: Any, tr: Any, graph: Any, shape: tuple[int, ...], *, source: 
     unused = total - sum(r.params for r in rows)
     if unused:
         notes.append(f"{unused:,} parameters sit in modules the forward pass never calls (counted in the total)")
-    if graph is not None and graph.misaligned:
-        first = graph.misaligned[0]
-        notes.append(f"{len(graph.misaligned)} merge(s) join paths whose receptive fields are misaligned (first at "
+    if tr.misaligned:
+        first = tr.misaligned[0]
+        notes.append(f"{len(tr.misaligned)} merge(s) join paths whose receptive fields are misaligned (first at "
                      f"{first}); the union of the fields is shown (Araujo et al. 2019)")
-    if graph is not None and graph.gates:
-        notes.append(f"{len(graph.gates)} squeeze-excitation gate(s) multiply by a value computed from the whole "
+    if tr.gates:
+        notes.append(f"{tr.gates} squeeze-excitation gate(s) multiply by a value computed from the whole "
                      "input; the receptive fields shown are those of the gated features, without the gates")
-    out_rf, out_global = _field(graph.output) if graph is not None else (None, False)
+    out_rf, out_global = _field(tr.rf) if fields else (None, False)
     macs = tr.macs * n
     output = tr.output
     if at is not None:
-        return _truncate(rows, at, modules, graph, shape, source=source, batch=batch, notes=notes)
+        return _truncate(rows, at, modules, tr, shape, source=source, batch=batch, notes=notes)
     with_field = [r for r in rows if r.rf is not None]
     return Analysis(source=source, input=shape, output=output, layers=tuple(rows), params=total,
                     trainable=trainable_total, macs=macs, batch=batch,
@@ -231,11 +229,11 @@ def _explain(module: Any, c: Any, params: int, macs: int, rf: Field | None) -> t
                                          "this module)"))
     if rf is not None and isinstance(module, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)):
         lines.append(Formula(Topic.rf, f"rf: r = {rf.size[0]}, S = {rf.stride[0]}, P = {rf.padding[0]} (Araujo et al. "
-                                       "2019, through the torch.fx graph)"))
+                                       "2019, followed through the traced graph)"))
     return tuple(lines)
 
 
-def _truncate(rows: list[LayerReport], at: str, modules: dict[str, Any], graph: Any, shape: tuple[int, ...], *,
+def _truncate(rows: list[LayerReport], at: str, modules: dict[str, Any], tr: Any, shape: tuple[int, ...], *,
               source: str, batch: int | None, notes: list[str]) -> Analysis:
     inside = [i for i, r in enumerate(rows) if r.spec == at or r.spec.startswith(at + ".")]
     if at not in modules or not inside:
@@ -243,8 +241,7 @@ def _truncate(rows: list[LayerReport], at: str, modules: dict[str, Any], graph: 
     kept = rows[:inside[-1] + 1]
     notes = [x for x in notes if "the forward pass never calls" not in x]  # totals here are the kept rows'
 
-    state = graph.by_path[at][-1] if graph is not None and graph.by_path.get(at) else None
-    rf, covers = _field(state)
+    rf, covers = _field(next((c.rf for c in reversed(tr.calls) if c.path == at), None))
     return Analysis(source=f"{source} --at {at}", input=shape, output=kept[-1].output or (), layers=tuple(kept),
                     params=sum(r.params for r in kept), trainable=sum(r.trainable for r in kept),
                     macs=sum(r.macs for r in kept), batch=batch, rf=rf, rf_at=at if rf else None,

@@ -100,10 +100,10 @@ def pass_through(model: Any) -> Iterator[None]:
     def identity(x: Any, *args: Any, **kwargs: Any) -> Any:
         return x
 
-    for m in patched:
-        m.forward = identity
+    for m in patched:  # through __dict__: nn.Module.__setattr__ and __delattr__ cost more than the trace of a ReLU
+        vars(m)["forward"] = identity
     try:
         yield
     finally:
         for m in patched:
-            del m.forward
+            del vars(m)["forward"]

@@ -1,4 +1,5 @@
-"""One forward pass on the meta device with hooks on every module and FlopCounterMode around it.
+"""One forward pass on the meta device with hooks on every module call and a dispatch mode that counts MACs
+and follows receptive fields.
 
 Each module call becomes an event with its input/output shapes and its inclusive MACs (the counter's total
 before and after the call); `self` MACs are what a module computes outside its children (attention matmuls
@@ -26,6 +27,7 @@ class Call:
     child_macs: int = 0
     parent: int | None = None  # index of the enclosing call
     children: list[int] = field(default_factory=list)
+    rf: Any = None  # receptive-field state of the output (nnkit.introspect.rf), when fields are followed
 
 
 @dataclass
@@ -34,6 +36,9 @@ class Trace:
     macs: int
     by_op: dict[str, int]  # MACs per aten op (convolution, addmm, mm, bmm, ...)
     output: tuple[int, ...]
+    rf: Any = None  # receptive-field state of the model's output
+    misaligned: list[str] = field(default_factory=list)  # modules where paths with misaligned fields merge
+    gates: int = 0  # multiplications by a global gate (squeeze-excitation)
 
 
 def _first_tensor(value: Any) -> Any:
@@ -69,45 +74,133 @@ def _shape(t: Any, batched: bool = True) -> tuple[int, ...] | None:
     return tuple(t.shape[1:]) if batched and t.dim() > 0 else tuple(t.shape)
 
 
-def run(model: Any, shape: tuple[int, ...], name: str = "model") -> Trace:
-    """Trace one item of `shape` through `model` (already on the meta device)."""
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
+def _shapes(value: Any, tensor: type) -> Any:
+    if isinstance(value, tensor):
+        return value.shape
+    if isinstance(value, (list, tuple)) and any(isinstance(v, tensor) for v in value):
+        return type(value)(_shapes(v, tensor) for v in value)
+    return value
 
-    counter = FlopCounterMode(display=False)
+
+def _formulas() -> dict[Any, Any]:
+    """torch.utils.flop_counter's formulas, called on shapes as its shape_wrapper does, without pytree-mapping
+    every argument (that mapping cost more than the rest of the pass on MobileNetV2)."""
+    import torch
+    from torch.utils.flop_counter import flop_registry
+
+    tensor = torch.Tensor
+
+    def on_shapes(f: Any) -> Any:
+        def count(*args: Any, out_val: Any = None, **kwargs: Any) -> int:
+            return f(*(_shapes(a, tensor) for a in args), out_shape=_shapes(out_val, tensor),
+                     **{k: _shapes(v, tensor) for k, v in kwargs.items()})
+        return count
+
+    return {k: on_shapes(f.__wrapped__) if hasattr(f, "__wrapped__") else f for k, f in flop_registry.items()}
+
+
+def _mode(registry: dict[Any, Any], decomposable: dict[Any, bool]) -> Any:
+    """A TorchDispatchMode that counts MACs with torch.utils.flop_counter's own formulas and hands every
+    operator to the receptive-field tracker.
+
+    Why not FlopCounterMode itself: it attributes every operator to all enclosing modules through a
+    ModuleTracker of its own and pytree-maps the arguments of every call; our hooks already know the modules,
+    and that bookkeeping was most of the time an analysis took. The formulas, and FlopCounterMode's rule of
+    decomposing operators it has no formula for, are kept, so counts stay equal to FlopCounterMode's.
+    """
+    import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Counting(TorchDispatchMode):
+        def __init__(self, fields: Any) -> None:
+            super().__init__()
+            self.macs = 0
+            self.by_op: dict[str, int] = {}
+            self.fields = fields
+
+        def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+            kwargs = kwargs or {}
+            packet = getattr(func, "_overloadpacket", func)
+            formula = registry.get(packet)
+            if formula is None:
+                can = decomposable.get(func)
+                if can is None:
+                    can = decomposable[func] = torch._C._dispatch_has_kernel_for_dispatch_key(  # noqa: SLF001
+                        func.name(), torch._C.DispatchKey.CompositeImplicitAutograd)  # noqa: SLF001
+                if can:
+                    with self:
+                        out = func.decompose(*args, **kwargs)
+                    if out is not NotImplemented:
+                        return out
+            out = func(*args, **kwargs)
+            if formula is not None:
+                macs = formula(*args, **kwargs, out_val=out) // 2  # FLOPs count 2 per MAC
+                self.macs += macs
+                name = packet.__name__
+                self.by_op[name] = self.by_op.get(name, 0) + macs
+            if self.fields is not None:
+                self.fields.op(packet, args, out)
+            return out
+
+    return Counting
+
+
+_CACHE: dict[str, Any] = {}
+
+
+def run(model: Any, shape: tuple[int, ...], name: str = "model", fields: bool = True) -> Trace:
+    """Trace one item of `shape` through `model` (already on the meta device); with `fields`, receptive fields
+    are followed through the same pass (nnkit.introspect.rf)."""
+    import torch
+    from torch.nn.modules import module as nn_module
+
+    if "mode" not in _CACHE:
+        _CACHE["mode"] = _mode(_formulas(), {})
     calls: list[Call] = []
     stack: list[int] = []
     paths = {id(m): p for p, m in model.named_modules()}
-    leaves = {id(m) for m in model.modules() if next(iter(m.children()), None) is None}
+    tracker = None
+    positionwise = (torch.nn.Linear,)
+    if fields:
+        from nnkit.introspect.rf import Fields
 
-    def total() -> int:
-        return sum(counter.flop_counts["Global"].values()) // 2 if "Global" in counter.flop_counts else 0
+        tracker = Fields(lambda: calls[stack[-1]].path if stack else "")
+    counter = _CACHE["mode"](tracker)
 
+    # Two global hooks instead of two per module: registering 600 handles on ResNet-50 cost more than the pass.
     def pre(module: Any, args: Any) -> None:
-        c = Call(order=len(calls), path=paths.get(id(module), "?"), kind=type(module).__name__,
-                 leaf=id(module) in leaves, input=_shape(_first_tensor(args)),
-                 parent=stack[-1] if stack else None)
-        c.macs = -total()
+        path = paths.get(id(module))
+        if path is None:
+            return
+        c = Call(order=len(calls), path=path, kind=type(module).__name__, leaf=not module._modules,  # noqa: SLF001
+                 input=_shape(_first_tensor(args)), parent=stack[-1] if stack else None)
+        c.macs = -counter.macs
         if c.parent is not None:
             calls[c.parent].children.append(c.order)
         calls.append(c)
         stack.append(c.order)
 
     def post(module: Any, args: Any, output: Any) -> None:
+        if id(module) not in paths:
+            return
         c = calls[stack.pop()]
-        c.macs += total()
-        c.output = _shape(_first_tensor(output))
+        c.macs += counter.macs
+        first = _first_tensor(output)
+        c.output = _shape(first)
         c.out_bytes = _tensor_bytes(output)
+        if tracker is not None:
+            if type(module) in positionwise:
+                tracker.positionwise(_first_tensor(args), first)
+            c.rf = tracker.of(first)
         if c.parent is not None:
             calls[c.parent].child_macs += c.macs
 
-    handles = []
-    for m in model.modules():
-        handles.append(m.register_forward_pre_hook(pre))
-        handles.append(m.register_forward_hook(post))
     from nnkit.introspect.build import pass_through
 
     x = torch.empty((1, *shape), device="meta")
+    if tracker is not None:
+        tracker.start(x)
+    handles = [nn_module.register_module_forward_pre_hook(pre), nn_module.register_module_forward_hook(post)]
     try:
         with torch.no_grad(), pass_through(model), counter:
             out = model(x)
@@ -117,11 +210,11 @@ def run(model: Any, shape: tuple[int, ...], name: str = "model") -> Trace:
     finally:
         for h in handles:
             h.remove()
-    by_op: dict[str, int] = {}
-    for op, flops in counter.flop_counts.get("Global", {}).items():
-        key = str(op).split(".")[1] if "." in str(op) else str(op)
-        by_op[key] = by_op.get(key, 0) + flops // 2
-    return Trace(calls=calls, macs=sum(by_op.values()), by_op=by_op, output=_shape(_first_tensor(out)) or ())
+    first = _first_tensor(out)
+    return Trace(calls=calls, macs=counter.macs, by_op=counter.by_op, output=_shape(first) or (),
+                 rf=tracker.of(first) if tracker is not None else None,
+                 misaligned=tracker.misaligned if tracker is not None else [],
+                 gates=tracker.gates if tracker is not None else 0)
 
 
 class _Failure(Exception):
