@@ -179,3 +179,28 @@ def test_batch_multiplies_macs_not_params():
 def test_transposed_conv_macs_use_the_input_volume():
     """CONVENTIONS.md: ConvTranspose2d(3, 1, 2, stride=2) on 2x2 is 2*2*3*1*2*2 = 48 MACs."""
     assert analyze_chain("3x2x2", "tconv(1,2,s=2)").macs == 48
+
+
+@SETTINGS
+@given(n=st.integers(1, 2), c=st.integers(1, 8), h=st.integers(1, 12), w=st.integers(1, 12), o=st.integers(1, 8),
+       groups=st.integers(1, 4), kh=st.integers(1, 5), kw=st.integers(1, 5), s=st.integers(0, 3),
+       p=st.integers(-1, 3), d=st.integers(0, 3), bias=st.sampled_from([None, "ok", "wrong"]))
+def test_trace_convolution_shortcut_equals_torchs_meta_kernel(n, c, h, w, o, groups, kh, kw, s, p, d, bias):
+    """The tracer's own convolution shape (nnkit.introspect.trace._conv_shape) answers only where torch's meta
+    kernel answers the same; everything it declines goes to torch, errors included."""
+    import torch
+
+    from nnkit.introspect.trace import _conv_shape
+
+    x = torch.empty(n, c, h, w, device="meta")
+    weight = torch.empty(o, max(c // groups, 1), kh, kw, device="meta")
+    b = None if bias is None else torch.empty(o if bias == "ok" else o + 1, device="meta")
+    args = (x, weight, b, [s, s], [p, p], [d, d], False, [0, 0], groups)
+    ours = _conv_shape(*args)
+    try:
+        theirs = list(torch.ops.aten.convolution.default(*args).shape)
+    except Exception:  # noqa: BLE001 - RuntimeError, ValueError, even ZeroDivisionError for stride 0
+        theirs = None
+    if ours is not None:
+        assert ours == theirs
+    assume(ours is not None or theirs is None)  # a declined valid case is allowed: torch's kernel answers it

@@ -147,6 +147,17 @@ def test_layers_match_real_modules_and_add_up():
     assert [r.spec for r in a.layers if r.spec.startswith("layer1.0.relu")] == ["layer1.0.relu"] * 2  # 2 calls
 
 
+@pytest.mark.parametrize("name", ["vit_b_16", "swin_t", "mobilenet_v3_small"])
+def test_every_parameter_sits_in_a_row(name):
+    """Leaves of the computation that own submodules they never call (nn.MultiheadAttention and its
+    out_proj) still hold those parameters: the rows add up to the total with no 'never calls' note."""
+    from nnkit.introspect import analyze
+
+    a = analyze(name)
+    assert sum(r.params for r in a.layers) == a.params
+    assert not any("never calls" in n for n in a.notes)
+
+
 def test_depth_folds_nested_modules():
     from nnkit.introspect import analyze
 

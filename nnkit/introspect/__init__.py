@@ -161,7 +161,8 @@ def _report(model: Any, tr: Any, shape: tuple[int, ...], *, source: str, depth: 
             called = {tr.calls[i].path for i in c.children}
             own += [p for path, child in module.named_children() if f"{c.path}.{path}".lstrip(".") not in called
                     for p in child.parameters()]
-        params, trainable = count(module.parameters() if folded else own)
+        # A leaf of the computation may still own submodules (nn.MultiheadAttention's out_proj): all of them count.
+        params, trainable = count(module.parameters() if whole and module._modules else own)  # noqa: SLF001
         rf, covers = _field(c.rf)
         explain = _explain(module, c, params, c.macs if whole else self_macs, rf) if whole else ()
         row_notes: tuple[str, ...] = ()
