@@ -394,3 +394,16 @@ def test_fields_can_be_skipped_without_changing_the_numbers():
     assert quick.rf is None and all(r.rf is None for r in quick.layers)
     assert [(r.spec, r.output, r.params, r.macs) for r in quick.layers] == \
         [(r.spec, r.output, r.params, r.macs) for r in full.layers]
+
+
+def test_walk_visits_modules_as_named_modules_does():
+    from torch import nn
+
+    from nnkit.archs import build
+    from nnkit.introspect.build import walk
+
+    shared = nn.Linear(2, 2)
+    model = nn.Sequential(nn.Sequential(shared, nn.ReLU()), shared, nn.ModuleDict({"a": shared, "b": nn.Tanh()}))
+    model.add_module("gap", None)
+    for m in (model, build("googlenet"), build("mobilenet_v3_small")):
+        assert [(p, id(x)) for p, x in walk(m)] == [(p, id(x)) for p, x in m.named_modules()]

@@ -48,7 +48,10 @@ def meta_copy(model: Any) -> Any:
     """The model itself when it already lives on the meta device; else a meta copy (the user's stays as is)."""
     import copy
 
-    if all(p.is_meta for p in model.parameters()) and all(b.is_meta for b in model.buffers()):
+    from nnkit.introspect.build import walk
+
+    if all(t is None or t.is_meta for _, m in walk(model)
+           for t in (*m._parameters.values(), *m._buffers.values())):  # noqa: SLF001
         return model
     return copy.deepcopy(model).to("meta")
 
@@ -87,12 +90,12 @@ def smallest_input(rebuild: Any, shape: tuple[int, ...], start: int = 1, limit: 
 
 
 @contextlib.contextmanager
-def inference_mode_flags(model: Any) -> Iterator[None]:
+def inference_mode_flags(model: Any, named: list[tuple[str, Any]]) -> Iterator[None]:
     """model.eval() for the duration, then every module's own training flag back as it was (a model training
     with frozen BatchNorm layers keeps them frozen; model.train(was) would not)."""
     from torch import nn
 
-    modules = list(model.modules())
+    modules = [m for _, m in named]
     flags = [m.training for m in modules]
     if any(type(m).train is not nn.Module.train for m in modules):
         model.eval()
@@ -111,10 +114,13 @@ def analyze_model(model: Any, shape: tuple[int, ...], *, source: str, depth: int
                   rebuild: Any = None, fields: bool = True) -> Analysis:
     from nnkit.introspect import trace
 
+    from nnkit.introspect.build import walk
+
     model = meta_copy(model)
-    with inference_mode_flags(model):  # torchvision's numbers are for inference; train mode adds auxiliary heads
+    named = walk(model)
+    with inference_mode_flags(model, named):  # torchvision's numbers are for inference; train mode adds auxiliary heads
         try:
-            tr = trace.run(model, shape, source, fields=fields)
+            tr = trace.run(model, shape, source, fields=fields, named=named)
         except trace._Failure as failure:
             smallest = min_input
             if rebuild is not None and smallest is None:
@@ -122,13 +128,13 @@ def analyze_model(model: Any, shape: tuple[int, ...], *, source: str, depth: int
             elif rebuild is None:
                 smallest = smallest_input(lambda: model, shape)
             raise trace.failure_message(source, shape, failure, smallest) from None
-        return _report(model, tr, shape, source=source, depth=depth, at=at, batch=batch, fields=fields)
+        return _report(named, tr, shape, source=source, depth=depth, at=at, batch=batch, fields=fields)
 
 
-def _report(model: Any, tr: Any, shape: tuple[int, ...], *, source: str, depth: int | None, at: str | None,
-            batch: int | None, fields: bool) -> Analysis:
+def _report(named: list[tuple[str, Any]], tr: Any, shape: tuple[int, ...], *, source: str, depth: int | None,
+            at: str | None, batch: int | None, fields: bool) -> Analysis:
     notes: list[str] = []
-    modules = dict(model.named_modules())
+    modules = dict(named)
     seen: set[int] = set()
 
     def count(params: Any) -> tuple[int, int]:
@@ -175,7 +181,7 @@ def _report(model: Any, tr: Any, shape: tuple[int, ...], *, source: str, depth: 
             params=params, trainable=trainable, macs=(c.macs if whole else self_macs) * n, rf=rf,
             rf_global=covers, activation_bytes=c.out_bytes, depth=level, explain=explain,
             notes=row_notes))
-    all_params = {id(p): p for p in model.parameters()}
+    all_params = {id(p): p for _, m in named for p in m._parameters.values() if p is not None}  # noqa: SLF001
     total = sum(p.numel() for p in all_params.values())
     trainable_total = sum(p.numel() for p in all_params.values() if p.requires_grad)
     unused = total - sum(r.params for r in rows)

@@ -77,6 +77,27 @@ def build_meta(name: str, **options: Any) -> Any:
     return on_meta(lambda: build(name, **options))
 
 
+def walk(model: Any) -> list[tuple[str, Any]]:
+    """model.named_modules() as a list, in the same order (pre-order, a shared module once, at its first path).
+
+    Why our own: torch's named_modules is a recursive generator, and an analysis walks the model five times;
+    on MobileNetV2 those walks cost as much as tracing it.
+    """
+    out: list[tuple[str, Any]] = []
+    seen: set[int] = set()
+    stack: list[tuple[str, Any]] = [("", model)]
+    while stack:
+        path, m = stack.pop()
+        if id(m) in seen:
+            continue
+        seen.add(id(m))
+        out.append((path, m))
+        prefix = path + "." if path else ""
+        stack.extend(reversed([(prefix + name, child) for name, child in m._modules.items()  # noqa: SLF001
+                               if child is not None]))
+    return out
+
+
 def _shape_keeping() -> tuple[type, ...]:
     """torch.nn modules whose output has their input's shape and dtype, and no MACs (CONVENTIONS.md)."""
     from torch import nn
@@ -87,7 +108,7 @@ def _shape_keeping() -> tuple[type, ...]:
 
 
 @contextlib.contextmanager
-def pass_through(model: Any) -> Iterator[None]:
+def pass_through(model: Any, named: list[tuple[str, Any]] | None = None) -> Iterator[None]:
     """Shape-keeping modules return their input while analysis traces the model.
 
     On the meta device BatchNorm, LayerNorm and most activations run as Python decompositions (about 1 ms
@@ -95,7 +116,7 @@ def pass_through(model: Any) -> Iterator[None]:
     Hooks still fire (they wrap forward), and every module gets its own forward back afterwards.
     """
     kinds = _shape_keeping()
-    patched = [m for m in model.modules() if type(m) in kinds and "forward" not in vars(m)]
+    patched = [m for _, m in named or walk(model) if type(m) in kinds and "forward" not in vars(m)]
 
     def identity(x: Any, *args: Any, **kwargs: Any) -> Any:
         return x

@@ -14,7 +14,7 @@ from typing import Any
 from nnkit.errors import GeometryError
 
 
-@dataclass
+@dataclass(slots=True)
 class Call:
     order: int
     path: str
@@ -200,7 +200,8 @@ def _mode(registry: dict[Any, Any], decomposable: dict[Any, bool]) -> Any:
 _CACHE: dict[str, Any] = {}
 
 
-def run(model: Any, shape: tuple[int, ...], name: str = "model", fields: bool = True) -> Trace:
+def run(model: Any, shape: tuple[int, ...], name: str = "model", fields: bool = True,
+        named: list[tuple[str, Any]] | None = None) -> Trace:
     """Trace one item of `shape` through `model` (already on the meta device); with `fields`, receptive fields
     are followed through the same pass (nnkit.introspect.rf)."""
     import torch
@@ -210,7 +211,10 @@ def run(model: Any, shape: tuple[int, ...], name: str = "model", fields: bool = 
         _CACHE["mode"] = _mode(_formulas(), {})
     calls: list[Call] = []
     stack: list[int] = []
-    paths = {id(m): p for p, m in model.named_modules()}
+    from nnkit.introspect.build import pass_through, walk
+
+    named = named or walk(model)
+    paths = {id(m): p for p, m in named}
     tracker = None
     positionwise = (torch.nn.Linear,)
     if fields:
@@ -219,16 +223,20 @@ def run(model: Any, shape: tuple[int, ...], name: str = "model", fields: bool = 
         tracker = Fields(lambda: calls[stack[-1]].path if stack else "")
     counter = _CACHE["mode"](tracker)
 
+    tensor = torch.Tensor
+
     # Two global hooks instead of two per module: registering 600 handles on ResNet-50 cost more than the pass.
+    # Both run once per module call, so the usual case (one tensor in, one out) is written out inline.
     def pre(module: Any, args: Any) -> None:
         path = paths.get(id(module))
         if path is None:
             return
-        c = Call(order=len(calls), path=path, kind=type(module).__name__, leaf=not module._modules,  # noqa: SLF001
-                 input=_shape(_first_tensor(args)), parent=stack[-1] if stack else None)
-        c.macs = -counter.macs
-        if c.parent is not None:
-            calls[c.parent].children.append(c.order)
+        x = args[0] if args and isinstance(args[0], tensor) else _first_tensor(args)
+        parent = stack[-1] if stack else None
+        c = Call(len(calls), path, type(module).__name__, not module._modules,  # noqa: SLF001
+                 None if x is None else tuple(x.shape[1:]) if x.dim() else (), parent=parent, macs=-counter.macs)
+        if parent is not None:
+            calls[parent].children.append(c.order)
         calls.append(c)
         stack.append(c.order)
 
@@ -237,9 +245,13 @@ def run(model: Any, shape: tuple[int, ...], name: str = "model", fields: bool = 
             return
         c = calls[stack.pop()]
         c.macs += counter.macs
-        first = _first_tensor(output)
-        c.output = _shape(first)
-        c.out_bytes = _tensor_bytes(output)
+        if isinstance(output, tensor):
+            first = output
+            c.out_bytes = output.numel() * output.element_size()
+        else:
+            first = _first_tensor(output)
+            c.out_bytes = _tensor_bytes(output)
+        c.output = None if first is None else tuple(first.shape[1:]) if first.dim() else ()
         if tracker is not None:
             if type(module) in positionwise:
                 tracker.positionwise(_first_tensor(args), first)
@@ -247,14 +259,12 @@ def run(model: Any, shape: tuple[int, ...], name: str = "model", fields: bool = 
         if c.parent is not None:
             calls[c.parent].child_macs += c.macs
 
-    from nnkit.introspect.build import pass_through
-
     x = torch.empty((1, *shape), device="meta")
     if tracker is not None:
         tracker.start(x)
     handles = [nn_module.register_module_forward_pre_hook(pre), nn_module.register_module_forward_hook(post)]
     try:
-        with torch.no_grad(), pass_through(model), counter:
+        with torch.no_grad(), pass_through(model, named), counter:
             out = model(x)
     except Exception as exc:  # noqa: BLE001 - the layer that failed is named by the caller
         failing = calls[stack[-1]] if stack else None
