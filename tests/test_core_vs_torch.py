@@ -204,3 +204,50 @@ def test_trace_convolution_shortcut_equals_torchs_meta_kernel(n, c, h, w, o, gro
     if ours is not None:
         assert ours == theirs
     assume(ours is not None or theirs is None)  # a declined valid case is allowed: torch's kernel answers it
+
+
+@SETTINGS
+@given(op=st.sampled_from(["mm", "addmm", "bmm", "add", "mul", "add_", "mul_", "scale", "softmax"]),
+       dims=st.lists(st.integers(1, 5), min_size=7, max_size=7), same=st.booleans(), k=st.sampled_from([2, 0.5]))
+def test_trace_operator_shortcuts_equal_torchs_kernels(op, dims, same, k):
+    """The tracer's shortcuts for linear layers, attention and residual adds answer only what torch's meta
+    kernels answer (shape and dtype), with torch.utils.flop_counter's MACs; the rest goes to torch."""
+    import torch
+    from torch.utils.flop_counter import flop_registry
+
+    from nnkit.introspect.trace import _shortcuts
+
+    aten = torch.ops.aten
+    b_, n, k1, m, k2, m2, b2 = dims
+    if same:
+        k2, m2, b2 = k1, m, b_
+
+    def meta(*shape):
+        return torch.empty(*shape, device="meta")
+
+    func, args = {
+        "mm": (aten.mm.default, (meta(n, k1), meta(k2, m))),
+        "addmm": (aten.addmm.default, (meta(m2), meta(n, k1), meta(k2, m))),
+        "bmm": (aten.bmm.default, (meta(b_, n, k1), meta(b2, k2, m))),
+        "add": (aten.add.Tensor, (meta(b_, n, m), meta(b2, n, m2))),
+        "mul": (aten.mul.Tensor, (meta(b_, n, m), meta(b_, n, m).transpose(1, 2) if not same else meta(b_, n, m))),
+        "add_": (aten.add_.Tensor, (meta(b_, n, m), meta(b2, n, m2))),
+        "mul_": (aten.mul_.Tensor, (meta(b_, n, m), meta(b2, n, m2))),
+        "scale": (aten.mul.Scalar, (meta(b_, n, m), k)),
+        "softmax": (aten._safe_softmax.default, (meta(b_, n, m), -1)),
+    }[op]
+    ours = _shortcuts()[func](args)
+    try:
+        theirs = func(*args)
+    except Exception:  # noqa: BLE001 - torch refuses: the shortcut must have declined
+        assert ours is None
+        return
+    if ours is None:
+        return
+    out, counted, macs = ours
+    assert (tuple(out.shape), out.dtype) == (tuple(theirs.shape), theirs.dtype)
+    if op.endswith("_"):
+        assert out is args[0]
+    formula = flop_registry.get(func._overloadpacket)
+    assert macs == (formula(*args, out_val=theirs) // 2 if formula else 0)
+    assert counted == (func._overloadpacket.__name__ if formula else None)

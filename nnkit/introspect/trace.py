@@ -127,6 +127,84 @@ def _conv_shape(x: Any, w: Any, bias: Any, stride: Any, padding: Any, dilation: 
     return out
 
 
+def _shortcuts() -> dict[Any, Any]:
+    """Operators whose meta kernels are Python (torch._meta_registrations, torch._refs, torch._decomp) and that
+    an analysis meets hundreds of times: convolutions, linear layers (addmm, mm), attention (bmm, softmax,
+    scaling) and residual adds. Each answers its plain case (meta tensors of one dtype, matching shapes) with
+    (output, op counted, MACs) and declines anything else with None, so that torch's kernel runs, errors
+    included. MACs follow torch.utils.flop_counter's formulas (mm: n*k*m; bmm: b*n*k*m; conv: batch *
+    prod(weight) * output positions). Without them a traced ViT-B/16 spent most of its time in addmm's
+    decomposition and in broadcasting checks.
+    """
+    import torch
+
+    aten = torch.ops.aten
+    tensor = torch.Tensor
+    empty = torch.empty
+
+    def same(*ts: Any) -> bool:
+        return all(isinstance(t, tensor) and t.is_meta and t.dtype == ts[0].dtype for t in ts)
+
+    def new(shape: Any, like: Any) -> Any:
+        return empty(shape, dtype=like.dtype, device="meta")
+
+    def convolution(args: tuple[Any, ...]) -> Any:
+        x, w, b = args[0], args[1], args[2]
+        if not (x.is_meta and w.is_meta and (b is None or b.is_meta)):
+            return None
+        shape = _conv_shape(*args)
+        return None if shape is None else (new(shape, x), "convolution", shape[0] * w.numel() * shape[2] * shape[3])
+
+    def mm(args: tuple[Any, ...]) -> Any:
+        a, b = args
+        if not (same(a, b) and a.dim() == 2 and b.dim() == 2 and a.shape[1] == b.shape[0]):
+            return None
+        return new((a.shape[0], b.shape[1]), a), "mm", a.shape[0] * a.shape[1] * b.shape[1]
+
+    def addmm(args: tuple[Any, ...]) -> Any:  # beta = alpha = 1 (they come as keywords otherwise)
+        if len(args) != 3:
+            return None
+        bias, a, b = args
+        if not (same(bias, a, b) and a.dim() == 2 and b.dim() == 2 and a.shape[1] == b.shape[0]
+                and bias.dim() == 1 and bias.shape[0] == b.shape[1]):
+            return None
+        return new((a.shape[0], b.shape[1]), a), "addmm", a.shape[0] * a.shape[1] * b.shape[1]
+
+    def bmm(args: tuple[Any, ...]) -> Any:
+        a, b = args
+        if not (same(a, b) and a.dim() == 3 and b.dim() == 3 and a.shape[0] == b.shape[0]
+                and a.shape[2] == b.shape[1]):
+            return None
+        return new((a.shape[0], a.shape[1], b.shape[2]), a), "bmm", a.shape[0] * a.shape[1] * a.shape[2] * b.shape[2]
+
+    def pointwise(inplace: bool) -> Any:  # same shapes, no broadcasting, no alpha
+        def op(args: tuple[Any, ...]) -> Any:
+            if len(args) != 2:
+                return None
+            a, b = args
+            if not (same(a, b) and a.shape == b.shape and a.is_contiguous() and b.is_contiguous()):
+                return None
+            return (a if inplace else new(a.shape, a)), None, 0
+        return op
+
+    def scaled(args: tuple[Any, ...]) -> Any:  # float tensor times a Python number: same dtype
+        a, k = args
+        if not (a.is_meta and a.is_floating_point() and type(k) in (int, float) and a.is_contiguous()):
+            return None
+        return new(a.shape, a), None, 0
+
+    def softmax(args: tuple[Any, ...]) -> Any:  # _safe_softmax(x, dim) without a dtype
+        a = args[0]
+        if len(args) != 2 or not (a.is_meta and a.is_floating_point() and a.is_contiguous()):
+            return None
+        return new(a.shape, a), None, 0
+
+    return {aten.convolution.default: convolution, aten.mm.default: mm, aten.addmm.default: addmm,
+            aten.bmm.default: bmm, aten.add.Tensor: pointwise(False), aten.mul.Tensor: pointwise(False),
+            aten.add_.Tensor: pointwise(True), aten.mul_.Tensor: pointwise(True), aten.mul.Scalar: scaled,
+            aten._safe_softmax.default: softmax}  # noqa: SLF001
+
+
 def _mode(registry: dict[Any, Any], decomposable: dict[Any, bool]) -> Any:
     """A TorchDispatchMode that counts MACs with torch.utils.flop_counter's own formulas and hands every
     operator to the receptive-field tracker.
@@ -139,17 +217,7 @@ def _mode(registry: dict[Any, Any], decomposable: dict[Any, bool]) -> Any:
     import torch
     from torch.utils._python_dispatch import TorchDispatchMode
 
-    aten = torch.ops.aten
-    convolution = aten.convolution.default
-    empty = torch.empty
-    # Same-shape elementwise ops (residual adds, layer scales) whose meta kernels are Python references
-    # (torch._refs, with broadcasting) on the meta device; in-place ones return their first argument.
-    elementwise = {aten.add.Tensor: False, aten.mul.Tensor: False, aten.add_.Tensor: True, aten.mul_.Tensor: True}
-    tensor = torch.Tensor
-
-    def plain(a: Any, b: Any) -> bool:
-        return (isinstance(b, tensor) and a.is_meta and b.is_meta and a.shape == b.shape and a.dtype == b.dtype
-                and a.is_contiguous() and b.is_contiguous())
+    shortcuts = _shortcuts()
 
     class Counting(TorchDispatchMode):
         def __init__(self, fields: Any) -> None:
@@ -160,17 +228,13 @@ def _mode(registry: dict[Any, Any], decomposable: dict[Any, bool]) -> Any:
 
         def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
             packet = getattr(func, "_overloadpacket", func)
-            out = None
-            if func is convolution and not kwargs and args[0].is_meta and args[1].is_meta and \
-                    (args[2] is None or args[2].is_meta):
-                shape = _conv_shape(*args)
-                if shape is not None:
-                    out = empty(shape, dtype=args[0].dtype, device="meta")
-                    # conv_flop_count's 2 * batch * prod(weight) * prod(output positions), in MACs
-                    self.add("convolution", shape[0] * args[1].numel() * shape[2] * shape[3])
-            elif func in elementwise and not kwargs and len(args) == 2 and plain(*args):
-                out = args[0] if elementwise[func] else empty(args[0].shape, dtype=args[0].dtype, device="meta")
-            if out is None:
+            quick = shortcuts.get(func)
+            answer = quick(args) if quick is not None and not kwargs else None
+            if answer is not None:
+                out, op, macs = answer
+                if op is not None:
+                    self.add(op, macs)
+            else:
                 kwargs = kwargs or {}
                 formula = registry.get(packet)
                 if formula is None:
