@@ -5,9 +5,10 @@
 All in one process, after `import torch` (paid once by every tool alike), interleaved so that machine load hits
 all tools alike; medians of --repeat runs after one warm-up. What each column times:
   nnkit summary (name): what `nnkit summary|rf NAME` computes after startup: analyze(NAME) builds the model on
-      the meta device, traces it (hooks + FlopCounterMode) and runs the torch.fx receptive-field pass;
-  nnkit summary: the analysis step alone, analyze_model() on a meta model built beforehand (not timed);
-  nnkit flops: the same without the receptive-field pass (fields=False), what params/flops/shape need;
+      the meta device and traces it once (module hooks, a dispatch mode counting MACs and following fields);
+  nnkit summary: the analysis step alone, analyze_model() on a meta model built beforehand (not timed), as
+      the command runs it without --explain (no per-row formulas);
+  nnkit flops: the same without receptive fields (fields=False), what params/flops/shape need;
   fvcore: FlopCountAnalysis(model, x).total() + parameter_count(model) on a CPU model built beforehand (not timed);
   torchinfo: torchinfo.summary(model, input_size, verbose=0) on the same CPU model.
 Ratios are nnkit / other: the goal is < 0.2x.
@@ -75,9 +76,9 @@ def main() -> None:
             parameter_count(model)
 
         tools = {
-            "nnkit summary (name)": lambda: analyze(name),
-            "nnkit summary": lambda: analyze_model(meta, shape, source=name),
-            "nnkit flops": lambda: analyze_model(meta, shape, source=name, fields=False),
+            "nnkit summary (name)": lambda: analyze(name, explain=False),
+            "nnkit summary": lambda: analyze_model(meta, shape, source=name, explain=False),
+            "nnkit flops": lambda: analyze_model(meta, shape, source=name, fields=False, explain=False),
             "fvcore": fvcore_run,
             "torchinfo": lambda: torchinfo.summary(model, input_size=(1, *shape), verbose=0, device="cpu"),
         }

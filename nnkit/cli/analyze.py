@@ -56,8 +56,10 @@ AtOpt = Annotated[
 
 def analyze_target(target: str, layers: list[str] | None, *, input: str | None = None, depth: int | None = None,
                    num_classes: int | None = None, in_channels: int | None = None, width: float | None = None,
-                   backend: Backend = Backend.nnkit, at: str | None = None, fields: bool = True) -> Analysis:
-    """A chain (torch-free) or a named/user model (torch) into one Analysis."""
+                   backend: Backend = Backend.nnkit, at: str | None = None, fields: bool = True,
+                   explain: bool = True) -> Analysis:
+    """A chain (torch-free) or a named/user model (torch) into one Analysis; fields and explain=False leave out
+    what a view will not show (receptive fields, a model's per-layer formulas)."""
     first, _, rest = target.strip().partition(" ")
     if rest.strip() and looks_like_shape(first):  # the whole chain as one argument, as a stdin line reads
         target, layers = first, [rest, *(layers or [])]
@@ -87,7 +89,7 @@ def analyze_target(target: str, layers: list[str] | None, *, input: str | None =
 
         raise MissingDependencyError(exc.name or "torch", f"analysing '{target}'") from None
     return analyze(target, input=input, depth=depth, num_classes=num_classes, in_channels=in_channels,
-                   width=width, backend=backend.value, at=at, fields=fields)
+                   width=width, backend=backend.value, at=at, fields=fields, explain=explain)
 
 
 def _batch(what: View, fmt: OutputFormat | None, explain: bool,
@@ -151,7 +153,7 @@ def _make(what: View) -> Callable[..., None]:
         def analyse(t: str, lay: list[str] | None) -> Analysis:
             return analyze_target(t, lay, input=input, depth=depth, num_classes=num_classes,
                                   in_channels=in_channels, width=width, backend=backend, at=at,
-                                  fields=what in ("rf", "summary"))  # the fx pass costs half the time
+                                  fields=what in ("rf", "summary"), explain=explain)
 
         if target == "-":
             _batch(what, fmt, explain, analyse)

@@ -75,7 +75,7 @@ def summary(
     if batch is not None and batch <= 0:
         raise UsageError(f"--batch must be positive, got {batch}")
     a = analyze_target(target, layers, input=input, depth=depth, num_classes=num_classes,
-                       in_channels=in_channels, width=width)
+                       in_channels=in_channels, width=width, explain=explain)
     doc, tab = view(a, "summary", explain)
     if train:
         from nnkit.core.spec import looks_like_shape

@@ -25,9 +25,10 @@ BACKENDS = ("nnkit", "fvcore", "torchinfo")
 
 def analyze(target: str, *, input: str | None = None, depth: int | None = None, num_classes: int | None = None,
             in_channels: int | None = None, width: float | None = None, backend: str = "nnkit",
-            at: str | None = None, batch: int | None = None, fields: bool = True) -> Analysis:
+            at: str | None = None, batch: int | None = None, fields: bool = True,
+            explain: bool = True) -> Analysis:
     """fields=False does not follow receptive fields, for views that show none (shape, params, flops); rf
-    stays None then."""
+    stays None then. explain=False leaves each row's formulas out (the CLI without --explain)."""
     from nnkit.introspect.target import resolve
 
     if backend not in BACKENDS:
@@ -41,29 +42,34 @@ def analyze(target: str, *, input: str | None = None, depth: int | None = None, 
 
         return backends.analyze(backend, t, depth=depth, batch=n)
     return analyze_model(t.model, t.input, source=t.name, depth=depth, at=at, batch=n,
-                         min_input=t.min_input, rebuild=t.rebuild, fields=fields)
+                         min_input=t.min_input, rebuild=t.rebuild, fields=fields, explain=explain)
 
 
 def meta_copy(model: Any) -> Any:
     """The model itself when it already lives on the meta device; else a meta copy (the user's stays as is)."""
+    return _on_meta(model)[0]
+
+
+def _on_meta(model: Any) -> tuple[Any, list[tuple[str, Any]]]:
+    """meta_copy(model) and its modules (build.walk)."""
     import copy
 
     from nnkit.introspect.build import walk
 
-    if all(t is None or t.is_meta for _, m in walk(model)
-           for t in (*m._parameters.values(), *m._buffers.values())):  # noqa: SLF001
-        return model
-    return copy.deepcopy(model).to("meta")
+    named = walk(model)
+    if all(t is None or t.is_meta for _, m in named for t in (*m._parameters.values(), *m._buffers.values())):  # noqa: SLF001
+        return model, named
+    model = copy.deepcopy(model).to("meta")
+    return model, walk(model)
 
 
 def _field(state: Any) -> tuple[Field | None, bool]:
     from nnkit.core.layers import to_field
-    from nnkit.introspect.rf import GLOBAL
 
-    if state == GLOBAL:
-        return None, True
     if state is None:
         return None, False
+    if isinstance(state, str):  # rf.GLOBAL
+        return None, True
     return to_field(state[0]), False
 
 
@@ -111,13 +117,10 @@ def inference_mode_flags(model: Any, named: list[tuple[str, Any]]) -> Iterator[N
 
 def analyze_model(model: Any, shape: tuple[int, ...], *, source: str, depth: int | None = None,
                   at: str | None = None, batch: int | None = None, min_input: tuple[int, int] | None = None,
-                  rebuild: Any = None, fields: bool = True) -> Analysis:
+                  rebuild: Any = None, fields: bool = True, explain: bool = True) -> Analysis:
     from nnkit.introspect import trace
 
-    from nnkit.introspect.build import walk
-
-    model = meta_copy(model)
-    named = walk(model)
+    model, named = _on_meta(model)
     with inference_mode_flags(model, named):  # torchvision's numbers are for inference; train mode adds auxiliary heads
         try:
             tr = trace.run(model, shape, source, fields=fields, named=named)
@@ -128,11 +131,12 @@ def analyze_model(model: Any, shape: tuple[int, ...], *, source: str, depth: int
             elif rebuild is None:
                 smallest = smallest_input(lambda: model, shape)
             raise trace.failure_message(source, shape, failure, smallest) from None
-        return _report(named, tr, shape, source=source, depth=depth, at=at, batch=batch, fields=fields)
+        return _report(named, tr, shape, source=source, depth=depth, at=at, batch=batch, fields=fields,
+                       explain=explain)
 
 
 def _report(named: list[tuple[str, Any]], tr: Any, shape: tuple[int, ...], *, source: str, depth: int | None,
-            at: str | None, batch: int | None, fields: bool) -> Analysis:
+            at: str | None, batch: int | None, fields: bool, explain: bool = True) -> Analysis:
     notes: list[str] = []
     modules = dict(named)
     seen: set[int] = set()
@@ -170,7 +174,7 @@ def _report(named: list[tuple[str, Any]], tr: Any, shape: tuple[int, ...], *, so
         # A leaf of the computation may still own submodules (nn.MultiheadAttention's out_proj): all of them count.
         params, trainable = count(module.parameters() if whole and module._modules else own)  # noqa: SLF001
         rf, covers = _field(c.rf)
-        explain = _explain(module, c, params, c.macs if whole else self_macs, rf) if whole else ()
+        formulas = _explain(module, c, params, c.macs if whole else self_macs, rf) if whole and explain else ()
         row_notes: tuple[str, ...] = ()
         if not whole:
             names = [name for name, _ in module.named_parameters(recurse=False)]
@@ -179,7 +183,7 @@ def _report(named: list[tuple[str, Any]], tr: Any, shape: tuple[int, ...], *, so
         rows.append(LayerReport(
             index=len(rows) + 1, spec=c.path or f"({c.kind})", kind=c.kind, input=c.input, output=c.output,
             params=params, trainable=trainable, macs=(c.macs if whole else self_macs) * n, rf=rf,
-            rf_global=covers, activation_bytes=c.out_bytes, depth=level, explain=explain,
+            rf_global=covers, activation_bytes=c.out_bytes, depth=level, explain=formulas,
             notes=row_notes))
     all_params = {id(p): p for _, m in named for p in m._parameters.values() if p is not None}  # noqa: SLF001
     total = sum(p.numel() for p in all_params.values())
@@ -210,6 +214,8 @@ def _explain(module: Any, c: Any, params: int, macs: int, rf: Field | None) -> t
     """The formulas of CONVENTIONS.md with this module's numbers put in (one item)."""
     from torch import nn
 
+    if not (macs or params or isinstance(module, (nn.MaxPool2d, nn.AvgPool2d))):
+        return ()  # activations, dropout, identity, flatten: nothing to put numbers in
     lines: list[Formula] = []
     bias = getattr(module, "bias", None) is not None
     out = c.output or ()
