@@ -407,3 +407,35 @@ def test_walk_visits_modules_as_named_modules_does():
     model.add_module("gap", None)
     for m in (model, build("googlenet"), build("mobilenet_v3_small")):
         assert [(p, id(x)) for p, x in walk(m)] == [(p, id(x)) for p, x in m.named_modules()]
+
+
+@pytest.mark.parametrize("up", ["interpolate", "tconv"])
+def test_fields_stop_at_upsampling_as_in_chains(up):
+    """An upsampled map has no integer receptive field (Araujo et al. cover downsampling): rows after the
+    upsampling show none, instead of claiming the whole input; global pooling after it still covers it."""
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    from nnkit.introspect import analyze_model
+
+    class UNetish(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.down = nn.Conv2d(3, 8, 3, stride=2, padding=1)
+            self.up = nn.ConvTranspose2d(8, 8, 2, stride=2) if up == "tconv" else nn.Identity()
+            self.fuse = nn.Conv2d(11, 4, 3, padding=1)
+            self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
+
+        def forward(self, x):
+            y = self.down(x)
+            y = self.up(y) if up == "tconv" else F.interpolate(y, scale_factor=2)
+            return self.head(self.fuse(torch.cat([y, x], 1)))
+
+    a = analyze_model(UNetish(), (3, 16, 16), source="unet")
+    rows = {r.spec: r for r in a.layers}
+    assert rows["down"].rf.size == (3, 3)
+    assert rows["fuse"].rf is None and not rows["fuse"].rf_global
+    assert rows["head.2"].rf is None and rows["head.2"].rf_global
+    assert any(n.startswith("receptive fields stop at the first upsampling layer (" +
+                            ("up" if up == "tconv" else "the model")) for n in a.notes)

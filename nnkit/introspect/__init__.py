@@ -70,6 +70,8 @@ def _field(state: Any) -> tuple[Field | None, bool]:
         return None, False
     if isinstance(state, str):  # rf.GLOBAL
         return None, True
+    if state[0] is None:  # after upsampling
+        return None, False
     return to_field(state[0]), False
 
 
@@ -195,6 +197,9 @@ def _report(named: list[tuple[str, Any]], tr: Any, shape: tuple[int, ...], *, so
         first = tr.misaligned[0]
         notes.append(f"{len(tr.misaligned)} merge(s) join paths whose receptive fields are misaligned (first at "
                      f"{first}); the union of the fields is shown (Araujo et al. 2019)")
+    if tr.upsampled:
+        notes.append(f"receptive fields stop at the first upsampling layer ({tr.upsampled[0] or 'the model'}): "
+                     "Araujo et al. (2019) define them for downsampling networks")
     if tr.gates:
         notes.append(f"{tr.gates} squeeze-excitation gate(s) multiply by a value computed from the whole "
                      "input; the receptive fields shown are those of the gated features, without the gates")

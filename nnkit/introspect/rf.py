@@ -2,7 +2,8 @@
 (Araujo, Norris & Sim 2019).
 
 Each tensor carries, per spatial axis, (size r, effective stride S, effective padding P) and the (H, W) it
-tracks. The tracer (nnkit.introspect.trace) hands every aten operator to `Fields.op` with its inputs and output:
+tracks; after upsampling (interpolation, transposed convolution) it carries no field but still its (H, W), as
+Araujo et al. define fields for downsampling networks only (and chains in nnkit.core stop there too). The tracer (nnkit.introspect.trace) hands every aten operator to `Fields.op` with its inputs and output:
 convolutions, pooling and padding grow the field (nnkit.core.layers.grow_field); operators whose output keeps
 the tracked (H, W) as two consecutive dimensions (activations, adds, concatenations, splits, channel shuffles,
 channels-last permutes) pass it on; anything else (flatten, global pooling, attention over tokens) makes the
@@ -25,6 +26,7 @@ from nnkit.core.layers import grow_field
 
 Axes = tuple[tuple[int, int, int], ...]
 GLOBAL = "global"
+UPSAMPLING = "upsampling"  # a window rule's answer for upsampling: no integer field from here on
 _IDENTITY: Axes = ((1, 1, 0), (1, 1, 0))
 
 
@@ -52,8 +54,11 @@ def _adaptive(hw_in: tuple[int, int], hw_out: tuple[int, int]) -> Axes | str:
 def _conv(args: tuple[Any, ...], hw_in: tuple[int, int], hw_out: tuple[int, int]) -> Axes | str | None:
     # convolution(input, weight, bias, stride, padding, dilation, transposed, output_padding, groups)
     weight = args[1]
-    if weight.dim() != 4 or _arg(args, 6, False):
-        return None  # 1-d/3-d convolutions and transposed ones (upsampling): no 2-d window to grow
+    if weight.dim() != 4:
+        return None  # 1-d/3-d convolutions: no 2-d window to grow
+    if _arg(args, 6, False):
+        return UPSAMPLING  # transposed
+
     k = tuple(weight.shape[-2:])
     s, p, d = _pair(args[3]), _pair(args[4]), _pair(args[5])
     return tuple((d[i] * (k[i] - 1) + 1, s[i], p[i]) for i in range(2))
@@ -85,11 +90,19 @@ def _pad(args: tuple[Any, ...], hw_in: tuple[int, int], hw_out: tuple[int, int])
     return ((1, 1, pad[2]), (1, 1, pad[0]))
 
 
+def _upsampling(args: tuple[Any, ...], hw_in: tuple[int, int], hw_out: tuple[int, int]) -> str:
+    return UPSAMPLING
+
+
 def _windows() -> dict[Any, Callable[..., Any]]:
     import torch
 
     aten = torch.ops.aten
     table: dict[Any, Callable[..., Any]] = {
+        getattr(aten, name): _upsampling for name in (
+            "upsample_nearest2d", "_upsample_nearest_exact2d", "upsample_bilinear2d", "upsample_bicubic2d",
+            "_upsample_bilinear2d_aa", "_upsample_bicubic2d_aa") if hasattr(aten, name)}
+    table |= {
         aten.convolution: _conv, aten.max_pool2d_with_indices: _max_pool, aten.max_pool2d: _max_pool,
         aten.avg_pool2d: _avg_pool, aten.constant_pad_nd: _pad, aten.reflection_pad2d: _pad,
         aten.replication_pad2d: _pad,
@@ -103,9 +116,12 @@ def _keeps(shape: tuple[int, ...], hw: tuple[int, int]) -> bool:
     return any(shape[i:i + 2] == hw for i in range(1, len(shape) - 1))
 
 
-def merge(states: list[tuple[Axes, tuple[int, int]]], where: str, misaligned: list[str]) -> tuple[Axes, Any]:
+def merge(states: list[tuple[Axes | None, tuple[int, int]]], where: str, misaligned: list[str]) -> \
+        tuple[Axes | None, Any]:
     if len({s[0] for s in states}) == 1:
         return states[0]
+    if any(s[0] is None for s in states):  # a path through upsampling: no field
+        return None, states[0][1]
     axes = []
     off = False
     for a in range(2):
@@ -134,6 +150,7 @@ class Fields:
         self.states: dict[int, Any] = {}
         self._alive: list[Any] = []  # every tensor with a state stays alive, so that no id() is reused
         self.misaligned: list[str] = []
+        self.upsampled: list[str] = []  # where upsampling ends the fields (the modules, in order)
         self.gates = 0  # multiplications by a global gate (squeeze-excitation)
 
     def start(self, x: Any) -> None:
@@ -181,8 +198,13 @@ class Fields:
             if win == GLOBAL:
                 self._set(outs[0], GLOBAL)
                 return
+            if win == UPSAMPLING:
+                if axes is not None:
+                    self.upsampled.append(self.where())
+                self._set(outs[0], (None, first[-2:]))
+                return
             if win is not None:
-                self._set(outs[0], (grow_field(axes, win), first[-2:]))
+                self._set(outs[0], (grow_field(axes, win) if axes is not None else None, first[-2:]))
                 return
         for t in outs:
             self._set(t, (axes, hw) if _keeps(tuple(t.shape), hw) else GLOBAL)

@@ -39,6 +39,7 @@ class Trace:
     rf: Any = None  # receptive-field state of the model's output
     misaligned: list[str] = field(default_factory=list)  # modules where paths with misaligned fields merge
     gates: int = 0  # multiplications by a global gate (squeeze-excitation)
+    upsampled: list[str] = field(default_factory=list)  # modules where upsampling ends the fields
 
 
 def _first_tensor(value: Any) -> Any:
@@ -340,7 +341,8 @@ def run(model: Any, shape: tuple[int, ...], name: str = "model", fields: bool = 
     return Trace(calls=calls, macs=counter.macs, by_op=counter.by_op, output=_shape(first) or (),
                  rf=tracker.of(first) if tracker is not None else None,
                  misaligned=tracker.misaligned if tracker is not None else [],
-                 gates=tracker.gates if tracker is not None else 0)
+                 gates=tracker.gates if tracker is not None else 0,
+                 upsampled=tracker.upsampled if tracker is not None else [])
 
 
 class _Failure(Exception):
