@@ -439,3 +439,26 @@ def test_fields_stop_at_upsampling_as_in_chains(up):
     assert rows["head.2"].rf is None and rows["head.2"].rf_global
     assert any(n.startswith("receptive fields stop at the first upsampling layer (" +
                             ("up" if up == "tconv" else "the model")) for n in a.notes)
+
+
+def test_fields_for_a_model_torch_fx_cannot_trace():
+    """Python control flow on a shape stops torch.fx's symbolic tracing; the traced pass follows what runs."""
+    import torch.fx
+    from torch import nn
+
+    from nnkit.introspect import analyze_model
+
+    class ShapeDependent(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.big = nn.Conv2d(3, 4, 5, stride=2)
+            self.small = nn.Conv2d(3, 4, 3)
+
+        def forward(self, x):
+            return self.big(x) if x.shape[-1] > 16 else self.small(x)
+
+    with pytest.raises(Exception):  # noqa: B017 - whichever error fx raises, it cannot trace this
+        torch.fx.symbolic_trace(ShapeDependent())
+    a = analyze_model(ShapeDependent(), (3, 32, 32), source="shapes")
+    assert a.rf.size == (5, 5) and a.rf.stride == (2, 2) and not any("receptive" in n for n in a.notes)
+    assert analyze_model(ShapeDependent(), (3, 8, 8), source="shapes").rf.size == (3, 3)

@@ -13,7 +13,7 @@ say so in a note. At a merge the field is the union of the incoming ones: P = ma
 when the paths' strides or centres ((r - 1)/2 - P) differ, the merge is reported as misaligned.
 
 Following the operators that really run, rather than a torch.fx graph, costs one dictionary lookup per
-operator, needs no second pass, and works for models fx cannot trace (data-dependent control flow); in-place
+operator, needs no second pass, and works for models fx cannot trace (Python control flow on shapes); in-place
 operators (`out += identity`) update their tensor's field.
 """
 
