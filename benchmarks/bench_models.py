@@ -15,8 +15,9 @@ Ratios are nnkit / other: the goal is < 0.2x.
 
     python benchmarks/bench_models.py --memory [--batch 32]
 
-On a CUDA machine, compares `nnkit summary NAME --train --batch B --optimizer adam` with what one real training
-step holds at its peak (torch.cuda.max_memory_allocated after forward, backward and optimizer.step()).
+Compares `nnkit summary NAME --train --batch B --optimizer adam` with what one real training step holds at its
+peak: torch.cuda.max_memory_allocated on a CUDA machine, the same quantity from the profiler's allocation events
+on the CPU (see memory()).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ def main() -> None:
                         "steadier numbers on a shared machine, where spinning OpenMP threads collapse")
     args = parser.parse_args()
     if args.memory:
+        os.environ.setdefault("KINETO_LOG_LEVEL", "5")  # the CPU profiler's start/stop chatter on stderr
         memory(args.models.split(","), args.batch)
         return
 
@@ -109,38 +111,80 @@ def main() -> None:
               f"| {ti * 1e3:.0f} ms | {step / fv:.2f}x | {step / ti:.2f}x | {flops / fv:.2f}x | {flops / ti:.2f}x |")
 
 def memory(names: list[str], batch: int) -> None:
+    """Estimate against what one real training step (forward, backward, Adam step) holds at its peak.
+
+    On CUDA: torch.cuda.max_memory_allocated. Elsewhere: the same quantity on the CPU, from the PyTorch
+    profiler's allocation events (profile_memory): the bytes live before the step (parameters, gradients,
+    optimizer state, buffers, the batch) plus the highest running sum of the step's allocations and frees.
+    Both count bytes held by tensors, not what an allocator caches; CUDA rounds blocks to 512 bytes and adds
+    cuDNN workspaces, the CPU does neither. The second step is measured: the first creates Adam's state.
+    """
     import torch
 
     from nnkit.archs import build, get_arch
     from nnkit.introspect.build import build_meta
     from nnkit.introspect.memory import Optimizer, estimate
 
-    if not torch.cuda.is_available():
-        print("no CUDA device: the memory comparison needs one (torch.cuda.max_memory_allocated)")
-        return
-    print(f"Training memory at batch {batch} with Adam, {torch.cuda.get_device_name()}, torch {torch.__version__}\n")
+    cuda = torch.cuda.is_available()
+    where = torch.cuda.get_device_name() if cuda else f"CPU ({platform.machine()}, profiler allocation events)"
+    print(f"Training memory at batch {batch} with Adam, {where}, torch {torch.__version__}\n")
     print("| model | nnkit estimate | measured peak | error |")
     print("|---|---:|---:|---:|")
+    device = "cuda" if cuda else "cpu"
     for name in names:
         shape = get_arch(name).input
         est = estimate(build_meta(name), shape, batch=batch, optimizer=Optimizer.adam).total
-        model = build(name).cuda().train()
+        torch.manual_seed(0)
+        model = build(name).to(device).train()
         opt = torch.optim.Adam(model.parameters())
-        x = torch.rand((batch, *shape), device="cuda")
-        y = torch.randint(0, 1000, (batch,), device="cuda")
-        for step in range(2):  # the first step creates Adam's state; the second is the steady state
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
+        x = torch.rand((batch, *shape), device=device)
+        y = torch.randint(0, 1000, (batch,), device=device)
+
+        def step() -> None:
             out = model(x)
             out = out[0] if isinstance(out, tuple) else out
             torch.nn.functional.cross_entropy(out, y).backward()
             opt.step()
             opt.zero_grad(set_to_none=False)
+
+        step()
+        if cuda:
             torch.cuda.synchronize()
-        peak = torch.cuda.max_memory_allocated()  # the input is in both: conv1 saves it
-        print(f"| {name} | {est / 2**20:.0f} MiB | {peak / 2**20:.0f} MiB | {(est - peak) / peak:+.1%} |")
-        del model, opt, x, y, out
-        torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+            step()
+            torch.cuda.synchronize()
+            peak = torch.cuda.max_memory_allocated()  # the input is in both: conv1 saves it
+        else:
+            peak = _live_bytes(model, opt, (x, y)) + _cpu_step_peak(step)
+        print(f"| {name} | {est / 2**20:.1f} MiB | {peak / 2**20:.1f} MiB | {(est - peak) / peak:+.1%} |")
+        del model, opt, x, y
+        if cuda:
+            torch.cuda.empty_cache()
+
+
+def _live_bytes(model: object, opt: object, batch: tuple[object, ...]) -> int:
+    """Bytes of the storages that exist before a step, each storage once."""
+    import torch
+
+    tensors = [*model.parameters(), *model.buffers(), *batch]  # type: ignore[attr-defined]
+    tensors += [p.grad for p in model.parameters() if p.grad is not None]  # type: ignore[attr-defined]
+    tensors += [v for state in opt.state.values() for v in state.values() if torch.is_tensor(v)]  # type: ignore
+    return sum({t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in tensors}.values())
+
+
+def _cpu_step_peak(step: object) -> int:
+    """Highest running sum of CPU allocations minus frees while step() runs (PyTorch profiler, kineto events)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        step()  # type: ignore[operator]
+    events = sorted((e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"),
+                    key=lambda e: e.start_ns())
+    current = peak = 0
+    for e in events:
+        current += e.nbytes()
+        peak = max(peak, current)
+    return peak
 
 
 if __name__ == "__main__":
