@@ -157,7 +157,7 @@ def memory(names: list[str], batch: int) -> None:
         else:
             peak = _live_bytes(model, opt, (x, y)) + _cpu_step_peak(step)
         print(f"| {name} | {est / 2**20:.1f} MiB | {peak / 2**20:.1f} MiB | {(est - peak) / peak:+.1%} |")
-        del model, opt, x, y
+        model = opt = x = y = None  # freed before the next model is built
         if cuda:
             torch.cuda.empty_cache()
 
