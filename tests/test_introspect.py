@@ -445,7 +445,7 @@ def test_fields_stop_at_upsampling_as_in_chains(up):
     assert rows["down"].rf.size == (3, 3)
     assert rows["fuse"].rf is None and not rows["fuse"].rf_global
     assert rows["head.2"].rf is None and rows["head.2"].rf_global
-    assert any(n.startswith("receptive fields stop at the first upsampling layer (" +
+    assert any(n.startswith("receptive fields stop at the first upsampling or interpolating layer (" +
                             ("up" if up == "tconv" else "the model")) for n in a.notes)
 
 
@@ -470,3 +470,237 @@ def test_fields_for_a_model_torch_fx_cannot_trace():
     a = analyze_model(ShapeDependent(), (3, 32, 32), source="shapes")
     assert a.rf.size == (5, 5) and a.rf.stride == (2, 2) and not any("receptive" in n for n in a.notes)
     assert analyze_model(ShapeDependent(), (3, 8, 8), source="shapes").rf.size == (3, 3)
+
+
+# Findings of a review of the single-pass trace, each checked against torch: gradients for receptive fields,
+# real modules and real CPU forwards for the rest.
+
+def _true_size(model, shape, path):
+    """Rows of the input (along H) that the centre output of module `path` depends on, from gradients."""
+    import torch
+
+    model = model.eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.fill_(0.1)
+    seen = {}
+    hook = dict(model.named_modules())[path].register_forward_hook(lambda m, i, o: seen.setdefault("y", o))
+    x = torch.ones(1, *shape, requires_grad=True)
+    model(x)
+    hook.remove()
+    y = seen["y"]
+    y[0, 0, y.shape[2] // 2, y.shape[3] // 2].backward()
+    rows = (x.grad[0].abs().sum((0, 2)) > 0).nonzero().flatten()
+    return int(rows.max() - rows.min() + 1)
+
+
+def _row(model, shape, path):
+    import copy
+
+    from nnkit.introspect import analyze_model
+
+    return next(r for r in analyze_model(copy.deepcopy(model), shape, source="m").layers if r.spec == path)
+
+
+@pytest.mark.parametrize("how", ["module", "subclass", "functional"])
+def test_linear_layers_on_channels_last_maps_keep_the_field(how):
+    """F.linear on (N, H, W, C) runs as view, mm, view: the rows are positions, the field goes through."""
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    class Mine(nn.Linear):  # LoRA and quantisation wrappers look like this
+        pass
+
+    class Block(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem = nn.Conv2d(3, 8, 3, padding=1)
+            self.dw = nn.Conv2d(8, 8, 7, padding=3, groups=8)
+            self.pw = Mine(8, 8) if how == "subclass" else nn.Linear(8, 8)
+            self.head = nn.Conv2d(8, 8, 3, padding=1)
+
+        def forward(self, x):
+            y = self.dw(self.stem(x)).permute(0, 2, 3, 1)
+            y = F.linear(y, self.pw.weight, self.pw.bias) if how == "functional" else self.pw(y)
+            return self.head(y.permute(0, 3, 1, 2))
+
+    model = Block()
+    assert _row(model, (3, 16, 16), "head").rf.size[0] == _true_size(model, (3, 16, 16), "head") == 11
+    assert torch.is_tensor(model(torch.zeros(1, 3, 16, 16)))
+
+
+def test_in_place_ops_change_only_their_own_tensor_and_its_base():
+    import torch
+    from torch import nn
+
+    class Alias(nn.Module):  # y = bn(x) is a new tensor in torch: y += ... leaves x's field alone
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem, self.bn = nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8)
+            self.ctx, self.local = nn.Conv2d(8, 8, 7, padding=3), nn.Conv2d(8, 8, 1)
+
+        def forward(self, x):
+            x = self.stem(x)
+            y = self.bn(x)
+            y += self.ctx(y)
+            return torch.cat([self.local(x), y], 1)
+
+    class Slice(nn.Module):  # an in-place add on a slice grows the field of the whole tensor
+        def __init__(self) -> None:
+            super().__init__()
+            self.c0, self.big, self.head = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 7, padding=3), nn.Conv2d(8, 8, 1)
+
+        def forward(self, x):
+            y = self.c0(x)
+            z = self.big(y.clone())
+            y[:, :4] += z[:, :4]
+            return self.head(y)
+
+    assert _row(Alias(), (3, 16, 16), "local").rf.size[0] == _true_size(Alias(), (3, 16, 16), "local") == 3
+    assert _row(Slice(), (3, 16, 16), "head").rf.size[0] == _true_size(Slice(), (3, 16, 16), "head") == 9
+
+
+def test_nearest_downsampling_is_a_window_and_same_size_is_none():
+    import torch.nn.functional as F
+    from torch import nn
+
+    class Half(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.c, self.low = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1)
+
+        def forward(self, x):
+            y = F.interpolate(self.c(x), size=tuple(x.shape[-2:]))  # same size: the identity
+            return self.low(F.interpolate(y, scale_factor=0.5, mode="nearest"))
+
+    row = _row(Half(), (3, 16, 16), "low")
+    assert row.rf.size[0] == _true_size(Half(), (3, 16, 16), "low") == 7 and row.rf.stride == (2, 2)
+
+
+def test_rows_show_what_the_models_own_hooks_hand_on():
+    import torch
+    from torch import nn
+
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 16, 3), nn.AdaptiveAvgPool2d(1),
+                          nn.Flatten(), nn.Linear(4, 10))
+    model[2].register_forward_hook(lambda m, i, o: o[:, :4])  # a pruning hook keeps 4 channels
+    assert model(torch.zeros(1, 3, 16, 16)).shape == (1, 10)
+    row = _row(model, (3, 16, 16), "2")
+    assert row.output == (4, 12, 12) and row.activation_bytes == 4 * 12 * 12 * 4
+
+
+def test_a_model_that_catches_a_submodule_error_still_adds_up():
+    from torch import nn
+
+    from nnkit.introspect import analyze_model
+
+    class Fallback(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Conv2d(7, 8, 1))  # inner[1] raises
+            self.slow, self.head = nn.Conv2d(3, 8, 3), nn.Conv2d(8, 8, 3)
+
+        def forward(self, x):
+            try:
+                y = self.inner(x)
+            except RuntimeError:
+                y = self.slow(x)
+            return self.head(y)
+
+    a = analyze_model(Fallback(), (3, 16, 16), source="fallback")
+    assert sum(r.macs for r in a.layers) == a.macs and all(r.macs >= 0 for r in a.layers)
+    assert a.output == (8, 12, 12)
+
+
+def test_shape_keeping_modules_called_with_keywords():
+    from torch import nn
+
+    from nnkit.introspect import analyze_model
+
+    class Kw(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.c, self.bn = nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8)
+
+        def forward(self, x):
+            return self.bn(input=self.c(x))
+
+    assert analyze_model(Kw(), (3, 16, 16), source="kw").output == (8, 14, 14)
+
+
+def test_analysis_undoes_what_a_custom_train_method_did():
+    import torch
+    from torch import nn
+
+    from nnkit.introspect import analyze_model
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.body, self.use_aux = nn.Conv2d(3, 8, 3), True
+
+        def train(self, mode=True):
+            super().train(mode)
+            self.use_aux = mode
+            return self
+
+        def forward(self, x):
+            return self.body(x)
+
+    with torch.device("meta"):
+        model = Net()
+    analyze_model(model, (3, 16, 16), source="net")
+    assert model.training and model.use_aux
+
+
+def test_memory_estimate_keeps_frozen_layers_frozen_and_odd_attention_on_the_math_path():
+    """Attention whose values have another head size than queries: torch's CPU kernel choice is the math path,
+    and the estimate must run and equal what autograd keeps on a real CPU forward."""
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    from nnkit.introspect.build import on_meta
+    from nnkit.introspect.memory import saved_activation_bytes
+
+    class Attn(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.qk, self.v, self.proj = nn.Linear(64, 128), nn.Linear(64, 128), nn.Linear(128, 64)
+
+        def forward(self, x):
+            b, _, h, w = x.shape
+            t = x.flatten(2).transpose(1, 2)
+            q, k = self.qk(t).view(b, -1, 2, 4, 16).permute(2, 0, 3, 1, 4)
+            v = self.v(t).view(b, -1, 4, 32).transpose(1, 2)
+            return self.proj(F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, h * w, -1)).mean(1)
+
+    def make():
+        return nn.Sequential(nn.Conv2d(3, 64, 4, 4), nn.BatchNorm2d(64), Attn())
+
+    real = make().train()
+    storages = {}
+
+    def pack(t):
+        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    params = {p.untyped_storage().data_ptr() for p in real.parameters()}
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        real(torch.rand(2, 3, 32, 32))
+    kept = sum(n for ptr, n in storages.items() if ptr not in params) // 2
+    meta = on_meta(make).train()
+    meta[1].eval()  # frozen BatchNorm
+    assert saved_activation_bytes(meta, (3, 32, 32)) > 0
+    assert [m.training for m in meta] == [True, False, True]
+    meta[1].train()
+    assert saved_activation_bytes(meta, (3, 32, 32)) == kept
+
+
+def test_swin_says_where_its_fields_become_the_whole_input():
+    from nnkit.introspect import analyze
+
+    notes = analyze("swin_t").notes
+    assert any(n.startswith("receptive fields from features.1.0.attn on are shown as the whole input") for n in notes)
+    assert not any("regrouped" in n for n in analyze("resnet18").notes + analyze("vgg11").notes)

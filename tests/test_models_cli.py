@@ -52,6 +52,16 @@ def test_summary_shows_all_columns_and_depth(nnkit):
 
 
 @pytest.mark.torch
+def test_json_carries_the_analysis_notes(nnkit):
+    """What a table prints under itself about the whole network, scripts get as a "notes" list."""
+    doc = nnkit("rf", "mobilenet_v3_small", "-f", "json").json()
+    assert any("squeeze-excitation gate(s)" in n for n in doc["notes"])
+    chain = nnkit("rf", "3x32x32", "conv(8,3) upsample(2) conv(8,3)", "-f", "json").json()
+    assert any(n.startswith("receptive fields stop at the first upsampling layer") for n in chain["notes"])
+    assert nnkit("params", "3x32x32", "conv(8,3)", "-f", "json").json()["notes"] == []
+
+
+@pytest.mark.torch
 def test_summary_of_a_chain_uses_the_core(nnkit):
     run = nnkit("summary", "3x32x32", "conv(6,5) maxpool(2) flatten fc(10)", "-f", "json")
     assert run.code == 0, run

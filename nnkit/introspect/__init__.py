@@ -105,7 +105,8 @@ def inference_mode_flags(model: Any, named: list[tuple[str, Any]]) -> Iterator[N
 
     modules = [m for _, m in named]
     flags = [m.training for m in modules]
-    if any(type(m).train is not nn.Module.train for m in modules):
+    custom = any(type(m).train is not nn.Module.train for m in modules)
+    if custom:  # a train() of its own may do more than set flags (switch a head, freeze layers): let it
         model.eval()
     else:  # the flag alone, as Module.train sets it, without a recursive __setattr__ per module
         for m in modules:
@@ -113,6 +114,8 @@ def inference_mode_flags(model: Any, named: list[tuple[str, Any]]) -> Iterator[N
     try:
         yield
     finally:
+        if custom:
+            model.train(flags[0])  # undoes what its train(False) did; then the flags exactly as they were
         for m, flag in zip(modules, flags):
             vars(m)["training"] = flag
 
@@ -198,8 +201,12 @@ def _report(named: list[tuple[str, Any]], tr: Any, shape: tuple[int, ...], *, so
         notes.append(f"{len(tr.misaligned)} merge(s) join paths whose receptive fields are misaligned (first at "
                      f"{first}); the union of the fields is shown (Araujo et al. 2019)")
     if tr.upsampled:
-        notes.append(f"receptive fields stop at the first upsampling layer ({tr.upsampled[0] or 'the model'}): "
-                     "Araujo et al. (2019) define them for downsampling networks")
+        notes.append(f"receptive fields stop at the first upsampling or interpolating layer "
+                     f"({tr.upsampled[0] or 'the model'}): Araujo et al. (2019) define them for downsampling networks")
+    if tr.regrouped:
+        notes.append(f"receptive fields from {tr.regrouped[0] or 'the model'} on are shown as the whole input: "
+                     "positions are regrouped there (tokens, attention windows); an upper bound where attention "
+                     "sees only a window, as in Swin")
     if tr.gates:
         notes.append(f"{tr.gates} squeeze-excitation gate(s) multiply by a value computed from the whole "
                      "input; the receptive fields shown are those of the gated features, without the gates")

@@ -46,11 +46,13 @@ class Memory:
 def saved_activation_bytes(model: Any, shape: tuple[int, ...], batch: int = 2) -> int:
     """Bytes autograd saves for backward on one item (measured at `batch` items and divided)."""
     import torch
+    from torch import nn
 
     from nnkit.introspect import meta_copy
 
     model = meta_copy(model)
-    was = model.training
+    modules = list(model.modules())
+    flags = [m.training for m in modules]  # restored one by one: a frozen BatchNorm stays frozen
     model.train()
     # The StorageImpl's address identifies a storage on the meta device too, where data_ptr() is always 0.
     params = {p.untyped_storage()._cdata for p in model.parameters()}  # noqa: SLF001
@@ -68,16 +70,21 @@ def saved_activation_bytes(model: Any, shape: tuple[int, ...], batch: int = 2) -
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), _fused_attention():
             model(torch.empty((batch, *shape), device="meta", requires_grad=False))
     finally:
-        model.train(was)
+        if any(type(m).train is not nn.Module.train for m in modules):
+            model.train(flags[0])  # undoes what its train() did beyond the flags
+        for m, flag in zip(modules, flags):
+            vars(m)["training"] = flag
     return sum(saved.values()) // batch
 
 
 @contextlib.contextmanager
 def _fused_attention() -> Iterator[None]:
     """F.scaled_dot_product_attention runs as the fused CPU kernel (aten._scaled_dot_product_flash_attention_for_cpu,
-    which has a meta kernel) when unmasked, so that autograd saves what a fused kernel saves; masked or
-    grouped-query attention keeps torch's own choice. Patched as a module attribute, like build._no_init: a
-    torch function mode would not see the call nn.MultiheadAttention makes inside multi_head_attention_forward.
+    which has a meta kernel) where torch would pick it on a CPU (no mask, no dropout, q, k and v of one shape),
+    so that autograd saves what a fused kernel saves; other calls keep the math path. Patched as a module
+    attribute, like build._no_init: a torch function mode would not see the call nn.MultiheadAttention makes
+    inside multi_head_attention_forward. Code that imported scaled_dot_product_attention by name before the
+    estimate keeps the math path, and its estimate counts the attention matrices (an overestimate).
     """
     import torch
     import torch.nn.functional as F
@@ -87,7 +94,9 @@ def _fused_attention() -> Iterator[None]:
 
     def fused(query: Any, key: Any, value: Any, attn_mask: Any = None, dropout_p: float = 0.0,
               is_causal: bool = False, scale: float | None = None, enable_gqa: bool = False) -> Any:
-        if attn_mask is None and not enable_gqa and query.dim() == 4 and key.shape[-3] == query.shape[-3]:
+        # torch's own CPU choice takes the fused kernel only for this case; the rest keeps the math path
+        if attn_mask is None and not enable_gqa and not dropout_p and query.dim() == 4 and \
+                query.shape[:-2] == key.shape[:-2] == value.shape[:-2] and value.shape[-1] == query.shape[-1]:
             return flash(query, key, value, dropout_p, is_causal, scale=scale)[0]
         return sdpa(query, key, value, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal, scale=scale,
                     enable_gqa=enable_gqa)

@@ -27,6 +27,12 @@ from nnkit.core.layers import grow_field
 Axes = tuple[tuple[int, int, int], ...]
 GLOBAL = "global"
 UPSAMPLING = "upsampling"  # a window rule's answer for upsampling: no integer field from here on
+
+
+class Folded(tuple):  # type: ignore[type-arg]
+    """(axes, hw) of a channels-last map whose positions a linear layer has flattened into rows: F.linear on
+    (N, H, W, C) runs as view (N*H*W, C), mm/addmm, view back. Each row is a position, so the field returns when
+    the rows are viewed back as (H, W); any other use of the rows counts as mixing them."""
 _IDENTITY: Axes = ((1, 1, 0), (1, 1, 0))
 
 
@@ -43,9 +49,11 @@ def _arg(args: tuple[Any, ...], i: int, default: Any) -> Any:
     return args[i] if len(args) > i else default
 
 
-def _adaptive(hw_in: tuple[int, int], hw_out: tuple[int, int]) -> Axes | str:
+def _adaptive(hw_in: tuple[int, int], hw_out: tuple[int, int]) -> Axes | str | None:
     if hw_out == hw_in:
         return _IDENTITY
+    if 0 in hw_out:
+        return None
     if hw_out == (1, 1) or any(i % o for i, o in zip(hw_in, hw_out)):
         return GLOBAL
     return tuple((i // o, i // o, 0) for i, o in zip(hw_in, hw_out))
@@ -90,8 +98,17 @@ def _pad(args: tuple[Any, ...], hw_in: tuple[int, int], hw_out: tuple[int, int])
     return ((1, 1, pad[2]), (1, 1, pad[0]))
 
 
-def _upsampling(args: tuple[Any, ...], hw_in: tuple[int, int], hw_out: tuple[int, int]) -> str:
-    return UPSAMPLING
+def _resize(exact: bool | None) -> Callable[..., Any]:
+    """Interpolation: the same size is the identity; nearest-neighbour downsampling by an integer factor k is a
+    window of 1 with stride k (at offset floor(k/2) for 'nearest-exact'); anything else (upsampling, bilinear or
+    fractional resizing) has no integer field. exact None: not a nearest mode."""
+    def rule(args: tuple[Any, ...], hw_in: tuple[int, int], hw_out: tuple[int, int]) -> Axes | str:
+        if hw_out == hw_in:
+            return _IDENTITY
+        if exact is not None and all(o and i > o and i % o == 0 for i, o in zip(hw_in, hw_out)):
+            return tuple((1, i // o, -((i // o) // 2) if exact else 0) for i, o in zip(hw_in, hw_out))
+        return UPSAMPLING
+    return rule
 
 
 def _windows() -> dict[Any, Callable[..., Any]]:
@@ -99,9 +116,10 @@ def _windows() -> dict[Any, Callable[..., Any]]:
 
     aten = torch.ops.aten
     table: dict[Any, Callable[..., Any]] = {
-        getattr(aten, name): _upsampling for name in (
-            "upsample_nearest2d", "_upsample_nearest_exact2d", "upsample_bilinear2d", "upsample_bicubic2d",
-            "_upsample_bilinear2d_aa", "_upsample_bicubic2d_aa") if hasattr(aten, name)}
+        getattr(aten, name): _resize(exact) for name, exact in (
+            ("upsample_nearest2d", False), ("_upsample_nearest_exact2d", True), ("upsample_bilinear2d", None),
+            ("upsample_bicubic2d", None), ("_upsample_bilinear2d_aa", None), ("_upsample_bicubic2d_aa", None))
+        if hasattr(aten, name)}
     table |= {
         aten.convolution: _conv, aten.max_pool2d_with_indices: _max_pool, aten.max_pool2d: _max_pool,
         aten.avg_pool2d: _avg_pool, aten.constant_pad_nd: _pad, aten.reflection_pad2d: _pad,
@@ -145,12 +163,17 @@ class Fields:
 
         self._tensor = torch.Tensor
         self._windows = _windows()
-        self._gates = (torch.ops.aten.mul, torch.ops.aten.mul_)
+        aten = torch.ops.aten
+        self._gates = (aten.mul, aten.mul_)
+        self._views = (aten.view, aten._unsafe_view, aten.reshape)  # noqa: SLF001
+        self._addmm = aten.addmm
+        self._matmuls = (aten.mm, aten.addmm)
         self.where = where  # the innermost module running, to name a misaligned merge
         self.states: dict[int, Any] = {}
         self._alive: list[Any] = []  # every tensor with a state stays alive, so that no id() is reused
         self.misaligned: list[str] = []
         self.upsampled: list[str] = []  # where upsampling ends the fields (the modules, in order)
+        self.regrouped: list[str] = []  # where a view first regroups positions (tokens, windows): whole input
         self.gates = 0  # multiplications by a global gate (squeeze-excitation)
 
     def start(self, x: Any) -> None:
@@ -163,11 +186,18 @@ class Fields:
     def of(self, t: Any) -> Any:
         return None if t is None else self.states.get(id(t))
 
+    def copy(self, x: Any, y: Any) -> None:
+        """y gets x's field (y stands for a shape-keeping module's output, made where the tracer cannot see)."""
+        state = self.of(x)
+        if state is not None and y is not None and id(y) not in self.states:
+            self._set(y, state)
+
     def positionwise(self, x: Any, y: Any) -> None:
         """y = f(x) for a module that maps each position on its own (nn.Linear on a channels-last map, as in
         ConvNeXt and Swin): it keeps x's field, although its operators flatten (H, W) into rows on the way."""
         state = self.of(x)
-        if state is not None and state != GLOBAL and y is not None and _keeps(tuple(y.shape), state[1]):
+        if state is not None and state != GLOBAL and not isinstance(state, Folded) and y is not None and \
+                _keeps(tuple(y.shape), state[1]):
             self._set(y, state)
 
     def op(self, packet: Any, args: tuple[Any, ...], out: Any) -> None:
@@ -183,28 +213,59 @@ class Fields:
             if isinstance(out, (list, tuple)) else []
         if not outs or (not live and GLOBAL not in inputs):
             return  # constants (parameters, buffers, positions): no field
+        states = self._states(packet, args, inputs, live, outs)
+        for t, state in zip(outs, states):
+            self._set(t, state)
+        first = outs[0]
+        if first is args[0] and first._base is not None:  # in place on a view: the base's field grows too
+            base = self.states.get(id(first._base))
+            new = states[0]
+            if base is not None and base != GLOBAL and not isinstance(base, Folded) and new != GLOBAL and \
+                    not isinstance(new, Folded) and base[1] == new[1]:
+                self._set(first._base, merge([base, new], self.where(), self.misaligned))
+            elif base is not None:
+                self._set(first._base, GLOBAL if GLOBAL in (base, new) else base)
+
+    def _states(self, packet: Any, args: tuple[Any, ...], inputs: list[Any], live: list[Any],
+                outs: list[Any]) -> list[Any]:
+        first = tuple(outs[0].shape)
+        everywhere = [GLOBAL] * len(outs)
+        if any(isinstance(s, Folded) for s in live):
+            return self._folded(packet, args, live, first) or everywhere
         if GLOBAL in inputs:
-            if live and packet in self._gates and _keeps(tuple(outs[0].shape), live[0][1]):
+            if live and packet in self._gates and _keeps(first, live[0][1]):
                 self.gates += 1  # x * sigmoid(fc(pool(x))): a global gate on a local field
             else:
-                for t in outs:
-                    self._set(t, GLOBAL)
-                return
+                return everywhere
         axes, hw = merge(live, self.where(), self.misaligned) if len(live) > 1 else live[0]
         rule = self._windows.get(packet)
-        first = tuple(outs[0].shape)
         if rule is not None and len(first) >= 3:
             win = rule(args, hw, first[-2:])
             if win == GLOBAL:
-                self._set(outs[0], GLOBAL)
-                return
+                return everywhere
             if win == UPSAMPLING:
                 if axes is not None:
                     self.upsampled.append(self.where())
-                self._set(outs[0], (None, first[-2:]))
-                return
+                return [(None, first[-2:])]
             if win is not None:
-                self._set(outs[0], (grow_field(axes, win) if axes is not None else None, first[-2:]))
-                return
-        for t in outs:
-            self._set(t, (axes, hw) if _keeps(tuple(t.shape), hw) else GLOBAL)
+                return [(grow_field(axes, win) if axes is not None else None, first[-2:])]
+        if packet in self._views and len(live) == 1 and len(first) == 2 and len(args[0].shape) >= 3 and \
+                tuple(args[0].shape[-3:-1]) == hw and first[-1] == args[0].shape[-1]:
+            return [Folded((axes, hw))]  # F.linear on a channels-last map flattens positions into rows
+        out = [(axes, hw) if _keeps(tuple(t.shape), hw) else GLOBAL for t in outs]
+        if GLOBAL in out and packet in self._views and len(first) >= 3 and not self.regrouped:
+            self.regrouped.append(self.where())  # tokens, attention windows
+        return out
+
+    def _folded(self, packet: Any, args: tuple[Any, ...], live: list[Any], first: tuple[int, ...]) -> list[Any] | None:
+        """Rows of positions (Folded) through a linear layer: mm/addmm with a weight keep them rows; a view back
+        to (..., H, W, C) restores the field. None: they are mixed, the field becomes the whole input."""
+        if len(live) != 1:
+            return None
+        (axes, hw) = live[0]
+        rows = self.states.get(id(args[1] if packet is self._addmm else args[0]))
+        if packet in self._matmuls and isinstance(rows, Folded) and len(first) == 2:
+            return [live[0]]
+        if packet in self._views and len(first) >= 3 and tuple(first[-3:-1]) == hw:
+            return [(axes, hw)]
+        return None

@@ -8,6 +8,7 @@ written in a parent's forward, for instance), so that the rows always add up to 
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +41,7 @@ class Trace:
     misaligned: list[str] = field(default_factory=list)  # modules where paths with misaligned fields merge
     gates: int = 0  # multiplications by a global gate (squeeze-excitation)
     upsampled: list[str] = field(default_factory=list)  # modules where upsampling ends the fields
+    regrouped: list[str] = field(default_factory=list)  # where positions are first regrouped (tokens, windows)
 
 
 def _first_tensor(value: Any) -> Any:
@@ -281,7 +283,6 @@ def run(model: Any, shape: tuple[int, ...], name: str = "model", fields: bool = 
     named = named or walk(model)
     paths = {id(m): p for p, m in named}
     tracker = None
-    positionwise = (torch.nn.Linear,)
     if fields:
         from nnkit.introspect.rf import Fields
 
@@ -289,13 +290,18 @@ def run(model: Any, shape: tuple[int, ...], name: str = "model", fields: bool = 
     counter = _CACHE["mode"](tracker)
 
     tensor = torch.Tensor
+    linear = torch.nn.Linear
+    # Modules with hooks of their own get ours per module, registered last, so that rows show what those hooks
+    # pass in and hand on (global hooks run before a module's own); the rest share two global hooks, because
+    # registering 600 handles on ResNet-50 cost more than the pass.
+    local = {id(m) for _, m in named if m._forward_hooks or m._forward_pre_hooks}  # noqa: SLF001
+    shared = {i: p for i, p in paths.items() if i not in local}
+    renewed: set[int] = set()  # modules that build.pass_through replaced by a stand-in returning a new tensor
+    failed: list[Call | None] = [None]  # innermost call an exception is propagating out of, until one starts
+    handled = sys.exc_info()[1]  # an exception being handled around this trace (smallest_input runs in one)
 
-    # Two global hooks instead of two per module: registering 600 handles on ResNet-50 cost more than the pass.
-    # Both run once per module call, so the usual case (one tensor in, one out) is written out inline.
-    def pre(module: Any, args: Any) -> None:
-        path = paths.get(id(module))
-        if path is None:
-            return
+    def enter(module: Any, args: Any, path: str) -> None:
+        failed[0] = None  # an exception seen before was caught by the model itself
         x = args[0] if args and isinstance(args[0], tensor) else _first_tensor(args)
         parent = stack[-1] if stack else None
         c = Call(len(calls), path, type(module).__name__, not module._modules,  # noqa: SLF001
@@ -305,11 +311,17 @@ def run(model: Any, shape: tuple[int, ...], name: str = "model", fields: bool = 
         calls.append(c)
         stack.append(c.order)
 
-    def post(module: Any, args: Any, output: Any) -> None:
-        if id(module) not in paths:
-            return
+    # `leave` runs even when a forward raises (always_call), so that a model which catches an exception of one of
+    # its submodules keeps a consistent stack. torch calls it then from its except clause with output None.
+    def leave(module: Any, args: Any, output: Any) -> None:
         c = calls[stack.pop()]
         c.macs += counter.macs
+        if c.parent is not None:
+            calls[c.parent].child_macs += c.macs
+        if output is None and sys.exc_info()[1] not in (None, handled):
+            if failed[0] is None:  # the row keeps what it computed before it raised; the trace may go on
+                failed[0] = c
+            return
         if isinstance(output, tensor):
             first = output
             c.out_bytes = output.numel() * output.element_size()
@@ -318,22 +330,37 @@ def run(model: Any, shape: tuple[int, ...], name: str = "model", fields: bool = 
             c.out_bytes = _tensor_bytes(output)
         c.output = None if first is None else tuple(first.shape[1:]) if first.dim() else ()
         if tracker is not None:
-            if type(module) in positionwise:
+            if isinstance(module, linear):
                 tracker.positionwise(_first_tensor(args), first)
+            elif id(module) in renewed:  # a shape-keeping module's stand-in (build.pass_through): same field
+                tracker.copy(_first_tensor(args), first)
             c.rf = tracker.of(first)
-        if c.parent is not None:
-            calls[c.parent].child_macs += c.macs
+
+    def pre(module: Any, args: Any) -> None:
+        path = shared.get(id(module))
+        if path is not None:
+            enter(module, args, path)
+
+    def post(module: Any, args: Any, output: Any) -> None:
+        if id(module) in shared:
+            leave(module, args, output)
 
     x = torch.empty((1, *shape), device="meta")
     if tracker is not None:
         tracker.start(x)
-    handles = [nn_module.register_module_forward_pre_hook(pre), nn_module.register_module_forward_hook(post)]
+    handles = [nn_module.register_module_forward_pre_hook(pre),
+               nn_module.register_module_forward_hook(post, always_call=True)]
+    for _, m in named:
+        if id(m) in local:
+            path = paths[id(m)]
+            handles += [m.register_forward_pre_hook(lambda module, args, path=path: enter(module, args, path)),
+                        m.register_forward_hook(leave, always_call=True)]
     try:
-        with torch.no_grad(), pass_through(model, named), counter:
+        with torch.no_grad(), pass_through(model, named) as stand_ins, counter:
+            renewed.update(stand_ins)
             out = model(x)
     except Exception as exc:  # noqa: BLE001 - the layer that failed is named by the caller
-        failing = calls[stack[-1]] if stack else None
-        raise _Failure(failing, exc) from None
+        raise _Failure(failed[0], exc) from None
     finally:
         for h in handles:
             h.remove()
@@ -342,7 +369,8 @@ def run(model: Any, shape: tuple[int, ...], name: str = "model", fields: bool = 
                  rf=tracker.of(first) if tracker is not None else None,
                  misaligned=tracker.misaligned if tracker is not None else [],
                  gates=tracker.gates if tracker is not None else 0,
-                 upsampled=tracker.upsampled if tracker is not None else [])
+                 upsampled=tracker.upsampled if tracker is not None else [],
+                 regrouped=tracker.regrouped if tracker is not None else [])
 
 
 class _Failure(Exception):

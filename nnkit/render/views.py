@@ -116,6 +116,7 @@ def view(a: Analysis, what: View, explain: bool = False) -> tuple[dict[str, Any]
                    padding=list(f.padding) if f else None, at=a.rf_at, covers_input=a.rf_global)
     if a.batch:
         doc["batch"] = a.batch
+    doc["notes"] = list(notes)  # what the whole analysis needs said (merges, gates, upsampling, unused params)
     doc["layers"] = [_layer_doc(a, layer, what, explain) for layer in a.layers]
 
     # Model rows are module paths: their class (Conv2d, ...) is worth a column; a chain's layer says it itself.
