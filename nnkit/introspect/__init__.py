@@ -158,6 +158,7 @@ def _report(named: list[tuple[str, Any]], tr: Any, shape: tuple[int, ...], *, so
 
     n = batch or 1
     rows: list[LayerReport] = []
+    fields_of: dict[int, tuple[Field | None, bool]] = {}
     for c in tr.calls:
         level = 0 if c.path == "" else c.path.count(".") + 1
         module = modules[c.path]
@@ -178,7 +179,10 @@ def _report(named: list[tuple[str, Any]], tr: Any, shape: tuple[int, ...], *, so
                     for p in child.parameters()]
         # A leaf of the computation may still own submodules (nn.MultiheadAttention's out_proj): all of them count.
         params, trainable = count(module.parameters() if whole and module._modules else own)  # noqa: SLF001
-        rf, covers = _field(c.rf)
+        key = id(c.rf)  # rows of BatchNorm and activations share their conv's state: one Field for all
+        if key not in fields_of:
+            fields_of[key] = _field(c.rf)
+        rf, covers = fields_of[key]
         formulas = _explain(module, c, params, c.macs if whole else self_macs, rf) if whole and explain else ()
         row_notes: tuple[str, ...] = ()
         if not whole:

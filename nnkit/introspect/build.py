@@ -108,32 +108,34 @@ def _shape_keeping() -> tuple[type, ...]:
 
 
 @contextlib.contextmanager
-def pass_through(model: Any, named: list[tuple[str, Any]] | None = None) -> Iterator[set[int]]:
+def pass_through(model: Any, named: list[tuple[str, Any]] | None = None, fresh: bool = True) -> \
+        Iterator[set[int]]:
     """Shape-keeping modules return their input (or a new tensor like it) while analysis traces the model.
 
     On the meta device BatchNorm, LayerNorm and most activations run as Python decompositions (about 1 ms
     each); they change neither shapes nor MACs, so skipping them makes a trace of ResNet-50 ten times faster.
-    Hooks still fire (they wrap forward), and every module gets its own forward back afterwards.
+    Hooks still fire (they wrap forward), and every module gets its own forward back afterwards. With fresh=False
+    every stand-in returns its input itself, which is enough where no receptive field is followed.
     """
     import torch
     from torch import nn
 
     kinds = _shape_keeping()
     patched = [m for _, m in named or walk(model) if type(m) in kinds and "forward" not in vars(m)]
-    # The new tensor is made with Python dispatch off: through a dispatch mode it cost 10 times as much. The
-    # tracer copies the input's receptive field to it (it never sees this operator).
+    # The new tensor object is made with Python dispatch off (through the tracer's dispatch mode it cost 10
+    # times as much); the tracer copies the input's receptive field to it, since it never sees this operator.
     no_dispatch = torch._C._DisableTorchDispatch  # noqa: SLF001
 
     def same(*args: Any, **kwargs: Any) -> Any:  # nn.Identity, eval-mode dropout, in-place activations
         return args[0] if args else next(iter(kwargs.values()))
 
-    def new(*args: Any, **kwargs: Any) -> Any:  # a new tensor, as the module returns one: an in-place op on it
-        x = args[0] if args else next(iter(kwargs.values()))  # must not touch its input
+    def new(*args: Any, **kwargs: Any) -> Any:  # a new tensor object, as the module returns one, so that an
+        x = args[0] if args else next(iter(kwargs.values()))  # in-place op on it does not touch its input's field
         with no_dispatch():
-            return x.new_empty_strided(x.shape, x.stride())
+            return x.detach()  # same shape and strides, and no _base: not a view in the tracer's eyes
 
     def forward(m: Any) -> Any:
-        if vars(m).get("inplace", False) or isinstance(m, (nn.Identity, nn.Dropout, nn.Dropout2d)):
+        if not fresh or vars(m).get("inplace", False) or isinstance(m, (nn.Identity, nn.Dropout, nn.Dropout2d)):
             return same
         return new
 

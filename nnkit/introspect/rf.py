@@ -167,6 +167,7 @@ class Fields:
         self._gates = (aten.mul, aten.mul_)
         self._views = (aten.view, aten._unsafe_view, aten.reshape)  # noqa: SLF001
         self._addmm = aten.addmm
+        self._convolution = aten.convolution
         self._matmuls = (aten.mm, aten.addmm)
         self.where = where  # the innermost module running, to name a misaligned merge
         self.states: dict[int, Any] = {}
@@ -203,11 +204,14 @@ class Fields:
     def op(self, packet: Any, args: tuple[Any, ...], out: Any) -> None:
         tensor = self._tensor
         inputs: list[Any] = []
-        for a in args:
-            if isinstance(a, tensor):
-                inputs.append(self.states.get(id(a)))
-            elif isinstance(a, (list, tuple)):
-                inputs.extend(self.states.get(id(t)) for t in a if isinstance(t, tensor))
+        if packet is self._convolution:  # the most frequent operator: weight and bias never carry a field
+            inputs.append(self.states.get(id(args[0])))
+        else:
+            for a in args:
+                if isinstance(a, tensor):
+                    inputs.append(self.states.get(id(a)))
+                elif isinstance(a, (list, tuple)):
+                    inputs.extend(self.states.get(id(t)) for t in a if isinstance(t, tensor))
         live = [s for s in inputs if s is not None and s != GLOBAL]
         outs = [out] if isinstance(out, tensor) else [t for t in out if isinstance(t, tensor)] \
             if isinstance(out, (list, tuple)) else []

@@ -356,7 +356,7 @@ def run(model: Any, shape: tuple[int, ...], name: str = "model", fields: bool = 
             handles += [m.register_forward_pre_hook(lambda module, args, path=path: enter(module, args, path)),
                         m.register_forward_hook(leave, always_call=True)]
     try:
-        with torch.no_grad(), pass_through(model, named) as stand_ins, counter:
+        with torch.no_grad(), pass_through(model, named, fresh=fields) as stand_ins, counter:
             renewed.update(stand_ins)
             out = model(x)
     except Exception as exc:  # noqa: BLE001 - the layer that failed is named by the caller
