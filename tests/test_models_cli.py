@@ -130,6 +130,42 @@ def test_dwsep_mobilenet_matches_howard_2017(nnkit):
 
 
 @pytest.mark.torch
+def test_dwsep_of_any_network_against_its_standard_twin(nnkit, tmp_path):
+    """Oracle: on MobileNet v1 the generic twin is Howard et al.'s Conv MobileNet, built for real (Table 4): the
+    same MACs, and the params of one BatchNorm more per pair (the twin keeps the depthwise conv's)."""
+    from nnkit.archs.mobilenet_v1 import mobilenet_v1
+    from nnkit.introspect import analyze_model
+    from nnkit.introspect.build import on_meta
+    from nnkit.introspect.dwsep import compare
+    from nnkit.introspect.target import resolve
+
+    r = compare(resolve("mobilenet_v1", input=None, num_classes=None, in_channels=None, width=0.5))
+    conv = analyze_model(on_meta(lambda: mobilenet_v1(width=0.5, standard=True)), (3, 224, 224), source="conv")
+    assert len(r.pairs) == 13 and not r.unpaired
+    assert r.standard.macs == conv.macs
+    assert r.standard.params == conv.params + sum(2 * p.depthwise.cin for p in r.pairs)
+    assert r.separable.params == analyze_model(on_meta(lambda: mobilenet_v1(width=0.5)), (3, 224, 224),
+                                               source="mobilenet").params
+
+    doc = nnkit("dwsep", "mobilenet_v3_small", "-f", "json").json()  # squeeze-excitation 1x1s are not pointwise
+    assert len(doc["pairs"]) == 11 and doc["pairs"][0]["pointwise"] == "features.1.block.2.0"
+    assert doc["ratio"]["macs"] == pytest.approx(doc["separable"]["macs"] / doc["standard"]["macs"])
+    assert 0 < doc["pairs_ratio"]["macs"] < doc["ratio"]["macs"] < 1  # the layers outside pairs stay as they are
+    assert {"standard", "separable", "ratio", "theory", "variants", "pairs", "unpaired"} <= set(doc)
+
+    model = tmp_path / "tiny.py"
+    model.write_text("from torch import nn\n"
+                     "def Net():\n"
+                     "    return nn.Sequential(nn.Conv2d(8, 8, 3, padding=1, groups=8), nn.ReLU(), nn.Conv2d(8, 16, 1))\n")
+    tiny = nnkit("dwsep", f"{model}:Net", "--input", "8x10x10", "-f", "json").json()
+    assert tiny["standard"] == {"params": 3 * 3 * 8 * 16 + 16, "macs": 10 * 10 * 3 * 3 * 8 * 16}
+    assert tiny["separable"] == {"params": (9 * 8 + 8) + (8 * 16 + 16), "macs": 10 * 10 * 9 * 8 + 10 * 10 * 8 * 16}
+    run = nnkit("dwsep", "resnet18")
+    assert run.code == 2 and "resnet18 has no depthwise-separable pair" in run.err
+    assert len(run.err.strip().splitlines()) == 1
+
+
+@pytest.mark.torch
 def test_crosscheck_and_backends(nnkit):
     run = nnkit("crosscheck", "resnet18", "-f", "json")
     assert run.code == 0, run

@@ -167,8 +167,8 @@ def _make(what: View) -> Callable[..., None]:
 
 
 def dwsep(
-    target: Annotated[str, typer.Argument(help="Input shape CxHxW of one layer, or an architecture "
-                                               "(mobilenet_v1) to compare whole networks.",
+    target: Annotated[str, typer.Argument(help="Input shape CxHxW of one layer, or a network (mobilenet_v1, "
+                                               "efficientnet_b0, model.py:Net) to compare with its standard twin.",
                                           autocompletion=complete_target, show_default=False)],
     out: Annotated[Optional[int], typer.Option("--out", "-n", help="Output channels N.")] = None,
     kernel: Annotated[Optional[str], typer.Option("-k", "--kernel", help="Kernel size K (or KhxKw).")] = None,

@@ -154,16 +154,18 @@ def _cost(width: float, size: int, standard: bool = False) -> dict[str, int]:
 
 
 def dwsep_model(target: str, *, input: str | None, width: float | None, fmt: OutputFormat | None) -> None:
-    """`nnkit dwsep mobilenet_v1`: MobileNet against the same network of standard convolutions (Table 4)."""
+    """`nnkit dwsep mobilenet_v1`: MobileNet against the same network of standard convolutions (Table 4), with the
+    paper's widths and resolutions; any other network (named or the user's) against its standard twin."""
     from nnkit.archs import get_arch
     from nnkit.archs.mobilenet_v1 import CONFIG, _channels
     from nnkit.introspect.target import _parse_input
 
+    from nnkit.introspect.target import is_user_model
+
+    if is_user_model(target) or get_arch(target).name != "mobilenet_v1":
+        _dwsep_network(target, input=input, width=width, fmt=fmt)
+        return
     info = get_arch(target)
-    if info.name != "mobilenet_v1":
-        raise UsageError(f"dwsep compares whole networks for mobilenet_v1 (Howard et al. 2017, Table 4); "
-                         f"{info.name} has no standard-convolution twin here (nnkit dwsep CxHxW --out N -k K "
-                         "compares one layer)")
     alpha = 1.0 if width is None else width
     if alpha <= 0:
         raise UsageError(f"--width must be positive, got {alpha:g}")
@@ -206,6 +208,49 @@ def dwsep_model(target: str, *, input: str | None, width: float | None, fmt: Out
     emit(doc, Tabular(columns=("network", "params", "MACs", "published"), rows=tuple(rows),
                       title=f"mobilenet_v1 width {alpha:g} on 3x{size}x{size}", notes=notes,
                       numeric=frozenset({"params", "MACs"})), fmt)
+
+
+def _dwsep_network(target: str, *, input: str | None, width: float | None, fmt: OutputFormat | None) -> None:
+    """Any network with depthwise-separable pairs against its standard twin (nnkit.core.dwsep), pair by pair."""
+    from nnkit.introspect.dwsep import compare
+    from nnkit.introspect.target import resolve
+
+    r = compare(resolve(target, input=input, num_classes=None, in_channels=None, width=width))
+    std, sep = r.standard, r.separable
+
+    def cost(c: Any) -> dict[str, int]:
+        return {"params": c.params, "macs": c.macs}
+
+    doc: dict[str, Any] = {
+        "name": r.source, "input": list(r.input), "width": width, "standard": cost(std), "separable": cost(sep),
+        "ratio": {"params": r.ratio.params, "macs": r.ratio.macs}, "theory": r.theory, "paper": None,
+        "pairs_ratio": {"params": r.pairs_ratio.params, "macs": r.pairs_ratio.macs},
+        "variants": [],
+        "pairs": [{"depthwise": p.depthwise.path, "pointwise": p.pointwise.path,
+                   "kernel": list(p.depthwise.kernel), "in": p.depthwise.cin, "out": p.pointwise.cout,
+                   "standard": cost(p.standard), "separable": cost(p.separable),
+                   "ratio": {"params": p.separable.params / p.standard.params,
+                             "macs": p.separable.macs / p.standard.macs}} for p in r.pairs],
+        "unpaired": list(r.unpaired)}
+    rows = tuple((f"{p.depthwise.path} + {p.pointwise.path}", f"{p.depthwise.cin}->{p.pointwise.cout}",
+                  "x".join(map(str, p.depthwise.kernel)), p.standard.params, p.standard.macs, p.separable.params,
+                  p.separable.macs, f"{p.separable.macs / p.standard.macs:.4f}") for p in r.pairs)
+    footer = (("whole network", "", "", std.params, std.macs, sep.params, sep.macs, f"{r.ratio.macs:.4f}"),)
+    notes = [f"standard twin: each depthwise conv and the 1x1 conv that takes its output replaced by one standard "
+             f"conv with the depthwise kernel and stride ({len(r.pairs)} pairs); BatchNorm, activations and the "
+             "rest kept (Howard et al. 2017, Table 4, generalised)",
+             f"separable / standard, whole network: params {r.ratio.params:.4f}, MACs {r.ratio.macs:.4f}; the pairs "
+             f"alone: MACs {r.pairs_ratio.macs:.4f}, theory sum(1/N + 1/K^2) weighted by each pair's standard MACs "
+             f"= {r.theory:.4f}"]
+    if r.unpaired:
+        notes.append(f"{len(r.unpaired)} depthwise conv(s) no 1x1 conv takes directly, kept as they are (first: "
+                     f"{r.unpaired[0]})")
+    emit(doc, Tabular(columns=("pair", "channels", "kernel", "standard params", "standard MACs", "separable params",
+                               "separable MACs", "MACs ratio"), rows=rows, footer=footer,
+                      title=f"{r.source} on {'x'.join(map(str, r.input))}: as built vs its standard twin",
+                      notes=tuple(notes),
+                      numeric=frozenset({"standard params", "standard MACs", "separable params", "separable MACs"})),
+         fmt)
 
 
 def register(app: typer.Typer) -> None:

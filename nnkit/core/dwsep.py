@@ -95,3 +95,114 @@ def _text(v: object) -> str:
     if isinstance(v, tuple):
         return "x".join(map(str, v))
     return str(v)
+
+
+# Whole networks (`nnkit dwsep ARCH`): the network as built against its "standard twin", where each depthwise
+# convolution and the pointwise (1x1) convolution that consumes its output are one standard convolution with the
+# depthwise kernel, stride and padding, from the depthwise input channels to the pointwise output channels
+# (Howard et al. 2017, Table 4's "Conv MobileNet", generalised). Everything else stays: BatchNorm, activations,
+# squeeze-excitation, expansions. The layers come from a traced model (nnkit.introspect.dwsep), so this part
+# needs no torch either.
+
+@dataclass(frozen=True)
+class ConvLayer:
+    """One call of a 2-d convolution as traced: shapes without batch, MACs for one item."""
+    path: str
+    cin: int
+    cout: int
+    kernel: tuple[int, int]
+    stride: tuple[int, int]
+    groups: int
+    bias: bool
+    input: Shape
+    output: Shape
+    params: int
+    macs: int
+
+    @property
+    def depthwise(self) -> bool:  # one filter group per input channel (a channel multiplier is allowed)
+        return self.groups > 1 and self.groups == self.cin
+
+    @property
+    def pointwise(self) -> bool:
+        return self.kernel == (1, 1) and self.groups == 1 and self.stride == (1, 1)
+
+
+@dataclass(frozen=True)
+class Pair:
+    depthwise: ConvLayer
+    pointwise: ConvLayer
+
+    @property
+    def separable(self) -> Cost:
+        return Cost(self.depthwise.params + self.pointwise.params, self.depthwise.macs + self.pointwise.macs)
+
+    @property
+    def standard(self) -> Cost:
+        """k*k*M*N weights (+ N biases if either conv had them), at every output position of the pointwise."""
+        (kh, kw), m, n = self.depthwise.kernel, self.depthwise.cin, self.pointwise.cout
+        bias = n if self.depthwise.bias or self.pointwise.bias else 0
+        positions = self.pointwise.output[1] * self.pointwise.output[2]
+        return Cost(kh * kw * m * n + bias, positions * kh * kw * m * n)
+
+
+@dataclass(frozen=True)
+class NetworkComparison:
+    source: str
+    input: Shape
+    separable: Cost  # the network as built
+    pairs: tuple[Pair, ...]
+    unpaired: tuple[str, ...]  # depthwise convolutions no pointwise convolution consumes directly
+
+    @property
+    def standard(self) -> Cost:
+        return Cost(self.separable.params + sum(p.standard.params - p.separable.params for p in self.pairs),
+                    self.separable.macs + sum(p.standard.macs - p.separable.macs for p in self.pairs))
+
+    @property
+    def ratio(self) -> Ratio:
+        return Ratio(self.separable.params / self.standard.params, self.separable.macs / self.standard.macs)
+
+    @property
+    def pairs_ratio(self) -> Ratio:
+        """Separable / standard over the pairs alone, what the theory predicts."""
+        std = [p.standard for p in self.pairs]
+        sep = [p.separable for p in self.pairs]
+        return Ratio(sum(c.params for c in sep) / sum(c.params for c in std),
+                     sum(c.macs for c in sep) / sum(c.macs for c in std))
+
+    @property
+    def theory(self) -> float:
+        """1/N + 1/K^2 per pair (Howard et al. 2017, 3.1), weighted by the pair's standard MACs."""
+        total = sum(p.standard.macs for p in self.pairs)
+        return sum(p.standard.macs * (1 / p.pointwise.cout + 1 / (p.depthwise.kernel[0] * p.depthwise.kernel[1]))
+                   for p in self.pairs) / total
+
+
+def pair_up(convs: list[ConvLayer]) -> tuple[list[Pair], list[ConvLayer]]:
+    """Each depthwise conv with the first later pointwise conv that takes its output shape, before the next
+    depthwise conv; 1x1 convs on pooled maps in between (squeeze-excitation) do not take it."""
+    pairs: list[Pair] = []
+    alone: list[ConvLayer] = []
+    for i, dw in enumerate(convs):
+        if not dw.depthwise:
+            continue
+        for pw in convs[i + 1:]:
+            if pw.depthwise:
+                alone.append(dw)
+                break
+            if pw.pointwise and pw.input == dw.output:
+                pairs.append(Pair(dw, pw))
+                break
+        else:
+            alone.append(dw)
+    return pairs, alone
+
+
+def compare_network(source: str, input: Shape, params: int, macs: int, convs: list[ConvLayer]) -> NetworkComparison:
+    pairs, alone = pair_up(convs)
+    if not pairs:
+        raise UsageError(f"{source} has no depthwise-separable pair (a depthwise conv whose output a 1x1 conv "
+                         "takes): nothing to compare; nnkit dwsep CxHxW --out N -k K compares one layer")
+    return NetworkComparison(source=source, input=input, separable=Cost(params, macs), pairs=tuple(pairs),
+                             unpaired=tuple(c.path for c in alone))
