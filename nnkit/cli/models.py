@@ -223,18 +223,16 @@ def _dwsep_network(target: str, *, input: str | None, width: float | None, fmt: 
 
     doc: dict[str, Any] = {
         "name": r.source, "input": list(r.input), "width": width, "standard": cost(std), "separable": cost(sep),
-        "ratio": {"params": r.ratio.params, "macs": r.ratio.macs}, "theory": r.theory, "paper": None,
-        "pairs_ratio": {"params": r.pairs_ratio.params, "macs": r.pairs_ratio.macs},
+        "ratio": vars(r.ratio), "theory": r.theory, "paper": None, "pairs_ratio": vars(r.pairs_ratio),
         "variants": [],
         "pairs": [{"depthwise": p.depthwise.path, "pointwise": p.pointwise.path,
                    "kernel": list(p.depthwise.kernel), "in": p.depthwise.cin, "out": p.pointwise.cout,
                    "standard": cost(p.standard), "separable": cost(p.separable),
-                   "ratio": {"params": p.separable.params / p.standard.params,
-                             "macs": p.separable.macs / p.standard.macs}} for p in r.pairs],
+                   "ratio": vars(p.separable.per(p.standard))} for p in r.pairs],
         "unpaired": list(r.unpaired)}
     rows = tuple((f"{p.depthwise.path} + {p.pointwise.path}", f"{p.depthwise.cin}->{p.pointwise.cout}",
                   "x".join(map(str, p.depthwise.kernel)), p.standard.params, p.standard.macs, p.separable.params,
-                  p.separable.macs, f"{p.separable.macs / p.standard.macs:.4f}") for p in r.pairs)
+                  p.separable.macs, f"{p.separable.per(p.standard).macs:.4f}") for p in r.pairs)
     footer = (("whole network", "", "", std.params, std.macs, sep.params, sep.macs, f"{r.ratio.macs:.4f}"),)
     notes = [f"standard twin: each depthwise conv and the 1x1 conv that takes its output replaced by one standard "
              f"conv with the depthwise kernel and stride ({len(r.pairs)} pairs); BatchNorm, activations and the "

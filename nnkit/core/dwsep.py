@@ -19,6 +19,16 @@ class Cost:
     params: int
     macs: int
 
+    def __add__(self, other: Cost) -> Cost:
+        return Cost(self.params + other.params, self.macs + other.macs)
+
+    def __sub__(self, other: Cost) -> Cost:
+        return Cost(self.params - other.params, self.macs - other.macs)
+
+    def per(self, other: Cost) -> Ratio:
+        """self / other, params and MACs each."""
+        return Ratio(self.params / other.params, self.macs / other.macs)
+
 
 @dataclass(frozen=True)
 class Ratio:
@@ -40,12 +50,12 @@ class DwsepComparison:
 
     @property
     def separable(self) -> Cost:
-        return Cost(self.depthwise.params + self.pointwise.params, self.depthwise.macs + self.pointwise.macs)
+        return self.depthwise + self.pointwise
 
     @property
     def ratio(self) -> Ratio:
         """Separable / standard."""
-        return Ratio(self.separable.params / self.standard.params, self.separable.macs / self.standard.macs)
+        return self.separable.per(self.standard)
 
     @property
     def theory(self) -> float:
@@ -127,6 +137,10 @@ class ConvLayer:
     def pointwise(self) -> bool:
         return self.kernel == (1, 1) and self.groups == 1 and self.stride == (1, 1)
 
+    @property
+    def cost(self) -> Cost:
+        return Cost(self.params, self.macs)
+
 
 @dataclass(frozen=True)
 class Pair:
@@ -135,7 +149,7 @@ class Pair:
 
     @property
     def separable(self) -> Cost:
-        return Cost(self.depthwise.params + self.pointwise.params, self.depthwise.macs + self.pointwise.macs)
+        return self.depthwise.cost + self.pointwise.cost
 
     @property
     def standard(self) -> Cost:
@@ -156,20 +170,17 @@ class NetworkComparison:
 
     @property
     def standard(self) -> Cost:
-        return Cost(self.separable.params + sum(p.standard.params - p.separable.params for p in self.pairs),
-                    self.separable.macs + sum(p.standard.macs - p.separable.macs for p in self.pairs))
+        return sum((p.standard - p.separable for p in self.pairs), self.separable)
 
     @property
     def ratio(self) -> Ratio:
-        return Ratio(self.separable.params / self.standard.params, self.separable.macs / self.standard.macs)
+        return self.separable.per(self.standard)
 
     @property
     def pairs_ratio(self) -> Ratio:
         """Separable / standard over the pairs alone, what the theory predicts."""
-        std = [p.standard for p in self.pairs]
-        sep = [p.separable for p in self.pairs]
-        return Ratio(sum(c.params for c in sep) / sum(c.params for c in std),
-                     sum(c.macs for c in sep) / sum(c.macs for c in std))
+        none = Cost(0, 0)
+        return sum((p.separable for p in self.pairs), none).per(sum((p.standard for p in self.pairs), none))
 
     @property
     def theory(self) -> float:
