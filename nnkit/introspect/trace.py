@@ -8,6 +8,7 @@ written in a parent's forward, for instance), so that the rows always add up to 
 
 from __future__ import annotations
 
+import functools
 import sys
 from dataclasses import dataclass, field
 from typing import Any
@@ -208,7 +209,8 @@ def _shortcuts() -> dict[Any, Any]:
             aten._safe_softmax.default: softmax}  # noqa: SLF001
 
 
-def _mode(registry: dict[Any, Any], decomposable: dict[Any, bool]) -> Any:
+@functools.cache
+def _mode() -> Any:
     """A TorchDispatchMode that counts MACs with torch.utils.flop_counter's own formulas and hands every
     operator to the receptive-field tracker.
 
@@ -220,7 +222,8 @@ def _mode(registry: dict[Any, Any], decomposable: dict[Any, bool]) -> Any:
     import torch
     from torch.utils._python_dispatch import TorchDispatchMode
 
-    shortcuts = _shortcuts()
+    shortcuts, registry = _shortcuts(), _formulas()
+    decomposable: dict[Any, bool] = {}  # per operator: has a CompositeImplicitAutograd kernel to decompose into
 
     class Counting(TorchDispatchMode):
         def __init__(self, fields: Any) -> None:
@@ -264,9 +267,6 @@ def _mode(registry: dict[Any, Any], decomposable: dict[Any, bool]) -> Any:
     return Counting
 
 
-_CACHE: dict[str, Any] = {}
-
-
 def run(model: Any, shape: tuple[int, ...], name: str = "model", fields: bool = True,
         named: list[tuple[str, Any]] | None = None) -> Trace:
     """Trace one item of `shape` through `model` (already on the meta device); with `fields`, receptive fields
@@ -274,8 +274,6 @@ def run(model: Any, shape: tuple[int, ...], name: str = "model", fields: bool = 
     import torch
     from torch.nn.modules import module as nn_module
 
-    if "mode" not in _CACHE:
-        _CACHE["mode"] = _mode(_formulas(), {})
     calls: list[Call] = []
     stack: list[int] = []
     from nnkit.introspect.build import pass_through, walk
@@ -287,7 +285,7 @@ def run(model: Any, shape: tuple[int, ...], name: str = "model", fields: bool = 
         from nnkit.introspect.rf import Fields
 
         tracker = Fields(lambda: calls[stack[-1]].path if stack else "")
-    counter = _CACHE["mode"](tracker)
+    counter = _mode()(tracker)
 
     tensor = torch.Tensor
     linear = torch.nn.Linear
