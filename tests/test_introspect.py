@@ -704,3 +704,161 @@ def test_swin_says_where_its_fields_become_the_whole_input():
     notes = analyze("swin_t").notes
     assert any(n.startswith("receptive fields from features.1.0.attn on are shown as the whole input") for n in notes)
     assert not any("regrouped" in n for n in analyze("resnet18").notes + analyze("vgg11").notes)
+
+
+# A second review's findings, reproduced against torch (gradients, real modules) and fixed.
+
+def test_fields_with_kernels_or_matrices_computed_from_the_input_are_whole_input():
+    import torch.nn.functional as F
+    from torch import nn
+
+    from nnkit.introspect import analyze_model
+
+    class DynConv(nn.Module):  # CondConv / dynamic convolution: the kernel comes from the pooled input
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem, self.gen = nn.Conv2d(3, 8, 3, padding=1), nn.Linear(8, 8 * 8 * 9)
+
+        def forward(self, x):
+            x = self.stem(x)
+            return F.conv2d(x, self.gen(x.mean((2, 3))).view(8, 8, 3, 3), padding=1)
+
+    class DynMix(nn.Module):  # channels-last rows times a matrix from the whole input
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem, self.gen = nn.Conv2d(3, 8, 3, padding=1), nn.Linear(8, 64)
+
+        def forward(self, x):
+            x = self.stem(x)
+            return (x.permute(0, 2, 3, 1) @ self.gen(x.mean((2, 3))).view(8, 8)).permute(0, 3, 1, 2)
+
+    for model in (DynConv(), DynMix()):
+        assert analyze_model(model, (3, 8, 8), source="dyn").rf_global
+
+
+def test_elementwise_in_place_through_a_flat_view_and_keyword_norms_keep_fields():
+    import torch
+    from torch import nn
+
+    class FlatScale(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem, self.head = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1)
+
+        def forward(self, x):
+            x = self.stem(x)
+            x.view(x.shape[0], 8, -1).mul_(0.5)
+            return self.head(x)
+
+    class KwNorm(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem, self.bn, self.head = nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.Conv2d(8, 8, 3, padding=1)
+
+        def forward(self, x):
+            return self.head(self.bn(input=self.stem(x)))
+
+    class SqueezeByView(nn.Module):  # x.view(b, c, -1).mean(-1): a gate, not tokens
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem, self.fc, self.head = nn.Conv2d(3, 8, 3, padding=1), nn.Linear(8, 8), nn.Conv2d(8, 8, 3, padding=1)
+
+        def forward(self, x):
+            x = self.stem(x)
+            return self.head(x * torch.sigmoid(self.fc(x.view(1, 8, -1).mean(-1))).view(1, 8, 1, 1))
+
+    for model in (FlatScale(), KwNorm()):
+        row = _row(model, (3, 16, 16), "head")
+        assert row.rf.size[0] == _true_size(model, (3, 16, 16), "head") == 5
+    from nnkit.introspect import analyze_model
+
+    se = analyze_model(SqueezeByView(), (3, 16, 16), source="se")  # the gated features' field, as for other gates
+    assert se.rf.size == (5, 5) and any("gate" in n for n in se.notes) and not any("regrouped" in n for n in se.notes)
+
+
+def test_a_linear_over_width_mixes_a_row_and_one_axis_nearest_resize_is_a_window():
+    import torch.nn.functional as F
+    from torch import nn
+
+    class MixW(nn.Module):  # MLP-Mixer style: nn.Linear over W of an NCHW map
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem, self.mix = nn.Conv2d(3, 4, 3, padding=1), nn.Linear(8, 8)
+
+        def forward(self, x):
+            return self.mix(self.stem(x))
+
+    class HalfH(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem, self.head = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1)
+
+        def forward(self, x):
+            return self.head(F.interpolate(self.stem(x), size=(4, 8), mode="nearest"))
+
+    assert _row(MixW(), (3, 8, 8), "mix").rf_global
+    row = _row(HalfH(), (3, 8, 8), "head")
+    assert row.rf.size == (7, 5) and row.rf.stride == (2, 1) and row.rf.size[0] == _true_size(HalfH(), (3, 8, 8), "head")
+
+
+def test_errors_in_the_models_own_pre_hooks_and_own_code_name_the_right_place():
+    import pytest as _pytest
+    from torch import nn
+
+    from nnkit.errors import GeometryError
+    from nnkit.introspect import analyze_model
+
+    def small(module, args):
+        if args[0].shape[-1] < 8:
+            raise ValueError("input too small for this hooked layer")
+
+    class Block(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1)
+            self.b.register_forward_pre_hook(small)
+
+        def forward(self, x):
+            return self.b(self.a(x))
+
+    class Raises(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.block, self.head = Block(), nn.Conv2d(8, 4, 1)
+
+        def forward(self, x):
+            return self.head(self.block(x))
+
+    class Caught(Raises):
+        def __init__(self) -> None:
+            super().__init__()
+            self.alt = nn.Conv2d(3, 8, 1)
+
+        def forward(self, x):
+            try:
+                y = self.block(x)
+            except ValueError:
+                y = self.alt(x)
+            return self.head(y)
+
+    class OwnCode(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.big = nn.Conv2d(3, 8, 7)
+
+        def forward(self, x):
+            try:
+                y = self.big(x)
+            except RuntimeError:
+                y = x
+            return y.view(7, 7, 7, 7)
+
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # torch warns when one of our always_call hooks raises: none may
+        with _pytest.raises(GeometryError, match=r"layer block\.b \(Conv2d\) fails on its input 8x4x4"):
+            analyze_model(Raises(), (3, 4, 4), source="raises")
+    assert analyze_model(Caught(), (3, 4, 4), source="caught").output == (4, 4, 4)
+    with _pytest.raises(GeometryError, match=r"the model \(OwnCode\) fails"):
+        analyze_model(OwnCode(), (3, 5, 5), source="own")

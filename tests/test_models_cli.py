@@ -160,6 +160,24 @@ def test_dwsep_of_any_network_against_its_standard_twin(nnkit, tmp_path):
     tiny = nnkit("dwsep", f"{model}:Net", "--input", "8x10x10", "-f", "json").json()
     assert tiny["standard"] == {"params": 3 * 3 * 8 * 16 + 16, "macs": 10 * 10 * 3 * 3 * 8 * 16}
     assert tiny["separable"] == {"params": (9 * 8 + 8) + (8 * 16 + 16), "macs": 10 * 10 * 9 * 8 + 10 * 10 * 8 * 16}
+    # Pairs follow tensors, not shapes: at 32x32 EfficientNet's last stages are 1x1 maps, where a
+    # squeeze-excitation fc has the depthwise output's shape; a block called twice has its weights once.
+    small = nnkit("dwsep", "efficientnet_b0", "--input", "3x32x32", "-f", "json").json()
+    full = nnkit("dwsep", "efficientnet_b0", "-f", "json").json()
+    assert small["standard"]["params"] == full["standard"]["params"]
+    assert not any(p["pointwise"].endswith("fc1") for p in small["pairs"])
+    model.write_text("from torch import nn\n"
+                     "class Net(nn.Module):\n"
+                     "    def __init__(self):\n"
+                     "        super().__init__()\n"
+                     "        self.dw, self.pw = nn.Conv2d(8, 8, 3, padding=1, groups=8), nn.Conv2d(8, 8, 1)\n"
+                     "        self.other = nn.Conv2d(8, 16, 1)\n"
+                     "    def forward(self, x):\n"
+                     "        y = self.dw(x)\n"
+                     "        return self.pw(self.dw(self.pw(y))) + self.other(x)[:, :8]\n")
+    twice = nnkit("dwsep", f"{model}:Net", "--input", "8x10x10", "-f", "json").json()
+    assert [(p["depthwise"], p["pointwise"]) for p in twice["pairs"]] == [("dw", "pw"), ("dw", "pw")]
+    assert twice["standard"]["params"] - twice["separable"]["params"] == (9 * 8 * 8 + 8) - (9 * 8 + 8 + 8 * 8 + 8)
     run = nnkit("dwsep", "resnet18")
     assert run.code == 2 and "resnet18 has no depthwise-separable pair" in run.err
     assert len(run.err.strip().splitlines()) == 1

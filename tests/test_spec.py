@@ -143,16 +143,16 @@ def test_repetition_errors(text):
 
 def test_dwsep_pairs_skip_squeeze_excitation_and_leave_lone_depthwise_convs():
     """nnkit.core.dwsep.pair_up on plain data: a 1x1 conv on a pooled map (squeeze-excitation) is not the
-    pointwise conv of a pair, and a depthwise conv followed by another depthwise conv stays alone."""
+    pointwise conv of a pair, and a depthwise conv whose output only another depthwise conv takes stays alone."""
     from nnkit.core.dwsep import ConvLayer, pair_up
 
-    def conv(path, cin, cout, k, groups, hw_in, hw_out):
+    def conv(path, cin, cout, k, groups, hw_in, hw_out, source=None):
         return ConvLayer(path, cin, cout, (k, k), (1, 1), groups, False, (cin, hw_in, hw_in), (cout, hw_out, hw_out),
-                         0, 0)
+                         0, 0, source)
 
     layers = [conv("dw1", 16, 16, 3, 16, 8, 8), conv("se.fc1", 16, 4, 1, 1, 1, 1), conv("se.fc2", 4, 16, 1, 1, 1, 1),
-              conv("pw1", 16, 32, 1, 1, 8, 8), conv("dw2", 32, 32, 5, 32, 8, 8), conv("dw3", 32, 32, 3, 32, 8, 8),
-              conv("pw3", 32, 64, 1, 1, 8, 8)]
+              conv("pw1", 16, 32, 1, 1, 8, 8, "dw1"), conv("dw2", 32, 32, 5, 32, 8, 8),
+              conv("dw3", 32, 32, 3, 32, 8, 8, "dw2"), conv("pw3", 32, 64, 1, 1, 8, 8, "dw3")]
     pairs, alone = pair_up(layers)
     assert [(p.depthwise.path, p.pointwise.path) for p in pairs] == [("dw1", "pw1"), ("dw3", "pw3")]
     assert [c.path for c in alone] == ["dw2"]

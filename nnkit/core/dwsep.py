@@ -128,6 +128,7 @@ class ConvLayer:
     output: Shape
     params: int
     macs: int
+    source: str | None = None  # the depthwise conv whose output (through shape-keeping ops) this conv takes
 
     @property
     def depthwise(self) -> bool:  # one filter group per input channel (a channel multiplier is allowed)
@@ -156,7 +157,7 @@ class Pair:
         """k*k*M*N weights (+ N biases if either conv had them), at every output position of the pointwise."""
         (kh, kw), m, n = self.depthwise.kernel, self.depthwise.cin, self.pointwise.cout
         bias = n if self.depthwise.bias or self.pointwise.bias else 0
-        positions = self.pointwise.output[1] * self.pointwise.output[2]
+        positions = self.depthwise.output[1] * self.depthwise.output[2]
         return Cost(kh * kw * m * n + bias, positions * kh * kw * m * n)
 
 
@@ -170,7 +171,11 @@ class NetworkComparison:
 
     @property
     def standard(self) -> Cost:
-        return sum((p.standard - p.separable for p in self.pairs), self.separable)
+        """MACs change at every call of a pair; params once per pair of modules (a block called twice shares its
+        weights, and so would its twin)."""
+        once = {(p.depthwise.path, p.pointwise.path): p for p in self.pairs}.values()
+        return Cost(self.separable.params + sum(p.standard.params - p.separable.params for p in once),
+                    self.separable.macs + sum(p.standard.macs - p.separable.macs for p in self.pairs))
 
     @property
     def ratio(self) -> Ratio:
@@ -191,23 +196,19 @@ class NetworkComparison:
 
 
 def pair_up(convs: list[ConvLayer]) -> tuple[list[Pair], list[ConvLayer]]:
-    """Each depthwise conv with the first later pointwise conv that takes its output shape, before the next
-    depthwise conv; 1x1 convs on pooled maps in between (squeeze-excitation) do not take it."""
+    """Each depthwise conv call with the first later 1x1 conv that takes its output (ConvLayer.source, followed
+    through shape-keeping ops by the tracer) at the same spatial size."""
     pairs: list[Pair] = []
+    waiting: dict[str, ConvLayer] = {}  # depthwise path -> its latest call not yet paired
     alone: list[ConvLayer] = []
-    for i, dw in enumerate(convs):
-        if not dw.depthwise:
-            continue
-        for pw in convs[i + 1:]:
-            if pw.depthwise:
-                alone.append(dw)
-                break
-            if pw.pointwise and pw.input == dw.output:
-                pairs.append(Pair(dw, pw))
-                break
-        else:
-            alone.append(dw)
-    return pairs, alone
+    for conv in convs:
+        if conv.depthwise:
+            if conv.path in waiting:
+                alone.append(waiting[conv.path])
+            waiting[conv.path] = conv
+        elif conv.pointwise and conv.source in waiting and conv.output[1:] == waiting[conv.source].output[1:]:
+            pairs.append(Pair(waiting.pop(conv.source), conv))
+    return pairs, alone + list(waiting.values())
 
 
 def compare_network(source: str, input: Shape, params: int, macs: int, convs: list[ConvLayer]) -> NetworkComparison:

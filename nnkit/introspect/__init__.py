@@ -207,8 +207,9 @@ def _report(named: list[tuple[str, Any]], tr: Any, shape: tuple[int, ...], *, so
     if tr.upsampled:
         notes.append(f"receptive fields stop at the first upsampling or interpolating layer "
                      f"({tr.upsampled[0] or 'the model'}): Araujo et al. (2019) define them for downsampling networks")
-    if tr.regrouped:
-        notes.append(f"receptive fields from {tr.regrouped[0] or 'the model'} on are shown as the whole input: "
+    regrouped = getattr(tr.rf, "where", None)  # the output's whole-input state began at a regrouping view
+    if regrouped is not None:
+        notes.append(f"receptive fields from {regrouped or 'the model'} on are shown as the whole input: "
                      "positions are regrouped there (tokens, attention windows); an upper bound where attention "
                      "sees only a window, as in Swin")
     if tr.gates:

@@ -108,14 +108,15 @@ def _shape_keeping() -> tuple[type, ...]:
 
 
 @contextlib.contextmanager
-def pass_through(model: Any, named: list[tuple[str, Any]] | None = None, fresh: bool = True) -> \
-        Iterator[set[int]]:
+def pass_through(model: Any, named: list[tuple[str, Any]] | None = None,
+                 made: dict[int, Any] | None = None) -> Iterator[None]:
     """Shape-keeping modules return their input (or a new tensor like it) while analysis traces the model.
 
     On the meta device BatchNorm, LayerNorm and most activations run as Python decompositions (about 1 ms
     each); they change neither shapes nor MACs, so skipping them makes a trace of ResNet-50 ten times faster.
-    Hooks still fire (they wrap forward), and every module gets its own forward back afterwards. With fresh=False
-    every stand-in returns its input itself, which is enough where no receptive field is followed.
+    Hooks still fire (they wrap forward), and every module gets its own forward back afterwards. With `made`,
+    stand-ins of modules that return a new tensor return a new tensor object too, recorded there (id -> input)
+    for the tracer to follow; without it every stand-in returns its input, enough where no tensor is followed.
     """
     import torch
     from torch import nn
@@ -132,20 +133,19 @@ def pass_through(model: Any, named: list[tuple[str, Any]] | None = None, fresh: 
     def new(*args: Any, **kwargs: Any) -> Any:  # a new tensor object, as the module returns one, so that an
         x = args[0] if args else next(iter(kwargs.values()))  # in-place op on it does not touch its input's field
         with no_dispatch():
-            return x.detach()  # same shape and strides, and no _base: not a view in the tracer's eyes
+            y = x.detach()  # same shape and strides, and no _base: not a view in the tracer's eyes
+        made[id(y)] = x  # type: ignore[index]
+        return y
 
     def forward(m: Any) -> Any:
-        if not fresh or vars(m).get("inplace", False) or isinstance(m, (nn.Identity, nn.Dropout, nn.Dropout2d)):
+        if made is None or vars(m).get("inplace", False) or isinstance(m, (nn.Identity, nn.Dropout, nn.Dropout2d)):
             return same
         return new
 
-    renewed: set[int] = set()  # the modules whose stand-in returns a new tensor
     for m in patched:  # through __dict__: nn.Module.__setattr__ and __delattr__ cost more than the trace of a ReLU
         vars(m)["forward"] = forward(m)
-        if vars(m)["forward"] is new:
-            renewed.add(id(m))
     try:
-        yield renewed
+        yield
     finally:
         for m in patched:
             del vars(m)["forward"]

@@ -29,6 +29,12 @@ GLOBAL = "global"
 UPSAMPLING = "upsampling"  # a window rule's answer for upsampling: no integer field from here on
 
 
+class Regrouped(str):
+    """A whole-input state (any str state is one) that began where a view regrouped positions into tokens or
+    attention windows; `where` names that module, for the note (ViT, Swin)."""
+    where = ""
+
+
 class Folded(tuple):  # type: ignore[type-arg]
     """(axes, hw) of a channels-last map whose positions a linear layer has flattened into rows: F.linear on
     (N, H, W, C) runs as view (N*H*W, C), mm/addmm, view back. Each row is a position, so the field returns when
@@ -99,13 +105,16 @@ def _pad(args: tuple[Any, ...], hw_in: tuple[int, int], hw_out: tuple[int, int])
 
 
 def _resize(exact: bool | None) -> Callable[..., Any]:
-    """Interpolation: the same size is the identity; nearest-neighbour downsampling by an integer factor k is a
-    window of 1 with stride k (at offset floor(k/2) for 'nearest-exact'); anything else (upsampling, bilinear or
-    fractional resizing) has no integer field. exact None: not a nearest mode."""
+    """Interpolation: the same size is the identity; nearest-neighbour downsampling by integer factors k (1 on an
+    axis that keeps its size) is a window of 1 with stride k (at offset floor(k/2) for 'nearest-exact'), unless a
+    scale factor other than 1/k was given (torch then maps indices by that scale); anything else (upsampling,
+    bilinear or fractional resizing) has no integer field. exact None: not a nearest mode."""
     def rule(args: tuple[Any, ...], hw_in: tuple[int, int], hw_out: tuple[int, int]) -> Axes | str:
         if hw_out == hw_in:
             return _IDENTITY
-        if exact is not None and all(o and i > o and i % o == 0 for i, o in zip(hw_in, hw_out)):
+        scales = tuple(_arg(args, i, None) for i in (2, 3))  # upsample_nearest2d(input, output_size, sh, sw)
+        if exact is not None and all(o and i >= o and i % o == 0 and (sc is None or sc * (i // o) == 1)
+                                     for i, o, sc in zip(hw_in, hw_out, scales)):
             return tuple((1, i // o, -((i // o) // 2) if exact else 0) for i, o in zip(hw_in, hw_out))
         return UPSAMPLING
     return rule
@@ -174,7 +183,6 @@ class Fields:
         self._alive: list[Any] = []  # every tensor with a state stays alive, so that no id() is reused
         self.misaligned: list[str] = []
         self.upsampled: list[str] = []  # where upsampling ends the fields (the modules, in order)
-        self.regrouped: list[str] = []  # where a view first regroups positions (tokens, windows): whole input
         self.gates = 0  # multiplications by a global gate (squeeze-excitation)
 
     def start(self, x: Any) -> None:
@@ -195,48 +203,62 @@ class Fields:
 
     def positionwise(self, x: Any, y: Any) -> None:
         """y = f(x) for a module that maps each position on its own (nn.Linear on a channels-last map, as in
-        ConvNeXt and Swin): it keeps x's field, although its operators flatten (H, W) into rows on the way."""
+        ConvNeXt and Swin): it keeps x's field, although its operators flatten (H, W) into rows on the way. Only
+        where (H, W) sit just before the last dimension: a Linear over W (MLP-Mixer) mixes a row."""
         state = self.of(x)
-        if state is not None and state != GLOBAL and not isinstance(state, Folded) and y is not None and \
-                _keeps(tuple(y.shape), state[1]):
+        if state is not None and not isinstance(state, (str, Folded)) and y is not None and x.dim() >= 3 and \
+                tuple(x.shape[-3:-1]) == state[1] and _keeps(tuple(y.shape), state[1]):
             self._set(y, state)
 
     def op(self, packet: Any, args: tuple[Any, ...], out: Any) -> None:
         tensor = self._tensor
         inputs: list[Any] = []
-        if packet is self._convolution:  # the most frequent operator: weight and bias never carry a field
-            inputs.append(self.states.get(id(args[0])))
+        if packet is self._convolution:  # the most frequent operator: look up its three tensors only
+            inputs = [self.states.get(id(args[0])), self.states.get(id(args[1]))]
+            if args[2] is not None:
+                inputs.append(self.states.get(id(args[2])))  # a kernel computed from the input (CondConv) counts
         else:
             for a in args:
                 if isinstance(a, tensor):
                     inputs.append(self.states.get(id(a)))
                 elif isinstance(a, (list, tuple)):
                     inputs.extend(self.states.get(id(t)) for t in a if isinstance(t, tensor))
-        live = [s for s in inputs if s is not None and s != GLOBAL]
+        live = [s for s in inputs if s is not None and not isinstance(s, str)]
+        marker = next((s for s in inputs if isinstance(s, Regrouped)), None) or \
+            next((s for s in inputs if isinstance(s, str)), None)
         outs = [out] if isinstance(out, tensor) else [t for t in out if isinstance(t, tensor)] \
             if isinstance(out, (list, tuple)) else []
-        if not outs or (not live and GLOBAL not in inputs):
+        if not outs or (not live and marker is None):
             return  # constants (parameters, buffers, positions): no field
-        states = self._states(packet, args, inputs, live, outs)
+        states = self._states(packet, args, live, marker, outs)
         for t, state in zip(outs, states):
             self._set(t, state)
         first = outs[0]
-        if first is args[0] and first._base is not None:  # in place on a view: the base's field grows too
-            base = self.states.get(id(first._base))
-            new = states[0]
-            if base is not None and base != GLOBAL and not isinstance(base, Folded) and new != GLOBAL and \
-                    not isinstance(new, Folded) and base[1] == new[1]:
-                self._set(first._base, merge([base, new], self.where(), self.misaligned))
-            elif base is not None:
-                self._set(first._base, GLOBAL if GLOBAL in (base, new) else base)
+        if first is args[0] and first._base is not None and id(first._base) in self.states:
+            self._grow_base(first._base, args[1:])
 
-    def _states(self, packet: Any, args: tuple[Any, ...], inputs: list[Any], live: list[Any],
+    def _grow_base(self, base: Any, others: tuple[Any, ...]) -> None:
+        """An in-place op on a view writes into its base: the base's field takes in the op's other operands
+        (y[:, :4] += z[:, :4]); a scalar or a parameter adds nothing (x.view(b, c, -1).mul_(0.5))."""
+        tensor = self._tensor
+        extra = [self.states.get(id(a)) for a in others if isinstance(a, tensor)]
+        extra = [s for s in extra if s is not None]
+        state = self.states[id(base)]
+        if not extra or isinstance(state, str):
+            return
+        strs = [s for s in extra if isinstance(s, str)]
+        if strs or isinstance(state, Folded) or any(isinstance(s, Folded) or s[1] != state[1] for s in extra):
+            self._set(base, strs[0] if strs else GLOBAL)
+            return
+        self._set(base, merge([state, *extra], self.where(), self.misaligned))
+
+    def _states(self, packet: Any, args: tuple[Any, ...], live: list[Any], marker: str | None,
                 outs: list[Any]) -> list[Any]:
         first = tuple(outs[0].shape)
-        everywhere = [GLOBAL] * len(outs)
+        everywhere = [marker or GLOBAL] * len(outs)
         if any(isinstance(s, Folded) for s in live):
-            return self._folded(packet, args, live, first) or everywhere
-        if GLOBAL in inputs:
+            return (None if marker is not None else self._folded(packet, args, live, first)) or everywhere
+        if marker is not None:
             if live and packet in self._gates and _keeps(first, live[0][1]):
                 self.gates += 1  # x * sigmoid(fc(pool(x))): a global gate on a local field
             else:
@@ -246,7 +268,7 @@ class Fields:
         if rule is not None and len(first) >= 3:
             win = rule(args, hw, first[-2:])
             if win == GLOBAL:
-                return everywhere
+                return [GLOBAL]
             if win == UPSAMPLING:
                 if axes is not None:
                     self.upsampled.append(self.where())
@@ -257,13 +279,16 @@ class Fields:
                 tuple(args[0].shape[-3:-1]) == hw and first[-1] == args[0].shape[-1]:
             return [Folded((axes, hw))]  # F.linear on a channels-last map flattens positions into rows
         out = [(axes, hw) if _keeps(tuple(t.shape), hw) else GLOBAL for t in outs]
-        if GLOBAL in out and packet in self._views and len(first) >= 3 and not self.regrouped:
-            self.regrouped.append(self.where())  # tokens, attention windows
+        if packet in self._views and len(first) >= 3 and GLOBAL in out:  # tokens, attention windows
+            regrouped = Regrouped(GLOBAL)
+            regrouped.where = self.where()
+            out = [regrouped if s == GLOBAL else s for s in out]
         return out
 
     def _folded(self, packet: Any, args: tuple[Any, ...], live: list[Any], first: tuple[int, ...]) -> list[Any] | None:
-        """Rows of positions (Folded) through a linear layer: mm/addmm with a weight keep them rows; a view back
-        to (..., H, W, C) restores the field. None: they are mixed, the field becomes the whole input."""
+        """Rows of positions (Folded) through a linear layer: mm/addmm with a weight (no field of its own) keep
+        them rows; a view back to (..., H, W, C) restores the field. None: they are mixed, or multiplied by
+        something computed from the input: the field becomes the whole input."""
         if len(live) != 1:
             return None
         (axes, hw) = live[0]

@@ -42,7 +42,6 @@ class Trace:
     misaligned: list[str] = field(default_factory=list)  # modules where paths with misaligned fields merge
     gates: int = 0  # multiplications by a global gate (squeeze-excitation)
     upsampled: list[str] = field(default_factory=list)  # modules where upsampling ends the fields
-    regrouped: list[str] = field(default_factory=list)  # where positions are first regrouped (tokens, windows)
 
 
 def _first_tensor(value: Any) -> Any:
@@ -268,9 +267,10 @@ def _mode() -> Any:
 
 
 def run(model: Any, shape: tuple[int, ...], name: str = "model", fields: bool = True,
-        named: list[tuple[str, Any]] | None = None) -> Trace:
+        named: list[tuple[str, Any]] | None = None, tracker: Any = None) -> Trace:
     """Trace one item of `shape` through `model` (already on the meta device); with `fields`, receptive fields
-    are followed through the same pass (nnkit.introspect.rf)."""
+    are followed through the same pass (nnkit.introspect.rf). `tracker`: another follower of tensors with the
+    interface of rf.Fields (nnkit.introspect.dwsep follows depthwise outputs), given where() as its argument."""
     import torch
     from torch.nn.modules import module as nn_module
 
@@ -280,46 +280,63 @@ def run(model: Any, shape: tuple[int, ...], name: str = "model", fields: bool = 
 
     named = named or walk(model)
     paths = {id(m): p for p, m in named}
-    tracker = None
-    if fields:
+    def where() -> str:
+        return calls[stack[-1]].path if stack else ""
+
+    if tracker is not None:
+        tracker = tracker(where)
+    elif fields:
         from nnkit.introspect.rf import Fields
 
-        tracker = Fields(lambda: calls[stack[-1]].path if stack else "")
+        tracker = Fields(where)
     counter = _mode()(tracker)
 
     tensor = torch.Tensor
     linear = torch.nn.Linear
-    # Modules with hooks of their own get ours per module, registered last, so that rows show what those hooks
-    # pass in and hand on (global hooks run before a module's own); the rest share two global hooks, because
-    # registering 600 handles on ResNet-50 cost more than the pass.
+    # Modules with hooks of their own get ours per module: `enter` first (so that a pre-hook of theirs that raises
+    # finds its call on the stack), then `refresh` and `leave` last, so that rows show what their hooks pass in
+    # and hand on (global hooks run before a module's own). The rest share two global hooks, because registering
+    # 600 handles on ResNet-50 cost more than the pass.
     local = {id(m) for _, m in named if m._forward_hooks or m._forward_pre_hooks}  # noqa: SLF001
     shared = {i: p for i, p in paths.items() if i not in local}
-    renewed: set[int] = set()  # modules that build.pass_through replaced by a stand-in returning a new tensor
-    failed: list[Call | None] = [None]  # innermost call an exception is propagating out of, until one starts
+    owners: list[int] = []  # the module of each call on the stack
+    made: dict[int, Any] = {}  # stand-in outputs of shape-keeping modules (build.pass_through) -> their input
+    failed: list[Any] = [None]  # (innermost call, the exception propagating out of it)
     handled = sys.exc_info()[1]  # an exception being handled around this trace (smallest_input runs in one)
 
-    def enter(module: Any, args: Any, path: str) -> None:
-        failed[0] = None  # an exception seen before was caught by the model itself
+    def _input(args: Any) -> tuple[int, ...] | None:
         x = args[0] if args and isinstance(args[0], tensor) else _first_tensor(args)
+        return None if x is None else tuple(x.shape[1:]) if x.dim() else ()
+
+    def enter(module: Any, args: Any, path: str) -> None:
         parent = stack[-1] if stack else None
         c = Call(len(calls), path, type(module).__name__, not module._modules,  # noqa: SLF001
-                 None if x is None else tuple(x.shape[1:]) if x.dim() else (), parent=parent, macs=-counter.macs)
+                 _input(args), parent=parent, macs=-counter.macs)
         if parent is not None:
             calls[parent].children.append(c.order)
         calls.append(c)
         stack.append(c.order)
+        owners.append(id(module))
+
+    def refresh(module: Any, args: Any) -> None:  # after the module's own pre-hooks: the input it really gets
+        if owners and owners[-1] == id(module):
+            calls[stack[-1]].input = _input(args)
 
     # `leave` runs even when a forward raises (always_call), so that a model which catches an exception of one of
     # its submodules keeps a consistent stack. torch calls it then from its except clause with output None.
     def leave(module: Any, args: Any, output: Any) -> None:
+        if not owners or owners[-1] != id(module):
+            return
+        owners.pop()
         c = calls[stack.pop()]
         c.macs += counter.macs
         if c.parent is not None:
             calls[c.parent].child_macs += c.macs
-        if output is None and sys.exc_info()[1] not in (None, handled):
-            if failed[0] is None:  # the row keeps what it computed before it raised; the trace may go on
-                failed[0] = c
-            return
+        exc = sys.exc_info()[1]
+        if output is None and exc is not None and exc is not handled:
+            if failed[0] is None or failed[0][1] is not exc:  # innermost: the first call this exception leaves
+                failed[0] = (c, exc)
+            return  # the row keeps what it computed before it raised; the model may catch it and go on
         if isinstance(output, tensor):
             first = output
             c.out_bytes = output.numel() * output.element_size()
@@ -330,8 +347,8 @@ def run(model: Any, shape: tuple[int, ...], name: str = "model", fields: bool = 
         if tracker is not None:
             if isinstance(module, linear):
                 tracker.positionwise(_first_tensor(args), first)
-            elif id(module) in renewed:  # a shape-keeping module's stand-in (build.pass_through): same field
-                tracker.copy(_first_tensor(args), first)
+            elif id(first) in made:  # a shape-keeping module's stand-in: its input's field
+                tracker.copy(made[id(first)], first)
             c.rf = tracker.of(first)
 
     def pre(module: Any, args: Any) -> None:
@@ -351,14 +368,14 @@ def run(model: Any, shape: tuple[int, ...], name: str = "model", fields: bool = 
     for _, m in named:
         if id(m) in local:
             path = paths[id(m)]
-            handles += [m.register_forward_pre_hook(lambda module, args, path=path: enter(module, args, path)),
-                        m.register_forward_hook(leave, always_call=True)]
+            handles += [m.register_forward_pre_hook(lambda module, args, path=path: enter(module, args, path),
+                                                    prepend=True),
+                        m.register_forward_pre_hook(refresh), m.register_forward_hook(leave, always_call=True)]
     try:
-        with torch.no_grad(), pass_through(model, named, fresh=fields) as stand_ins, counter:
-            renewed.update(stand_ins)
+        with torch.no_grad(), pass_through(model, named, made if tracker is not None else None), counter:
             out = model(x)
     except Exception as exc:  # noqa: BLE001 - the layer that failed is named by the caller
-        raise _Failure(failed[0], exc) from None
+        raise _Failure(failed[0][0] if failed[0] and failed[0][1] is exc else None, exc) from None
     finally:
         for h in handles:
             h.remove()
@@ -367,8 +384,7 @@ def run(model: Any, shape: tuple[int, ...], name: str = "model", fields: bool = 
                  rf=tracker.of(first) if tracker is not None else None,
                  misaligned=tracker.misaligned if tracker is not None else [],
                  gates=tracker.gates if tracker is not None else 0,
-                 upsampled=tracker.upsampled if tracker is not None else [],
-                 regrouped=tracker.regrouped if tracker is not None else [])
+                 upsampled=tracker.upsampled if tracker is not None else [])
 
 
 class _Failure(Exception):
