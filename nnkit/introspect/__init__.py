@@ -98,8 +98,8 @@ def smallest_input(rebuild: Any, shape: tuple[int, ...], start: int = 1, limit: 
 
 
 @contextlib.contextmanager
-def inference_mode_flags(model: Any, named: list[tuple[str, Any]]) -> Iterator[None]:
-    """model.eval() for the duration, then every module's own training flag back as it was (a model training
+def training_flags(model: Any, named: list[tuple[str, Any]], mode: bool) -> Iterator[None]:
+    """model.train(mode) for the duration, then every module's own training flag back as it was (a model training
     with frozen BatchNorm layers keeps them frozen; model.train(was) would not)."""
     from torch import nn
 
@@ -107,15 +107,15 @@ def inference_mode_flags(model: Any, named: list[tuple[str, Any]]) -> Iterator[N
     flags = [m.training for m in modules]
     custom = any(type(m).train is not nn.Module.train for m in modules)
     if custom:  # a train() of its own may do more than set flags (switch a head, freeze layers): let it
-        model.eval()
+        model.train(mode)
     else:  # the flag alone, as Module.train sets it, without a recursive __setattr__ per module
         for m in modules:
-            vars(m)["training"] = False
+            vars(m)["training"] = mode
     try:
         yield
     finally:
         if custom:
-            model.train(flags[0])  # undoes what its train(False) did; then the flags exactly as they were
+            model.train(flags[0])  # undoes what its train(mode) did; then the flags exactly as they were
         for m, flag in zip(modules, flags):
             vars(m)["training"] = flag
 
@@ -126,7 +126,7 @@ def analyze_model(model: Any, shape: tuple[int, ...], *, source: str, depth: int
     from nnkit.introspect import trace
 
     model, named = _on_meta(model)
-    with inference_mode_flags(model, named):  # torchvision's numbers are for inference; train mode adds auxiliary heads
+    with training_flags(model, named, False):  # torchvision's numbers are for inference; train mode adds aux heads
         try:
             tr = trace.run(model, shape, source, fields=fields, named=named)
         except trace._Failure as failure:

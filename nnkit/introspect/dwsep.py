@@ -77,7 +77,7 @@ def convolutions(model: Any, shape: tuple[int, ...], source: str, *, min_input: 
     """Every call of an nn.Conv2d in execution order, with the trace (totals) it came from."""
     from torch import nn
 
-    from nnkit.introspect import _on_meta, inference_mode_flags, smallest_input, trace
+    from nnkit.introspect import _on_meta, smallest_input, trace, training_flags
 
     model, named = _on_meta(model)
     modules = dict(named)
@@ -87,7 +87,7 @@ def convolutions(model: Any, shape: tuple[int, ...], source: str, *, min_input: 
         follower.append(_Sources(where))
         return follower[0]
 
-    with inference_mode_flags(model, named):
+    with training_flags(model, named, False):
         try:
             tr = trace.run(model, shape, source, fields=False, named=named, tracker=sources)
         except trace._Failure as failure:  # noqa: SLF001

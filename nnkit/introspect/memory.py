@@ -46,14 +46,10 @@ class Memory:
 def saved_activation_bytes(model: Any, shape: tuple[int, ...], batch: int = 2) -> int:
     """Bytes autograd saves for backward on one item (measured at `batch` items and divided)."""
     import torch
-    from torch import nn
 
-    from nnkit.introspect import meta_copy
+    from nnkit.introspect import _on_meta, training_flags
 
-    model = meta_copy(model)
-    modules = list(model.modules())
-    flags = [m.training for m in modules]  # restored one by one: a frozen BatchNorm stays frozen
-    model.train()
+    model, named = _on_meta(model)
     # The StorageImpl's address identifies a storage on the meta device too, where data_ptr() is always 0.
     params = {p.untyped_storage()._cdata for p in model.parameters()}  # noqa: SLF001
     saved: dict[int, int] = {}
@@ -66,14 +62,9 @@ def saved_activation_bytes(model: Any, shape: tuple[int, ...], batch: int = 2) -
             keep.append(t)
         return t
 
-    try:
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), _fused_attention():
-            model(torch.empty((batch, *shape), device="meta", requires_grad=False))
-    finally:
-        if any(type(m).train is not nn.Module.train for m in modules):
-            model.train(flags[0])  # undoes what its train() did beyond the flags
-        for m, flag in zip(modules, flags):
-            vars(m)["training"] = flag
+    with training_flags(model, named, True), _fused_attention(), \
+            torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model(torch.empty((batch, *shape), device="meta", requires_grad=False))
     return sum(saved.values()) // batch
 
 
