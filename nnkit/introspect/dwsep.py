@@ -48,9 +48,6 @@ class _Sources:
         if self.of(x) is not None and y is not None:
             self._set(y, self.states[id(x)])
 
-    def positionwise(self, x: Any, y: Any) -> None:
-        pass
-
     def op(self, packet: Any, args: tuple[Any, ...], out: Any) -> None:
         if not isinstance(out, self._tensor):
             return

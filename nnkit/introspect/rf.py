@@ -201,15 +201,6 @@ class Fields:
         if state is not None and y is not None and id(y) not in self.states:
             self._set(y, state)
 
-    def positionwise(self, x: Any, y: Any) -> None:
-        """y = f(x) for a module that maps each position on its own (nn.Linear on a channels-last map, as in
-        ConvNeXt and Swin): it keeps x's field, although its operators flatten (H, W) into rows on the way. Only
-        where (H, W) sit just before the last dimension: a Linear over W (MLP-Mixer) mixes a row."""
-        state = self.of(x)
-        if state is not None and not isinstance(state, (str, Folded)) and y is not None and x.dim() >= 3 and \
-                tuple(x.shape[-3:-1]) == state[1] and _keeps(tuple(y.shape), state[1]):
-            self._set(y, state)
-
     def op(self, packet: Any, args: tuple[Any, ...], out: Any) -> None:
         tensor = self._tensor
         inputs: list[Any] = []

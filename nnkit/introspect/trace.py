@@ -71,10 +71,9 @@ def _tensor_bytes(value: Any) -> int:
     return 0
 
 
-def _shape(t: Any, batched: bool = True) -> tuple[int, ...] | None:
-    if t is None:
-        return None
-    return tuple(t.shape[1:]) if batched and t.dim() > 0 else tuple(t.shape)
+def _shape(t: Any) -> tuple[int, ...] | None:
+    """A tensor's shape without its batch dimension (a 0-d tensor: ())."""
+    return None if t is None else tuple(t.shape[1:]) if t.dim() else ()
 
 
 def _shapes(value: Any, tensor: type) -> Any:
@@ -292,7 +291,6 @@ def run(model: Any, shape: tuple[int, ...], name: str = "model", fields: bool = 
     counter = _mode()(tracker)
 
     tensor = torch.Tensor
-    linear = torch.nn.Linear
     # Modules with hooks of their own get ours per module: `enter` first (so that a pre-hook of theirs that raises
     # finds its call on the stack), then `refresh` and `leave` last, so that rows show what their hooks pass in
     # and hand on (global hooks run before a module's own). The rest share two global hooks, because registering
@@ -305,8 +303,7 @@ def run(model: Any, shape: tuple[int, ...], name: str = "model", fields: bool = 
     handled = sys.exc_info()[1]  # an exception being handled around this trace (smallest_input runs in one)
 
     def _input(args: Any) -> tuple[int, ...] | None:
-        x = args[0] if args and isinstance(args[0], tensor) else _first_tensor(args)
-        return None if x is None else tuple(x.shape[1:]) if x.dim() else ()
+        return _shape(args[0] if args and isinstance(args[0], tensor) else _first_tensor(args))
 
     def enter(module: Any, args: Any, path: str) -> None:
         parent = stack[-1] if stack else None
@@ -343,11 +340,9 @@ def run(model: Any, shape: tuple[int, ...], name: str = "model", fields: bool = 
         else:
             first = _first_tensor(output)
             c.out_bytes = _tensor_bytes(output)
-        c.output = None if first is None else tuple(first.shape[1:]) if first.dim() else ()
+        c.output = _shape(first)
         if tracker is not None:
-            if isinstance(module, linear):
-                tracker.positionwise(_first_tensor(args), first)
-            elif id(first) in made:  # a shape-keeping module's stand-in: its input's field
+            if id(first) in made:  # a shape-keeping module's stand-in: its input's field
                 tracker.copy(made[id(first)], first)
             c.rf = tracker.of(first)
 
