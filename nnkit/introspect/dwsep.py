@@ -11,42 +11,21 @@ from collections.abc import Callable
 from typing import Any
 
 from nnkit.core.dwsep import ConvLayer, NetworkComparison, compare_network
+from nnkit.introspect.rf import Follower
 
 
-class _Sources:
-    """A tracer follower (the interface of nnkit.introspect.rf.Fields): which depthwise convolution's output each
-    tensor is, through elementwise operators that keep its shape (BatchNorm and activations, whose stand-ins
-    return their input, and a squeeze-excitation scale)."""
+class _Sources(Follower):
+    """Which depthwise convolution's output each tensor is (its path), through elementwise operators that keep
+    its shape (BatchNorm and activations, whose stand-ins return their input, and a squeeze-excitation scale)."""
 
     def __init__(self, where: Callable[[], str]) -> None:
         import torch
 
-        self._tensor = torch.Tensor
-        self._convolution = torch.ops.aten.convolution
+        super().__init__(where)
         self._pointwise: dict[Any, bool] = {}  # per operator: elementwise (torch.Tag.pointwise) or a plain copy
         self._copies = (torch.ops.aten.clone, torch.ops.aten.detach, torch.ops.aten.alias)
         self._tag = torch.Tag.pointwise
-        self.where = where
-        self.states: dict[int, str] = {}  # id(tensor) -> path of the depthwise conv it comes from
         self.inputs: list[tuple[str, str | None]] = []  # per convolution operator: (module running, input's source)
-        self._alive: list[Any] = []
-        self.misaligned: list[str] = []
-        self.upsampled: list[str] = []
-        self.gates = 0
-
-    def _set(self, t: Any, source: str) -> None:
-        self.states[id(t)] = source
-        self._alive.append(t)
-
-    def start(self, x: Any) -> None:
-        pass
-
-    def of(self, t: Any) -> Any:
-        return None if t is None else self.states.get(id(t))
-
-    def copy(self, x: Any, y: Any) -> None:
-        if self.of(x) is not None and y is not None:
-            self._set(y, self.states[id(x)])
 
     def op(self, packet: Any, args: tuple[Any, ...], out: Any) -> None:
         if not isinstance(out, self._tensor):

@@ -164,21 +164,17 @@ def merge(states: list[tuple[Axes | None, tuple[int, int]]], where: str, misalig
     return tuple(axes), states[0][1]
 
 
-class Fields:
-    """Field states of the tensors of one forward pass, keyed by the tensor object."""
+class Follower:
+    """What the tracer (nnkit.introspect.trace.run) asks of whatever follows tensors through a forward pass: a
+    state per tensor object, set by op() for every aten operator and by copy() for stand-ins the tracer makes
+    where no operator runs; the notes' lists stay empty unless a follower fills them."""
 
     def __init__(self, where: Callable[[], str]) -> None:
         import torch
 
         self._tensor = torch.Tensor
-        self._windows = _windows()
-        aten = torch.ops.aten
-        self._gates = (aten.mul, aten.mul_)
-        self._views = (aten.view, aten._unsafe_view, aten.reshape)  # noqa: SLF001
-        self._addmm = aten.addmm
-        self._convolution = aten.convolution
-        self._matmuls = (aten.mm, aten.addmm)
-        self.where = where  # the innermost module running, to name a misaligned merge
+        self._convolution = torch.ops.aten.convolution
+        self.where = where  # the innermost module running
         self.states: dict[int, Any] = {}
         self._alive: list[Any] = []  # every tensor with a state stays alive, so that no id() is reused
         self.misaligned: list[str] = []
@@ -186,7 +182,7 @@ class Fields:
         self.gates = 0  # multiplications by a global gate (squeeze-excitation)
 
     def start(self, x: Any) -> None:
-        self._set(x, (_IDENTITY, tuple(x.shape[-2:])))
+        """x: the model's input."""
 
     def _set(self, t: Any, state: Any) -> None:
         self.states[id(t)] = state
@@ -196,10 +192,31 @@ class Fields:
         return None if t is None else self.states.get(id(t))
 
     def copy(self, x: Any, y: Any) -> None:
-        """y gets x's field (y stands for a shape-keeping module's output, made where the tracer cannot see)."""
+        """y gets x's state (y stands for a shape-keeping module's output, made where the tracer cannot see)."""
         state = self.of(x)
         if state is not None and y is not None and id(y) not in self.states:
             self._set(y, state)
+
+    def op(self, packet: Any, args: tuple[Any, ...], out: Any) -> None:
+        raise NotImplementedError
+
+
+class Fields(Follower):
+    """Field states of the tensors of one forward pass, keyed by the tensor object."""
+
+    def __init__(self, where: Callable[[], str]) -> None:
+        import torch
+
+        super().__init__(where)
+        self._windows = _windows()
+        aten = torch.ops.aten
+        self._gates = (aten.mul, aten.mul_)
+        self._views = (aten.view, aten._unsafe_view, aten.reshape)  # noqa: SLF001
+        self._addmm = aten.addmm
+        self._matmuls = (aten.mm, aten.addmm)
+
+    def start(self, x: Any) -> None:
+        self._set(x, (_IDENTITY, tuple(x.shape[-2:])))
 
     def op(self, packet: Any, args: tuple[Any, ...], out: Any) -> None:
         tensor = self._tensor

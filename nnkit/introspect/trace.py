@@ -269,7 +269,7 @@ def run(model: Any, shape: tuple[int, ...], name: str = "model", fields: bool = 
         named: list[tuple[str, Any]] | None = None, tracker: Any = None) -> Trace:
     """Trace one item of `shape` through `model` (already on the meta device); with `fields`, receptive fields
     are followed through the same pass (nnkit.introspect.rf). `tracker`: another follower of tensors with the
-    interface of rf.Fields (nnkit.introspect.dwsep follows depthwise outputs), given where() as its argument."""
+    interface of rf.Follower (nnkit.introspect.dwsep follows depthwise outputs), given where() as its argument."""
     import torch
     from torch.nn.modules import module as nn_module
 
