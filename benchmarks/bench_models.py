@@ -5,7 +5,8 @@
 All in one process, after `import torch` (paid once by every tool alike), interleaved so that machine load hits
 all tools alike; medians of --repeat runs after one warm-up. What each column times:
   nnkit summary (name): what `nnkit summary|rf NAME` computes after startup: analyze(NAME) builds the model on
-      the meta device and traces it once (module hooks, a dispatch mode counting MACs and following fields);
+      the meta device and traces it once (every module call recorded, a dispatch mode counting MACs and
+      following fields);
   nnkit summary: the analysis step alone, analyze_model() on a meta model built beforehand (not timed), as
       the command runs it without --explain (no per-row formulas);
   nnkit flops: the same without receptive fields (fields=False), what params/flops/shape need;

@@ -251,3 +251,58 @@ def test_trace_operator_shortcuts_equal_torchs_kernels(op, dims, same, k):
     formula = flop_registry.get(func._overloadpacket)
     assert macs == (formula(*args, out_val=theirs) // 2 if formula else 0)
     assert counted == (func._overloadpacket.__name__ if formula else None)
+
+
+@SETTINGS
+@given(c=st.integers(1, 4), h=st.integers(1, 10), o=st.integers(1, 4), k=st.integers(1, 4), s=st.integers(1, 3),
+       p=st.sampled_from([0, 1, 2, (2, 0), "same", "valid"]), d=st.integers(1, 2), g=st.integers(1, 3),
+       bias=st.booleans(), mode=st.sampled_from(["zeros", "reflect", "circular"]), kind=st.sampled_from(["conv", "sub"]))
+def test_conv2d_modules_answered_without_the_dispatcher_equal_torch(c, h, o, k, s, p, d, g, bias, mode, kind):
+    """The tracer answers plain nn.Conv2d modules itself (trace._direct_convolutions) and grows their fields in one
+    step (rf.Fields._plain_conv): output shapes and MACs equal a real CPU forward and FlopCounterMode's count;
+    rows, fields and errors equal what the general path gives (the dispatch mode and the field rules), which
+    the other modules take (subclasses, padding modes, string padding)."""
+    from torch import nn
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from nnkit.introspect import analyze_model, trace
+    from nnkit.introspect.rf import Fields
+
+    class Sub(nn.Conv2d):
+        pass
+
+    try:
+        conv = (Sub if kind == "sub" else nn.Conv2d)(c * g, o * g, k, stride=s, padding=p, dilation=d, groups=g,
+                                                      bias=bias, padding_mode=mode)
+    except ValueError:  # 'same' with a stride: torch refuses to build it
+        assume(False)
+        return
+    model = nn.Sequential(conv, nn.ReLU(), nn.Conv2d(o * g, 2, 3, padding=1))
+    shape = (c * g, h, h)
+    try:
+        with FlopCounterMode(display=False) as counter:
+            real = model(torch.zeros(1, *shape))
+        expected = (tuple(real.shape[1:]), counter.get_total_flops() // 2)
+    except RuntimeError:
+        expected = None
+
+    def analysis():
+        try:
+            a = analyze_model(model, shape, source="m")
+        except GeometryError as exc:
+            return str(exc).split(": the smallest")[0].split("; ")[0]
+        return a.output, a.macs, [(r.spec, r.output, r.macs, r.rf) for r in a.layers]
+
+    direct = analysis()
+    patched, plain = trace._direct_convolutions, Fields._plain_conv
+    trace._direct_convolutions = lambda named, counter: []  # every convolution through the dispatch mode,
+    Fields._plain_conv = lambda self, args, state, out: False  # and every field through the general rules
+    try:
+        dispatched = analysis()
+    finally:
+        trace._direct_convolutions, Fields._plain_conv = patched, plain
+    assert direct == dispatched
+    if expected is None:
+        assert isinstance(direct, str)
+    else:
+        assert direct[:2] == expected

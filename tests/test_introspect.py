@@ -265,8 +265,14 @@ def test_analysis_never_changes_the_model():
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU())
     model.train()
     before = {k: v.clone() for k, v in model.state_dict().items()}
+    attributes = [dict(vars(m)) for m in model.modules()]  # no stand-in forward or _call_impl stays behind
     analyze_model(model, (3, 16, 16), source="m")
+    analyze_model(model.to("meta"), (3, 16, 16), source="m")  # analysed in place
+    model.to_empty(device="cpu").load_state_dict(before)
     estimate(model, (3, 16, 16), batch=2, optimizer=Optimizer.adam)
+    assert [vars(m).keys() for m in model.modules()] == [a.keys() for a in attributes]
+    assert all(vars(m)[k] is a[k] for m, a in zip(model.modules(), attributes) for k in a
+               if k not in ("_parameters", "_buffers"))
     assert model.training
     assert all(p.device.type == "cpu" for p in model.parameters())
     after = model.state_dict()
@@ -588,6 +594,27 @@ def test_rows_show_what_the_models_own_hooks_hand_on():
     assert model(torch.zeros(1, 3, 16, 16)).shape == (1, 10)
     row = _row(model, (3, 16, 16), "2")
     assert row.output == (4, 12, 12) and row.activation_bytes == 4 * 12 * 12 * 4
+
+
+def test_a_call_impl_someone_else_patched_on_an_instance_still_runs_and_stays():
+    """The tracer wraps each module's _call_impl on the instance; one already there (a profiler's, a
+    framework's) runs inside ours and is put back afterwards."""
+    from torch import nn
+
+    from nnkit.introspect import analyze_model
+
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 4, 3))
+    seen = []
+
+    def theirs(*args, **kwargs):
+        seen.append(args[0].shape)
+        return nn.Module._call_impl(model[2], *args, **kwargs)
+
+    vars(model[2])["_call_impl"] = theirs
+    a = analyze_model(model, (3, 16, 16), source="m")
+    assert [r.output for r in a.layers] == [(8, 14, 14), (8, 14, 14), (4, 12, 12)]
+    assert len(seen) == 1 and vars(model[2])["_call_impl"] is theirs
+    assert all("_call_impl" not in vars(m) for m in (model, model[0], model[1]))
 
 
 def test_a_model_that_catches_a_submodule_error_still_adds_up():

@@ -5,8 +5,8 @@
     analyze("model.py:Net", input="3x32x32")            # a user model (class or factory)
     analyze("resnet50", backend="fvcore")                # fvcore's numbers in the same shape
 
-Models are built on the meta device (no weights allocated, no arithmetic done) and traced once: hooks on every
-module call, and a dispatch mode that counts MACs with torch.utils.flop_counter's formulas (conv, mm, addmm,
+Models are built on the meta device (no weights allocated, no arithmetic done) and traced once: every module
+call recorded, and a dispatch mode that counts MACs with torch.utils.flop_counter's formulas (conv, mm, addmm,
 bmm, attention: MACs as CONVENTIONS.md counts them) and follows receptive fields operator by operator
 (nnkit.introspect.rf).
 """

@@ -222,7 +222,10 @@ class Fields(Follower):
         tensor = self._tensor
         inputs: list[Any] = []
         if packet is self._convolution:  # the most frequent operator: look up its three tensors only
-            inputs = [self.states.get(id(args[0])), self.states.get(id(args[1]))]
+            state = self.states.get(id(args[0]))
+            if type(state) is tuple and self._plain_conv(args, state, out):
+                return
+            inputs = [state, self.states.get(id(args[1]))]
             if args[2] is not None:
                 inputs.append(self.states.get(id(args[2])))  # a kernel computed from the input (CondConv) counts
         else:
@@ -244,6 +247,19 @@ class Fields(Follower):
         first = outs[0]
         if first is args[0] and first._base is not None and id(first._base) in self.states:
             self._grow_base(first._base, args[1:])
+
+    def _plain_conv(self, args: tuple[Any, ...], state: tuple[Any, Any], out: Any) -> bool:
+        """What op() and _states() do for a 2-d convolution of a local field (not Folded, not a marker) by a
+        weight and bias that have none, in one step: a convolution runs once per conv layer, and the general
+        path's list building was most of the time following fields took. False: anything else, for op()."""
+        states = self.states
+        if states.get(id(args[1])) is not None or (args[2] is not None and states.get(id(args[2])) is not None) \
+                or args[1].dim() != 4 or _arg(args, 6, False) or out.dim() < 3:
+            return False
+        axes, hw = state
+        hw_out = tuple(out.shape[-2:])
+        self._set(out, (grow_field(axes, _conv(args, hw, hw_out)) if axes is not None else None, hw_out))
+        return True
 
     def _grow_base(self, base: Any, others: tuple[Any, ...]) -> None:
         """An in-place op on a view writes into its base: the base's field takes in the op's other operands
