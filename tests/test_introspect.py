@@ -617,6 +617,31 @@ def test_a_call_impl_someone_else_patched_on_an_instance_still_runs_and_stays():
     assert all("_call_impl" not in vars(m) for m in (model, model[0], model[1]))
 
 
+def test_convolution_settings_a_model_changes_while_it_runs_are_the_ones_used():
+    import torch
+    from torch import nn
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from nnkit.introspect import analyze_model
+
+    class Switch(nn.Module):  # one conv run twice, at stride 1 then 2, reflect-padded the second time
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 3, 3, padding=1)
+
+        def forward(self, x):
+            self.conv.stride, self.conv.padding_mode = (1, 1), "zeros"
+            y = self.conv(x)
+            self.conv.stride, self.conv.padding_mode = (2, 2), "reflect"
+            return self.conv(y)
+
+    with FlopCounterMode(display=False) as counter:
+        real = Switch()(torch.zeros(1, 3, 16, 16))
+    a = analyze_model(Switch(), (3, 16, 16), source="switch")
+    assert [r.output for r in a.layers] == [(3, 16, 16), tuple(real.shape[1:])] == [(3, 16, 16), (3, 8, 8)]
+    assert a.macs == counter.get_total_flops() // 2
+
+
 def test_a_model_that_catches_a_submodule_error_still_adds_up():
     from torch import nn
 

@@ -144,6 +144,8 @@ def _report(named: list[tuple[str, Any]], tr: Any, shape: tuple[int, ...], *, so
             at: str | None, batch: int | None, fields: bool, explain: bool = True) -> Analysis:
     notes: list[str] = []
     modules = dict(named)
+    sizes = {id(p): (p.numel(), p.requires_grad) for _, m in named for p in m._parameters.values()  # noqa: SLF001
+             if p is not None}  # each shared tensor once
     seen: set[int] = set()
 
     def count(params: Any) -> tuple[int, int]:
@@ -152,8 +154,9 @@ def _report(named: list[tuple[str, Any]], tr: Any, shape: tuple[int, ...], *, so
             if id(p) in seen:
                 continue
             seen.add(id(p))
-            total += p.numel()
-            trainable += p.numel() if p.requires_grad else 0
+            n, grad = sizes[id(p)]
+            total += n
+            trainable += n if grad else 0
         return total, trainable
 
     n = batch or 1
@@ -194,9 +197,8 @@ def _report(named: list[tuple[str, Any]], tr: Any, shape: tuple[int, ...], *, so
             params=params, trainable=trainable, macs=(c.macs if whole else self_macs) * n, rf=rf,
             rf_global=covers, activation_bytes=c.out_bytes, depth=level, explain=formulas,
             notes=row_notes))
-    all_params = {id(p): p for _, m in named for p in m._parameters.values() if p is not None}  # noqa: SLF001
-    total = sum(p.numel() for p in all_params.values())
-    trainable_total = sum(p.numel() for p in all_params.values() if p.requires_grad)
+    total = sum(n for n, _ in sizes.values())
+    trainable_total = sum(n for n, grad in sizes.values() if grad)
     unused = total - sum(r.params for r in rows)
     if unused:
         notes.append(f"{unused:,} parameters sit in modules the forward pass never calls (counted in the total)")

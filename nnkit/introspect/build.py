@@ -109,14 +109,15 @@ def _shape_keeping() -> tuple[type, ...]:
 
 @contextlib.contextmanager
 def pass_through(model: Any, named: list[tuple[str, Any]] | None = None,
-                 made: dict[int, Any] | None = None) -> Iterator[None]:
+                 follow: Callable[[Any, Any], None] | None = None) -> Iterator[None]:
     """Shape-keeping modules return their input (or a new tensor like it) while analysis traces the model.
 
     On the meta device BatchNorm, LayerNorm and most activations run as Python decompositions (about 1 ms
     each); they change neither shapes nor MACs, so skipping them makes a trace of ResNet-50 ten times faster.
-    Hooks still fire (they wrap forward), and every module gets its own forward back afterwards. With `made`,
-    stand-ins of modules that return a new tensor return a new tensor object too, recorded there (id -> input)
-    for the tracer to follow; without it every stand-in returns its input, enough where no tensor is followed.
+    Hooks still fire (they wrap forward), and every module gets its own forward back afterwards. With `follow`,
+    stand-ins of modules that return a new tensor return a new tensor object too, and call follow(input, output)
+    so that the tracer's follower copies the input's state to it; without it every stand-in returns its input,
+    enough where no tensor is followed.
     """
     import torch
     from torch import nn
@@ -124,7 +125,7 @@ def pass_through(model: Any, named: list[tuple[str, Any]] | None = None,
     kinds = _shape_keeping()
     patched = [m for _, m in named or walk(model) if type(m) in kinds and "forward" not in vars(m)]
     # The new tensor object is made with Python dispatch off (through the tracer's dispatch mode it cost 10
-    # times as much); the tracer copies the input's receptive field to it, since it never sees this operator.
+    # times as much); follow() gives it the input's receptive field, since the tracer never sees this operator.
     no_dispatch = torch._C._DisableTorchDispatch  # noqa: SLF001
 
     def same(*args: Any, **kwargs: Any) -> Any:  # nn.Identity, eval-mode dropout, in-place activations
@@ -134,11 +135,11 @@ def pass_through(model: Any, named: list[tuple[str, Any]] | None = None,
         x = args[0] if args else next(iter(kwargs.values()))  # in-place op on it does not touch its input's field
         with no_dispatch():
             y = x.detach()  # same shape and strides, and no _base: not a view in the tracer's eyes
-        made[id(y)] = x  # type: ignore[index]
+        follow(x, y)  # type: ignore[misc]
         return y
 
     def forward(m: Any) -> Any:
-        if made is None or vars(m).get("inplace", False) or isinstance(m, (nn.Identity, nn.Dropout, nn.Dropout2d)):
+        if follow is None or vars(m).get("inplace", False) or isinstance(m, (nn.Identity, nn.Dropout, nn.Dropout2d)):
             return same
         return new
 

@@ -20,7 +20,6 @@ class Call:
     order: int
     path: str
     kind: str
-    leaf: bool
     input: tuple[int, ...] | None
     output: tuple[int, ...] | None = None
     out_bytes: int = 0
@@ -284,14 +283,13 @@ def _direct_convolutions(named: list[tuple[str, Any]], counter: Any) -> list[Any
     patched = []
 
     def direct(m: Any) -> Any:
-        stride, padding, dilation, groups = m.stride, m.padding, m.dilation, m.groups
         params = m._parameters  # noqa: SLF001
 
-        def conv(*args: Any, **kwargs: Any) -> Any:
-            if len(args) == 1 and not kwargs and isinstance(args[0], tensor):
-                w, b = params["weight"], params["bias"]
-                if isinstance(w, tensor) and (b is None or isinstance(b, tensor)):
-                    full = (args[0], w, b, stride, padding, dilation, False, (0, 0), groups)
+        def conv(*args: Any, **kwargs: Any) -> Any:  # settings read at each call: a model may change them
+            if len(args) == 1 and not kwargs and isinstance(args[0], tensor) and m.padding_mode == "zeros":
+                w, b, padding = params.get("weight"), params.get("bias"), m.padding
+                if isinstance(w, tensor) and (b is None or isinstance(b, tensor)) and not isinstance(padding, str):
+                    full = (args[0], w, b, m.stride, padding, m.dilation, False, (0, 0), m.groups)
                     with no_dispatch():  # its torch.empty, which the mode would otherwise see (5 times the cost)
                         answer = convolution(full)
                     if answer is not None:
@@ -304,8 +302,7 @@ def _direct_convolutions(named: list[tuple[str, Any]], counter: Any) -> list[Any
         return conv
 
     for _, m in named:
-        if type(m) is nn.Conv2d and m.padding_mode == "zeros" and not isinstance(m.padding, str) \
-                and "forward" not in vars(m) and "weight" in m._parameters and "bias" in m._parameters:  # noqa: SLF001
+        if type(m) is nn.Conv2d and "forward" not in vars(m):
             vars(m)["forward"] = direct(m)  # through __dict__, as build.pass_through does
             patched.append(m)
     return patched
@@ -337,16 +334,14 @@ def run(model: Any, shape: tuple[int, ...], name: str = "model", fields: bool = 
     counter = _mode()(tracker)
 
     tensor = torch.Tensor
-    made: dict[int, Any] = {}  # stand-in outputs of shape-keeping modules (build.pass_through) -> their input
     failed: list[Any] = [None]  # (innermost call, the exception propagating out of it)
 
     def _input(args: Any) -> tuple[int, ...] | None:
         return _shape(args[0] if args and isinstance(args[0], tensor) else _first_tensor(args))
 
-    def enter(module: Any, args: Any, path: str) -> None:
+    def enter(path: str, kind: str, args: Any) -> None:
         parent = stack[-1] if stack else None
-        c = Call(len(calls), path, type(module).__name__, not module._modules,  # noqa: SLF001
-                 _input(args), parent=parent, macs=-counter.macs)
+        c = Call(len(calls), path, kind, _input(args), parent=parent, macs=-counter.macs)
         if parent is not None:
             calls[parent].children.append(c.order)
         calls.append(c)
@@ -372,8 +367,6 @@ def run(model: Any, shape: tuple[int, ...], name: str = "model", fields: bool = 
             c.out_bytes = _tensor_bytes(output)
         c.output = _shape(first)
         if tracker is not None:
-            if id(first) in made:  # a shape-keeping module's stand-in: its input's field
-                tracker.copy(made[id(first)], first)
             c.rf = tracker.of(first)
 
     # Each module of the model gets a _call_impl of its own for the duration, which nn.Module.__call__ looks up on
@@ -385,8 +378,10 @@ def run(model: Any, shape: tuple[int, ...], name: str = "model", fields: bool = 
     call_impl = nn.Module._call_impl  # noqa: SLF001
 
     def traced(module: Any, path: str, inner: Any) -> Any:
+        kind = type(module).__name__
+
         def call(*args: Any, **kwargs: Any) -> Any:
-            enter(module, args, path)
+            enter(path, kind, args)
             try:
                 output = inner(*args, **kwargs) if inner is not None else call_impl(module, *args, **kwargs)
             except BaseException as exc:  # a model may catch it and go on: the stack stays consistent
@@ -406,7 +401,7 @@ def run(model: Any, shape: tuple[int, ...], name: str = "model", fields: bool = 
     for (path, m), inner in zip(named, theirs):
         vars(m)["_call_impl"] = traced(m, path, inner)  # through __dict__, as build.pass_through does
     try:
-        with torch.no_grad(), pass_through(model, named, made if tracker is not None else None), counter:
+        with torch.no_grad(), pass_through(model, named, tracker.copy if tracker is not None else None), counter:
             out = model(x)
     except Exception as exc:  # noqa: BLE001 - the layer that failed is named by the caller
         raise _Failure(failed[0][0] if failed[0] and failed[0][1] is exc else None, exc) from None
