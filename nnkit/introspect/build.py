@@ -122,7 +122,7 @@ def pass_through(model: Any, named: list[tuple[str, Any]] | None = None,
     import torch
     from torch import nn
 
-    kinds = _shape_keeping()
+    kinds = frozenset(_shape_keeping())  # exact types: a subclass may do more than keep the shape
     patched = [m for _, m in named or walk(model) if type(m) in kinds and "forward" not in vars(m)]
     # The new tensor object is made with Python dispatch off (through the tracer's dispatch mode it cost 10
     # times as much); follow() gives it the input's receptive field, since the tracer never sees this operator.
