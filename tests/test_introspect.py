@@ -280,6 +280,32 @@ def test_analysis_never_changes_the_model():
     assert all(h == {} for m in model.modules() for h in (m._forward_hooks, m._forward_pre_hooks))
 
 
+def test_analyses_in_threads_leave_torch_as_it_was_and_other_modules_untouched():
+    """A trace replaces nn.Module._call_impl, nn.Conv2d.forward and shape-keeping classes' forward for its
+    duration: traces in several threads take turns, and modules outside them run their real forwards meanwhile."""
+    import threading
+
+    import torch
+    from torch import nn
+
+    from nnkit.introspect import analyze
+
+    before = {c: dict(vars(c)) for c in (nn.Module, nn.Conv2d, nn.BatchNorm2d, nn.ReLU)}
+    results: list[int] = []
+    threads = [threading.Thread(target=lambda: results.append(analyze("resnet18", explain=False).macs))
+               for _ in range(3)]
+    real = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU()).eval()
+    with torch.no_grad():
+        expected = real(torch.ones(1, 3, 8, 8))
+        for t in threads:
+            t.start()
+        same = all(torch.equal(real(torch.ones(1, 3, 8, 8)), expected) for _ in range(50))
+    for t in threads:
+        t.join()
+    assert same and results == [1_814_073_344] * 3
+    assert {c: dict(vars(c)) for c in before} == before
+
+
 def test_backends_report_their_own_numbers():
     import logging
     import warnings
@@ -597,8 +623,10 @@ def test_rows_show_what_the_models_own_hooks_hand_on():
 
 
 def test_a_call_impl_someone_else_patched_on_an_instance_still_runs_and_stays():
-    """The tracer wraps each module's _call_impl on the instance; one already there (a profiler's, a
-    framework's) runs inside ours and is put back afterwards."""
+    """The tracer replaces nn.Module._call_impl for the duration; one patched on an instance (a profiler's, a
+    framework's) that calls torch's runs, is recorded inside it, and stays."""
+    import types
+
     from torch import nn
 
     from nnkit.introspect import analyze_model
@@ -606,14 +634,15 @@ def test_a_call_impl_someone_else_patched_on_an_instance_still_runs_and_stays():
     model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 4, 3))
     seen = []
 
-    def theirs(*args, **kwargs):
+    def theirs(self, *args, **kwargs):
         seen.append(args[0].shape)
-        return nn.Module._call_impl(model[2], *args, **kwargs)
+        return nn.Module._call_impl(self, *args, **kwargs)
 
-    vars(model[2])["_call_impl"] = theirs
-    a = analyze_model(model, (3, 16, 16), source="m")
-    assert [r.output for r in a.layers] == [(8, 14, 14), (8, 14, 14), (4, 12, 12)]
-    assert len(seen) == 1 and vars(model[2])["_call_impl"] is theirs
+    vars(model[2])["_call_impl"] = patch = types.MethodType(theirs, model[2])
+    for m in (model, model.to("meta")):  # a copy on the meta device, and in place
+        a = analyze_model(m, (3, 16, 16), source="m")
+        assert [r.output for r in a.layers] == [(8, 14, 14), (8, 14, 14), (4, 12, 12)]
+    assert len(seen) == 2 and vars(model[2])["_call_impl"] is patch
     assert all("_call_impl" not in vars(m) for m in (model, model[0], model[1]))
 
 
@@ -640,6 +669,129 @@ def test_convolution_settings_a_model_changes_while_it_runs_are_the_ones_used():
     a = analyze_model(Switch(), (3, 16, 16), source="switch")
     assert [r.output for r in a.layers] == [(3, 16, 16), tuple(real.shape[1:])] == [(3, 16, 16), (3, 8, 8)]
     assert a.macs == counter.get_total_flops() // 2
+
+
+def test_modules_copied_or_made_while_the_model_runs_are_not_rows_and_keep_nothing():
+    """An EMA copy made in forward runs its own settings, untraced (its MACs go to the caller's row), and
+    carries nothing of the tracer afterwards; a head registered in forward counts in its parent's row."""
+    import copy
+
+    import torch
+    from torch import nn
+
+    from nnkit.introspect import analyze_model
+
+    class EMA(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.backbone = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU())
+            self.ema = None
+
+        def forward(self, x):
+            if self.ema is None:
+                self.ema = copy.deepcopy(self.backbone)
+                self.ema[0].stride = (2, 2)
+            return self.ema(x)
+
+    model = EMA().to("meta")
+    a = analyze_model(model, (3, 16, 16), source="ema")
+    real = EMA()(torch.zeros(1, 3, 16, 16))
+    assert a.output == tuple(real.shape[1:]) == (4, 7, 7) and [r.spec for r in a.layers] == ["(EMA)"]
+    assert a.macs == 4 * 27 * 7 * 7
+    assert all(k not in vars(m) for m in model.ema.modules() for k in ("forward", "_call_impl"))
+    assert type(model.ema[1]).forward is nn.BatchNorm2d.forward and nn.Conv2d.__dict__["forward"].__module__ \
+        == "torch.nn.modules.conv"
+
+    class LazyHead(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.body, self.head = nn.Conv2d(3, 4, 3), None
+
+        def forward(self, x):
+            if self.head is None:
+                self.head = nn.Conv2d(4, 2, 1, device=x.device)
+            return self.head(self.body(x))
+
+    a = analyze_model(LazyHead(), (3, 16, 16), source="lazy")
+    assert a.output == (2, 14, 14) and sum(r.params for r in a.layers) == 4 * 27 + 4 + 2 * 4 + 2
+
+
+def test_compiled_submodules_and_hooks_of_every_kind_are_recorded_as_they_run():
+    import torch
+    from torch import nn
+    from torch.nn.modules import module as nn_module
+
+    from nnkit.introspect import analyze_model
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem, self.body = nn.Conv2d(3, 4, 3, stride=2), nn.Conv2d(4, 4, 3)
+            self.body.register_forward_pre_hook(lambda m, a: (a[0][:, :, :5, :5],))  # crops to 5x5
+
+        def forward(self, x):
+            return self.body(self.stem(x))
+
+    model = Net().to("meta")
+    model.body.compile()  # a compiled module is analysed uncompiled, and stays compiled
+    compiled = model.body._compiled_call_impl
+    rows = {r.spec: (r.input, r.output, r.macs) for r in analyze_model(model, (3, 16, 16), source="m").layers}
+    assert rows["body"] == ((4, 5, 5), (4, 3, 3), 4 * 36 * 9) and model.body._compiled_call_impl is compiled
+
+    crop = nn_module.register_module_forward_pre_hook(
+        lambda m, a: (a[0][:, :, :8, :8],) if isinstance(m, nn.Conv2d) else None)  # torch-wide
+    try:
+        row = analyze_model(nn.Sequential(nn.Conv2d(3, 4, 3)), (3, 16, 16), source="m").layers[0]
+    finally:
+        crop.remove()
+    assert (row.input, row.output) == ((3, 8, 8), (4, 6, 6))
+
+    m = nn.Sequential(nn.Conv2d(3, 4, 3)).to("meta")
+    m.register_forward_pre_hook(lambda mod, a: None)
+    m.compile()
+    assert analyze_model(m, (3, 16, 16), source="m").output == (4, 14, 14)
+    assert torch.nn.Module.__dict__["_call_impl"].__module__ == "torch.nn.modules.module"
+
+
+def test_convolutions_replaced_by_others_run_as_replaced():
+    """A profiler's nn.Conv2d.forward, an instance _conv_forward, a subclass's _call_impl, and settings set to
+    plain ints: the analysis follows what the model really runs (the real CPU forward is the oracle)."""
+    import torch
+    from torch import nn
+
+    from nnkit.introspect import analyze_model
+
+    def both(model):
+        real = tuple(model(torch.zeros(1, 3, 16, 16)).shape[1:])
+        return real, analyze_model(model, (3, 16, 16), source="m", explain=True).output
+
+    c = nn.Conv2d(3, 4, 3)
+    c._conv_forward = lambda x, w, b: nn.Conv2d._conv_forward(c, x, w, b)[:, :, ::2, ::2]
+    assert both(nn.Sequential(c)) == ((4, 7, 7), (4, 7, 7))
+
+    real_forward = nn.Conv2d.forward
+    nn.Conv2d.forward = lambda self, x: real_forward(self, x)[:, :2]
+    try:
+        assert both(nn.Sequential(nn.Conv2d(3, 4, 3))) == ((2, 14, 14), (2, 14, 14))
+    finally:
+        nn.Conv2d.forward = real_forward
+
+    class Half(nn.Conv2d):
+        def _call_impl(self, x):
+            return super()._call_impl(x[:, :, ::2, ::2])
+
+    assert both(nn.Sequential(Half(3, 4, 3))) == ((4, 6, 6), (4, 6, 6))
+
+    class Ints(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3)
+
+        def forward(self, x):
+            self.conv.stride, self.conv.padding = 2, 1  # F.conv2d takes ints
+            return self.conv(x)
+
+    assert both(Ints()) == ((4, 8, 8), (4, 8, 8))
 
 
 def test_a_model_that_catches_a_submodule_error_still_adds_up():

@@ -154,7 +154,7 @@ def _report(named: list[tuple[str, Any]], tr: Any, shape: tuple[int, ...], *, so
             if id(p) in seen:
                 continue
             seen.add(id(p))
-            n, grad = sizes[id(p)]
+            n, grad = sizes.get(id(p)) or (p.numel(), p.requires_grad)  # or registered while the model ran
             total += n
             trainable += n if grad else 0
         return total, trainable
@@ -240,7 +240,8 @@ def _explain(module: Any, c: Any, params: int, macs: int, rf: Field | None) -> t
     out = c.output or ()
     if isinstance(module, nn.Conv2d) and len(out) == 3:
         o, i, g = module.out_channels, module.in_channels, module.groups
-        (kh, kw), (s, p, d) = module.kernel_size, (module.stride, module.padding, module.dilation)
+        kh, kw = module.kernel_size
+        s, p, d = ((v, v) if isinstance(v, int) else v for v in (module.stride, module.padding, module.dilation))
         if c.input and not isinstance(p, str):
             h = c.input[1]
             lines.append(Formula(Topic.shape, f"H: ({h} + 2*{p[0]} - {d[0]}*({kh}-1) - 1)/{s[0]} + 1 = {out[1]}"))

@@ -107,6 +107,26 @@ def _shape_keeping() -> tuple[type, ...]:
             nn.Hardsigmoid, nn.Hardtanh, nn.Sigmoid, nn.Tanh, nn.Dropout, nn.Dropout2d, nn.Identity)
 
 
+_MISSING = object()
+
+
+@contextlib.contextmanager
+def class_attribute(cls: type, name: str, value: Any) -> Iterator[None]:
+    """cls.<name> = value for the duration, then exactly as it was: its own, or none (inherited) again.
+
+    Analysis patches classes, never the user's module instances: a model that deep-copies a submodule while it
+    runs (an EMA or teacher copy) would copy anything set on the instance, and keep it after the analysis."""
+    saved = cls.__dict__.get(name, _MISSING)
+    setattr(cls, name, value)
+    try:
+        yield
+    finally:
+        if saved is _MISSING:
+            delattr(cls, name)
+        else:
+            setattr(cls, name, saved)
+
+
 @contextlib.contextmanager
 def pass_through(model: Any, named: list[tuple[str, Any]] | None = None,
                  follow: Callable[[Any, Any], None] | None = None) -> Iterator[None]:
@@ -114,7 +134,9 @@ def pass_through(model: Any, named: list[tuple[str, Any]] | None = None,
 
     On the meta device BatchNorm, LayerNorm and most activations run as Python decompositions (about 1 ms
     each); they change neither shapes nor MACs, so skipping them makes a trace of ResNet-50 ten times faster.
-    Hooks still fire (they wrap forward), and every module gets its own forward back afterwards. With `follow`,
+    The stand-in is each such class's forward for the duration (class_attribute), for this model's modules of
+    exactly that class and without a forward of their own; every other module of the class (a subclass's, a copy
+    made while the model runs, another thread's) runs its real forward. Hooks still fire. With `follow`,
     stand-ins of modules that return a new tensor return a new tensor object too, and call follow(input, output)
     so that the tracer's follower copies the input's state to it; without it every stand-in returns its input,
     enough where no tensor is followed.
@@ -123,7 +145,7 @@ def pass_through(model: Any, named: list[tuple[str, Any]] | None = None,
     from torch import nn
 
     kinds = frozenset(_shape_keeping())  # exact types: a subclass may do more than keep the shape
-    patched = [m for _, m in named or walk(model) if type(m) in kinds and "forward" not in vars(m)]
+    mine = [m for _, m in named or walk(model) if type(m) in kinds and "forward" not in vars(m)]
     # The new tensor object is made with Python dispatch off (through the tracer's dispatch mode it cost 10
     # times as much); follow() gives it the input's receptive field, since the tracer never sees this operator.
     no_dispatch = torch._C._DisableTorchDispatch  # noqa: SLF001
@@ -138,15 +160,18 @@ def pass_through(model: Any, named: list[tuple[str, Any]] | None = None,
         follow(x, y)  # type: ignore[misc]
         return y
 
-    def forward(m: Any) -> Any:
-        if follow is None or vars(m).get("inplace", False) or isinstance(m, (nn.Identity, nn.Dropout, nn.Dropout2d)):
-            return same
-        return new
+    def returns_input(m: Any) -> bool:
+        return follow is None or vars(m).get("inplace", False) or isinstance(m, (nn.Identity, nn.Dropout, nn.Dropout2d))
 
-    for m in patched:  # through __dict__: nn.Module.__setattr__ and __delattr__ cost more than the trace of a ReLU
-        vars(m)["forward"] = forward(m)
-    try:
+    chosen = {id(m): same if returns_input(m) else new for m in mine}
+
+    def stand_in(real: Any) -> Any:
+        def forward(self: Any, *args: Any, **kwargs: Any) -> Any:
+            f = chosen.get(id(self))
+            return f(*args, **kwargs) if f is not None else real(self, *args, **kwargs)
+        return forward
+
+    with contextlib.ExitStack() as patches:
+        for cls in {type(m) for m in mine}:
+            patches.enter_context(class_attribute(cls, "forward", stand_in(cls.forward)))
         yield
-    finally:
-        for m in patched:
-            del vars(m)["forward"]

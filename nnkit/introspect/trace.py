@@ -9,10 +9,16 @@ written in a parent's forward, for instance), so that the rows always add up to 
 from __future__ import annotations
 
 import functools
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
 from nnkit.errors import GeometryError
+
+
+# One trace at a time in a process: each replaces class attributes of torch.nn for its duration, and two threads
+# restoring them in another order than they set them would leave one trace's behind.
+_TRACING = threading.RLock()
 
 
 @dataclass(slots=True)
@@ -265,47 +271,58 @@ def _mode() -> Any:
     return Counting
 
 
-def _direct_convolutions(named: list[tuple[str, Any]], counter: Any) -> list[Any]:
-    """Forwards for plain nn.Conv2d modules that answer with the convolution shortcut themselves, as the
-    dispatch mode would for the aten.convolution that F.conv2d calls (same arguments, same MACs, the same
-    operator handed to the field follower), without the way through torch's dispatcher into Python and back,
-    which was more than half of each call (14 us against 6 on this machine; MobileNetV2 has 52). Returns the
-    patched modules; anything the shortcut declines (and any subclass, padding mode or string padding) runs the
-    module's own forward under the mode."""
+def _torchs_own(f: Any, qualname: str) -> bool:
+    """f is torch.nn.modules.conv's own function, not a replacement a profiler or a library installed."""
+    return getattr(f, "__module__", None) == "torch.nn.modules.conv" and \
+        getattr(f, "__qualname__", None) == qualname and not hasattr(f, "__wrapped__")
+
+
+def _direct_convolutions(named: list[tuple[str, Any]], counter: Any) -> Any:
+    """A context in which this model's plain nn.Conv2d modules answer with the convolution shortcut
+    themselves, as the dispatch mode would for the aten.convolution that F.conv2d calls (same arguments, same
+    MACs, the same operator handed to the field follower), without the way through torch's dispatcher into
+    Python and back, which was more than half of each call (14 us against 6 on this machine; MobileNetV2 has
+    52). nn.Conv2d.forward is replaced for the duration (build.class_attribute); anything else runs torch's:
+    subclasses, copies made while the model runs, instances with a _conv_forward or forward of their own, a
+    class whose forward someone else replaced, and whatever the shortcut declines (padding modes, string
+    padding, settings that are not pairs)."""
+    import contextlib
+
     import torch
     from torch import nn
 
+    from nnkit.introspect.build import class_attribute
+
+    forward = nn.Conv2d.forward
+    convs = {id(m) for _, m in named if type(m) is nn.Conv2d}
+    if not convs or not (_torchs_own(forward, "Conv2d.forward")
+                         and _torchs_own(nn.Conv2d._conv_forward, "Conv2d._conv_forward")):  # noqa: SLF001
+        return contextlib.nullcontext()
     aten_conv = torch.ops.aten.convolution
     convolution = counter.convolution
     tensor = torch.Tensor
-    forward = nn.Conv2d.forward
     no_dispatch = torch._C._DisableTorchDispatch  # noqa: SLF001
-    patched = []
 
-    def direct(m: Any) -> Any:
-        params = m._parameters  # noqa: SLF001
+    def direct(self: Any, *args: Any, **kwargs: Any) -> Any:  # settings read at each call: a model may change them
+        if id(self) in convs and len(args) == 1 and not kwargs and isinstance(args[0], tensor) \
+                and self.padding_mode == "zeros" and "_conv_forward" not in vars(self):
+            params = self._parameters  # noqa: SLF001
+            w, b, stride, padding, dilation = params.get("weight"), params.get("bias"), self.stride, self.padding, \
+                self.dilation
+            if isinstance(w, tensor) and (b is None or isinstance(b, tensor)) and type(stride) is tuple \
+                    and type(padding) is tuple and type(dilation) is tuple:
+                full = (args[0], w, b, stride, padding, dilation, False, (0, 0), self.groups)
+                with no_dispatch():  # its torch.empty, which the mode would otherwise see (5 times the cost)
+                    answer = convolution(full)
+                if answer is not None:
+                    out, op, macs = answer
+                    counter.add(op, macs)
+                    if counter.fields is not None:
+                        counter.fields.op(aten_conv, full, out)
+                    return out
+        return forward(self, *args, **kwargs)
 
-        def conv(*args: Any, **kwargs: Any) -> Any:  # settings read at each call: a model may change them
-            if len(args) == 1 and not kwargs and isinstance(args[0], tensor) and m.padding_mode == "zeros":
-                w, b, padding = params.get("weight"), params.get("bias"), m.padding
-                if isinstance(w, tensor) and (b is None or isinstance(b, tensor)) and not isinstance(padding, str):
-                    full = (args[0], w, b, m.stride, padding, m.dilation, False, (0, 0), m.groups)
-                    with no_dispatch():  # its torch.empty, which the mode would otherwise see (5 times the cost)
-                        answer = convolution(full)
-                    if answer is not None:
-                        out, op, macs = answer
-                        counter.add(op, macs)
-                        if counter.fields is not None:
-                            counter.fields.op(aten_conv, full, out)
-                        return out
-            return forward(m, *args, **kwargs)
-        return conv
-
-    for _, m in named:
-        if type(m) is nn.Conv2d and "forward" not in vars(m):
-            vars(m)["forward"] = direct(m)  # through __dict__, as build.pass_through does
-            patched.append(m)
-    return patched
+    return class_attribute(nn.Conv2d, "forward", direct)
 
 
 def run(model: Any, shape: tuple[int, ...], name: str = "model", fields: bool = True,
@@ -313,12 +330,16 @@ def run(model: Any, shape: tuple[int, ...], name: str = "model", fields: bool = 
     """Trace one item of `shape` through `model` (already on the meta device); with `fields`, receptive fields
     are followed through the same pass (nnkit.introspect.rf). `tracker`: another follower of tensors with the
     interface of rf.Follower (nnkit.introspect.dwsep follows depthwise outputs), given where() as its argument."""
+    import contextlib
+
     import torch
     from torch import nn
+    from torch.nn.modules import module as nn_module
+
+    from nnkit.introspect.build import class_attribute, pass_through, walk
 
     calls: list[Call] = []
     stack: list[int] = []
-    from nnkit.introspect.build import pass_through, walk
 
     named = named or walk(model)
 
@@ -347,7 +368,7 @@ def run(model: Any, shape: tuple[int, ...], name: str = "model", fields: bool = 
         calls.append(c)
         stack.append(c.order)
 
-    def refresh(module: Any, args: Any) -> None:  # after the module's own pre-hooks: the input it really gets
+    def refresh(module: Any, args: Any) -> None:  # after the pre-hooks: the input the module really gets
         calls[stack[-1]].input = _input(args)
 
     def leave(output: Any, exc: BaseException | None) -> None:
@@ -369,52 +390,52 @@ def run(model: Any, shape: tuple[int, ...], name: str = "model", fields: bool = 
         if tracker is not None:
             c.rf = tracker.of(first)
 
-    # Each module of the model gets a _call_impl of its own for the duration, which nn.Module.__call__ looks up on
-    # the instance: the call is entered before any hook runs (so that a pre-hook that raises finds its call on the
-    # stack) and left after all of them (rows show what the model's own hooks hand on), and torch's _call_impl
-    # runs in between as ever. Why not global module hooks, as before: with any hook registered, torch takes the
-    # slow path of _call_impl for every module, which with our two hooks cost a tenth of a traced MobileNetV2;
-    # and a patched nn.Module.__call__ would reach other threads' modules and update 600 subclasses' slots.
+    # Every call of one of the model's modules is recorded around torch's own nn.Module._call_impl, which
+    # nn.Module.__call__ runs and which is replaced for the duration (build.class_attribute): the call is entered
+    # before any hook runs (so that a pre-hook that raises finds its call on the stack) and left after all of them
+    # (rows show what the model's own hooks hand on). Why not global module hooks, as before: with any hook
+    # registered, torch takes the slow path of _call_impl for every module, which with our two hooks cost a tenth
+    # of a traced MobileNetV2. Modules that are not the model's (made or copied while it runs, another thread's)
+    # go straight to torch's.
     call_impl = nn.Module._call_impl  # noqa: SLF001
+    paths = {id(m): p for p, m in named}
+    global_pre_hooks = nn_module._global_forward_pre_hooks  # noqa: SLF001
 
-    def traced(module: Any, path: str, inner: Any) -> Any:
-        kind = type(module).__name__
-
-        def call(*args: Any, **kwargs: Any) -> Any:
-            enter(path, kind, args)
-            try:
-                output = inner(*args, **kwargs) if inner is not None else call_impl(module, *args, **kwargs)
-            except BaseException as exc:  # a model may catch it and go on: the stack stays consistent
-                leave(None, exc)
-                raise
-            leave(output, None)
-            return output
-        return call
+    def traced_call_impl(module: Any, *args: Any, **kwargs: Any) -> Any:
+        path = paths.get(id(module))
+        if path is None:
+            return call_impl(module, *args, **kwargs)
+        enter(path, type(module).__name__, args)
+        # Pre-hooks may change the input: `refresh`, run after them for this call only, records what it gets.
+        hooked = module._forward_pre_hooks or global_pre_hooks  # noqa: SLF001
+        hook = module.register_forward_pre_hook(refresh) if hooked else None
+        try:
+            output = call_impl(module, *args, **kwargs)
+        except BaseException as exc:  # a model may catch it and go on: the stack stays consistent
+            leave(None, exc)
+            raise
+        finally:
+            if hook is not None:
+                hook.remove()
+        leave(output, None)
+        return output
 
     x = torch.empty((1, *shape), device="meta")
     if tracker is not None:
         tracker.start(x)
-    # A model's own pre-hooks may change the input: `refresh` runs after them and records what the module gets.
-    handles = [m.register_forward_pre_hook(refresh) for _, m in named if m._forward_pre_hooks]  # noqa: SLF001
-    direct = _direct_convolutions(named, counter)
-    theirs = [vars(m).get("_call_impl") for _, m in named]  # an instance's own, patched by someone else
-    for (path, m), inner in zip(named, theirs):
-        vars(m)["_call_impl"] = traced(m, path, inner)  # through __dict__, as build.pass_through does
-    try:
-        with torch.no_grad(), pass_through(model, named, tracker.copy if tracker is not None else None), counter:
-            out = model(x)
-    except Exception as exc:  # noqa: BLE001 - the layer that failed is named by the caller
-        raise _Failure(failed[0][0] if failed[0] and failed[0][1] is exc else None, exc) from None
-    finally:
-        for (_, m), inner in zip(named, theirs):
-            if inner is None:
-                del vars(m)["_call_impl"]
-            else:
-                vars(m)["_call_impl"] = inner
-        for h in handles:
-            h.remove()
-        for m in direct:
-            del vars(m)["forward"]
+    with _TRACING, contextlib.ExitStack() as patches:
+        patches.enter_context(class_attribute(nn.Module, "_call_impl", traced_call_impl))
+        patches.enter_context(_direct_convolutions(named, counter))
+        patches.enter_context(pass_through(model, named, tracker.copy if tracker is not None else None))
+        for _, m in named:  # a compiled module's call would skip _call_impl: it runs uncompiled here
+            if m._compiled_call_impl is not None:  # noqa: SLF001
+                patches.callback(setattr, m, "_compiled_call_impl", m._compiled_call_impl)  # noqa: SLF001
+                vars(m)["_compiled_call_impl"] = None
+        try:
+            with torch.no_grad(), counter:
+                out = model(x)
+        except Exception as exc:  # noqa: BLE001 - the layer that failed is named by the caller
+            raise _Failure(failed[0][0] if failed[0] and failed[0][1] is exc else None, exc) from None
     first = _first_tensor(out)
     return Trace(calls=calls, macs=counter.macs, by_op=counter.by_op, output=_shape(first) or (),
                  rf=tracker.of(first) if tracker is not None else None,
