@@ -29,6 +29,26 @@ def test_models_does_not_import_torch():
 
 
 @pytest.mark.torch
+def test_analyses_import_neither_torchvision_nor_dynamo_unless_the_model_does(tmp_path):
+    """`nnkit summary lenet5` and user models need torch alone: importing torch._dynamo (which torch's dispatch
+    modes do on their first operator) cost 1.2 s of 5 here. A subprocess: this process has both loaded."""
+    import subprocess
+    import sys
+
+    (tmp_path / "net.py").write_text("from torch import nn\n"
+                                     "def Net():\n"
+                                     "    return nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(),\n"
+                                     "                         nn.AvgPool2d(2), nn.Flatten(), nn.Linear(8 * 15 * 15, 10))\n")
+    code = ("import sys; from typer.testing import CliRunner; from nnkit.cli import app\n"
+            "for args in (['summary', 'lenet5'], ['summary', 'net.py:Net', '--input', '3x32x32', '--explain']):\n"
+            "    r = CliRunner().invoke(app, args); assert r.exit_code == 0, r.output\n"
+            "print(sorted(m for m in ('torchvision', 'torch._dynamo') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+@pytest.mark.torch
 def test_params_and_flops_of_a_name(nnkit):
     run = nnkit("params", "resnet50", "-f", "json")
     assert run.code == 0, run

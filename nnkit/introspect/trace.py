@@ -9,6 +9,7 @@ written in a parent's forward, for instance), so that the rows always add up to 
 from __future__ import annotations
 
 import functools
+import sys
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -212,7 +213,7 @@ def _shortcuts() -> dict[Any, Any]:
 
 
 @functools.cache
-def _mode() -> Any:
+def _mode(dynamo: bool = True) -> Any:
     """A TorchDispatchMode that counts MACs with torch.utils.flop_counter's own formulas and hands every
     operator to the receptive-field tracker.
 
@@ -220,6 +221,11 @@ def _mode() -> Any:
     ModuleTracker of its own and pytree-maps the arguments of every call; our hooks already know the modules,
     and that bookkeeping was most of the time an analysis took. The formulas, and FlopCounterMode's rule of
     decomposing operators it has no formula for, are kept, so counts stay equal to FlopCounterMode's.
+
+    dynamo=False: without the torch._dynamo.disable wrapper torch puts around every mode's __torch_dispatch__,
+    whose first call imports torch._dynamo, 1.2 s of a 5 s `nnkit summary lenet5` here. The wrapper keeps
+    torch.compile from compiling into the mode; nothing can be compiled before torch._dynamo is imported, so
+    run() asks for it only once it is (torchvision imports it, so its models keep the wrapper at no cost).
     """
     import torch
     from torch.utils._python_dispatch import TorchDispatchMode
@@ -229,6 +235,10 @@ def _mode() -> Any:
 
     class Counting(TorchDispatchMode):
         convolution = staticmethod(shortcuts[torch.ops.aten.convolution.default])
+
+        @classmethod
+        def _should_skip_dynamo(cls) -> bool:  # read once, as the class is made (TorchDispatchMode.__init_subclass__)
+            return dynamo
 
         def __init__(self, fields: Any) -> None:
             super().__init__()
@@ -352,7 +362,7 @@ def run(model: Any, shape: tuple[int, ...], name: str = "model", fields: bool = 
         from nnkit.introspect.rf import Fields
 
         tracker = Fields(where)
-    counter = _mode()(tracker)
+    counter = _mode("torch._dynamo" in sys.modules)(tracker)
 
     tensor = torch.Tensor
     failed: list[Any] = [None]  # (innermost call, the exception propagating out of it)
