@@ -281,8 +281,9 @@ def test_analysis_never_changes_the_model():
 
 
 def test_analyses_in_threads_leave_torch_as_it_was_and_other_modules_untouched():
-    """A trace replaces nn.Module._call_impl, nn.Conv2d.forward and shape-keeping classes' forward for its
-    duration: traces in several threads take turns, and modules outside them run their real forwards meanwhile."""
+    """Building on meta replaces torch.nn.init's initialisers, a trace nn.Module._call_impl and some classes'
+    forward, for their duration: in several threads they take turns (interleaved, one thread's restore left the
+    initialisers skipped for good), and modules outside them run their real forwards meanwhile."""
     import threading
 
     import torch
@@ -290,7 +291,10 @@ def test_analyses_in_threads_leave_torch_as_it_was_and_other_modules_untouched()
 
     from nnkit.introspect import analyze
 
+    from torch.nn import init
+
     before = {c: dict(vars(c)) for c in (nn.Module, nn.Conv2d, nn.BatchNorm2d, nn.ReLU)}
+    initialisers = dict(vars(init))  # building on meta skips them for its duration
     results: list[int] = []
     threads = [threading.Thread(target=lambda: results.append(analyze("resnet18", explain=False).macs))
                for _ in range(3)]
@@ -303,7 +307,7 @@ def test_analyses_in_threads_leave_torch_as_it_was_and_other_modules_untouched()
     for t in threads:
         t.join()
     assert same and results == [1_814_073_344] * 3
-    assert {c: dict(vars(c)) for c in before} == before
+    assert {c: dict(vars(c)) for c in before} == before and dict(vars(init)) == initialisers
 
 
 def test_backends_report_their_own_numbers():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -59,16 +60,24 @@ def _no_init() -> Iterator[None]:
             setattr(init, n, f)
 
 
+# Building on the meta device and tracing replace attributes of torch for their duration (torch.nn.init's
+# initialisers, nn.Module.register_parameter, forwards and _call_impl of torch.nn classes): one at a time in a
+# process, or two threads restoring them in another order than they set them would leave one's behind (untrained
+# weights in every model built afterwards).
+PATCHING = threading.RLock()
+
+
 def on_meta(make: Callable[[], Any]) -> Any:
     """make() with every tensor on the meta device; falls back to moving only parameters and buffers."""
     import torch
 
-    try:
-        with torch.device("meta"), _no_init():
-            return make()
-    except NotImplementedError:  # the builder needed real data ("Cannot copy out of meta tensor")
-        with _parameters_on_meta(), _no_init():
-            return make()
+    with PATCHING:
+        try:
+            with torch.device("meta"), _no_init():
+                return make()
+        except NotImplementedError:  # the builder needed real data ("Cannot copy out of meta tensor")
+            with _parameters_on_meta(), _no_init():
+                return make()
 
 
 def build_meta(name: str, **options: Any) -> Any:

@@ -48,6 +48,7 @@ def saved_activation_bytes(model: Any, shape: tuple[int, ...], batch: int = 2) -
     import torch
 
     from nnkit.introspect import _on_meta, training_flags
+    from nnkit.introspect.build import PATCHING
 
     model, named = _on_meta(model)
     # The StorageImpl's address identifies a storage on the meta device too, where data_ptr() is always 0.
@@ -62,7 +63,7 @@ def saved_activation_bytes(model: Any, shape: tuple[int, ...], batch: int = 2) -
             keep.append(t)
         return t
 
-    with training_flags(model, named, True), _fused_attention(), \
+    with PATCHING, training_flags(model, named, True), _fused_attention(), \
             torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         model(torch.empty((batch, *shape), device="meta", requires_grad=False))
     return sum(saved.values()) // batch

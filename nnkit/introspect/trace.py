@@ -10,16 +10,10 @@ from __future__ import annotations
 
 import functools
 import sys
-import threading
 from dataclasses import dataclass, field
 from typing import Any
 
 from nnkit.errors import GeometryError
-
-
-# One trace at a time in a process: each replaces class attributes of torch.nn for its duration, and two threads
-# restoring them in another order than they set them would leave one trace's behind.
-_TRACING = threading.RLock()
 
 
 @dataclass(slots=True)
@@ -346,7 +340,7 @@ def run(model: Any, shape: tuple[int, ...], name: str = "model", fields: bool = 
     from torch import nn
     from torch.nn.modules import module as nn_module
 
-    from nnkit.introspect.build import class_attribute, pass_through, walk
+    from nnkit.introspect.build import PATCHING, class_attribute, pass_through, walk
 
     calls: list[Call] = []
     stack: list[int] = []
@@ -433,7 +427,7 @@ def run(model: Any, shape: tuple[int, ...], name: str = "model", fields: bool = 
     x = torch.empty((1, *shape), device="meta")
     if tracker is not None:
         tracker.start(x)
-    with _TRACING, contextlib.ExitStack() as patches:
+    with PATCHING, contextlib.ExitStack() as patches:
         patches.enter_context(class_attribute(nn.Module, "_call_impl", traced_call_impl))
         patches.enter_context(_direct_convolutions(named, counter))
         patches.enter_context(pass_through(model, named, tracker.copy if tracker is not None else None))
