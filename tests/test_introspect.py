@@ -310,6 +310,91 @@ def test_analyses_in_threads_leave_torch_as_it_was_and_other_modules_untouched()
     assert {c: dict(vars(c)) for c in before} == before and dict(vars(init)) == initialisers
 
 
+def test_other_threads_build_and_run_their_own_models_as_ever_meanwhile():
+    """Building on meta skips torch.nn.init's initialisers and moves registered parameters to meta for the
+    builder's thread only; a model's thread pool gets a note, not rows in the wrong places."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    import torch
+    from torch import nn
+
+    from nnkit.introspect import analyze_model, build
+
+    inside, done = threading.Event(), threading.Event()
+
+    def builder():
+        inside.set()
+        done.wait(10)
+        return nn.Conv2d(3, 3, 3)
+
+    for skip in (build._no_init, build._parameters_on_meta):  # each alone: on_meta uses the second as a fallback
+        def make(skip=skip):
+            with skip():
+                return builder()
+
+        inside.clear(), done.clear()
+        t = threading.Thread(target=make)
+        t.start()
+        inside.wait(10)
+        torch.manual_seed(0)
+        theirs = nn.Conv2d(64, 64, 3)  # an ordinary CPU model of another thread, built meanwhile
+        done.set()
+        t.join()
+        torch.manual_seed(0)
+        assert theirs.weight.device.type == "cpu" and torch.equal(theirs.weight, nn.Conv2d(64, 64, 3).weight)
+
+    pool = ThreadPoolExecutor(2)
+
+    class Pooled(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Flatten(), nn.Linear(8 * 14 * 14, 10))
+            self.b = nn.Conv2d(3, 8, 3)
+
+        def forward(self, x):
+            return self.a(x), pool.submit(self.b, x).result()
+
+    a = analyze_model(Pooled(), (3, 16, 16), source="pooled")
+    assert [(r.spec, r.macs) for r in a.layers] == [("a.0", 8 * 27 * 14 * 14), ("a.1", 0),
+                                                     ("a.2", 8 * 14 * 14 * 10)]
+    assert any("1 call(s) of the model's modules ran in other threads" in n for n in a.notes)
+
+
+def test_what_a_model_or_library_does_to_torch_classes_is_what_runs_and_stays():
+    import torch
+    from torch import nn
+
+    from nnkit.introspect import analyze_model
+
+    real_relu = nn.ReLU.forward
+    nn.ReLU.forward = lambda self, x: torch.relu(x)[:, :4]  # a library's replacement, made before analysis
+    try:
+        model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(4, 2, 1))
+        assert analyze_model(model, (3, 16, 16), source="m").output == tuple(model(torch.zeros(1, 3, 16, 16)).shape[1:])
+    finally:
+        nn.ReLU.forward = real_relu
+
+    def fast_relu(self, x):
+        return torch.relu(x)
+
+    class Lazy(nn.Module):  # a library that patches a class once, from inside the forward
+        def __init__(self) -> None:
+            super().__init__()
+            self.c, self.r = nn.Conv2d(3, 8, 3), nn.ReLU()
+
+        def forward(self, x):
+            if nn.ReLU.forward is not fast_relu:
+                nn.ReLU.forward = fast_relu
+            return self.r(self.c(x))
+
+    try:
+        assert analyze_model(Lazy(), (3, 16, 16), source="lazy").output == (8, 14, 14)
+        assert nn.ReLU.forward is fast_relu  # theirs stays
+    finally:
+        nn.ReLU.forward = real_relu
+
+
 def test_backends_report_their_own_numbers():
     import logging
     import warnings

@@ -214,6 +214,9 @@ def _report(named: list[tuple[str, Any]], tr: Any, shape: tuple[int, ...], *, so
         notes.append(f"receptive fields from {regrouped or 'the model'} on are shown as the whole input: "
                      "positions are regrouped there (tokens, attention windows); an upper bound where attention "
                      "sees only a window, as in Swin")
+    if tr.elsewhere:
+        notes.append(f"{tr.elsewhere} call(s) of the model's modules ran in other threads (a thread pool in its "
+                     "forward): the analysis sees its own thread only, so their rows and MACs are missing")
     if tr.gates:
         notes.append(f"{tr.gates} squeeze-excitation gate(s) multiply by a value computed from the whole "
                      "input; the receptive fields shown are those of the gated features, without the gates")

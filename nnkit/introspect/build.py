@@ -8,56 +8,83 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 
+_MISSING = object()
+
+
+@contextlib.contextmanager
+def replaced(owner: Any, name: str, value: Any) -> Iterator[None]:
+    """owner.<name> = value for the duration (a class's attribute, or a module's function), then as it was: its
+    own again, or none (inherited). Unless somebody replaced ours meanwhile (a library patching torch while the
+    model runs): theirs stays.
+
+    Analysis patches classes, never the user's module instances: a model that deep-copies a submodule while it
+    runs (an EMA or teacher copy) would copy anything set on the instance, and keep it after the analysis."""
+    saved = vars(owner).get(name, _MISSING)
+    setattr(owner, name, value)
+    try:
+        yield
+    finally:
+        if vars(owner).get(name, _MISSING) is value:
+            if saved is _MISSING:
+                delattr(owner, name)
+            else:
+                setattr(owner, name, saved)
+
+
+def torchs_own(f: Any, qualname: str | None = None) -> bool:
+    """f is torch.nn's own function (of that qualified name), not a replacement a profiler or library installed."""
+    return getattr(f, "__module__", "").startswith("torch.nn.") and not hasattr(f, "__wrapped__") and \
+        (qualname is None or getattr(f, "__qualname__", None) == qualname)
+
+
 @contextlib.contextmanager
 def _parameters_on_meta() -> Iterator[None]:
-    """Every parameter and buffer a module registers goes to the meta device as soon as it is created.
+    """Every parameter and buffer a module registers in this thread goes to the meta device as soon as it is made.
 
     For builders that compute with tensors while they build (torchvision's RegNets round widths with torch),
     which the plain `with torch.device("meta")` cannot run: only storage moves, the arithmetic stays on CPU.
+    Other threads, which share nn.Module, register theirs as ever.
     """
     from torch import nn
 
     register_parameter = nn.Module.register_parameter
     register_buffer = nn.Module.register_buffer
+    builder = threading.get_ident()
 
     def parameter(self: Any, name: str, param: Any) -> None:
         register_parameter(self, name, param)
-        if param is not None:
+        if param is not None and threading.get_ident() == builder:
             kind = type(self._parameters[name])
             self._parameters[name] = kind(self._parameters[name].to("meta"),
                                           requires_grad=param.requires_grad)
 
     def buffer(self: Any, name: str, tensor: Any, persistent: bool = True) -> None:
-        register_buffer(self, name, tensor.to("meta") if tensor is not None else None, persistent)
+        mine = tensor is not None and threading.get_ident() == builder
+        register_buffer(self, name, tensor.to("meta") if mine else tensor, persistent)
 
-    nn.Module.register_parameter = parameter  # type: ignore[method-assign]
-    nn.Module.register_buffer = buffer  # type: ignore[method-assign]
-    try:
+    with replaced(nn.Module, "register_parameter", parameter), replaced(nn.Module, "register_buffer", buffer):
         yield
-    finally:
-        nn.Module.register_parameter = register_parameter  # type: ignore[method-assign]
-        nn.Module.register_buffer = register_buffer  # type: ignore[method-assign]
 
 
 @contextlib.contextmanager
 def _no_init() -> Iterator[None]:
-    """torch.nn.init's in-place initialisers do nothing: meta tensors hold no values to initialise, and on the
-    meta device each call still runs a Python decomposition (ResNet-50's 53 kaiming_normal_ cost 40 ms)."""
+    """torch.nn.init's in-place initialisers do nothing in this thread: meta tensors hold no values to initialise,
+    and on the meta device each call still runs a Python decomposition (ResNet-50's 53 kaiming_normal_ cost
+    40 ms). Models other threads build meanwhile are initialised as ever."""
     from torch.nn import init
 
     names = [n for n in dir(init) if n.endswith("_") and not n.startswith("_") and callable(getattr(init, n))]
-    saved = {n: getattr(init, n) for n in names}
+    builder = threading.get_ident()
 
-    def skip(tensor: Any, *args: Any, **kwargs: Any) -> Any:
-        return tensor
+    def skipping(real: Any) -> Any:
+        def initialiser(tensor: Any, *args: Any, **kwargs: Any) -> Any:
+            return tensor if threading.get_ident() == builder else real(tensor, *args, **kwargs)
+        return initialiser
 
-    for n in names:
-        setattr(init, n, skip)
-    try:
+    with contextlib.ExitStack() as patches:
+        for n in names:
+            patches.enter_context(replaced(init, n, skipping(getattr(init, n))))
         yield
-    finally:
-        for n, f in saved.items():
-            setattr(init, n, f)
 
 
 # Building on the meta device and tracing replace attributes of torch for their duration (torch.nn.init's
@@ -116,26 +143,6 @@ def _shape_keeping() -> tuple[type, ...]:
             nn.Hardsigmoid, nn.Hardtanh, nn.Sigmoid, nn.Tanh, nn.Dropout, nn.Dropout2d, nn.Identity)
 
 
-_MISSING = object()
-
-
-@contextlib.contextmanager
-def class_attribute(cls: type, name: str, value: Any) -> Iterator[None]:
-    """cls.<name> = value for the duration, then exactly as it was: its own, or none (inherited) again.
-
-    Analysis patches classes, never the user's module instances: a model that deep-copies a submodule while it
-    runs (an EMA or teacher copy) would copy anything set on the instance, and keep it after the analysis."""
-    saved = cls.__dict__.get(name, _MISSING)
-    setattr(cls, name, value)
-    try:
-        yield
-    finally:
-        if saved is _MISSING:
-            delattr(cls, name)
-        else:
-            setattr(cls, name, saved)
-
-
 @contextlib.contextmanager
 def pass_through(model: Any, named: list[tuple[str, Any]] | None = None,
                  follow: Callable[[Any, Any], None] | None = None) -> Iterator[None]:
@@ -143,21 +150,24 @@ def pass_through(model: Any, named: list[tuple[str, Any]] | None = None,
 
     On the meta device BatchNorm, LayerNorm and most activations run as Python decompositions (about 1 ms
     each); they change neither shapes nor MACs, so skipping them makes a trace of ResNet-50 ten times faster.
-    The stand-in is each such class's forward for the duration (class_attribute), for this model's modules of
-    exactly that class and without a forward of their own; every other module of the class (a subclass's, a copy
-    made while the model runs, another thread's) runs its real forward. Hooks still fire. With `follow`,
-    stand-ins of modules that return a new tensor return a new tensor object too, and call follow(input, output)
-    so that the tracer's follower copies the input's state to it; without it every stand-in returns its input,
-    enough where no tensor is followed.
+    The stand-in is each such class's forward for the duration (replaced), for this model's modules of exactly
+    that class and without a forward of their own, called in this thread; every other module of the class (a
+    subclass's, a copy made while the model runs, another thread's) runs its real forward, and so does every
+    module of a class whose forward somebody else replaced. Hooks still fire. With `follow`, stand-ins of
+    modules that return a new tensor return a new tensor object too, and call follow(input, output) so that the
+    tracer's follower copies the input's state to it; without it every stand-in returns its input, enough where
+    no tensor is followed.
     """
     import torch
     from torch import nn
 
     kinds = frozenset(_shape_keeping())  # exact types: a subclass may do more than keep the shape
-    mine = [m for _, m in named or walk(model) if type(m) in kinds and "forward" not in vars(m)]
+    mine = [m for _, m in named or walk(model) if type(m) in kinds and "forward" not in vars(m)
+            and torchs_own(type(m).forward)]
     # The new tensor object is made with Python dispatch off (through the tracer's dispatch mode it cost 10
     # times as much); follow() gives it the input's receptive field, since the tracer never sees this operator.
     no_dispatch = torch._C._DisableTorchDispatch  # noqa: SLF001
+    tracing, get_ident = threading.get_ident(), threading.get_ident
 
     def same(*args: Any, **kwargs: Any) -> Any:  # nn.Identity, eval-mode dropout, in-place activations
         return args[0] if args else next(iter(kwargs.values()))
@@ -177,10 +187,12 @@ def pass_through(model: Any, named: list[tuple[str, Any]] | None = None,
     def stand_in(real: Any) -> Any:
         def forward(self: Any, *args: Any, **kwargs: Any) -> Any:
             f = chosen.get(id(self))
-            return f(*args, **kwargs) if f is not None else real(self, *args, **kwargs)
+            if f is not None and get_ident() == tracing:
+                return f(*args, **kwargs)
+            return real(self, *args, **kwargs)
         return forward
 
     with contextlib.ExitStack() as patches:
         for cls in {type(m) for m in mine}:
-            patches.enter_context(class_attribute(cls, "forward", stand_in(cls.forward)))
+            patches.enter_context(replaced(cls, "forward", stand_in(cls.forward)))
         yield

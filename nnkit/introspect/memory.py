@@ -14,6 +14,7 @@ routes unmasked attention through the fused kernel's autograd formula, as traini
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import Enum
@@ -81,23 +82,24 @@ def _fused_attention() -> Iterator[None]:
     import torch
     import torch.nn.functional as F
 
+    from nnkit.introspect.build import replaced
+
     flash = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu.default  # noqa: SLF001
     sdpa = F.scaled_dot_product_attention
+    estimating = threading.get_ident()
 
     def fused(query: Any, key: Any, value: Any, attn_mask: Any = None, dropout_p: float = 0.0,
               is_causal: bool = False, scale: float | None = None, enable_gqa: bool = False) -> Any:
-        # torch's own CPU choice takes the fused kernel only for this case; the rest keeps the math path
-        if attn_mask is None and not enable_gqa and not dropout_p and query.dim() == 4 and \
+        # torch's own CPU choice takes the fused kernel only for this case; the rest keeps the math path, and so
+        # do other threads' calls
+        if threading.get_ident() == estimating and attn_mask is None and not enable_gqa and not dropout_p and query.dim() == 4 and \
                 query.shape[:-2] == key.shape[:-2] == value.shape[:-2] and value.shape[-1] == query.shape[-1]:
             return flash(query, key, value, dropout_p, is_causal, scale=scale)[0]
         return sdpa(query, key, value, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal, scale=scale,
                     enable_gqa=enable_gqa)
 
-    F.scaled_dot_product_attention = fused
-    try:
+    with replaced(F, "scaled_dot_product_attention", fused):
         yield
-    finally:
-        F.scaled_dot_product_attention = sdpa
 
 
 def estimate(model: Any, shape: tuple[int, ...], *, batch: int, optimizer: Optimizer) -> Memory:

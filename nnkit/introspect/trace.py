@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import sys
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +38,7 @@ class Trace:
     macs: int
     by_op: dict[str, int]  # MACs per aten op (convolution, addmm, mm, bmm, ...)
     output: tuple[int, ...]
+    elsewhere: int = 0  # calls of the model's modules in other threads: not seen (no rows, no MACs)
     rf: Any = None  # receptive-field state of the model's output
     misaligned: list[str] = field(default_factory=list)  # modules where paths with misaligned fields merge
     gates: int = 0  # multiplications by a global gate (squeeze-excitation)
@@ -275,33 +277,28 @@ def _mode(dynamo: bool = True) -> Any:
     return Counting
 
 
-def _torchs_own(f: Any, qualname: str) -> bool:
-    """f is torch.nn.modules.conv's own function, not a replacement a profiler or a library installed."""
-    return getattr(f, "__module__", None) == "torch.nn.modules.conv" and \
-        getattr(f, "__qualname__", None) == qualname and not hasattr(f, "__wrapped__")
-
-
 def _direct_convolutions(named: list[tuple[str, Any]], counter: Any) -> Any:
     """A context in which this model's plain nn.Conv2d modules answer with the convolution shortcut
     themselves, as the dispatch mode would for the aten.convolution that F.conv2d calls (same arguments, same
     MACs, the same operator handed to the field follower), without the way through torch's dispatcher into
     Python and back, which was more than half of each call (14 us against 6 on this machine; MobileNetV2 has
-    52). nn.Conv2d.forward is replaced for the duration (build.class_attribute); anything else runs torch's:
-    subclasses, copies made while the model runs, instances with a _conv_forward or forward of their own, a
-    class whose forward someone else replaced, and whatever the shortcut declines (padding modes, string
-    padding, settings that are not pairs)."""
+    52). nn.Conv2d.forward is replaced for the duration (build.replaced), for calls in this thread; anything
+    else runs torch's: subclasses, copies made while the model runs, instances with a _conv_forward or forward
+    of their own, a class whose forward someone else replaced, and whatever the shortcut declines (padding
+    modes, string padding, settings that are not pairs)."""
     import contextlib
 
     import torch
     from torch import nn
 
-    from nnkit.introspect.build import class_attribute
+    from nnkit.introspect.build import replaced, torchs_own
 
     forward = nn.Conv2d.forward
     convs = {id(m) for _, m in named if type(m) is nn.Conv2d}
-    if not convs or not (_torchs_own(forward, "Conv2d.forward")
-                         and _torchs_own(nn.Conv2d._conv_forward, "Conv2d._conv_forward")):  # noqa: SLF001
+    if not convs or not (torchs_own(forward, "Conv2d.forward")
+                         and torchs_own(nn.Conv2d._conv_forward, "Conv2d._conv_forward")):  # noqa: SLF001
         return contextlib.nullcontext()
+    tracing, get_ident = threading.get_ident(), threading.get_ident
     aten_conv = torch.ops.aten.convolution
     convolution = counter.convolution
     tensor = torch.Tensor
@@ -309,7 +306,7 @@ def _direct_convolutions(named: list[tuple[str, Any]], counter: Any) -> Any:
 
     def direct(self: Any, *args: Any, **kwargs: Any) -> Any:  # settings read at each call: a model may change them
         if id(self) in convs and len(args) == 1 and not kwargs and isinstance(args[0], tensor) \
-                and self.padding_mode == "zeros" and "_conv_forward" not in vars(self):
+                and self.padding_mode == "zeros" and "_conv_forward" not in vars(self) and get_ident() == tracing:
             params = self._parameters  # noqa: SLF001
             w, b, stride, padding, dilation = params.get("weight"), params.get("bias"), self.stride, self.padding, \
                 self.dilation
@@ -326,7 +323,7 @@ def _direct_convolutions(named: list[tuple[str, Any]], counter: Any) -> Any:
                     return out
         return forward(self, *args, **kwargs)
 
-    return class_attribute(nn.Conv2d, "forward", direct)
+    return replaced(nn.Conv2d, "forward", direct)
 
 
 def run(model: Any, shape: tuple[int, ...], name: str = "model", fields: bool = True,
@@ -340,7 +337,7 @@ def run(model: Any, shape: tuple[int, ...], name: str = "model", fields: bool = 
     from torch import nn
     from torch.nn.modules import module as nn_module
 
-    from nnkit.introspect.build import PATCHING, class_attribute, pass_through, walk
+    from nnkit.introspect.build import PATCHING, pass_through, replaced, walk
 
     calls: list[Call] = []
     stack: list[int] = []
@@ -395,19 +392,24 @@ def run(model: Any, shape: tuple[int, ...], name: str = "model", fields: bool = 
             c.rf = tracker.of(first)
 
     # Every call of one of the model's modules is recorded around torch's own nn.Module._call_impl, which
-    # nn.Module.__call__ runs and which is replaced for the duration (build.class_attribute): the call is entered
+    # nn.Module.__call__ runs and which is replaced for the duration (build.replaced): the call is entered
     # before any hook runs (so that a pre-hook that raises finds its call on the stack) and left after all of them
     # (rows show what the model's own hooks hand on). Why not global module hooks, as before: with any hook
     # registered, torch takes the slow path of _call_impl for every module, which with our two hooks cost a tenth
     # of a traced MobileNetV2. Modules that are not the model's (made or copied while it runs, another thread's)
-    # go straight to torch's.
+    # go straight to torch's, and so do the model's own called in other threads (a thread pool in its forward):
+    # the dispatch mode that counts is this thread's alone, so they are counted as unseen instead.
     call_impl = nn.Module._call_impl  # noqa: SLF001
     paths = {id(m): p for p, m in named}
     global_pre_hooks = nn_module._global_forward_pre_hooks  # noqa: SLF001
+    tracing, get_ident = threading.get_ident(), threading.get_ident
+    elsewhere = [0]  # calls of the model's modules in other threads
 
     def traced_call_impl(module: Any, *args: Any, **kwargs: Any) -> Any:
         path = paths.get(id(module))
-        if path is None:
+        if path is None or get_ident() != tracing:
+            if path is not None:
+                elsewhere[0] += 1
             return call_impl(module, *args, **kwargs)
         enter(path, type(module).__name__, args)
         # Pre-hooks may change the input: `refresh`, run after them for this call only, records what it gets.
@@ -428,7 +430,7 @@ def run(model: Any, shape: tuple[int, ...], name: str = "model", fields: bool = 
     if tracker is not None:
         tracker.start(x)
     with PATCHING, contextlib.ExitStack() as patches:
-        patches.enter_context(class_attribute(nn.Module, "_call_impl", traced_call_impl))
+        patches.enter_context(replaced(nn.Module, "_call_impl", traced_call_impl))
         patches.enter_context(_direct_convolutions(named, counter))
         patches.enter_context(pass_through(model, named, tracker.copy if tracker is not None else None))
         for _, m in named:  # a compiled module's call would skip _call_impl: it runs uncompiled here
@@ -442,7 +444,7 @@ def run(model: Any, shape: tuple[int, ...], name: str = "model", fields: bool = 
             raise _Failure(failed[0][0] if failed[0] and failed[0][1] is exc else None, exc) from None
     first = _first_tensor(out)
     return Trace(calls=calls, macs=counter.macs, by_op=counter.by_op, output=_shape(first) or (),
-                 rf=tracker.of(first) if tracker is not None else None,
+                 elsewhere=elsewhere[0], rf=tracker.of(first) if tracker is not None else None,
                  misaligned=tracker.misaligned if tracker is not None else [],
                  gates=tracker.gates if tracker is not None else 0,
                  upsampled=tracker.upsampled if tracker is not None else [])
