@@ -162,8 +162,9 @@ def pass_through(model: Any, named: list[tuple[str, Any]] | None = None,
     from torch import nn
 
     kinds = frozenset(_shape_keeping())  # exact types: a subclass may do more than keep the shape
-    mine = [m for _, m in named or walk(model) if type(m) in kinds and "forward" not in vars(m)
-            and torchs_own(type(m).forward)]
+    mine = [m for _, m in named or walk(model) if type(m) in kinds and "forward" not in vars(m)]
+    theirs = {cls for cls in {type(m) for m in mine} if not torchs_own(cls.forward)}  # replaced by somebody
+    mine = [m for m in mine if type(m) not in theirs]
     # The new tensor object is made with Python dispatch off (through the tracer's dispatch mode it cost 10
     # times as much); follow() gives it the input's receptive field, since the tracer never sees this operator.
     no_dispatch = torch._C._DisableTorchDispatch  # noqa: SLF001
