@@ -214,7 +214,7 @@ def _mode(dynamo: bool = True) -> Any:
     operator to the receptive-field tracker.
 
     Why not FlopCounterMode itself: it attributes every operator to all enclosing modules through a
-    ModuleTracker of its own and pytree-maps the arguments of every call; our hooks already know the modules,
+    ModuleTracker of its own and pytree-maps the arguments of every call; the tracer already knows the modules,
     and that bookkeeping was most of the time an analysis took. The formulas, and FlopCounterMode's rule of
     decomposing operators it has no formula for, are kept, so counts stay equal to FlopCounterMode's.
 
