@@ -394,6 +394,49 @@ def test_what_a_model_or_library_does_to_torch_classes_is_what_runs_and_stays():
     finally:
         nn.ReLU.forward = real_relu
 
+    class Wraps(nn.Module):  # a library that wraps the forward it finds, ours, the first time the model runs
+        def __init__(self) -> None:
+            super().__init__()
+            self.c, self.r = nn.Conv2d(3, 8, 3), nn.ReLU()
+
+        def forward(self, x):
+            if nn.ReLU.forward.__module__ != __name__:
+                found = nn.ReLU.forward
+
+                def wrapped(self, x):
+                    return found(self, x)
+
+                nn.ReLU.forward = wrapped
+            return self.r(self.c(x))
+
+    from torch.nn import init
+
+    from nnkit.introspect.build import on_meta
+
+    def builder():  # a builder that wraps the initialiser it finds, ours, while it builds
+        found = init.kaiming_uniform_
+        init.kaiming_uniform_ = lambda tensor, *args, **kwargs: found(tensor, *args, **kwargs)
+        return nn.Linear(64, 64)
+
+    exec_made: dict = {}
+    exec("def forward(self, x):\n    return x.clamp(min=0)\n", exec_made)  # its __module__ is None
+    real_init = init.kaiming_uniform_
+    try:
+        model = Wraps().to("meta")  # analysed in place: its own ReLU is the one the stand-in knew
+        assert analyze_model(model, (3, 16, 16), source="wraps").output == (8, 14, 14)
+        assert model.r(torch.full((2,), -1.0)).tolist() == [0.0, 0.0]  # ours, inside theirs, is torch's again
+        on_meta(builder)
+        torch.manual_seed(0)
+        mine = nn.Linear(64, 64).weight
+        init.kaiming_uniform_ = real_init
+        torch.manual_seed(0)
+        assert torch.equal(mine, nn.Linear(64, 64).weight)  # initialised, though ours sits inside their wrapper
+        nn.ReLU.forward = exec_made["forward"]
+        assert analyze_model(nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU()), (3, 16, 16), source="m").output == \
+            (8, 14, 14)
+    finally:
+        nn.ReLU.forward, init.kaiming_uniform_ = real_relu, real_init
+
 
 def test_backends_report_their_own_numbers():
     import logging

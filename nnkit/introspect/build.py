@@ -33,7 +33,7 @@ def replaced(owner: Any, name: str, value: Any) -> Iterator[None]:
 
 def torchs_own(f: Any, qualname: str | None = None) -> bool:
     """f is torch.nn's own function (of that qualified name), not a replacement a profiler or library installed."""
-    return getattr(f, "__module__", "").startswith("torch.nn.") and not hasattr(f, "__wrapped__") and \
+    return (getattr(f, "__module__", None) or "").startswith("torch.nn.") and not hasattr(f, "__wrapped__") and \
         (qualname is None or getattr(f, "__qualname__", None) == qualname)
 
 
@@ -49,21 +49,24 @@ def _parameters_on_meta() -> Iterator[None]:
 
     register_parameter = nn.Module.register_parameter
     register_buffer = nn.Module.register_buffer
-    builder = threading.get_ident()
+    builder = [threading.get_ident()]  # None afterwards: see _no_init
 
     def parameter(self: Any, name: str, param: Any) -> None:
         register_parameter(self, name, param)
-        if param is not None and threading.get_ident() == builder:
+        if param is not None and threading.get_ident() == builder[0]:
             kind = type(self._parameters[name])
             self._parameters[name] = kind(self._parameters[name].to("meta"),
                                           requires_grad=param.requires_grad)
 
     def buffer(self: Any, name: str, tensor: Any, persistent: bool = True) -> None:
-        mine = tensor is not None and threading.get_ident() == builder
+        mine = tensor is not None and threading.get_ident() == builder[0]
         register_buffer(self, name, tensor.to("meta") if mine else tensor, persistent)
 
-    with replaced(nn.Module, "register_parameter", parameter), replaced(nn.Module, "register_buffer", buffer):
-        yield
+    try:
+        with replaced(nn.Module, "register_parameter", parameter), replaced(nn.Module, "register_buffer", buffer):
+            yield
+    finally:
+        builder[0] = None
 
 
 @contextlib.contextmanager
@@ -74,17 +77,22 @@ def _no_init() -> Iterator[None]:
     from torch.nn import init
 
     names = [n for n in dir(init) if n.endswith("_") and not n.startswith("_") and callable(getattr(init, n))]
-    builder = threading.get_ident()
+    # None once the build is over: a library that wrapped one of ours while the model was built keeps it inside
+    # its wrapper (replaced leaves theirs in place), and it must initialise as torch's from then on.
+    builder = [threading.get_ident()]
 
     def skipping(real: Any) -> Any:
         def initialiser(tensor: Any, *args: Any, **kwargs: Any) -> Any:
-            return tensor if threading.get_ident() == builder else real(tensor, *args, **kwargs)
+            return tensor if threading.get_ident() == builder[0] else real(tensor, *args, **kwargs)
         return initialiser
 
-    with contextlib.ExitStack() as patches:
-        for n in names:
-            patches.enter_context(replaced(init, n, skipping(getattr(init, n))))
-        yield
+    try:
+        with contextlib.ExitStack() as patches:
+            for n in names:
+                patches.enter_context(replaced(init, n, skipping(getattr(init, n))))
+            yield
+    finally:
+        builder[0] = None
 
 
 # Building on the meta device and tracing replace attributes of torch for their duration (torch.nn.init's
@@ -193,7 +201,10 @@ def pass_through(model: Any, named: list[tuple[str, Any]] | None = None,
             return real(self, *args, **kwargs)
         return forward
 
-    with contextlib.ExitStack() as patches:
-        for cls in {type(m) for m in mine}:
-            patches.enter_context(replaced(cls, "forward", stand_in(cls.forward)))
-        yield
+    try:
+        with contextlib.ExitStack() as patches:
+            for cls in {type(m) for m in mine}:
+                patches.enter_context(replaced(cls, "forward", stand_in(cls.forward)))
+            yield
+    finally:
+        chosen.clear()  # a stand-in somebody wrapped meanwhile runs the real forward from now on (see _no_init)

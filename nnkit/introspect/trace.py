@@ -8,9 +8,11 @@ written in a parent's forward, for instance), so that the rows always add up to 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import sys
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -277,7 +279,8 @@ def _mode(dynamo: bool = True) -> Any:
     return Counting
 
 
-def _direct_convolutions(named: list[tuple[str, Any]], counter: Any) -> Any:
+@contextlib.contextmanager
+def _direct_convolutions(named: list[tuple[str, Any]], counter: Any) -> Iterator[None]:
     """A context in which this model's plain nn.Conv2d modules answer with the convolution shortcut
     themselves, as the dispatch mode would for the aten.convolution that F.conv2d calls (same arguments, same
     MACs, the same operator handed to the field follower), without the way through torch's dispatcher into
@@ -286,8 +289,6 @@ def _direct_convolutions(named: list[tuple[str, Any]], counter: Any) -> Any:
     else runs torch's: subclasses, copies made while the model runs, instances with a _conv_forward or forward
     of their own, a class whose forward someone else replaced, and whatever the shortcut declines (padding
     modes, string padding, settings that are not pairs)."""
-    import contextlib
-
     import torch
     from torch import nn
 
@@ -297,7 +298,8 @@ def _direct_convolutions(named: list[tuple[str, Any]], counter: Any) -> Any:
     convs = {id(m) for _, m in named if type(m) is nn.Conv2d}
     if not convs or not (torchs_own(forward, "Conv2d.forward")
                          and torchs_own(nn.Conv2d._conv_forward, "Conv2d._conv_forward")):  # noqa: SLF001
-        return contextlib.nullcontext()
+        yield
+        return
     tracing, get_ident = threading.get_ident(), threading.get_ident
     aten_conv = torch.ops.aten.convolution
     convolution = counter.convolution
@@ -323,7 +325,11 @@ def _direct_convolutions(named: list[tuple[str, Any]], counter: Any) -> Any:
                     return out
         return forward(self, *args, **kwargs)
 
-    return replaced(nn.Conv2d, "forward", direct)
+    try:
+        with replaced(nn.Conv2d, "forward", direct):
+            yield
+    finally:
+        convs.clear()  # wrapped meanwhile by somebody, it runs torch's forward from now on (see build._no_init)
 
 
 def run(model: Any, shape: tuple[int, ...], name: str = "model", fields: bool = True,
@@ -331,8 +337,6 @@ def run(model: Any, shape: tuple[int, ...], name: str = "model", fields: bool = 
     """Trace one item of `shape` through `model` (already on the meta device); with `fields`, receptive fields
     are followed through the same pass (nnkit.introspect.rf). `tracker`: another follower of tensors with the
     interface of rf.Follower (nnkit.introspect.dwsep follows depthwise outputs), given where() as its argument."""
-    import contextlib
-
     import torch
     from torch import nn
     from torch.nn.modules import module as nn_module
@@ -430,6 +434,7 @@ def run(model: Any, shape: tuple[int, ...], name: str = "model", fields: bool = 
     if tracker is not None:
         tracker.start(x)
     with PATCHING, contextlib.ExitStack() as patches:
+        patches.callback(paths.clear)  # wrapped meanwhile by somebody, it records nothing from now on
         patches.enter_context(replaced(nn.Module, "_call_impl", traced_call_impl))
         patches.enter_context(_direct_convolutions(named, counter))
         patches.enter_context(pass_through(model, named, tracker.copy if tracker is not None else None))
