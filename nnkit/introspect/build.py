@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import types
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -31,6 +32,19 @@ def replaced(owner: Any, name: str, value: Any) -> Iterator[None]:
                 setattr(owner, name, saved)
 
 
+@contextlib.contextmanager
+def this_thread() -> Iterator[Any]:
+    """Whom a patch acts for: `scope.thread` is the id of the thread that opened the context, and None once it is
+    closed. Every patch of ours compares threading.get_ident() with it, so that it acts for its own thread only
+    (other threads build and run their models meanwhile as ever), and does nothing any more where somebody kept
+    it inside a wrapper of theirs (replaced leaves theirs in place): the kept copy runs what it replaced."""
+    scope = types.SimpleNamespace(thread=threading.get_ident())
+    try:
+        yield scope
+    finally:
+        scope.thread = None
+
+
 def torchs_own(f: Any, qualname: str | None = None) -> bool:
     """f is torch.nn's own function (of that qualified name), not a replacement a profiler or library installed."""
     return (getattr(f, "__module__", None) or "").startswith("torch.nn.") and not hasattr(f, "__wrapped__") and \
@@ -49,24 +63,21 @@ def _parameters_on_meta() -> Iterator[None]:
 
     register_parameter = nn.Module.register_parameter
     register_buffer = nn.Module.register_buffer
-    builder = [threading.get_ident()]  # None afterwards: see _no_init
 
     def parameter(self: Any, name: str, param: Any) -> None:
         register_parameter(self, name, param)
-        if param is not None and threading.get_ident() == builder[0]:
+        if param is not None and threading.get_ident() == scope.thread:
             kind = type(self._parameters[name])
             self._parameters[name] = kind(self._parameters[name].to("meta"),
                                           requires_grad=param.requires_grad)
 
     def buffer(self: Any, name: str, tensor: Any, persistent: bool = True) -> None:
-        mine = tensor is not None and threading.get_ident() == builder[0]
+        mine = tensor is not None and threading.get_ident() == scope.thread
         register_buffer(self, name, tensor.to("meta") if mine else tensor, persistent)
 
-    try:
-        with replaced(nn.Module, "register_parameter", parameter), replaced(nn.Module, "register_buffer", buffer):
-            yield
-    finally:
-        builder[0] = None
+    with this_thread() as scope, replaced(nn.Module, "register_parameter", parameter), \
+            replaced(nn.Module, "register_buffer", buffer):
+        yield
 
 
 @contextlib.contextmanager
@@ -77,22 +88,16 @@ def _no_init() -> Iterator[None]:
     from torch.nn import init
 
     names = [n for n in dir(init) if n.endswith("_") and not n.startswith("_") and callable(getattr(init, n))]
-    # None once the build is over: a library that wrapped one of ours while the model was built keeps it inside
-    # its wrapper (replaced leaves theirs in place), and it must initialise as torch's from then on.
-    builder = [threading.get_ident()]
 
     def skipping(real: Any) -> Any:
         def initialiser(tensor: Any, *args: Any, **kwargs: Any) -> Any:
-            return tensor if threading.get_ident() == builder[0] else real(tensor, *args, **kwargs)
+            return tensor if threading.get_ident() == scope.thread else real(tensor, *args, **kwargs)
         return initialiser
 
-    try:
-        with contextlib.ExitStack() as patches:
-            for n in names:
-                patches.enter_context(replaced(init, n, skipping(getattr(init, n))))
-            yield
-    finally:
-        builder[0] = None
+    with this_thread() as scope, contextlib.ExitStack() as patches:
+        for n in names:
+            patches.enter_context(replaced(init, n, skipping(getattr(init, n))))
+        yield
 
 
 # Building on the meta device and tracing replace attributes of torch for their duration (torch.nn.init's
@@ -176,7 +181,7 @@ def pass_through(model: Any, named: list[tuple[str, Any]] | None = None,
     # The new tensor object is made with Python dispatch off (through the tracer's dispatch mode it cost 10
     # times as much); follow() gives it the input's receptive field, since the tracer never sees this operator.
     no_dispatch = torch._C._DisableTorchDispatch  # noqa: SLF001
-    tracing, get_ident = threading.get_ident(), threading.get_ident
+    get_ident = threading.get_ident
 
     def same(*args: Any, **kwargs: Any) -> Any:  # nn.Identity, eval-mode dropout, in-place activations
         return args[0] if args else next(iter(kwargs.values()))
@@ -196,15 +201,12 @@ def pass_through(model: Any, named: list[tuple[str, Any]] | None = None,
     def stand_in(real: Any) -> Any:
         def forward(self: Any, *args: Any, **kwargs: Any) -> Any:
             f = chosen.get(id(self))
-            if f is not None and get_ident() == tracing:
+            if f is not None and get_ident() == scope.thread:
                 return f(*args, **kwargs)
             return real(self, *args, **kwargs)
         return forward
 
-    try:
-        with contextlib.ExitStack() as patches:
-            for cls in {type(m) for m in mine}:
-                patches.enter_context(replaced(cls, "forward", stand_in(cls.forward)))
-            yield
-    finally:
-        chosen.clear()  # a stand-in somebody wrapped meanwhile runs the real forward from now on (see _no_init)
+    with this_thread() as scope, contextlib.ExitStack() as patches:
+        for cls in {type(m) for m in mine}:
+            patches.enter_context(replaced(cls, "forward", stand_in(cls.forward)))
+        yield

@@ -82,28 +82,24 @@ def _fused_attention() -> Iterator[None]:
     import torch
     import torch.nn.functional as F
 
-    from nnkit.introspect.build import replaced
+    from nnkit.introspect.build import replaced, this_thread
 
     flash = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu.default  # noqa: SLF001
     sdpa = F.scaled_dot_product_attention
-    estimating = [threading.get_ident()]  # None afterwards, as in build._no_init
 
     def fused(query: Any, key: Any, value: Any, attn_mask: Any = None, dropout_p: float = 0.0,
               is_causal: bool = False, scale: float | None = None, enable_gqa: bool = False) -> Any:
         # torch's own CPU choice takes the fused kernel only for this case; the rest keeps the math path, and so
         # do other threads' calls
-        if threading.get_ident() == estimating[0] and attn_mask is None and not enable_gqa and not dropout_p and \
+        if threading.get_ident() == scope.thread and attn_mask is None and not enable_gqa and not dropout_p and \
                 query.dim() == 4 and query.shape[:-2] == key.shape[:-2] == value.shape[:-2] and \
                 value.shape[-1] == query.shape[-1]:
             return flash(query, key, value, dropout_p, is_causal, scale=scale)[0]
         return sdpa(query, key, value, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal, scale=scale,
                     enable_gqa=enable_gqa)
 
-    try:
-        with replaced(F, "scaled_dot_product_attention", fused):
-            yield
-    finally:
-        estimating[0] = None
+    with this_thread() as scope, replaced(F, "scaled_dot_product_attention", fused):
+        yield
 
 
 def estimate(model: Any, shape: tuple[int, ...], *, batch: int, optimizer: Optimizer) -> Memory:

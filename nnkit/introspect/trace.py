@@ -292,7 +292,7 @@ def _direct_convolutions(named: list[tuple[str, Any]], counter: Any) -> Iterator
     import torch
     from torch import nn
 
-    from nnkit.introspect.build import replaced, torchs_own
+    from nnkit.introspect.build import replaced, this_thread, torchs_own
 
     forward = nn.Conv2d.forward
     convs = {id(m) for _, m in named if type(m) is nn.Conv2d}
@@ -300,7 +300,7 @@ def _direct_convolutions(named: list[tuple[str, Any]], counter: Any) -> Iterator
                          and torchs_own(nn.Conv2d._conv_forward, "Conv2d._conv_forward")):  # noqa: SLF001
         yield
         return
-    tracing, get_ident = threading.get_ident(), threading.get_ident
+    get_ident = threading.get_ident
     aten_conv = torch.ops.aten.convolution
     convolution = counter.convolution
     tensor = torch.Tensor
@@ -308,7 +308,7 @@ def _direct_convolutions(named: list[tuple[str, Any]], counter: Any) -> Iterator
 
     def direct(self: Any, *args: Any, **kwargs: Any) -> Any:  # settings read at each call: a model may change them
         if id(self) in convs and len(args) == 1 and not kwargs and isinstance(args[0], tensor) \
-                and self.padding_mode == "zeros" and "_conv_forward" not in vars(self) and get_ident() == tracing:
+                and self.padding_mode == "zeros" and "_conv_forward" not in vars(self) and get_ident() == scope.thread:
             params = self._parameters  # noqa: SLF001
             w, b, stride, padding, dilation = params.get("weight"), params.get("bias"), self.stride, self.padding, \
                 self.dilation
@@ -325,11 +325,8 @@ def _direct_convolutions(named: list[tuple[str, Any]], counter: Any) -> Iterator
                     return out
         return forward(self, *args, **kwargs)
 
-    try:
-        with replaced(nn.Conv2d, "forward", direct):
-            yield
-    finally:
-        convs.clear()  # wrapped meanwhile by somebody, it runs torch's forward from now on (see build._no_init)
+    with this_thread() as scope, replaced(nn.Conv2d, "forward", direct):
+        yield
 
 
 def run(model: Any, shape: tuple[int, ...], name: str = "model", fields: bool = True,
@@ -341,7 +338,7 @@ def run(model: Any, shape: tuple[int, ...], name: str = "model", fields: bool = 
     from torch import nn
     from torch.nn.modules import module as nn_module
 
-    from nnkit.introspect.build import PATCHING, pass_through, replaced, walk
+    from nnkit.introspect.build import PATCHING, pass_through, replaced, this_thread, walk
 
     calls: list[Call] = []
     stack: list[int] = []
@@ -406,12 +403,12 @@ def run(model: Any, shape: tuple[int, ...], name: str = "model", fields: bool = 
     call_impl = nn.Module._call_impl  # noqa: SLF001
     paths = {id(m): p for p, m in named}
     global_pre_hooks = nn_module._global_forward_pre_hooks  # noqa: SLF001
-    tracing, get_ident = threading.get_ident(), threading.get_ident
+    get_ident = threading.get_ident
     elsewhere = [0]  # calls of the model's modules in other threads
 
     def traced_call_impl(module: Any, *args: Any, **kwargs: Any) -> Any:
         path = paths.get(id(module))
-        if path is None or get_ident() != tracing:
+        if path is None or get_ident() != scope.thread:
             if path is not None:
                 elsewhere[0] += 1
             return call_impl(module, *args, **kwargs)
@@ -433,8 +430,7 @@ def run(model: Any, shape: tuple[int, ...], name: str = "model", fields: bool = 
     x = torch.empty((1, *shape), device="meta")
     if tracker is not None:
         tracker.start(x)
-    with PATCHING, contextlib.ExitStack() as patches:
-        patches.callback(paths.clear)  # wrapped meanwhile by somebody, it records nothing from now on
+    with PATCHING, this_thread() as scope, contextlib.ExitStack() as patches:
         patches.enter_context(replaced(nn.Module, "_call_impl", traced_call_impl))
         patches.enter_context(_direct_convolutions(named, counter))
         patches.enter_context(pass_through(model, named, tracker.copy if tracker is not None else None))
