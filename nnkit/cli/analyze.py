@@ -7,7 +7,6 @@ line from stdin and answers line by line.
 
 import json
 import sys
-from enum import Enum
 from typing import Annotated, Callable, Optional
 
 import typer
@@ -22,17 +21,12 @@ from nnkit.cli.common import (
     WidthOpt,
     complete_target,
 )
+from nnkit.api import Backend, analyze_target
 from nnkit.core.report import Analysis
 from nnkit.core.spec import looks_like_shape
 from nnkit.errors import ExitCode, NnkitError, UsageError
 from nnkit.render import DELIMITERS, OutputFormat, Tabular, emit, resolve, to_delimited
 from nnkit.render.views import SUMMARY_COLUMNS, View, dwsep_view, solve_view, summary_line, view
-
-
-class Backend(str, Enum):
-    nnkit = "nnkit"
-    fvcore = "fvcore"
-    torchinfo = "torchinfo"
 
 
 TargetArg = Annotated[
@@ -52,44 +46,6 @@ AtOpt = Annotated[
     typer.Option("--at", help="Stop at this layer: its number or text in a chain, its module path in a model.",
                  show_default=False),
 ]
-
-
-def analyze_target(target: str, layers: list[str] | None, *, input: str | None = None, depth: int | None = None,
-                   num_classes: int | None = None, in_channels: int | None = None, width: float | None = None,
-                   backend: Backend = Backend.nnkit, at: str | None = None, fields: bool = True,
-                   explain: bool = True) -> Analysis:
-    """A chain (torch-free) or a named/user model (torch) into one Analysis; fields and explain=False leave out
-    what a view will not show (receptive fields, a model's per-layer formulas)."""
-    first, _, rest = target.strip().partition(" ")
-    if rest.strip() and looks_like_shape(first):  # the whole chain as one argument, as a stdin line reads
-        target, layers = first, [rest, *(layers or [])]
-    if looks_like_shape(target):
-        from nnkit.core.chain import analyze_chain, truncate
-
-        model_opts = {"--depth": depth, "--num-classes": num_classes, "--in-channels": in_channels,
-                      "--width": width, "--input": input}
-        given = [k for k, v in model_opts.items() if v is not None]
-        if backend is not Backend.nnkit:
-            given.append("--backend")
-        if given:
-            raise UsageError(f"{', '.join(given)} appl{'y' if len(given) > 1 else 'ies'} to named and user models, "
-                             "not to a chain (write the shape first, then the layers)")
-        options = [x for x in layers or [] if x.startswith("--")]
-        if options:
-            raise UsageError(f"no such option: {options[0]} (see --help)")
-        analysis = analyze_chain(target, layers or [])
-        return truncate(analysis, at) if at else analysis
-    if layers:
-        raise UsageError(f"'{target}' is not an input shape, so the words after it ({' '.join(layers)}) make no "
-                         "chain; for a chain write the shape first, e.g. 3x32x32 \"conv(6,5)\"")
-    try:
-        from nnkit.introspect import analyze
-    except ModuleNotFoundError as exc:
-        from nnkit.errors import MissingDependencyError
-
-        raise MissingDependencyError(exc.name or "torch", f"analysing '{target}'") from None
-    return analyze(target, input=input, depth=depth, num_classes=num_classes, in_channels=in_channels,
-                   width=width, backend=backend.value, at=at, fields=fields, explain=explain)
 
 
 def _batch(what: View, fmt: OutputFormat | None, explain: bool,
@@ -186,13 +142,15 @@ def dwsep(
         if out is not None or kernel is not None:
             raise UsageError("--out and -k describe one layer; give its input shape first, e.g. "
                              "nnkit dwsep 32x112x112 --out 64 -k 3")
+        from nnkit.api import dwsep as compare_network
+
         try:
-            from nnkit.cli.models import dwsep_model
+            result = compare_network(target, input=input, width=width)
         except ModuleNotFoundError as exc:
             from nnkit.errors import MissingDependencyError
 
             raise MissingDependencyError(exc.name or "torch", f"comparing '{target}'") from None
-        dwsep_model(target, input=input, width=width, fmt=fmt)
+        emit(*result.view(), fmt)
         return
     if out is None or kernel is None:
         raise UsageError("one layer needs --out N and -k K, e.g. nnkit dwsep 32x112x112 --out 64 -k 3")

@@ -67,8 +67,8 @@ def summary(
                                                            show_default=False)] = None,
 ) -> None:
     """Every column at once: output shape, params, trainable, MACs, receptive field, activation memory."""
-    from nnkit.cli.analyze import analyze_target
-    from nnkit.render.views import human, view
+    from nnkit.api import analyze_target
+    from nnkit.render.views import view
 
     if (batch is not None or optimizer is not None) and not train:
         raise UsageError("--batch and --optimizer describe training memory; add --train")
@@ -82,22 +82,13 @@ def summary(
 
         if looks_like_shape(target):
             raise UsageError("--train measures a model's saved activations; give an architecture or file.py:Class")
-        from nnkit.introspect.memory import estimate
-        from nnkit.introspect.target import resolve
+        from nnkit.api import memory
+        from nnkit.render.views import memory_doc, memory_note
 
-        opt = optimizer or Optimizer.sgd
-        t = resolve(target, input=input, num_classes=num_classes, in_channels=in_channels, width=width)
-        b = batch or t.batch or 1
-        m = estimate(t.model, t.input, batch=b, optimizer=opt)
-        doc["memory"] = {"batch": b, "optimizer": m.optimizer, "params_bytes": m.params_bytes,
-                         "grads_bytes": m.grads_bytes, "optimizer_bytes": m.optimizer_bytes,
-                         "saved_bytes_per_item": m.saved_bytes_per_item, "total_bytes": m.total}
-        tab = replace(tab, notes=(*tab.notes,
-                                  f"training memory at batch {b} with {m.optimizer}: {human(m.total, 'B')} = "
-                                  f"params {human(m.params_bytes, 'B')} + grads {human(m.grads_bytes, 'B')} + "
-                                  f"optimizer {human(m.optimizer_bytes, 'B')} + {b} x "
-                                  f"{human(m.saved_bytes_per_item, 'B')} saved activations per item (an estimate: "
-                                  "no allocator overhead, no workspace)"))
+        m = memory(target, input, batch=batch, optimizer=(optimizer or Optimizer.sgd).value,
+                   num_classes=num_classes, in_channels=in_channels, width=width).estimate
+        doc["memory"] = memory_doc(m)
+        tab = replace(tab, notes=(*tab.notes, memory_note(m)))
     if plot:
         from nnkit.render.plot import plot_analysis
 
@@ -135,120 +126,6 @@ def crosscheck(
     emit(doc, Tabular(columns=("tool", "params", "MACs", "MACs - nnkit"), rows=rows,
                       title=f"{c.name} on {'x'.join(map(str, c.input))}", notes=c.differences,
                       numeric=frozenset({"params", "MACs", "MACs - nnkit"})), fmt)
-
-
-# Howard et al. 2017: Table 4 (Conv MobileNet vs MobileNet), Table 6 (width), Table 7 (resolution)
-PAPER = {"standard": {"params": 29.3e6, "macs": 4866e6}, "separable": {"params": 4.2e6, "macs": 569e6}}
-PAPER_WIDTH = {1.0: (4.2e6, 569e6), 0.75: (2.6e6, 325e6), 0.5: (1.3e6, 149e6), 0.25: (0.5e6, 41e6)}
-PAPER_RESOLUTION = {224: (4.2e6, 569e6), 192: (4.2e6, 418e6), 160: (4.2e6, 290e6), 128: (4.2e6, 186e6)}
-
-
-def _cost(width: float, size: int, standard: bool = False) -> dict[str, int]:
-    from nnkit.archs._generate import measure
-    from nnkit.archs.mobilenet_v1 import mobilenet_v1
-    from nnkit.introspect.build import on_meta
-
-    model = on_meta(lambda: mobilenet_v1(width=width, standard=standard))
-    params, macs = measure(model, (3, size, size))
-    return {"params": params, "macs": macs}
-
-
-def dwsep_model(target: str, *, input: str | None, width: float | None, fmt: OutputFormat | None) -> None:
-    """`nnkit dwsep mobilenet_v1`: MobileNet against the same network of standard convolutions (Table 4), with the
-    paper's widths and resolutions; any other network (named or the user's) against its standard twin."""
-    from nnkit.archs import get_arch
-    from nnkit.archs.mobilenet_v1 import CONFIG, _channels
-    from nnkit.introspect.target import _parse_input
-
-    from nnkit.introspect.target import is_user_model
-
-    if is_user_model(target) or get_arch(target).name != "mobilenet_v1":
-        _dwsep_network(target, input=input, width=width, fmt=fmt)
-        return
-    info = get_arch(target)
-    alpha = 1.0 if width is None else width
-    if alpha <= 0:
-        raise UsageError(f"--width must be positive, got {alpha:g}")
-    _, shape = _parse_input(input, 3)
-    shape = shape or info.input
-    if shape[0] != 3 or shape[1] != shape[2]:
-        raise UsageError(f"--input {input}: mobilenet_v1 takes square 3-channel images, e.g. 3x224x224")
-    size = shape[1]
-    sep, std = _cost(alpha, size), _cost(alpha, size, standard=True)
-    ratio = {k: sep[k] / std[k] for k in ("params", "macs")}
-    # 1/N + 1/K^2 (section 3.1) per separable layer, weighted by that layer's standard-conv MACs
-    weight = total = 0.0
-    c, h = _channels(32, alpha), (size + 1) // 2
-    for out, stride in CONFIG:
-        o = _channels(out, alpha)
-        h = (h - 1) // stride + 1
-        std_macs = h * h * 9 * c * o
-        weight += std_macs * (1 / o + 1 / 9)
-        total += std_macs
-        c = o
-    variants = []
-    for w, (pp, pm) in PAPER_WIDTH.items():
-        variants.append({"width": w, "input": [3, size, size], **_cost(w, size),
-                         "paper": {"params": pp, "macs": pm} if size == 224 else None})
-    for r, (pp, pm) in PAPER_RESOLUTION.items():
-        if r != size or alpha != 1.0:
-            variants.append({"width": alpha, "input": [3, r, r], **_cost(alpha, r),
-                             "paper": {"params": pp, "macs": pm} if alpha == 1.0 else None})
-    doc: dict[str, Any] = {"name": info.name, "input": [3, size, size], "width": alpha, "standard": std,
-                           "separable": sep, "ratio": ratio, "theory": weight / total,
-                           "paper": PAPER if alpha == 1.0 and size == 224 else None, "variants": variants}
-    rows = [("Conv MobileNet (standard)", std["params"], std["macs"], ""),
-            ("MobileNet (separable)", sep["params"], sep["macs"], "")]
-    rows += [(f"MobileNet {v['width']:g} @ {v['input'][1]}", v["params"], v["macs"],
-              f"paper {v['paper']['params'] / 1e6:.1f}M / {v['paper']['macs'] / 1e6:.0f}M" if v["paper"] else "")
-             for v in variants]
-    notes = (f"separable / standard: params {ratio['params']:.4f}, MACs {ratio['macs']:.4f}; theory "
-             f"sum(1/N + 1/9) weighted by each layer's MACs = {weight / total:.4f} (Howard et al. 2017, 3.1)",
-             "Howard et al. 2017 Table 4: Conv MobileNet 29.3M params / 4866M mult-adds, MobileNet 4.2M / 569M")
-    emit(doc, Tabular(columns=("network", "params", "MACs", "published"), rows=tuple(rows),
-                      title=f"mobilenet_v1 width {alpha:g} on 3x{size}x{size}", notes=notes,
-                      numeric=frozenset({"params", "MACs"})), fmt)
-
-
-def _dwsep_network(target: str, *, input: str | None, width: float | None, fmt: OutputFormat | None) -> None:
-    """Any network with depthwise-separable pairs against its standard twin (nnkit.core.dwsep), pair by pair."""
-    from nnkit.introspect.dwsep import compare
-    from nnkit.introspect.target import resolve
-
-    r = compare(resolve(target, input=input, num_classes=None, in_channels=None, width=width))
-    std, sep = r.standard, r.separable
-
-    def cost(c: Any) -> dict[str, int]:
-        return {"params": c.params, "macs": c.macs}
-
-    doc: dict[str, Any] = {
-        "name": r.source, "input": list(r.input), "width": width, "standard": cost(std), "separable": cost(sep),
-        "ratio": vars(r.ratio), "theory": r.theory, "paper": None, "pairs_ratio": vars(r.pairs_ratio),
-        "variants": [],
-        "pairs": [{"depthwise": p.depthwise.path, "pointwise": p.pointwise.path,
-                   "kernel": list(p.depthwise.kernel), "in": p.depthwise.cin, "out": p.pointwise.cout,
-                   "standard": cost(p.standard), "separable": cost(p.separable),
-                   "ratio": vars(p.separable.per(p.standard))} for p in r.pairs],
-        "unpaired": list(r.unpaired)}
-    rows = tuple((f"{p.depthwise.path} + {p.pointwise.path}", f"{p.depthwise.cin}->{p.pointwise.cout}",
-                  "x".join(map(str, p.depthwise.kernel)), p.standard.params, p.standard.macs, p.separable.params,
-                  p.separable.macs, f"{p.separable.per(p.standard).macs:.4f}") for p in r.pairs)
-    footer = (("whole network", "", "", std.params, std.macs, sep.params, sep.macs, f"{r.ratio.macs:.4f}"),)
-    notes = [f"standard twin: each depthwise conv and the 1x1 conv that takes its output replaced by one standard "
-             f"conv with the depthwise kernel and stride ({len(r.pairs)} pairs); BatchNorm, activations and the "
-             "rest kept (Howard et al. 2017, Table 4, generalised)",
-             f"separable / standard, whole network: params {r.ratio.params:.4f}, MACs {r.ratio.macs:.4f}; the pairs "
-             f"alone: MACs {r.pairs_ratio.macs:.4f}, theory sum(1/N + 1/K^2) weighted by each pair's standard MACs "
-             f"= {r.theory:.4f}"]
-    if r.unpaired:
-        notes.append(f"{len(r.unpaired)} depthwise conv(s) no 1x1 conv takes directly, kept as they are (first: "
-                     f"{r.unpaired[0]})")
-    emit(doc, Tabular(columns=("pair", "channels", "kernel", "standard params", "standard MACs", "separable params",
-                               "separable MACs", "MACs ratio"), rows=rows, footer=footer,
-                      title=f"{r.source} on {'x'.join(map(str, r.input))}: as built vs its standard twin",
-                      notes=tuple(notes),
-                      numeric=frozenset({"standard params", "standard MACs", "separable params", "separable MACs"})),
-         fmt)
 
 
 def register(app: typer.Typer) -> None:

@@ -36,6 +36,23 @@ def analyze(target: str, *, input: str | None = None, depth: int | None = None, 
     if depth is not None and depth < 0:
         raise UsageError(f"--depth must be 0 or more, got {depth}")
     t = resolve(target, input=input, num_classes=num_classes, in_channels=in_channels, width=width)
+    return _analyze_target(t, depth=depth, backend=backend, at=at, batch=batch, fields=fields, explain=explain)
+
+
+def analyze_module(model: Any, input: str, *, depth: int | None = None, backend: str = "nnkit",
+                   at: str | None = None, fields: bool = True, explain: bool = True) -> Analysis:
+    """analyze() for a live nn.Module (nnkit.analyze(model, input=...)): a meta copy is analysed, the module
+    itself stays as it is."""
+    from nnkit.introspect.target import module_target
+
+    if backend not in BACKENDS:
+        raise UnknownNameError("backend", backend, BACKENDS)
+    return _analyze_target(module_target(model, input), depth=depth, backend=backend, at=at, batch=None,
+                           fields=fields, explain=explain)
+
+
+def _analyze_target(t: Any, *, depth: int | None, backend: str, at: str | None, batch: int | None,
+                    fields: bool, explain: bool) -> Analysis:
     n = batch or t.batch
     if backend != "nnkit":
         from nnkit.introspect import backends

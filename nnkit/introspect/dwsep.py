@@ -8,9 +8,11 @@ pass a shape test.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-from nnkit.core.dwsep import ConvLayer, NetworkComparison, compare_network
+from nnkit.core.dwsep import ConvLayer, Cost, NetworkComparison, Ratio, compare_network
+from nnkit.errors import UsageError
 from nnkit.introspect.rf import Follower
 
 
@@ -94,3 +96,95 @@ def compare(target: Any) -> NetworkComparison:
                              rebuild=target.rebuild)
     params = sum({id(p): p.numel() for p in target.model.parameters()}.values())
     return compare_network(target.name, target.input, params, tr.macs, convs)
+
+
+# Howard et al. 2017: Table 4 (Conv MobileNet vs MobileNet), Table 6 (width), Table 7 (resolution)
+PAPER = {"standard": Cost(29.3e6, 4866e6), "separable": Cost(4.2e6, 569e6)}  # type: ignore[arg-type]  # rounded
+PAPER_WIDTH = {1.0: (4.2e6, 569e6), 0.75: (2.6e6, 325e6), 0.5: (1.3e6, 149e6), 0.25: (0.5e6, 41e6)}
+PAPER_RESOLUTION = {224: (4.2e6, 569e6), 192: (4.2e6, 418e6), 160: (4.2e6, 290e6), 128: (4.2e6, 186e6)}
+
+
+@dataclass(frozen=True)
+class Variant:
+    width: float
+    input: tuple[int, ...]
+    cost: Cost
+    paper: Cost | None  # the paper's figure where it gives one (its params and mult-adds are rounded)
+
+
+@dataclass(frozen=True)
+class MobileNetComparison:
+    """mobilenet_v1 against "Conv MobileNet", the same network of standard convolutions (Table 4), with the
+    paper's widths (Table 6) and resolutions (Table 7)."""
+
+    name: str
+    input: tuple[int, ...]
+    width: float
+    standard: Cost
+    separable: Cost
+    theory: float  # sum(1/N + 1/9) over the separable layers, weighted by each one's standard-conv MACs
+    variants: tuple[Variant, ...]
+    paper: dict[str, Cost] | None  # Table 4's standard and separable figures, at width 1 on 224
+
+    @property
+    def ratio(self) -> Ratio:
+        return self.separable.per(self.standard)
+
+
+def _mobilenet_cost(width: float, size: int, standard: bool = False) -> Cost:
+    from nnkit.archs._generate import measure
+    from nnkit.archs.mobilenet_v1 import mobilenet_v1
+    from nnkit.introspect.build import on_meta
+
+    model = on_meta(lambda: mobilenet_v1(width=width, standard=standard))
+    return Cost(*measure(model, (3, size, size)))
+
+
+def compare_mobilenet(width: float | None, shape: tuple[int, ...]) -> MobileNetComparison:
+    from nnkit.archs.mobilenet_v1 import CONFIG, _channels
+
+    alpha = 1.0 if width is None else width
+    if alpha <= 0:
+        raise UsageError(f"--width must be positive, got {alpha:g}")
+    if shape[0] != 3 or shape[1] != shape[2]:
+        raise UsageError(f"--input {'x'.join(map(str, shape))}: mobilenet_v1 takes square 3-channel images, e.g. "
+                         "3x224x224")
+    size = shape[1]
+    weight = total = 0.0
+    c, h = _channels(32, alpha), (size + 1) // 2
+    for out, stride in CONFIG:  # Howard et al. 3.1: 1/N + 1/K^2 per separable layer
+        o = _channels(out, alpha)
+        h = (h - 1) // stride + 1
+        std_macs = h * h * 9 * c * o
+        weight += std_macs * (1 / o + 1 / 9)
+        total += std_macs
+        c = o
+    variants = [Variant(w, (3, size, size), _mobilenet_cost(w, size), Cost(*paper) if size == 224 else None)
+                for w, paper in PAPER_WIDTH.items()]
+    variants += [Variant(alpha, (3, r, r), _mobilenet_cost(alpha, r), Cost(*paper) if alpha == 1.0 else None)
+                 for r, paper in PAPER_RESOLUTION.items() if r != size or alpha != 1.0]
+    return MobileNetComparison("mobilenet_v1", (3, size, size), alpha, _mobilenet_cost(alpha, size, standard=True),
+                               _mobilenet_cost(alpha, size), weight / total, tuple(variants),
+                               PAPER if alpha == 1.0 and size == 224 else None)
+
+
+def compare_target(target: Any, *, input: str | None = None,
+                   width: float | None = None) -> MobileNetComparison | NetworkComparison:
+    """`nnkit dwsep ARCH`: mobilenet_v1 against the paper's tables; any other network (a name, file.py:Class or a
+    live nn.Module) against its standard twin."""
+    from nnkit.introspect.target import is_user_model, resolve
+
+    if isinstance(target, str) and not is_user_model(target):
+        from nnkit.archs import get_arch
+
+        info = get_arch(target)
+        if info.name == "mobilenet_v1":
+            from nnkit.introspect.target import parse_input
+
+            _, shape = parse_input(input, 3)
+            return compare_mobilenet(width, shape or info.input)
+    if not isinstance(target, str):
+        from nnkit.introspect.target import module_target
+
+        return compare(module_target(target, input))
+    return compare(resolve(target, input=input, num_classes=None, in_channels=None, width=width))

@@ -109,3 +109,16 @@ def estimate(model: Any, shape: tuple[int, ...], *, batch: int, optimizer: Optim
     return Memory(batch=batch, optimizer=optimizer.value, params_bytes=p_bytes, grads_bytes=g_bytes,
                   optimizer_bytes=STATE_PER_PARAM[optimizer] * g_bytes,
                   saved_bytes_per_item=saved_activation_bytes(model, shape))
+
+
+def estimate_target(target: Any, input: str | None, *, batch: int | None, optimizer: Optimizer,
+                    num_classes: int | None = None, in_channels: int | None = None,
+                    width: float | None = None) -> Memory:
+    """estimate() for an architecture name, file.py:Class or a live nn.Module (which stays as it is)."""
+    from nnkit.introspect.target import module_target, resolve
+
+    if isinstance(target, str):
+        t = resolve(target, input=input, num_classes=num_classes, in_channels=in_channels, width=width)
+    else:
+        t = module_target(target, input)
+    return estimate(t.model, t.input, batch=batch if batch is not None else (t.batch or 1), optimizer=optimizer)

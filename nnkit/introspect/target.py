@@ -63,7 +63,7 @@ def _load_object(target: str) -> Any:
     return getattr(module, attr)
 
 
-def _parse_input(text: str | None, channels: int | None) -> tuple[int | None, tuple[int, ...] | None]:
+def parse_input(text: str | None, channels: int | None) -> tuple[int | None, tuple[int, ...] | None]:
     """'3x224x224' / '1x3x224x224' as given; 'HxW' takes the model's channels (not parse_shape's 1)."""
     if text is None:
         return None, None
@@ -87,7 +87,7 @@ def resolve(target: str, *, input: str | None, num_classes: int | None, in_chann
 
         info = get_arch(target)
         channels = in_channels or info.input[0]
-        batch, shape = _parse_input(input, channels)
+        batch, shape = parse_input(input, channels)
         shape = shape or (channels, *info.input[1:])
         if shape[0] != channels:
             raise UsageError(f"--input {input}: {info.name} takes {channels} channels"
@@ -104,7 +104,7 @@ def resolve(target: str, *, input: str | None, num_classes: int | None, in_chann
     if input is None:
         raise UsageError(f"model '{target}': give its input shape, e.g. --input 3x32x32")
     obj = _load_object(target)
-    batch, shape = _parse_input(input, None)
+    batch, shape = parse_input(input, None)
 
     def make_user() -> Any:
         from torch import nn
@@ -121,3 +121,11 @@ def resolve(target: str, *, input: str | None, num_classes: int | None, in_chann
         return model
 
     return Target(target, make_user(), shape, batch, None, make_user)  # type: ignore[arg-type]
+
+
+def module_target(model: Any, input: str | None) -> Target:
+    """A live nn.Module as a target (nnkit.analyze(model, input=...)): analysed on a meta copy, never changed."""
+    if input is None:
+        raise UsageError(f"{type(model).__name__}: give its input, e.g. input='3x224x224'")
+    batch, shape = parse_input(input, None)
+    return Target(type(model).__name__, model, shape, batch, None, lambda: model)  # type: ignore[arg-type]
