@@ -128,6 +128,23 @@ def test_params_and_macs_equal_torchvision_metadata(name):
 
 
 @pytest.mark.torch
+def test_segmentation_models_build_without_any_download(monkeypatch):
+    """Every segmentation builder is called with weights=None and weights_backbone=None: a download attempt
+    (torch.hub) fails the test instead of reaching the network."""
+    import torch.hub
+
+    from nnkit.introspect import analyze
+
+    def no_download(*args, **kwargs):
+        raise AssertionError(f"download attempted: {args}")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", no_download)
+    for arch in list_archs(task="segmentation"):
+        a = analyze(arch.name, num_classes=5, fields=False, explain=False)
+        assert a.output == (5, 520, 520)
+
+
+@pytest.mark.torch
 @pytest.mark.slow
 def test_generated_table_has_not_drifted():
     from nnkit.archs import _generate

@@ -14,8 +14,21 @@ def test_models_lists_every_architecture_as_json(nnkit):
     doc = run.json()
     assert [d["name"] for d in doc] == arch_names()
     resnet50 = next(d for d in doc if d["name"] == "resnet50")
-    assert resnet50 == {"name": "resnet50", "input": [3, 224, 224], "params": 25557032, "macs": 4089184256}
-    assert set(doc[0]) == {"name", "input", "params", "macs"}
+    assert resnet50 == {"name": "resnet50", "input": [3, 224, 224], "params": 25557032, "macs": 4089184256,
+                        "task": "classification"}
+    assert set(doc[0]) == {"name", "input", "params", "macs", "task"}  # the contract's four keys, extended
+
+
+def test_models_filters_by_task(nnkit):
+    seg = nnkit("models", "--task", "segmentation", "-f", "json").json()
+    assert [d["name"] for d in seg] == ["deeplabv3_mobilenet_v3_large", "deeplabv3_resnet50", "deeplabv3_resnet101",
+                                        "fcn_resnet50", "fcn_resnet101", "lraspp_mobilenet_v3_large"]
+    assert all(d["task"] == "segmentation" and d["input"] == [3, 520, 520] for d in seg)
+    fcn = nnkit("models", "fcn*", "--task", "segmentation", "-f", "tsv")
+    assert fcn.code == 0 and fcn.out.splitlines()[0].split("\t")[-1] == "task"
+    assert nnkit("models", "resnet*", "--task", "segmentation", "-f", "json").json() == []
+    bad = nnkit("models", "--task", "segmentaton")
+    assert bad.code == 2 and "did you mean segmentation" in bad.err
 
 
 def test_models_does_not_import_torch():

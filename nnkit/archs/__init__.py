@@ -32,6 +32,7 @@ class ArchInfo:
     kwargs: tuple[tuple[str, Any], ...] = field(default=())  # builder arguments that make the default model
     width_kwarg: str | None = None  # the builder's name for the width multiplier, where it has one
     in_channels_native: bool = False  # the builder takes in_channels itself (else the stem conv is replaced)
+    task: str = "classification"  # or segmentation: what the output is (nnkit models --task)
 
     @property
     def published(self) -> tuple[int, float] | None:
@@ -55,12 +56,20 @@ def arch_names() -> list[str]:
     return sorted(_registry(), key=_natural)
 
 
-def list_archs(pattern: str | None = None) -> list[ArchInfo]:
-    """Every architecture, or those matching a shell wildcard ('resnet*', '*_bn'), in natural order."""
+TASKS = ("classification", "segmentation")
+
+
+def list_archs(pattern: str | None = None, task: str | None = None) -> list[ArchInfo]:
+    """Every architecture, or those matching a shell wildcard ('resnet*', '*_bn') and doing `task`, in natural
+    order."""
     reg = _registry()
     names = arch_names()
     if pattern:
         names = [n for n in names if fnmatch.fnmatch(n, pattern.lower())]
+    if task is not None:
+        if task not in TASKS:
+            raise UnknownNameError("task", task, TASKS)
+        names = [n for n in names if reg[n].task == task]
     return [reg[n] for n in names]
 
 

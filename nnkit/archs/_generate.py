@@ -56,6 +56,33 @@ def torchvision_entries() -> list[dict[str, Any]]:
                         min_input=min_size, family=family, weights=f"{type(weights).__name__}.{weights.name}",
                         options=options, kwargs=kwargs, width_kwarg=WIDTH_KWARGS.get(name),
                         published=(weights.meta["num_params"], weights.meta.get("_ops"))))
+    return out + segmentation_entries()
+
+
+def segmentation_entries() -> list[dict[str, Any]]:
+    """torchvision's segmentation models, at the size their weights were evaluated at (resize_size 520).
+
+    Built as the weights are: without any download (weights_backbone=None) and with the auxiliary classifier
+    where the weights have one (torchvision's builders set aux_loss=True when given weights, and num_params and
+    _ops count it)."""
+    import inspect
+
+    import torchvision.models.segmentation as S
+    from torchvision.models import get_model_builder, get_model_weights, list_models
+
+    out = []
+    for name in list_models(module=S):
+        weights = get_model_weights(name).DEFAULT
+        builder = get_model_builder(name)
+        size = int(weights.transforms.keywords["resize_size"])
+        kwargs: tuple[tuple[str, Any], ...] = (("weights_backbone", None),)
+        if "aux_loss" in inspect.signature(builder).parameters:
+            kwargs += (("aux_loss", True),)
+        out.append(dict(name=name, builder=f"{builder.__module__.rsplit('.', 1)[0]}:{name}", input=(3, size, size),
+                        min_input=tuple(weights.meta.get("min_size", (1, 1))), family=name.split("_")[0],
+                        weights=f"{type(weights).__name__}.{weights.name}", options=("num_classes", "in_channels"),
+                        kwargs=kwargs, width_kwarg=None, task="segmentation",
+                        published=(weights.meta["num_params"], weights.meta.get("_ops"))))
     return out
 
 
@@ -69,7 +96,8 @@ def entries() -> list[dict[str, Any]]:
     for row in rows:
         info = ArchInfo(**{k: row[k] for k in ("name", "builder", "input", "min_input", "family", "weights",
                                                "options", "kwargs", "width_kwarg")}, params=0, macs=0,
-                        in_channels_native=bool(row.get("in_channels_native")))
+                        in_channels_native=bool(row.get("in_channels_native")),
+                        task=row.get("task", "classification"))
         model = on_meta(lambda: build_info(info))
         row["params"], row["macs"] = measure(model, row["input"])
         print(f"{row['name']}: {row['params']:,} params, {row['macs']:,} MACs", file=sys.stderr)
@@ -84,6 +112,8 @@ def render(rows: list[dict[str, Any]]) -> str:
                                                      "macs", "weights", "options", "kwargs", "width_kwarg"))
         if r.get("in_channels_native"):
             fields += ", in_channels_native=True"
+        if r.get("task", "classification") != "classification":
+            fields += f", task={r['task']!r}"
         lines.append(f"    {r['name']!r}: ArchInfo({fields}),")
     lines += ["}", "", "# torchvision's own numbers for the default weights: (meta['num_params'], meta['_ops'] GMACs)",
               "PUBLISHED = {"]

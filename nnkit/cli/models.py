@@ -28,19 +28,24 @@ TargetArg = Annotated[str, typer.Argument(help="An architecture (nnkit models), 
 def models(
     pattern: Annotated[Optional[str], typer.Argument(help="Shell wildcard, e.g. 'resnet*' or '*_bn'.",
                                                      show_default=False)] = None,
+    task: Annotated[Optional[str], typer.Option("--task", help="Only architectures for this task: "
+                                                               "classification or segmentation.",
+                                                show_default=False)] = None,
     fmt: FormatOpt = None,
 ) -> None:
     """Every named architecture with its default input, parameters and MACs (no torch needed)."""
     from nnkit.archs import list_archs
     from nnkit.render.views import human
 
-    archs = list_archs(pattern)
-    doc = [{"name": a.name, "input": list(a.input), "params": a.params, "macs": a.macs} for a in archs]
+    archs = list_archs(pattern, task=task)
+    doc = [{"name": a.name, "input": list(a.input), "params": a.params, "macs": a.macs, "task": a.task}
+           for a in archs]
     human_cells = fmt in (None, OutputFormat.table)
     rows = tuple((a.name, a.input, human(a.params) if human_cells else a.params,
-                  human(a.macs) if human_cells else a.macs, a.family, ", ".join(a.options)) for a in archs)
-    notes = () if archs else (f"no architecture matches '{pattern}'",)
-    emit(doc, Tabular(columns=("name", "input", "params", "MACs", "family", "options"), rows=rows,
+                  human(a.macs) if human_cells else a.macs, a.family, ", ".join(a.options), a.task) for a in archs)
+    wanted = " and ".join(x for x in (f"'{pattern}'" if pattern else "", f"task {task}" if task else "") if x)
+    notes = () if archs else (f"no architecture matches {wanted}",)
+    emit(doc, Tabular(columns=("name", "input", "params", "MACs", "family", "options", "task"), rows=rows,
                       title=f"{len(archs)} architectures", notes=notes,
                       numeric=frozenset({"params", "MACs"})), fmt)
 
