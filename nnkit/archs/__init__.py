@@ -22,7 +22,7 @@ OPTIONS = ("num_classes", "in_channels", "width")
 class ArchInfo:
     name: str
     builder: str  # "module:function", imported only by build()
-    input: tuple[int, int, int]  # default (C, H, W): the input the weights were trained and measured at
+    input: tuple[int, ...]  # default (C, H, W), (C, T, H, W) for video: what the weights were measured at
     min_input: tuple[int, int]  # smallest (H, W) the network accepts
     family: str
     params: int  # at default settings
@@ -32,7 +32,7 @@ class ArchInfo:
     kwargs: tuple[tuple[str, Any], ...] = field(default=())  # builder arguments that make the default model
     width_kwarg: str | None = None  # the builder's name for the width multiplier, where it has one
     in_channels_native: bool = False  # the builder takes in_channels itself (else the stem conv is replaced)
-    task: str = "classification"  # or segmentation: what the output is (nnkit models --task)
+    task: str = "classification"  # or segmentation, video: what the model does (nnkit models --task)
 
     @property
     def published(self) -> tuple[int, float] | None:
@@ -56,7 +56,7 @@ def arch_names() -> list[str]:
     return sorted(_registry(), key=_natural)
 
 
-TASKS = ("classification", "segmentation")
+TASKS = ("classification", "segmentation", "video")
 
 
 def list_archs(pattern: str | None = None, task: str | None = None) -> list[ArchInfo]:
@@ -131,11 +131,12 @@ def build_info(info: ArchInfo, *, num_classes: int | None = None, in_channels: i
 
 
 def _replace_stem(model: Any, in_channels: int) -> None:
-    """Swap the first Conv2d (the stem) for one with the same settings and `in_channels` inputs."""
+    """Swap the first convolution (the stem: Conv2d, Conv3d for video) for one with the same settings and
+    `in_channels` inputs."""
     from torch import nn
 
     for path, module in model.named_modules():
-        if isinstance(module, nn.Conv2d):
+        if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
             break
     else:  # pragma: no cover - every registered architecture has a conv stem
         raise UsageError("this model has no convolution to take --in-channels")
@@ -144,7 +145,7 @@ def _replace_stem(model: Any, in_channels: int) -> None:
     if module.groups != 1:
         raise UsageError(f"--in-channels: the first convolution ({path}) is grouped")
     device = module.weight.device
-    new = nn.Conv2d(in_channels, module.out_channels, module.kernel_size, module.stride, module.padding,
+    new = type(module)(in_channels, module.out_channels, module.kernel_size, module.stride, module.padding,
                     module.dilation, module.groups, module.bias is not None, module.padding_mode,
                     device=device, dtype=module.weight.dtype)
     parent = model

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import re
 import sys
 import traceback
 from dataclasses import dataclass
@@ -63,19 +64,54 @@ def _load_object(target: str) -> Any:
     return getattr(module, attr)
 
 
-def parse_input(text: str | None, channels: int | None) -> tuple[int | None, tuple[int, ...] | None]:
-    """'3x224x224' / '1x3x224x224' as given; 'HxW' takes the model's channels (not parse_shape's 1)."""
+_ITEM = {2: "CxL", 3: "CxHxW", 4: "CxTxHxW"}  # one item of a 1-D, 2-D or 3-D model, by its number of sizes
+
+
+def parse_input(text: str | None, channels: int | None, rank: int | None = 3, name: str = "this model") -> \
+        tuple[int | None, tuple[int, ...] | None]:
+    """--input for a model whose items have `rank` sizes (3 for images CxHxW, 4 for clips CxTxHxW, 2 for
+    sequences CxL; None when the model has no convolution or pooling to tell): (batch or None, one item).
+
+    The rule: --input is one item, without the batch (--batch N gives that). Two forms are kept from the 2-D
+    days: one size more than an item is the batch first (NxCxHxW), and an image's HxW takes the model's channels
+    (1 for a user model). A model of unknown rank takes its item as given, except four sizes (NxCxHxW, as before).
+    """
     if text is None:
         return None, None
-    from nnkit.core.spec import parse_shape
+    from nnkit.core.spec import looks_like_shape, parse_shape
 
-    batch, shape = parse_shape(text)
-    dims = [d for d in text.lower().replace("×", "x").replace(",", "x").replace("*", "x").split("x") if d.strip()]
-    if len(dims) == 2 and channels is not None:
-        shape = (channels, *shape[1:])
-    if len(shape) != 3:
-        raise SpecError(f"input '{text}': a model needs CxHxW (or HxW, NxCxHxW)")
-    return batch, shape
+    if not looks_like_shape(text):
+        parse_shape(text)  # its one-line message for what is not a shape
+    dims = tuple(int(d) for d in re.split(r"\s*[x,*×]\s*", text.strip().lower()))
+    if any(d <= 0 for d in dims):
+        raise SpecError(f"input '{text}': every size must be positive")
+    n = len(dims)
+    if rank is None:
+        return (dims[0], dims[1:]) if n == 4 else (None, dims)
+    if n == rank:
+        return None, dims
+    if n == rank + 1:
+        return dims[0], dims[1:]
+    if rank == 3 and n == 2:
+        return None, (channels or 1, *dims)
+    what = _ITEM.get(rank, f"{rank} sizes")
+    raise SpecError(f"--input {text}: {name} takes {what}" + (" (or HxW)" if rank == 3 else "")
+                    + f", or Nx{what} with the batch first")
+
+
+def item_rank(model: Any) -> int | None:
+    """Sizes of one input item, read off the model's first convolution or pooling module: Conv1d 2 (CxL),
+    Conv2d 3 (CxHxW), Conv3d 4 (CxTxHxW); None for a model without one (MLPs, recurrent, token models)."""
+    from torch import nn
+
+    kinds = ((1, (nn.Conv1d, nn.ConvTranspose1d, nn.MaxPool1d, nn.AvgPool1d, nn.BatchNorm1d)),
+             (2, (nn.Conv2d, nn.ConvTranspose2d, nn.MaxPool2d, nn.AvgPool2d, nn.BatchNorm2d)),
+             (3, (nn.Conv3d, nn.ConvTranspose3d, nn.MaxPool3d, nn.AvgPool3d, nn.BatchNorm3d)))
+    for m in model.modules():
+        for spatial, classes in kinds:
+            if isinstance(m, classes) and not (spatial == 1 and isinstance(m, nn.BatchNorm1d)):
+                return spatial + 1
+    return None
 
 
 def resolve(target: str, *, input: str | None, num_classes: int | None, in_channels: int | None,
@@ -87,7 +123,7 @@ def resolve(target: str, *, input: str | None, num_classes: int | None, in_chann
 
         info = get_arch(target)
         channels = in_channels or info.input[0]
-        batch, shape = parse_input(input, channels)
+        batch, shape = parse_input(input, channels, len(info.input), info.name)
         shape = shape or (channels, *info.input[1:])
         if shape[0] != channels:
             raise UsageError(f"--input {input}: {info.name} takes {channels} channels"
@@ -104,7 +140,6 @@ def resolve(target: str, *, input: str | None, num_classes: int | None, in_chann
     if input is None:
         raise UsageError(f"model '{target}': give its input shape, e.g. --input 3x32x32")
     obj = _load_object(target)
-    batch, shape = parse_input(input, None)
 
     def make_user() -> Any:
         from torch import nn
@@ -120,12 +155,14 @@ def resolve(target: str, *, input: str | None, num_classes: int | None, in_chann
                              "not a torch.nn.Module")
         return model
 
-    return Target(target, make_user(), shape, batch, None, make_user)  # type: ignore[arg-type]
+    model = make_user()
+    batch, shape = parse_input(input, None, item_rank(model), target)
+    return Target(target, model, shape, batch, None, make_user)  # type: ignore[arg-type]
 
 
 def module_target(model: Any, input: str | None) -> Target:
     """A live nn.Module as a target (nnkit.analyze(model, input=...)): analysed on a meta copy, never changed."""
     if input is None:
         raise UsageError(f"{type(model).__name__}: give its input, e.g. input='3x224x224'")
-    batch, shape = parse_input(input, None)
+    batch, shape = parse_input(input, None, item_rank(model))
     return Target(type(model).__name__, model, shape, batch, None, lambda: model)  # type: ignore[arg-type]
