@@ -5,7 +5,8 @@ The JSON keys are a contract with users' scripts (issue 2): extend them, never r
   params {"total", "trainable", "layers": [{"spec", "params", ...}]}
   flops  {"macs", "flops", "layers": [{"spec", "macs", ...}]}
   rf     {"size": [h, w], "stride": [h, w], "padding": [h, w], "layers": [...]}
-Shapes in JSON include the batch dimension when the user gave one (NxCxHxW).
+Shapes in JSON include the batch dimension when the user gave one (NxCxHxW). Per-axis fields are lists of the
+chain's rank: [l] for a 1-D chain, [h, w] for 2-D, [d, h, w] for 3-D.
 """
 
 from __future__ import annotations
@@ -139,7 +140,7 @@ def view(a: Analysis, what: View, explain: bool = False) -> tuple[dict[str, Any]
         notes.append(f"{human(a.macs, 'MACs')}, {human(a.flops, 'FLOPs')} (FLOPs = 2 x MACs; conv, linear, "
                      "matmul and recurrent gates)")
     if what in ("rf", "summary") and a.rf_at:
-        notes.append(f"receptive field at {a.rf_at}: {a.rf.size[0]}x{a.rf.size[1]}"  # type: ignore[union-attr]
+        notes.append(f"receptive field at {a.rf_at}: {'x'.join(map(str, a.rf.size))}"  # type: ignore[union-attr]
                      + ("; the layers after it see the whole input" if a.rf_global else ""))
     total = ["", f"at {a.rf_at}" if what == "rf" and a.rf_at else "total", *(t for _, _, t in columns)]
     total += [""] * (explain + typed)
