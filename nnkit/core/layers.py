@@ -377,13 +377,19 @@ def _norm(spec: LayerSpec, shape: Shape, index: int) -> Step:
     if spec.kind == "gn":
         g = spec["g"]
         if c % g:
-            raise GeometryError(f"{label}: {g} groups do not divide the {c} channels (GroupNorm needs C % G == 0)")
+            raise GeometryError(f"{label}: {g} groups do not divide the {c} channel{'s' if c != 1 else ''} "
+                                "(GroupNorm needs C % G == 0)")
+        if c // g * math.prod(shape[1:]) == 1:  # F.group_norm refuses a group of one value (its variance is 0)
+            raise GeometryError(f"{label}: each of the {g} groups holds one value of {_dims(shape)}; GroupNorm "
+                                "needs more to normalise")
         params = 2 * c if spec["affine"] else 0
         step = Step(output=shape, params=params)
         step.say(Topic.params, f"params: {f'2*{c} = ' if params else ''}{params} (GroupNorm: {g} groups of {c // g} "
                  "channels" + ("" if params else ", affine=false") + ")")
         return step
     rank = _any_spatial(spec, shape, index)  # InstanceNorm{1,2,3}d: statistics per item and channel over space
+    if math.prod(shape[1:]) == 1:  # F.instance_norm refuses: one value has no variance to normalise by
+        raise GeometryError(f"{label}: InstanceNorm needs more than one position per channel, got {_dims(shape)}")
     params = 2 * c if spec["affine"] else 0
     step = Step(output=shape, params=params)
     step.say(Topic.params, f"params: {f'2*{c} = ' if params else ''}{params} (InstanceNorm{rank}d"
@@ -505,7 +511,12 @@ def apply(spec: LayerSpec, shape: Shape, index: int) -> Step:
     if base == "tconv":
         return _tconv(spec, shape, index)
     if base in ("maxpool", "avgpool"):
-        c = _need_spatial(spec, shape, index, rank)[0]
+        c, *sizes = _need_spatial(spec, shape, index, rank)
+        if kind == "avgpool3d":  # aten's pool3d_shape_check: AvgPool3d wants the window inside the unpadded input
+            for axis, size, k in zip(AXES_OF[3], sizes, spec["k"]):
+                if size < k:
+                    raise GeometryError(f"{_label(spec, index)}: input {axis}={size} is smaller than the {k}-wide "
+                                        "window (AvgPool3d checks the input before padding)")
         return _sliding(spec, shape, index, out_ch=c, k=spec["k"], s=spec["s"] or spec["k"], p=spec["p"],
                         d=spec.get("d", (1,) * rank), ceil=spec["ceil"], pooling=True)
     if kind in ("gap", "adaptivepool"):
