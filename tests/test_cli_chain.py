@@ -239,7 +239,10 @@ def test_arithmetic_commands_never_import_torch():
         "for args in (['shape', '3x32x32', 'conv(6,5) maxpool(2) flatten fc(10)'], ['params', '128', 'lstm(64)'],\n"
         "             ['rf', '3x32x32', 'conv(6,5)'], ['flops', '3x32x32', 'conv(6,5)', '-f', 'json'],\n"
         "             ['dwsep', '32x56x56', '--out', '64', '-k', '3'], ['solve', 'map', '224', '112', '-k', '7'],\n"
-        "             ['shape', '-']):\n"
+        "             ['shape', '-'], ['shape', '16x100', 'conv1d(32,3,p=1) maxpool1d(2)'],\n"
+        "             ['rf', '3x16x112x112', 'conv3d(64,3x7x7,s=1x2x2,p=1x3x3) gn(8) in'],\n"
+        "             ['flops', '3x224x224', 'patch(768,16) cls pos [encoder(12,3072)]*2 ln token(0) fc(10)'],\n"
+        "             ['params', '8x50x128', 'lstm(32,batch_first=true)']):\n"
         "    res = r.invoke(app, args, input='3x8x8 conv(2,3)\\n')\n"
         "    assert res.exit_code == 0, (args, res.output)\n"
         "heavy = sorted(m for m in ('torch', 'torchvision', 'fvcore', 'torchinfo', 'matplotlib', 'sklearn', 'numpy')\n"
@@ -282,3 +285,37 @@ def test_command_groups_match_what_each_module_registers():
         names = set(get_command(build_app(commands[0])).commands)
         assert names == set(commands), group
     assert set(get_command(build_app()).commands) == {c for cs in GROUPS.values() for c in cs}
+
+
+_ND_WORDS = st.sampled_from(["conv1d(", "conv3d(", "tconv1d(2,2,s=2)", "maxpool3d", "(2)", "gn(", "ln", "in",
+                             "attn(", "encoder(4,8)", "mlp(", "patch(8,4)", "cls", "pos", "token(", "6", "3x3x3",
+                             ")", ",", "=", "d", "p", " ", "(", "-1", "0", "batch_first=true", "lstm(4"])
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(_ND_WORDS, max_size=10).map("".join), st.sampled_from(["shape", "params", "flops", "rf"]),
+       st.sampled_from(["16x100", "3x8x16x16", "196x64", "3x32x32"]))
+def test_cli_fuzz_of_the_new_layers_never_shows_a_traceback(nnkit, text, command, shape):
+    run = nnkit(command, shape, text, "-f", "json")
+    assert run.code in (0, 1, 2), run
+    assert "Traceback" not in run.err and "internal error" not in run.err
+    if run.code:
+        assert run.err.startswith("nnkit: ") and run.err.count("\n") == 1
+    else:
+        json.loads(run.out)
+
+
+def test_issue_10_examples_as_written(nnkit):
+    """The three examples of issue 10 and the ViT line, through the CLI."""
+    assert nnkit("shape", "16x100", "conv1d(32,3,p=1) maxpool1d(2)", "-f", "json").json()["output"] == [32, 50]
+    stem = nnkit("shape", "3x16x112x112", "conv3d(64,3x7x7,s=1x2x2,p=1x3x3,bias=false)", "-f", "json").json()
+    assert stem["output"] == [64, 16, 56, 56]
+    tcn = nnkit("rf", "1x1000", "conv1d(16,2,d=1) conv1d(16,2,d=2) conv1d(16,2,d=4) conv1d(16,2,d=8)", "-f", "json")
+    assert tcn.json()["size"] == [16] and tcn.json()["stride"] == [1] and tcn.json()["padding"] == [0]
+    vit = "patch(768,16) cls pos [encoder(12,3072)]*12 ln token(0) fc(1000)"
+    assert nnkit("params", "3x224x224", vit, "-f", "json").json()["total"] == 86_567_656
+    flops = nnkit("flops", "3x224x224", vit, "-f", "tsv")
+    assert "17.564 GMACs" in flops.out or "17.564 GMACs" in flops.err
+    mixed = nnkit("shape", "3x32x32", "conv(8,3) conv1d(8,3)")
+    assert mixed.code == 2 and mixed.err == ("nnkit: layer 2 conv1d(8,3): a 1-D layer in a 2-D chain (layer 1 "
+                                             "conv(8,3)); a chain keeps one dimensionality\n")

@@ -409,3 +409,14 @@ def test_new_layers_name_what_they_need():
             assert "\n" not in str(exc)
         else:
             assert fragment is None, chain
+
+
+def test_recurrent_outputs_see_the_whole_sequence():
+    """The last step of an LSTM depends on the first input: the gradient reaches every step, so nnkit reports the
+    whole input, not the 1x1 field of a pointwise layer."""
+    a = analyze_chain("1x12x4", "lstm(3)")
+    assert a.rf is None and a.rf_global
+    m = torch.nn.LSTM(4, 3, batch_first=True)
+    x = torch.rand(1, 12, 4, requires_grad=True)
+    m(x)[0][0, -1].sum().backward()
+    assert bool((x.grad[0].abs().sum(1) > 0).all())

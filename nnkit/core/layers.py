@@ -274,7 +274,8 @@ def _rnn(spec: LayerSpec, shape: Shape) -> Step:
     hidden, layers, bidir, bias = spec["hidden"], spec["layers"], spec["bidir"], spec["bias"]
     dirs = 2 if bidir else 1
     steps = math.prod(shape[:-1])
-    step = Step(output=(*shape[:-1], hidden * dirs))
+    # Each step's state carries every earlier step (and, bidirectional, every later one): no local field.
+    step = Step(output=(*shape[:-1], hidden * dirs), rf_global=True)
     if len(shape) == 3:
         a, b, f = shape
         layout = (f"[batch {a}, seq {b}, features {f}] (batch_first=true)" if spec["batch_first"] else
