@@ -319,3 +319,32 @@ def test_issue_10_examples_as_written(nnkit):
     mixed = nnkit("shape", "3x32x32", "conv(8,3) conv1d(8,3)")
     assert mixed.code == 2 and mixed.err == ("nnkit: layer 2 conv1d(8,3): a 1-D layer in a 2-D chain (layer 1 "
                                              "conv(8,3)); a chain keeps one dimensionality\n")
+
+
+def test_solve_per_axis_keeps_each_axis_and_todays_scalar_form(nnkit):
+    """-k 3x7x7 answers each axis as its own 1-D question: the same keys, lists over the axes."""
+    same = nnkit("solve", "same", "-k", "3x7x7", "-f", "json").json()
+    assert same["axes"] == ["D", "H", "W"] and same["padding"] == [[1, 1], [3, 3], [3, 3]]
+    assert same["kernel"] == [3, 7, 7] and same["explain"][0] == "D: total padding = 1*(3-1) = 2"
+    assert nnkit("solve", "same", "-k", "5", "-f", "json").json()["padding"] == [2, 2]  # one axis: as before
+    undo = nnkit("solve", "undo", "16x112x112", "-k", "3x7x7", "-s", "1x2x2", "-p", "1x3x3", "-f", "json").json()
+    assert undo["conv_output"] == [16, 56, 56] and undo["output_padding"] == [0, 1, 1]
+    mapping = nnkit("solve", "map", "16x112x112", "16x56x56", "-k", "3x7x7", "-f", "json").json()
+    assert [m[0]["stride"] for m in mapping["solutions"]] == [1, 2, 2]
+    bad = nnkit("solve", "same", "-k", "3x3", "-s", "2x2x2", "--input", "9")
+    assert bad.code == 2 and "needs the same number of axes" in bad.err
+    axis = nnkit("solve", "undo", "4x2", "-k", "3x5")
+    assert axis.code == 1 and axis.err.startswith("nnkit: axis W: ")
+
+
+@pytest.mark.torch
+def test_solve_per_axis_answers_hold_in_torch(nnkit):
+    import torch
+
+    same = nnkit("solve", "same", "-k", "3x4x7", "-d", "1x1x2", "-f", "json").json()["padding"]
+    pad = [x for before, after in reversed(same) for x in (before, after)]  # F.pad: last axis first
+    x = torch.nn.functional.pad(torch.zeros(1, 1, 9, 10, 11), pad)
+    assert torch.nn.Conv3d(1, 1, (3, 4, 7), dilation=(1, 1, 2))(x).shape[2:] == (9, 10, 11)
+    op = nnkit("solve", "undo", "15x40", "-k", "3", "-s", "2x3", "-p", "1", "-f", "json").json()["output_padding"]
+    y = torch.nn.Conv2d(1, 1, 3, (2, 3), 1)(torch.zeros(1, 1, 15, 40))
+    assert torch.nn.ConvTranspose2d(1, 1, 3, (2, 3), 1, output_padding=tuple(op))(y).shape[2:] == (15, 40)

@@ -442,7 +442,7 @@ def _mlp(spec: LayerSpec, shape: Shape, index: int, hidden: int, bias: bool, par
 
 def _encoder(spec: LayerSpec, shape: Shape, index: int) -> Step:
     """torchvision's EncoderBlock (pre-norm): x + attn(ln(x)), then x + mlp(ln(x)); the adds count no MACs."""
-    t, d = _need_tokens(spec, shape, index)
+    d = _need_tokens(spec, shape, index)[1]
     attn = _attn(spec, shape, index, spec["heads"], True, "attention ")
     mlp = _mlp(spec, shape, index, spec["mlp"], True, "mlp ")
     step = Step(output=shape, params=4 * d + attn.params + mlp.params, macs=attn.macs + mlp.macs, rf_global=True,

@@ -36,7 +36,7 @@ def parse_shape(text: str) -> tuple[int | None, tuple[int, ...]]:
 
 
 TOKENS = "tokens"  # the form of a chain whose first shape-bearing layer works on TxD tokens (attn, cls, ...)
-Form = Union[int, str]  # 1, 2, 3 (spatial axes after the channels) or TOKENS
+Form = int | str  # 1, 2, 3 (spatial axes after the channels) or TOKENS
 
 # What each form reads: the spellings accepted (for messages), and the sizes -> (batch, shape) rules by count.
 _FORMS: dict[Form, tuple[str, dict[int, Callable[[tuple[int, ...]], tuple[int | None, tuple[int, ...]]]]]] = {
@@ -186,7 +186,7 @@ def _windowed(n: int) -> dict[str, Signature]:
     """The sliding-window layers of an n-D chain (nn.Conv{n}d, ConvTranspose{n}d, MaxPool{n}d, AvgPool{n}d),
     each argument as its torch module takes it; per-axis arguments are n-tuples."""
     pos, nonneg = _sizes(n, _pos_int), _sizes(n, _nonneg_int)
-    conv = dict(s=(1, pos), p=(0, _padding_of(n)), d=(1, pos), bias=(True, _bool))
+    conv = {"s": (1, pos), "p": (0, _padding_of(n)), "d": (1, pos), "bias": (True, _bool)}
     suffix = "" if n == 2 else f"{n}d"
     sigs = {
         "conv": _sig(("out", "k", "s", "p"), 2, out=(None, _pos_int), k=(None, pos), g=(1, _pos_int), **conv),
