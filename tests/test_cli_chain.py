@@ -348,3 +348,20 @@ def test_solve_per_axis_answers_hold_in_torch(nnkit):
     op = nnkit("solve", "undo", "15x40", "-k", "3", "-s", "2x3", "-p", "1", "-f", "json").json()["output_padding"]
     y = torch.nn.Conv2d(1, 1, 3, (2, 3), 1)(torch.zeros(1, 1, 15, 40))
     assert torch.nn.ConvTranspose2d(1, 1, 3, (2, 3), 1, output_padding=tuple(op))(y).shape[2:] == (15, 40)
+
+
+def _readme_examples() -> list[list[str]]:
+    """The `$ nnkit ...` lines of the README's torch-free section, as a shell would split them."""
+    import shlex
+
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text.split("## The arithmetic, without torch", 1)[1].split("\n## ", 1)[0]
+    lines = [line[len("$ nnkit "):] for line in section.splitlines() if line.startswith("$ nnkit ")]
+    return [shlex.split(line, comments=True) for line in lines]
+
+
+@pytest.mark.parametrize("args", _readme_examples(), ids=" ".join)
+def test_readme_arithmetic_examples_succeed(nnkit, args):
+    run = nnkit(*args, "-f", "json")
+    assert run.code == 0, run
+    json.loads(run.out)
