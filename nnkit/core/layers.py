@@ -507,8 +507,11 @@ def apply(spec: LayerSpec, shape: Shape, index: int) -> Step:
                    bias=spec["bias"], part="depthwise ")
         pw = _conv(spec, dw.output, index, out_ch=spec["out"], k=one, s=one, p=(0,) * rank, d=one, g=1,
                    bias=spec["bias"], part="pointwise ")
-        return Step(output=pw.output, params=dw.params + pw.params, macs=dw.macs + pw.macs, window=dw.window,
+        step = Step(output=pw.output, params=dw.params + pw.params, macs=dw.macs + pw.macs, window=dw.window,
                     explain=dw.explain + [f for f in pw.explain if f.topic is not Topic.shape], notes=dw.notes)
+        step.say(Topic.params, f"params: {dw.params:,} + {pw.params:,} = {step.params:,}")
+        step.say(Topic.macs, f"MACs: {dw.macs:,} + {pw.macs:,} = {step.macs:,}")
+        return step
     if base == "tconv":
         return _tconv(spec, shape, index)
     if base in ("maxpool", "avgpool"):

@@ -118,7 +118,8 @@ def _padding_of(n: int) -> Callable[[Value, str], tuple[int, ...] | str]:
         if isinstance(v, str):
             if v in ("same", "valid"):
                 return v
-            raise ValueError(f"{key} takes {_SPELL[n].replace('one ', 'a ')}, 'same' or 'valid', got {_show(v)}")
+            sizes = {1: "a size", 2: "a size, HxW", 3: "a size, DxHxW"}[n]
+            raise ValueError(f"{key} takes {sizes}, 'same' or 'valid', got {_show(v)}")
         return _sizes(n, _nonneg_int)(v, key)
 
     return convert
@@ -129,10 +130,6 @@ def _size_or_sizes(v: Value, key: str) -> int | tuple[int, ...]:
     if isinstance(v, tuple):
         return tuple(_pos_int(x, key) for x in v)
     return _pos_int(v, key)
-
-
-def _index(v: Value, key: str) -> int:
-    return _int(v, key)
 
 
 def _bool(v: Value, key: str) -> bool:
@@ -228,7 +225,7 @@ SIGNATURES: dict[str, Signature] = {
     "attn": _sig(("heads",), 1, heads=(None, _pos_int), bias=(True, _bool)),
     "mlp": _sig(("hidden",), 1, hidden=(None, _pos_int), bias=(True, _bool)),
     "encoder": _sig(("heads", "mlp"), 2, heads=(None, _pos_int), mlp=(None, _pos_int)),
-    "token": _sig(("i",), 0, i=(0, _index)),
+    "token": _sig(("i",), 0, i=(0, _int)),
 }
 # The spatial dimensionality each layer kind fixes for its chain (the rest work at any rank).
 RANK: dict[str, int] = {name + ("" if n == 2 else f"{n}d"): n for n in (1, 2, 3)
