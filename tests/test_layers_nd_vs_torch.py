@@ -420,3 +420,10 @@ def test_recurrent_outputs_see_the_whole_sequence():
     x = torch.rand(1, 12, 4, requires_grad=True)
     m(x)[0][0, -1].sum().backward()
     assert bool((x.grad[0].abs().sum(1) > 0).all())
+
+
+def test_token_chains_say_why_they_have_no_spatial_field():
+    a = analyze_chain("3x224x224", "patch(768,16) mlp(3072)")
+    assert a.rf is None and not a.rf_global and any("no spatial receptive field" in n for n in a.rf_notes)
+    assert analyze_chain("3x224x224", "patch(768,16) attn(12)").rf_global
+    assert analyze_chain("3x32x32", "conv(6,5)").rf_notes == ()

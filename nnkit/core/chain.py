@@ -68,8 +68,12 @@ def analyze_chain(input_text: str, chain: str | list[str] | tuple[str, ...] | li
             explain=tuple(explain), notes=tuple(step.notes),
         ))
         current = step.output
-    rf_notes = () if fld_ok else ("receptive fields stop at the first upsampling layer (tconv, upsample): Araujo "
-                                  "et al. (2019) define them for downsampling chains",)
+    rf_notes: tuple[str, ...] = () if fld_ok else (
+        "receptive fields stop at the first upsampling layer (tconv, upsample): Araujo et al. (2019) define them "
+        "for downsampling chains",)
+    if form == TOKENS or any(s.kind == "patch" for s in specs):
+        rf_notes += ("tokens (TxD) have no spatial receptive field: each patch token sees its own patch, and after "
+                     "attention every output sees the whole input",)
     return _totals(Analysis(source=f"{input_text} {' '.join(s.text for s in specs)}", input=shape, output=current,
                             layers=tuple(rows), params=0, trainable=0, macs=0, batch=batch, rf_notes=rf_notes))
 

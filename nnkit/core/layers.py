@@ -22,7 +22,6 @@ from nnkit.errors import GeometryError, SpecError
 AXES_OF = {1: ("L",), 2: ("H", "W"), 3: ("D", "H", "W")}
 UNITS_OF = {"L": ("position", "positions"), "D": ("slice", "slices"), "H": ("row", "rows"),
             "W": ("column", "columns")}
-AXES = AXES_OF[2]
 INPUT_OF = {1: "CxL", 2: "CxHxW", 3: "CxDxHxW"}
 Window = tuple[tuple[int, int, int], ...]  # per axis: (dilated extent, stride, left padding)
 
