@@ -7,7 +7,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from nnkit.cli.common import DeviceOpt, FormatOpt, WidthOpt
+from nnkit.cli.common import DeviceOpt, FormatOpt, FreezeOpt, HeadOpt, TrainableOpt, WidthOpt
 from nnkit.render import OutputFormat, Tabular, emit
 from nnkit.train.config import AUGMENTS, Dataset, Freeze, Head, Optimizer, Schedule, Split, TrainConfig, parse_augment
 
@@ -28,20 +28,6 @@ ArchArg = Annotated[
 ]
 
 
-def _complete_freeze(incomplete: str) -> list[str]:
-    return [v.value for v in Freeze if v.value.startswith(incomplete)]
-
-
-# The transfer-learning options, spelled once for nnkit train and nnkit summary (STYLE.md, practice 6).
-FreezeOpt = Annotated[str, typer.Option(
-    "--freeze", help="none; backbone (train only the classifier head); or a module (layer3): it and every "
-                     "module before it stay as loaded, the rest trains.", autocompletion=_complete_freeze)]
-TrainableOpt = Annotated[Optional[str], typer.Option(
-    "--trainable", help="Comma-separated modules that train (layer4,fc); everything else stays as loaded.",
-    show_default=False)]
-HeadOpt = Annotated[Head, typer.Option(
-    "--head", help="own: the architecture's classifier, sized to the data's classes; new: keep the loaded network "
-                   "whole (its outputs too) and train one new fully connected layer on top of it only.")]
 DatasetOpt = Annotated[
     Optional[Dataset],
     typer.Option("--dataset", "-d", help="Data set; digits (scikit-learn's, bundled) needs no download. "

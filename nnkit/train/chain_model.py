@@ -65,17 +65,18 @@ def chain_info(text: str) -> Any:
                     family="chain", params=p.params, macs=0, options=())
 
 
-def check_fits(text: str, shape: tuple[int, ...], classes: int, data: str) -> None:
+def check_fits(text: str, shape: tuple[int, ...], classes: int, data: str, new_head: bool = False) -> None:
     """Refuse, before training, a chain whose input is not the data's images or whose output is not one score per
-    class."""
+    class (with --head new: a vector, which the new layer maps to the classes)."""
     p = plan(text)
     if tuple(p.input) != tuple(shape):
         raise DataError(f"chain '{p.source}': takes {_dims(p.input)} images, {data} gives {_dims(shape)}; "
                         f"start the chain with {_dims(shape)}")
     if len(p.output) != 1:
-        raise DataError(f"chain '{p.source}': ends in {_dims(p.output)}, not one score per class; {data} has "
+        what = "a vector for --head new to put its layer on" if new_head else "one score per class"
+        raise DataError(f"chain '{p.source}': ends in {_dims(p.output)}, not {what}; {data} has "
                         f"{classes} classes: end it with flatten fc({classes})")
-    if p.output[0] != classes:
+    if p.output[0] != classes and not new_head:
         raise DataError(f"chain '{p.source}': ends in {p.output[0]} outputs, {data} has {classes} classes: end it "
                         f"with fc({classes})")
 

@@ -323,7 +323,10 @@ def _build_model(cfg: TrainConfig, nclass: int, channels: int, resume: dict[str,
         if replaced:
             note = (f"--weights {cfg.weights}: {taken} tensors loaded; {len(replaced)} left new because their "
                     f"shape differs (a new head): {', '.join(replaced)}")
-    frozen = transfer.select(model, freeze=cfg.freeze, trainable=cfg.trainable, what=cfg.arch)
+    from nnkit.train.chain_model import is_chain
+
+    frozen = transfer.select(model, freeze=cfg.freeze, trainable=cfg.trainable,
+                             what="the chain" if is_chain(cfg.arch) else cfg.arch)
     return Built(model, frozen, options, note)
 
 
@@ -510,7 +513,7 @@ def _train(cfg: TrainConfig, resume: dict[str, Any] | None, hooks: Hooks, d: D.D
     if info.family == "chain":
         from nnkit.train.chain_model import check_fits
 
-        check_fits(cfg.arch, data.shape, nclass, data.name)
+        check_fits(cfg.arch, data.shape, nclass, data.name, new_head=cfg.head is Head.new)
     if resume is not None:
         if tuple(resume["classes"]) != data.classes or tuple(resume["input"]) != (c, h, w):
             raise CheckpointError(f"--resume {resume['path']}: the data now has {nclass} classes at {c}x{h}x{w}, "

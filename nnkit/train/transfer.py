@@ -146,3 +146,43 @@ def load_whole(model: Any, state: dict[str, Any], weights: str) -> None:
                               f"{len(missing)} of its tensors are missing or of another shape (first: "
                               f"{missing[0]}); these weights are for another architecture")
     model.load_state_dict({k: state[k] for k in own})
+
+
+def classifier_outputs(model: Any) -> int:
+    """The outputs of a classifier's last layer with parameters (Linear: out_features, a Conv: out_channels)."""
+    _, head = head_module(model)
+    for attr in ("out_features", "out_channels"):
+        if isinstance(getattr(head, attr, None), int):
+            return int(getattr(head, attr))
+    raise UsageError(f"--head new: the model's last layer with parameters ({type(head).__name__}) has no "
+                     "out_features or out_channels to put a new layer on")
+
+
+def transferred(target: Any, *, freeze: str = NONE, trainable: tuple[str, ...] | None = None, head: str = "own",
+                num_classes: int | None = None) -> Any:
+    """A meta-device Target (nnkit.introspect.target) with a transfer mode applied, for `nnkit summary`: the
+    trainable column and the training-memory estimate then show what `nnkit train` with the same options trains.
+    With head 'new', num_classes is the new layer's (default: as many as the network's own outputs)."""
+    from dataclasses import replace
+
+    from nnkit.introspect.build import on_meta
+
+    if head == "new":
+        if freeze != NONE or trainable is not None:
+            raise UsageError("--head new trains only the new layer; leave out --freeze and --trainable")
+
+        def make() -> Any:
+            base = target.rebuild()
+            outputs = classifier_outputs(base)
+            return on_meta(lambda: new_head(base, outputs, num_classes or outputs))
+
+        return replace(target, name=f"{target.name} + new head", model=make(), rebuild=make)
+    if freeze == NONE and trainable is None:
+        return target
+
+    def frozen() -> Any:
+        model = target.rebuild()
+        select(model, freeze=freeze, trainable=trainable, what=target.name)
+        return model
+
+    return replace(target, model=frozen(), rebuild=frozen)
