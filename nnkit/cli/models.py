@@ -23,7 +23,6 @@ from nnkit.introspect.memory import Optimizer  # pure Python: an Enum, no torch
 from nnkit.render import OutputFormat, Tabular, emit
 from nnkit.train.config import Head
 
-
 TargetArg = Annotated[str, typer.Argument(help="An architecture (nnkit models), a user model file.py:Class or "
                                                "package.module:name, or an input shape followed by layers.",
                                           autocompletion=complete_target, show_default=False)]
@@ -229,9 +228,7 @@ def dwsep_model(target: str, *, input: str | None, width: float | None, fmt: Out
     paper's widths and resolutions; any other network (named or the user's) against its standard twin."""
     from nnkit.archs import get_arch
     from nnkit.archs.mobilenet_v1 import CONFIG, _channels
-    from nnkit.introspect.target import _parse_input
-
-    from nnkit.introspect.target import is_user_model
+    from nnkit.introspect.target import _parse_input, is_user_model
 
     if is_user_model(target) or get_arch(target).name != "mobilenet_v1":
         _dwsep_network(target, input=input, width=width, fmt=fmt)

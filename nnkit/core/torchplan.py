@@ -152,7 +152,7 @@ def _tconv(spec: LayerSpec, shape: Shape) -> tuple[Call, bool]:
 
 def _pool(spec: LayerSpec, shape: Shape) -> tuple[Call, bool]:
     k = spec["k"]
-    given = dict(stride=(spec["s"] or k, k), padding=(spec["p"], 0))
+    given = {"stride": (spec["s"] or k, k), "padding": (spec["p"], 0)}
     if spec.kind == "maxpool":
         given["dilation"] = (spec["d"], 1)
     given["ceil_mode"] = (spec["ceil"], False)

@@ -11,7 +11,7 @@ from typing import Any
 from nnkit.core.torchplan import Plan, is_chain, plan
 from nnkit.errors import DataError, UsageError
 
-__all__ = ["chain_net", "is_chain", "check_fits", "network", "chain_info"]
+__all__ = ["chain_info", "chain_net", "check_fits", "is_chain", "network"]
 
 
 def _make(call: Any) -> Any:

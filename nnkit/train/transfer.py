@@ -129,7 +129,7 @@ def new_head(base: Any, base_outputs: int, num_classes: int) -> Any:
 
 def base_outputs(state: dict[str, Any], model: Any, weights: str) -> int:
     """How many outputs the network in `state` (a state dict) had: its classifier's rows."""
-    name, head = head_module(model)
+    name, _ = head_module(model)
     key = f"{name}.weight" if name else "weight"
     if key not in state:
         raise CheckpointError(f"--weights {weights}: no '{key}' (the classifier of this architecture), so --head "
