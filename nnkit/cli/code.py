@@ -20,13 +20,14 @@ def code(
 
     from nnkit.core.torchplan import plan, source
     from nnkit.errors import RunDirError
+    from nnkit.train.checkpoint import atomic_text  # pure Python: torch only inside its save()
 
     text = source(plan(chain), name)
     if out is None:
         sys.stdout.write(text)
         return
     try:
-        Path(out).expanduser().write_text(text)
+        atomic_text(Path(out).expanduser(), text)  # an interrupted write leaves the old file or none
     except OSError as exc:
         raise RunDirError(f"--out {out}: cannot write ({exc.strerror or exc})") from exc
 
