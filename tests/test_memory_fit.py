@@ -23,6 +23,7 @@ def test_the_batch_found_fits_and_one_more_does_not(nnkit, optimizer, amp):
                  "-f", "json").json()["memory"]
     assert more["total_bytes"] > 2 << 30
     assert "0.2%-5.1% under the measured peak" in fit["error"]
+    assert ("with --amp 1.6%-5.9% under" in fit["error"]) is amp
 
 
 def test_amp_halves_the_activations_and_adds_the_weight_copies(nnkit):
