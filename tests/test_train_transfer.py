@@ -148,3 +148,18 @@ def test_transfer_needs_weights_that_fit(nnkit, tmp_path, weights):
     assert run.code == 2 and "--trainable needs --weights PATH" in run.err, run
     other = nnkit("train", "lenet5", "--weights", str(weights[0]), "--head", "new", "--out", str(tmp_path / "b"))
     assert other.code == 1 and "no '11.weight' (the classifier of this architecture)" in other.err, other
+
+
+def test_summary_of_a_chain_with_the_training_options(nnkit):
+    """A chain's summary takes the same options, on the module nnkit train builds for it."""
+    from nnkit.core.chain import analyze_chain
+
+    split = nnkit("summary", NET, "--trainable", "conv4,fc8", "-f", "json").json()
+    first, rest = NET.split(" ", 1)
+    assert (split["total"], split["trainable"]) == (analyze_chain(first, rest).params,
+                                                    4 * 9 * 4 + 4 + 4 * 64 * 10 + 10)
+    fit = nnkit("summary", NET, "--train", "--memory", "1MiB", "-f", "json").json()
+    assert fit["fits"]["batch"] > 0 and fit["memory"]["total_bytes"] <= 1 << 20
+    assert fit["layers"][0]["spec"] == "conv(4,3,p=1)"  # without a transfer option the rows are the chain's own
+    bad = nnkit("summary", NET, "--train", "--width", "2")
+    assert bad.code == 2 and "--width applies to named and user models, not to a chain" in bad.err, bad

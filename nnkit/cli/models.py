@@ -91,13 +91,8 @@ def summary(
     transfer = freeze != "none" or trainable is not None or head is Head.new
     t = None
     if transfer or train:
-        from nnkit.core.spec import looks_like_shape
-
-        if looks_like_shape(target.split()[0]):
-            raise UsageError(f"{'--train' if train else '--freeze, --trainable and --head'} appl"
-                             f"{'ies' if train else 'y'} to a torch model; give an architecture or file.py:Class "
-                             "(a chain's torch module: nnkit code)")
-        t = _target(target, input, num_classes, in_channels, width, freeze, trainable, head)
+        t = _target(" ".join([target, *(layers or [])]), input, num_classes, in_channels, width, freeze,
+                    trainable, head)
     if transfer:
         from nnkit.introspect import analyze_model
 
@@ -167,12 +162,23 @@ def parse_bytes(text: str) -> int:
 def _target(target: str, input: str | None, num_classes: int | None, in_channels: int | None,
             width: float | None, freeze: str, trainable: str | None, head: Head) -> Any:
     """The model on the meta device with the transfer mode of `nnkit train` applied (its trainable split)."""
+    from nnkit.core.torchplan import is_chain
     from nnkit.introspect.target import resolve
     from nnkit.train.transfer import parse_modules, transferred
 
     new = head is Head.new
-    t = resolve(target, input=input, num_classes=None if new else num_classes, in_channels=in_channels,
-                width=width)
+    if is_chain(target):  # the module nnkit train builds for it (rows named conv1, relu2, ... as nnkit code does)
+        given = [k for k, v in (("--input", input), ("--in-channels", in_channels), ("--width", width),
+                                ("--num-classes", None if new else num_classes)) if v is not None]
+        if given:
+            raise UsageError(f"{', '.join(given)} appl{'y' if len(given) > 1 else 'ies'} to named and user models, "
+                             "not to a chain (write the shape first, then the layers)")
+        from nnkit.train.chain_model import chain_target
+
+        t = chain_target(target)
+    else:
+        t = resolve(target, input=input, num_classes=None if new else num_classes, in_channels=in_channels,
+                    width=width)
     return transferred(t, freeze=freeze, trainable=parse_modules(trainable), head=head.value,
                        num_classes=num_classes)
 

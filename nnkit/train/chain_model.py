@@ -11,7 +11,7 @@ from typing import Any
 from nnkit.core.torchplan import Plan, is_chain, plan
 from nnkit.errors import DataError, UsageError
 
-__all__ = ["chain_info", "chain_net", "check_fits", "is_chain", "network"]
+__all__ = ["chain_info", "chain_net", "chain_target", "check_fits", "is_chain", "network"]
 
 
 def _make(call: Any) -> Any:
@@ -45,6 +45,19 @@ def chain_net(p: Plan) -> Any:
             return p.source
 
     return ChainNet()
+
+
+def chain_target(text: str) -> Any:
+    """The chain's module on the meta device as an analysis Target (nnkit summary --train, --freeze, ...)."""
+    from nnkit.introspect.build import on_meta
+    from nnkit.introspect.target import Target
+
+    p = plan(text)
+
+    def make() -> Any:
+        return on_meta(lambda: chain_net(p))
+
+    return Target(p.source, make(), tuple(p.input), p.batch, None, make)
 
 
 def chain_info(text: str) -> Any:
