@@ -306,10 +306,11 @@ def solve(question: str, *args: int, **options: int | None) -> Any:
     return _as(_SOLVED[type(result)], result)
 
 
-def memory(target: Any, input: Any = None, *, batch: int | None = None, optimizer: str = "sgd",
+def memory(target: Any, input: Any = None, *, batch: int | None = None, optimizer: str = "sgd", amp: bool = False,
            num_classes: int | None = None, in_channels: int | None = None, width: float | None = None) -> Memory:
     """Training memory at `batch` (default: the input's batch, else 1): parameters, gradients, optimizer state (sgd with momentum, adam, adamw) and
-    the activations autograd saves (measured on the meta device). An estimate: no allocator overhead."""
+    the activations autograd saves (measured on the meta device; 16-bit under amp=True, as nnkit train --amp).
+    An estimate: no allocator overhead."""
     from nnkit.introspect.memory import Optimizer, estimate_target
 
     if batch is not None and batch <= 0:
@@ -319,4 +320,4 @@ def memory(target: Any, input: Any = None, *, batch: int | None = None, optimize
     except ValueError:
         raise UsageError(f"optimizer '{optimizer}': one of {', '.join(o.value for o in Optimizer)}") from None
     return Memory(estimate_target(target, _input_text(input), batch=batch, optimizer=opt, num_classes=num_classes,
-                                  in_channels=in_channels, width=width))
+                                  in_channels=in_channels, width=width, amp=amp))

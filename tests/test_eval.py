@@ -168,3 +168,76 @@ def test_default_settings_reach_97_percent_and_eval_reports_it(nnkit, tmp_path):
     assert ev_val["accuracy"] == doc["val_accuracy"] and ev_test["accuracy"] == doc["test_accuracy"]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["test_accuracy"] == doc["test_accuracy"]
+
+
+# ---------------------------------------------------------------------------------------------- ensembles
+
+CHAIN = "1x8x8 conv(8,3,p=1) relu flatten fc(10)"
+
+
+@pytest.fixture(scope="module")
+def members(tmp_path_factory):
+    from nnkit.train.config import TrainConfig
+    from nnkit.train.loop import train
+
+    root = tmp_path_factory.mktemp("ensemble")
+    for seed in (0, 1, 2):
+        train(TrainConfig(arch=CHAIN, epochs=1, seed=seed, out=str(root / f"s{seed}")))
+    return root
+
+
+def test_ensemble_is_the_mean_of_the_members_probabilities(nnkit, members):
+    """Against a hand-written ensemble: each member rebuilt from the printed source of its chain, its own
+    normalisation, softmax, the mean over members."""
+    import torch
+
+    from nnkit.core.torchplan import plan, source
+    from nnkit.train.config import TrainConfig
+    from nnkit.train.data import load_data
+
+    dirs = [members / f"s{seed}" for seed in (0, 1, 2)]
+    run = nnkit("eval", *map(str, dirs), "-f", "json")
+    assert run.code == 0, run
+    doc = run.json()
+    val = load_data(TrainConfig(), (8, 8), (1, 8, 8)).val
+    probs = []
+    for d, member in zip(dirs, doc["members"]):
+        ck = torch.load(d / "best.pt", weights_only=True)
+        scope: dict = {}
+        exec(source(plan(ck["arch"])), scope)  # noqa: S102
+        net = scope["Net"]()
+        net.load_state_dict(ck["model"])
+        mean = torch.tensor(ck["mean"]).view(1, -1, 1, 1)
+        std = torch.tensor(ck["std"]).view(1, -1, 1, 1)
+        with torch.no_grad():
+            p = torch.softmax(net.eval()((val.x.float() / 255 - mean) / std).double(), 1)
+        probs.append(p)
+        alone = nnkit("eval", str(d), "-f", "json").json()
+        assert member["checkpoint"] == str(d / "best.pt") and member["accuracy"] == alone["accuracy"]
+        assert member["accuracy"] == pytest.approx(float((p.argmax(1) == val.y).double().mean()), abs=1e-12)
+        assert member["loss"] == pytest.approx(alone["loss"], rel=1e-5)
+    ens = torch.stack(probs).mean(0)
+    assert doc["accuracy"] == pytest.approx(float((ens.argmax(1) == val.y).double().mean()), abs=1e-12)
+    assert doc["loss"] == pytest.approx(float(-ens[torch.arange(len(val.y)), val.y].log().mean()), rel=1e-5)
+    assert doc["images"] == 180 and sum(map(sum, doc["confusion"])) == 180 and doc["checkpoint"] == "ensemble of 3"
+    table = nnkit("eval", *map(str, dirs), "-f", "tsv")
+    assert table.out.splitlines()[-1].startswith("ensemble of 3\t") and "the mean of 3 members' probabilities" \
+        in table.err
+
+
+def test_ensemble_members_must_agree_on_classes_and_input(nnkit, members, run_dir, tmp_path):
+    from tests.test_data import make_imagefolder
+
+    lenet, _ = run_dir
+    other = nnkit("eval", str(members / "s0"), str(lenet), "-f", "json")
+    assert other.code == 1 and other.err == (f"nnkit: {lenet}/best.pt: takes 1x32x32, {members}/s0/best.pt takes "
+                                             "1x8x8; an ensemble's members take one input\n"), other
+    make_imagefolder(tmp_path / "imgs")
+    three = tmp_path / "three"
+    run = nnkit("train", "1x8x8 flatten fc(3)", "--dataset", "imagefolder", "--data-dir", str(tmp_path / "imgs"),
+                "--epochs", "1", "--batch-size", "6", "--out", str(three))
+    assert run.code == 0, run
+    classes = nnkit("eval", str(members / "s0"), str(three))
+    assert classes.code == 1 and classes.err == (f"nnkit: {three}/best.pt: its 3 classes (circle, square, stripe) "
+                                                 f"differ from {members}/s0/best.pt's 10; an ensemble averages the "
+                                                 "same classes\n"), classes

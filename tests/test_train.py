@@ -51,7 +51,8 @@ def test_train_json_contract_and_run_directory(nnkit, tmp_path):
     assert doc["val_accuracy"] == max(r["val_accuracy"] for r in rows)
     csv_lines = (out / "metrics.csv").read_text().splitlines()
     assert csv_lines[0].split(",") == ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr",
-                                       "images_per_s", "seconds"] and len(csv_lines) == 3
+                                       "images_per_s", "seconds", "grad_norm_mean", "grad_norm_max"] \
+        and len(csv_lines) == 3  # columns are only added at the end
     assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     for name in ("last.pt", "best.pt"):  # loadable without unpickling code
         ck = torch.load(out / name, weights_only=True)

@@ -6,6 +6,7 @@ from typing import Annotated, Optional
 import typer
 
 from nnkit.render import OutputFormat
+from nnkit.train.config import Freeze, Head
 
 DEBUG = {"on": bool(os.environ.get("NNKIT_DEBUG"))}
 
@@ -30,6 +31,23 @@ WidthOpt = Annotated[Optional[float], typer.Option("--width", help="Width multip
 DepthOpt = Annotated[
     Optional[int], typer.Option("--depth", help="Fold modules nested deeper than this (named models).")
 ]
+
+
+
+def _complete_freeze(incomplete: str) -> list[str]:
+    return [v.value for v in Freeze if v.value.startswith(incomplete)]
+
+
+# The transfer-learning options, spelled once for nnkit train and nnkit summary (STYLE.md, practice 6).
+FreezeOpt = Annotated[str, typer.Option(
+    "--freeze", help="none; backbone (train only the classifier head); or a module (layer3): it and every "
+                     "module before it stay as loaded, the rest trains.", autocompletion=_complete_freeze)]
+TrainableOpt = Annotated[Optional[str], typer.Option(
+    "--trainable", help="Comma-separated modules that train (layer4,fc); everything else stays as loaded.",
+    show_default=False)]
+HeadOpt = Annotated[Head, typer.Option(
+    "--head", help="own: the architecture's classifier, sized to the data's classes; new: keep the loaded network "
+                   "whole (its outputs too) and train one new fully connected layer on top of it only.")]
 
 
 def complete_target(incomplete: str) -> list[str]:

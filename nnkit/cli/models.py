@@ -9,16 +9,19 @@ from nnkit.cli.common import (
     DepthOpt,
     ExplainOpt,
     FormatOpt,
+    FreezeOpt,
+    HeadOpt,
     InChannelsOpt,
     InputOpt,
     NumClassesOpt,
+    TrainableOpt,
     WidthOpt,
     complete_target,
 )
 from nnkit.errors import UsageError
 from nnkit.introspect.memory import Optimizer  # pure Python: an Enum, no torch
 from nnkit.render import OutputFormat, Tabular, emit
-
+from nnkit.train.config import Head
 
 TargetArg = Annotated[str, typer.Argument(help="An architecture (nnkit models), a user model file.py:Class or "
                                                "package.module:name, or an input shape followed by layers.",
@@ -70,28 +73,53 @@ def summary(
                                                                                "(with momentum), adam or adamw "
                                                                                "[default: sgd].",
                                                            show_default=False)] = None,
+    memory: Annotated[Optional[str], typer.Option(
+        "--memory", help="With --train: the largest batch whose training memory fits in this much, e.g. 8GiB, "
+                         "24GB, 512MiB.", show_default=False)] = None,
+    amp: Annotated[bool, typer.Option("--amp", help="With --train: mixed precision (bf16/fp16 activations), as "
+                                                    "nnkit train --amp.")] = False,
+    freeze: FreezeOpt = "none",
+    trainable: TrainableOpt = None,
+    head: HeadOpt = Head.own,
 ) -> None:
     """Every column at once: output shape, params, trainable, MACs, receptive field, activation memory."""
     from nnkit.api import analyze_target
     from nnkit.render.views import view
 
-    if (batch is not None or optimizer is not None) and not train:
-        raise UsageError("--batch and --optimizer describe training memory; add --train")
+    if (batch is not None or optimizer is not None or memory is not None or amp) and not train:
+        raise UsageError("--batch, --memory, --amp and --optimizer describe training memory; add --train")
     if batch is not None and batch <= 0:
         raise UsageError(f"--batch must be positive, got {batch}")
-    a = analyze_target(target, layers, input=input, depth=depth, num_classes=num_classes,
-                       in_channels=in_channels, width=width, explain=explain)
+    if batch is not None and memory is not None:
+        raise UsageError("--batch gives the batch, --memory finds the largest one that fits; give one of them")
+    budget = None if memory is None else parse_bytes(memory)
+    transfer = freeze != "none" or trainable is not None or head is Head.new
+    t = None
+    if transfer or train:
+        t = _target(" ".join([target, *(layers or [])]), input, num_classes, in_channels, width, freeze,
+                    trainable, head)
+    if transfer:
+        from nnkit.introspect import analyze_model
+
+        a = analyze_model(t.model, t.input, source=t.name, depth=depth, batch=t.batch, min_input=t.min_input,
+                          rebuild=t.rebuild, explain=explain)
+    else:
+        a = analyze_target(target, layers, input=input, depth=depth, num_classes=num_classes,
+                           in_channels=in_channels, width=width, explain=explain)
     doc, tab = view(a, "summary", explain)
     if train:
-        from nnkit.core.spec import looks_like_shape
-
-        if looks_like_shape(target):
-            raise UsageError("--train measures a model's saved activations; give an architecture or file.py:Class")
-        from nnkit.api import memory
+        from nnkit.introspect.memory import estimate, largest_batch
         from nnkit.render.views import memory_doc, memory_note
 
-        m = memory(target, input, batch=batch, optimizer=(optimizer or Optimizer.sgd).value,
-                   num_classes=num_classes, in_channels=in_channels, width=width).estimate
+        opt = optimizer or Optimizer.sgd
+        if budget is not None:
+            fit = largest_batch(t.model, t.input, memory=budget, optimizer=opt, amp=amp)
+            doc["fits"] = {"memory_bytes": budget, "batch": fit.batch, "fixed_bytes": fit.estimate.fixed,
+                           "saved_bytes_per_item": fit.estimate.saved_bytes_per_item, "amp": amp,
+                           "error": fit.error}
+            tab = replace(tab, notes=(*tab.notes, _fits(fit, memory)))
+        b = batch or (fit.batch if budget is not None and fit.batch else None) or t.batch or 1
+        m = estimate(t.model, t.input, batch=b, optimizer=opt, amp=amp)
         doc["memory"] = memory_doc(m)
         tab = replace(tab, notes=(*tab.notes, memory_note(m)))
     if plot:
@@ -101,6 +129,54 @@ def summary(
         tab = replace(tab, notes=(*tab.notes, f"plot written to {path}"))
         doc["plot"] = str(path)
     emit(doc, tab, fmt)
+
+
+def _fits(fit: Any, given: str) -> str:
+    from nnkit.render.views import human
+
+    m = fit.estimate
+    if fit.batch == 0:
+        return (f"--memory {given}: not even batch 1 fits: it needs {human(m.total, 'B')} "
+                f"(fixed {human(m.fixed, 'B')} + {human(m.saved_bytes_per_item, 'B')} per item); {fit.error}")
+    return (f"--memory {given}: the largest batch that fits is {fit.batch} "
+            f"({human(m.total, 'B')} = fixed {human(m.fixed, 'B')} + {fit.batch} x "
+            f"{human(m.saved_bytes_per_item, 'B')} per item{', with --amp' if m.amp else ''}); {fit.error}")
+
+
+def parse_bytes(text: str) -> int:
+    """'8GiB', '8 GiB', '24GB', '512MiB', '1e9' -> bytes (KiB/MiB/GiB/TiB: 1024-based; kB/MB/GB/TB: 1000-based)."""
+    import re
+
+    units = {"": 1, "b": 1, "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40, "kb": 10 ** 3,
+             "mb": 10 ** 6, "gb": 10 ** 9, "tb": 10 ** 12, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+    m = re.fullmatch(r"\s*(\d+(?:\.\d*)?(?:e\d+)?)\s*([a-z]*)\s*", text.lower())
+    if not m or m.group(2) not in units or float(m.group(1)) <= 0:
+        raise UsageError(f"--memory {text}: expected a size such as 8GiB, 24GB or 512MiB")
+    return int(float(m.group(1)) * units[m.group(2)])
+
+
+def _target(target: str, input: str | None, num_classes: int | None, in_channels: int | None,
+            width: float | None, freeze: str, trainable: str | None, head: Head) -> Any:
+    """The model on the meta device with the transfer mode of `nnkit train` applied (its trainable split)."""
+    from nnkit.core.torchplan import is_chain
+    from nnkit.introspect.target import resolve
+    from nnkit.train.transfer import parse_modules, transferred
+
+    new = head is Head.new
+    if is_chain(target):  # the module nnkit train builds for it (rows named conv1, relu2, ... as nnkit code does)
+        given = [k for k, v in (("--input", input), ("--in-channels", in_channels), ("--width", width),
+                                ("--num-classes", None if new else num_classes)) if v is not None]
+        if given:
+            raise UsageError(f"{', '.join(given)} appl{'y' if len(given) > 1 else 'ies'} to named and user models, "
+                             "not to a chain (write the shape first, then the layers)")
+        from nnkit.train.chain_model import chain_target
+
+        t = chain_target(target)
+    else:
+        t = resolve(target, input=input, num_classes=None if new else num_classes, in_channels=in_channels,
+                    width=width)
+    return transferred(t, freeze=freeze, trainable=parse_modules(trainable), head=head.value,
+                       num_classes=num_classes)
 
 
 def crosscheck(

@@ -7,9 +7,9 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from nnkit.cli.common import DeviceOpt, FormatOpt, WidthOpt
+from nnkit.cli.common import DeviceOpt, FormatOpt, FreezeOpt, HeadOpt, TrainableOpt, WidthOpt
 from nnkit.render import OutputFormat, Tabular, emit
-from nnkit.train.config import AUGMENTS, Dataset, Freeze, Optimizer, Schedule, Split, TrainConfig, parse_augment
+from nnkit.train.config import AUGMENTS, Dataset, Freeze, Head, Optimizer, Schedule, Split, TrainConfig, parse_augment
 
 _D = TrainConfig()
 
@@ -22,9 +22,12 @@ def _complete_arch(incomplete: str) -> list[str]:
 
 ArchArg = Annotated[
     Optional[str],
-    typer.Argument(help="Architecture to train (nnkit models); optional with --resume.", show_default=False,
-                   autocompletion=_complete_arch),
+    typer.Argument(help="Architecture to train (nnkit models), or a chain in the layer language as one quoted "
+                        "argument, e.g. \"1x8x8 conv(8,3,p=1) relu flatten fc(10)\"; optional with --resume.",
+                   show_default=False, autocompletion=_complete_arch),
 ]
+
+
 DatasetOpt = Annotated[
     Optional[Dataset],
     typer.Option("--dataset", "-d", help="Data set; digits (scikit-learn's, bundled) needs no download. "
@@ -103,7 +106,6 @@ def _augment_names(text: str) -> tuple[str, ...]:
 def _resume_config(ctx: typer.Context, p: dict[str, Any]) -> tuple[TrainConfig, dict[str, Any]]:
     from dataclasses import replace
 
-    from nnkit.archs import get_arch
     from nnkit.errors import UsageError
     from nnkit.train.loop import resume_config
 
@@ -114,27 +116,36 @@ def _resume_config(ctx: typer.Context, p: dict[str, Any]) -> tuple[TrainConfig, 
         raise UsageError(f"--resume continues a run with its own settings; {flags} cannot change them (only "
                          f"--epochs, --device, --data-dir, --workers, --stream and --format may be given; "
                          f"start a new run with --out to change the others)")
-    cfg, state = resume_config(p["resume"], p["epochs"], arch=get_arch(p["arch"]).name if p["arch"] else None,
+    cfg, state = resume_config(p["resume"], p["epochs"], arch=_arch_name(p["arch"]) if p["arch"] else None,
                                dataset=p["dataset"])
     moved = {k: p[k] for k in ("data_dir", "device", "workers", "stream") if p[k] is not None}
     return (replace(cfg, **moved).validate() if moved else cfg), state
 
 
-def _new_config(p: dict[str, Any]) -> TrainConfig:
+def _arch_name(text: str) -> str:
+    """A registered name as the registry spells it, or a chain as nnkit writes it (its layers checked)."""
     from nnkit.archs import get_arch
+    from nnkit.core.torchplan import is_chain, plan
+
+    return plan(text).source if is_chain(text) else get_arch(text).name
+
+
+def _new_config(p: dict[str, Any]) -> TrainConfig:
     from nnkit.errors import UsageError
+    from nnkit.train.transfer import parse_modules
 
     if p["arch"] is None:
         raise UsageError("train: name an architecture (nnkit models), or --resume a run")
     return TrainConfig(
-        arch=get_arch(p["arch"]).name, dataset=p["dataset"] or Dataset.digits, data_dir=p["data_dir"],
+        arch=_arch_name(p["arch"]), dataset=p["dataset"] or Dataset.digits, data_dir=p["data_dir"],
         download=p["download"], val_split=p["val_split"], out=p["out"],
         epochs=_D.epochs if p["epochs"] is None else p["epochs"], batch_size=p["batch_size"],
         optimizer=p["optimizer"], lr=p["lr"], momentum=p["momentum"], nesterov=p["nesterov"],
         weight_decay=p["weight_decay"], label_smoothing=p["label_smoothing"], schedule=p["schedule"],
         warmup_epochs=p["warmup_epochs"], seed=p["seed"],
         augment=_augment_names(p["augment"]) if p["augment"] is not None else None, patience=p["patience"],
-        weights=p["weights"], freeze=p["freeze"], width=p["width"], device=p["device"], amp=p["amp"],
+        weights=p["weights"], freeze=p["freeze"], trainable=parse_modules(p["trainable"]), head=p["head"],
+        clip_grad=p["clip_grad"], width=p["width"], device=p["device"], amp=p["amp"],
         channels_last=p["channels_last"], compile=p["compile_"], synthetic_size=p["synthetic_size"],
         stream=p["stream"], workers=p["workers"],
     ).validate()
@@ -189,7 +200,13 @@ def train_cmd(
                                                                        "validation accuracy.")] = None,
     weights: Annotated[Optional[str], typer.Option("--weights", help="Start from these weights (a local "
                                                                      "state dict or nnkit checkpoint).")] = None,
-    freeze: Annotated[Freeze, typer.Option("--freeze", help="Train only the classifier head.")] = Freeze.none,
+    freeze: FreezeOpt = Freeze.none.value,
+    trainable: TrainableOpt = None,
+    head: HeadOpt = Head.own,
+    clip_grad: Annotated[Optional[float], typer.Option(
+        "--clip-grad", help="Clip the gradients' total L2 norm to this each step (exploding gradients); the norm "
+                            "is recorded per epoch either way (grad_norm_mean, grad_norm_max).",
+        show_default=False)] = None,
     width: WidthOpt = None,
     device: DeviceOpt = None,
     amp: Annotated[bool, typer.Option("--amp", help="Mixed precision (bf16, or fp16 on older GPUs).")] = False,
@@ -224,8 +241,9 @@ def train_cmd(
 
 
 def eval_cmd(
-    checkpoint: Annotated[str, typer.Argument(help="A checkpoint (best.pt, last.pt) or a run directory "
-                                                   "(its best.pt).", show_default=False)],
+    checkpoints: Annotated[list[str], typer.Argument(
+        help="A checkpoint (best.pt, last.pt) or a run directory (its best.pt); several: their ensemble (the mean "
+             "of their probabilities) beside each one's own accuracy.", show_default=False)],
     dataset: DatasetOpt = None,
     data_dir: DataDirOpt = None,
     split: Annotated[Optional[Split], typer.Option("--split", help="Which split (default: the one the "
@@ -239,15 +257,20 @@ def eval_cmd(
 ) -> None:
     """Evaluate a checkpoint: loss, top-1, top-5, per-class accuracy and the confusion matrix."""
     from nnkit.errors import UsageError
-    from nnkit.train.loop import evaluate_checkpoint
+    from nnkit.train.loop import evaluate_checkpoint, evaluate_ensemble
 
     if batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1, got {batch_size}")
-    path = Path(checkpoint).expanduser()
-    if path.is_dir():
-        path = path / "best.pt"
-    r = evaluate_checkpoint(str(path), dataset=dataset, data_dir=data_dir, split=split.value if split else None,
-                            device=device, batch_size=batch_size)
+    paths = []
+    for checkpoint in checkpoints:
+        path = Path(checkpoint).expanduser()
+        paths.append(str(path / "best.pt" if path.is_dir() else path))
+    where = {"dataset": dataset, "data_dir": data_dir, "split": split.value if split else None, "device": device,
+             "batch_size": batch_size}
+    if len(paths) > 1:
+        _ensemble(evaluate_ensemble(paths, **where), plot, fmt)
+        return
+    r = evaluate_checkpoint(paths[0], **where)
     if plot:
         _plot(Path(plot).expanduser(), r)
     doc = {"accuracy": r.accuracy, "top5": r.top5, "loss": r.loss, "images": r.images,
@@ -263,6 +286,36 @@ def eval_cmd(
                   title=f"{r.arch} on {r.dataset} ({r.split})",
                   footer=(("all", r.images, f"{r.accuracy:.2%}"),), notes=tuple(notes),
                   numeric=frozenset({"images", "accuracy"}))
+    emit(doc, tab, fmt)
+
+
+def _ensemble(e: Any, plot: str | None, fmt: Any) -> None:
+    """The ensemble's evaluation with the same keys as one checkpoint's, and "members" beside it."""
+    r = e.ensemble
+    if plot:
+        _plot(Path(plot).expanduser(), r)
+
+    def scores(m: Any) -> dict[str, Any]:
+        return {"checkpoint": m.checkpoint, "arch": m.arch, "accuracy": m.accuracy, "top5": m.top5, "loss": m.loss}
+
+    doc = {"accuracy": r.accuracy, "top5": r.top5, "loss": r.loss, "images": r.images,
+           "per_class": {name: {"images": n, "accuracy": acc} for name, n, acc in r.per_class},
+           "confusion": [list(row) for row in r.confusion], "classes": list(r.classes), "checkpoint": r.checkpoint,
+           "arch": r.arch, "dataset": r.dataset, "split": r.split, "members": [scores(m) for m in e.members]}
+    best = max(m.accuracy for m in e.members)
+    notes = [f"ensemble: the mean of {len(e.members)} members' probabilities on {r.images} {r.split} images; "
+             f"top-1 {r.accuracy:.2%} against the best member's {best:.2%} ({r.accuracy - best:+.2%})"]
+    if plot:
+        notes.append(f"confusion matrix of the ensemble: {plot}")
+
+    def pct(v: float | None) -> str:
+        return "-" if v is None else f"{v:.2%}"
+
+    # the ensemble is a row, not a footer: TSV and CSV carry rows only
+    rows = tuple((m.checkpoint, m.arch, pct(m.accuracy), pct(m.top5), f"{m.loss:.4f}") for m in (*e.members, r))
+    tab = Tabular(("member", "arch", "accuracy", "top5", "loss"), rows,
+                  title=f"ensemble of {len(e.members)} on {r.dataset} ({r.split})", notes=tuple(notes),
+                  numeric=frozenset({"accuracy", "top5", "loss"}))
     emit(doc, tab, fmt)
 
 

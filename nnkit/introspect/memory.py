@@ -38,20 +38,55 @@ class Memory:
     grads_bytes: int
     optimizer_bytes: int
     saved_bytes_per_item: int  # activations autograd keeps for backward, for one item
+    amp: bool = False
+    amp_weights_bytes: int = 0  # --amp: the 16-bit copies of the weights autocast makes and backward keeps
+
+    @property
+    def fixed(self) -> int:
+        """What does not grow with the batch."""
+        return self.params_bytes + self.grads_bytes + self.optimizer_bytes + self.amp_weights_bytes
 
     @property
     def total(self) -> int:
-        return self.params_bytes + self.grads_bytes + self.optimizer_bytes + self.batch * self.saved_bytes_per_item
+        return self.fixed + self.batch * self.saved_bytes_per_item
 
 
-def saved_activation_bytes(model: Any, shape: tuple[int, ...], batch: int = 2) -> int:
-    """Bytes autograd saves for backward on one item (measured at `batch` items and divided)."""
+# The estimate against the measured peak of a real training step (BENCHMARKS.md, "Training-memory estimate"):
+# fp32 on a CPU, seven torchvision models at batch 8 and 32, always under, by 0.2-5.1%.
+KNOWN_ERROR = (-0.051, -0.002)
+# --amp against the measured peak of a real step under torch.autocast(bfloat16) (BENCHMARKS.md, issue 13): CPU,
+# resnet18, resnet50, mobilenet_v2 and vit_b_16 at batch 8, always under, by 1.6-5.9% (ViT's LayerNorm and
+# softmax stay float32 under autocast, the estimate counts them at 16 bits).
+AMP_ERROR = (-0.059, -0.016)
+
+
+@dataclass(frozen=True)
+class Fit:
+    """The largest batch whose estimated training memory fits a budget (the inverse of `estimate`)."""
+
+    memory_bytes: int
+    batch: int  # 0: not even one item fits
+    estimate: Memory  # at that batch (at batch 1 when none fits)
+    error: str  # the estimate's known error, in words
+
+
+def saved_activation_bytes(model: Any, shape: tuple[int, ...], batch: int = 2, dtype: Any = None) -> int:
+    """Bytes autograd saves for backward on one item (measured at `batch` items and divided).
+
+    dtype (--amp: torch.bfloat16): the forward runs in that precision throughout. Autocast itself does not act on
+    meta tensors; this is its effect on the conv and linear outputs that dominate, while the operations autocast
+    keeps in float32 (softmax, layer_norm, the loss) are counted at 16 bits too (see AMP_ERROR)."""
+    import copy
+
     import torch
 
     from nnkit.introspect import _on_meta, training_flags
-    from nnkit.introspect.build import PATCHING
+    from nnkit.introspect.build import PATCHING, walk
 
     model, named = _on_meta(model)
+    if dtype is not None:
+        model = copy.deepcopy(model).to(dtype)  # a copy: the caller's model keeps float32
+        named = walk(model)
     # The StorageImpl's address identifies a storage on the meta device too, where data_ptr() is always 0.
     params = {p.untyped_storage()._cdata for p in model.parameters()}  # noqa: SLF001
     saved: dict[int, int] = {}
@@ -66,7 +101,7 @@ def saved_activation_bytes(model: Any, shape: tuple[int, ...], batch: int = 2) -
 
     with PATCHING, training_flags(model, named, True), _fused_attention(), \
             torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        model(torch.empty((batch, *shape), device="meta", requires_grad=False))
+        model(torch.empty((batch, *shape), device="meta", dtype=dtype, requires_grad=False))
     return sum(saved.values()) // batch
 
 
@@ -102,18 +137,44 @@ def _fused_attention() -> Iterator[None]:
         yield
 
 
-def estimate(model: Any, shape: tuple[int, ...], *, batch: int, optimizer: Optimizer) -> Memory:
+def estimate(model: Any, shape: tuple[int, ...], *, batch: int, optimizer: Optimizer, amp: bool = False) -> Memory:
+    """Training memory at `batch`: weights, gradients and optimizer state of the trainable parameters (frozen
+    ones hold neither), and the activations saved for backward (none before the first trainable layer)."""
+    import torch
+
     unique = {id(p): p for p in model.parameters()}.values()
     p_bytes = sum(p.numel() * p.element_size() for p in unique)
     g_bytes = sum(p.numel() * p.element_size() for p in unique if p.requires_grad)
+    half = sum(p.numel() * 2 for p in unique if p.is_floating_point()) if amp else 0
     return Memory(batch=batch, optimizer=optimizer.value, params_bytes=p_bytes, grads_bytes=g_bytes,
                   optimizer_bytes=STATE_PER_PARAM[optimizer] * g_bytes,
-                  saved_bytes_per_item=saved_activation_bytes(model, shape))
+                  saved_bytes_per_item=saved_activation_bytes(model, shape, dtype=torch.bfloat16 if amp else None),
+                  amp=amp, amp_weights_bytes=half)
+
+
+def _error(amp: bool) -> str:
+    lo, hi = KNOWN_ERROR
+    text = (f"the estimate has been {-hi:.1%}-{-lo:.1%} under the measured peak of a real float32 step "
+            "(BENCHMARKS.md; CUDA adds its allocator's rounding and cuDNN workspaces), so leave some headroom")
+    if amp:
+        text += f"; with --amp {-AMP_ERROR[1]:.1%}-{-AMP_ERROR[0]:.1%} under (CPU, batch 8)"
+    return text
+
+
+def largest_batch(model: Any, shape: tuple[int, ...], *, memory: int, optimizer: Optimizer,
+                  amp: bool = False) -> Fit:
+    """The inverse of estimate(): the largest batch B with fixed + B x saved-per-item <= memory. Saved
+    activations grow linearly with the batch (measured per item), so this is one division, not a search."""
+    one = estimate(model, shape, batch=1, optimizer=optimizer, amp=amp)
+    room = memory - one.fixed
+    batch = max(0, room // one.saved_bytes_per_item) if one.saved_bytes_per_item else (1 << 31 if room >= 0 else 0)
+    est = one if batch == 0 else Memory(**{**vars(one), "batch": int(batch)})
+    return Fit(memory_bytes=memory, batch=int(batch), estimate=est, error=_error(amp))
 
 
 def estimate_target(target: Any, input: str | None, *, batch: int | None, optimizer: Optimizer,
                     num_classes: int | None = None, in_channels: int | None = None,
-                    width: float | None = None) -> Memory:
+                    width: float | None = None, amp: bool = False) -> Memory:
     """estimate() for an architecture name, file.py:Class or a live nn.Module (which stays as it is)."""
     from nnkit.introspect.target import module_target, resolve
 
@@ -121,4 +182,5 @@ def estimate_target(target: Any, input: str | None, *, batch: int | None, optimi
         t = resolve(target, input=input, num_classes=num_classes, in_channels=in_channels, width=width)
     else:
         t = module_target(target, input)
-    return estimate(t.model, t.input, batch=batch if batch is not None else (t.batch or 1), optimizer=optimizer)
+    return estimate(t.model, t.input, batch=batch if batch is not None else (t.batch or 1), optimizer=optimizer,
+                    amp=amp)

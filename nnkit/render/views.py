@@ -256,21 +256,24 @@ def memory_doc(m: Any) -> dict[str, Any]:
     """The "memory" object of `nnkit summary ARCH --train -f json`."""
     return {"batch": m.batch, "optimizer": m.optimizer, "params_bytes": m.params_bytes,
             "grads_bytes": m.grads_bytes, "optimizer_bytes": m.optimizer_bytes,
-            "saved_bytes_per_item": m.saved_bytes_per_item, "total_bytes": m.total}
+            "saved_bytes_per_item": m.saved_bytes_per_item, "total_bytes": m.total, "amp": m.amp,
+            "amp_weights_bytes": m.amp_weights_bytes}
 
 
 def memory_note(m: Any) -> str:
     b = m.batch
     return (f"training memory at batch {b} with {m.optimizer}: {human(m.total, 'B')} = "
             f"params {human(m.params_bytes, 'B')} + grads {human(m.grads_bytes, 'B')} + "
-            f"optimizer {human(m.optimizer_bytes, 'B')} + {b} x "
-            f"{human(m.saved_bytes_per_item, 'B')} saved activations per item (an estimate: "
+            f"optimizer {human(m.optimizer_bytes, 'B')} + "
+            + (f"16-bit weight copies {human(m.amp_weights_bytes, 'B')} + " if m.amp else "")
+            + f"{b} x {human(m.saved_bytes_per_item, 'B')} saved activations per item (an estimate: "
             "no allocator overhead, no workspace)")
 
 
 def memory_view(m: Any) -> tuple[dict[str, Any], Tabular]:
     """Training memory on its own (nnkit.memory in a notebook): one row per part."""
     rows = (("parameters", m.params_bytes), ("gradients", m.grads_bytes), (f"{m.optimizer} state", m.optimizer_bytes),
+            *((("16-bit weight copies (--amp)", m.amp_weights_bytes),) if m.amp else ()),
             (f"saved activations ({m.batch} x {m.saved_bytes_per_item:,})", m.batch * m.saved_bytes_per_item))
     return memory_doc(m), Tabular(columns=("part", "bytes"), rows=rows, footer=(("total", m.total),),
                                   title=f"training memory at batch {m.batch}", notes=(memory_note(m),),

@@ -37,8 +37,15 @@ class Schedule(str, Enum):
 
 
 class Freeze(str, Enum):
+    """--freeze's named values; any other value names a module (frozen up to and including it)."""
+
     none = "none"
     backbone = "backbone"
+
+
+class Head(str, Enum):
+    own = "own"  # the architecture's classifier, sized to the data's classes (loaded where the shapes match)
+    new = "new"  # the loaded network whole, its outputs included, and one new fc layer on top: only it trains
 
 
 class Split(str, Enum):
@@ -102,7 +109,10 @@ class TrainConfig:
     augment: tuple[str, ...] | None = None  # None: the data set's default (DEFAULT_AUGMENT)
     patience: int | None = None
     weights: str | None = None
-    freeze: Freeze = Freeze.none
+    freeze: str = Freeze.none  # none, backbone (all but the classifier head), or a module frozen with all before it
+    trainable: tuple[str, ...] | None = None  # only these modules train (transfer.py)
+    head: Head = Head.own
+    clip_grad: float | None = None  # clip the gradients' total 2-norm to this (torch.nn.utils.clip_grad_norm_)
     width: float | None = None
     device: str | None = None
     amp: bool = False
@@ -111,6 +121,10 @@ class TrainConfig:
     stream: bool | None = None  # image folders: decode from disk each epoch (None: when above 4 GiB decoded)
     workers: int | None = None  # DataLoader workers for streamed images (None: min(8, CPU cores))
     synthetic_size: int = 2048  # images in the synthetic training set (val and test get a quarter each)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.freeze, Enum):  # Freeze.backbone and "backbone" are one setting
+            object.__setattr__(self, "freeze", self.freeze.value)
 
     @property
     def learning_rate(self) -> float:
@@ -161,6 +175,9 @@ class TrainConfig:
         if self.download and self.dataset not in NEEDS_DATA_DIR - {Dataset.imagefolder}:
             raise UsageError(f"--download applies to mnist, fashion-mnist, cifar10 and cifar100, "
                              f"not {self.dataset.value}")
+        self._validate_transfer()
+        if self.clip_grad is not None and not self.clip_grad > 0:
+            raise UsageError(f"--clip-grad must be positive, got {self.clip_grad:g}")
         if self.workers is not None and self.workers < 0:
             raise UsageError(f"--workers must not be negative, got {self.workers}")
         if self.stream and self.dataset is not Dataset.imagefolder:
@@ -168,6 +185,21 @@ class TrainConfig:
         if self.synthetic_size < 8:
             raise UsageError(f"--synthetic-size must be at least 8, got {self.synthetic_size}")
         return self
+
+    def _validate_transfer(self) -> None:
+        freezing = self.freeze not in (Freeze.none, "")
+        if freezing and self.trainable is not None:
+            raise UsageError("--freeze and --trainable both choose what trains; give one of them")
+        if self.head is Head.new and (freezing or self.trainable is not None):
+            raise UsageError("--head new trains only the new layer; leave out --freeze and --trainable")
+        if not self.weights:
+            if self.head is Head.new:
+                raise UsageError("--head new needs --weights PATH: it keeps a trained network whole and trains "
+                                 "one new layer on top")
+            if freezing or self.trainable is not None:
+                what = f"--freeze {self.freeze}" if freezing else "--trainable"
+                raise UsageError(f"{what} needs --weights PATH: without it the frozen layers would stay randomly "
+                                 "initialised")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -181,14 +213,14 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         kinds = {f.name: f for f in fields(cls)}
-        enums = {"dataset": Dataset, "optimizer": Optimizer, "schedule": Schedule, "freeze": Freeze}
+        enums = {"dataset": Dataset, "optimizer": Optimizer, "schedule": Schedule, "head": Head}
         args: dict[str, Any] = {}
         for k, v in d.items():
             if k not in kinds:
                 continue  # a setting from a newer nnkit: ignored rather than fatal
             if k in enums:
                 v = enums[k](v)
-            elif k == "augment" and v is not None:
+            elif k in ("augment", "trainable") and v is not None:
                 v = tuple(v)
             elif k == "val_split" and d.get("dataset") in {x.value for x in HAS_FIXED_SPLIT}:
                 v = None  # runs saved before --val-split was refused there recorded the unused default

@@ -23,10 +23,12 @@ from typing import Any
 from nnkit.errors import CheckpointError, Interrupted, NnkitError, RunDirError, UsageError, first_line
 from nnkit.train import checkpoint as ckpt
 from nnkit.train import dist as D
-from nnkit.train.config import Dataset, Freeze, Optimizer, Schedule, TrainConfig
+from nnkit.train.config import Dataset, Head, Optimizer, Schedule, TrainConfig
 from nnkit.train.data import Files
+from nnkit.train.transfer import head_module
 
-__all__ = ["Hooks", "Interrupted", "EvalResult", "TrainResult", "evaluate_checkpoint", "resume_config", "train"]
+__all__ = ["Hooks", "Interrupted", "EvalResult", "EnsembleResult", "TrainResult", "evaluate_checkpoint",
+           "evaluate_ensemble", "head_module", "resume_config", "train"]
 
 DENSE_BYTES = 2 << 30
 STOP_SYNC_STEPS = 8  # under torchrun the ranks agree on a stop request every this many steps (one tiny all-reduce)
@@ -189,17 +191,6 @@ def _mix(*parts: int) -> int:
     return h & 0x7FFFFFFFFFFFFFFF
 
 
-def head_module(model: Any) -> tuple[str, Any]:
-    """The classifier: the last module with parameters of its own (Linear in most nets, a Conv in SqueezeNet)."""
-    last = None
-    for name, m in model.named_modules():
-        if any(True for _ in m.parameters(recurse=False)):
-            last = (name, m)
-    if last is None:
-        raise UsageError("the model has no parameters")
-    return last
-
-
 def load_weights(model: Any, path: str) -> tuple[int, list[str]]:
     """Copy every tensor whose name and shape match; a head of another class count stays new.
 
@@ -281,20 +272,95 @@ def evaluate(model: Any, x: Any, y: Any, a: Any, b: Any, num_classes: int, batch
             "confusion": c, "images": len(y)}
 
 
-def _build_model(cfg: TrainConfig, nclass: int, channels: int) -> Any:
-    """The architecture for this data, its initial weights seeded by --seed."""
-    import torch
+def _network(arch: str, nclass: int, channels: int, width: float | None) -> Any:
+    """The architecture (or chain) for this data; a builder's refusal of the class count or input as one line."""
+    from nnkit.train.chain_model import network
 
-    from nnkit.archs import build
-
-    torch.manual_seed(cfg.seed)
     try:
-        return build(cfg.arch, num_classes=nclass, in_channels=channels, width=cfg.width)
+        return network(arch, num_classes=nclass, in_channels=channels, width=width)
     except NnkitError:  # build's own one-line refusals (--width on an architecture without it, ...)
         raise
     except Exception as exc:  # noqa: BLE001 - a builder that rejects the class count or the input
-        raise UsageError(f"{cfg.arch} cannot be built for {nclass} classes and {channels} input channels "
+        raise UsageError(f"{arch} cannot be built for {nclass} classes and {channels} input channels "
                          f"({type(exc).__name__}: {first_line(exc)})") from exc
+
+
+@dataclass
+class Built:
+    model: Any
+    frozen: list[Any]  # modules kept in eval mode while the rest trains
+    options: dict[str, Any]  # the checkpoint's arch_options: what rebuilds this model (network_for)
+    note: str | None = None
+
+
+def _build_model(cfg: TrainConfig, nclass: int, channels: int, resume: dict[str, Any] | None = None) -> Built:
+    """The model for this data, its initial weights seeded by --seed, --weights loaded and the transfer mode
+    applied (nnkit.train.transfer); on --resume the weights come later, from the checkpoint."""
+    import torch
+
+    from nnkit.train import transfer
+
+    torch.manual_seed(cfg.seed)
+    options: dict[str, Any] = {"num_classes": nclass, "in_channels": channels, "width": cfg.width}
+    if cfg.head is Head.new:
+        state = None if resume is not None else ckpt.load_state_dict(cfg.weights or "")
+        if resume is not None:
+            outputs = int(resume["arch_options"]["base_outputs"])
+        else:
+            from nnkit.introspect.build import on_meta
+
+            outputs = transfer.base_outputs(state, on_meta(lambda: _network(cfg.arch, nclass, channels,
+                                                                            cfg.width)), cfg.weights or "")
+        base = _network(cfg.arch, outputs, channels, cfg.width)
+        if state is not None:
+            transfer.load_whole(base, state, cfg.weights or "")
+        options.update(head=Head.new.value, base_outputs=outputs)
+        return Built(transfer.new_head(base, outputs, nclass), [m for _, m in base.named_modules()], options)
+    model = _network(cfg.arch, nclass, channels, cfg.width)
+    note = None
+    if cfg.weights and resume is None:
+        taken, replaced = load_weights(model, cfg.weights)
+        if replaced:
+            note = (f"--weights {cfg.weights}: {taken} tensors loaded; {len(replaced)} left new because their "
+                    f"shape differs (a new head): {', '.join(replaced)}")
+    from nnkit.train.chain_model import is_chain
+
+    frozen = transfer.select(model, freeze=cfg.freeze, trainable=cfg.trainable,
+                             what="the chain" if is_chain(cfg.arch) else cfg.arch)
+    return Built(model, frozen, options, note)
+
+
+def network_for(state: dict[str, Any]) -> Any:
+    """The model a checkpoint's weights belong to, rebuilt from its arch and arch_options (eval, ensembles)."""
+    from nnkit.train import transfer
+
+    opts = state.get("arch_options", {})
+    c = int(state["input"][0])
+    classes = len(state["classes"])
+    if opts.get("head") == Head.new.value:
+        outputs = int(opts["base_outputs"])
+        return transfer.new_head(_network(state["arch"], outputs, c, opts.get("width")), outputs, classes)
+    return _network(state["arch"], classes, c, opts.get("width"))
+
+
+PARTIAL = 6  # the length of epoch_sums()
+
+
+def _grad_norm(params: list[Any], clip: float | None, acc: Any) -> None:
+    """The total 2-norm of the gradients (clipped to `clip` when given, torch.nn.utils.clip_grad_norm_), added to
+    acc = (sum, steps, max) on the device, without a synchronisation. A step whose gradients are not finite
+    (fp16 overflow, which the GradScaler skips) is left out of the statistics."""
+    import torch
+
+    if clip is not None:
+        norm = torch.nn.utils.clip_grad_norm_(params, clip)
+    else:
+        norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
+    norm = norm.detach().double()
+    ok = torch.isfinite(norm)
+    acc[0] += torch.where(ok, norm, 0.0)
+    acc[1] += ok.double()
+    acc[2] = torch.maximum(acc[2], torch.where(ok, norm, 0.0))
 
 
 def _optimizer(cfg: TrainConfig, params: list[Any]) -> Any:
@@ -308,30 +374,13 @@ def _optimizer(cfg: TrainConfig, params: list[Any]) -> Any:
     return torch.optim.AdamW(params, lr=lr, weight_decay=wd)
 
 
-def _freeze_backbone(model: Any) -> list[Any]:
-    """Freeze every parameter but the head's; return the modules outside the head (kept in eval mode while
-    training, so that BatchNorm running statistics and dropout of the frozen backbone do not change)."""
-    head_name, head = head_module(model)
-    for p in model.parameters():
-        p.requires_grad_(False)
-    for p in head.parameters():
-        p.requires_grad_(True)
-    return [m for name, m in model.named_modules()
-            if not (name == head_name or name.startswith(head_name + ".")  # the head itself
-                    or name == "" or head_name.startswith(name + "."))]  # a container of the head
-
-
-def _train_mode(net: Any, frozen: list[Any]) -> None:
-    net.train()
-    for m in frozen:
-        m.training = False  # this module only: its children are in the list too
-
-
 # ---------------------------------------------------------------------------------------------- run directory
 
 
 def default_run_dir(cfg: TrainConfig) -> Path:
-    base = Path("runs") / f"{cfg.arch}-{cfg.dataset.value}"
+    from nnkit.train.chain_model import is_chain
+
+    base = Path("runs") / f"{'chain' if is_chain(cfg.arch) else cfg.arch}-{cfg.dataset.value}"
     p, i = base, 2
     while p.exists():
         p, i = Path(f"{base}-{i}"), i + 1
@@ -411,16 +460,11 @@ def train(cfg: TrainConfig, resume: dict[str, Any] | None = None, hooks: Hooks |
     Ctrl-C and SIGTERM (in the main thread) save a resumable checkpoint at the next step boundary and raise
     Interrupted.
     """
-    from nnkit.archs import get_arch
-
     cfg = cfg.validate().resolved()
-    if cfg.freeze is Freeze.backbone and not cfg.weights:
-        raise UsageError("--freeze backbone needs --weights PATH: without it the frozen backbone would stay "
-                         "randomly initialised")
     hooks = hooks or Hooks()
     d = D.from_env()
     device = resolve_device(cfg.device, d)
-    info = get_arch(cfg.arch)
+    info = arch_info(cfg.arch)
     amp = amp_dtype(device) if cfg.amp else None
     run_dir = Path(os.path.expanduser(cfg.out)) if cfg.out else default_run_dir(cfg)
     if d.main:
@@ -437,6 +481,14 @@ def train(cfg: TrainConfig, resume: dict[str, Any] | None = None, hooks: Hooks |
                                  f"disconnected ({first_line(exc, 200)}); resume with --resume {run_dir}") from exc
     finally:
         D.done(d)
+
+
+def arch_info(arch: str) -> Any:
+    """The ArchInfo of a named architecture, or one made for a chain written in the layer language."""
+    from nnkit.archs import get_arch
+    from nnkit.train.chain_model import chain_info, is_chain
+
+    return chain_info(arch) if is_chain(arch) else get_arch(arch)
 
 
 def _train(cfg: TrainConfig, resume: dict[str, Any] | None, hooks: Hooks, d: D.Dist, device: Any, info: Any,
@@ -458,19 +510,20 @@ def _train(cfg: TrainConfig, resume: dict[str, Any] | None, hooks: Hooks, d: D.D
         if not d.main:
             data = load_data(cfg, info.min_input, info.input)
     nclass, (c, h, w) = len(data.classes), data.shape
+    if info.family == "chain":
+        from nnkit.train.chain_model import check_fits
+
+        check_fits(cfg.arch, data.shape, nclass, data.name, new_head=cfg.head is Head.new)
     if resume is not None:
         if tuple(resume["classes"]) != data.classes or tuple(resume["input"]) != (c, h, w):
             raise CheckpointError(f"--resume {resume['path']}: the data now has {nclass} classes at {c}x{h}x{w}, "
                                   f"the run had {len(resume['classes'])} at "
                                   f"{'x'.join(map(str, resume['input']))}")
 
-    model = _build_model(cfg, nclass, c)
-    if cfg.weights and resume is None:
-        taken, replaced = load_weights(model, cfg.weights)
-        if replaced and d.main:
-            hooks.note(f"--weights {cfg.weights}: {taken} tensors loaded; {len(replaced)} left new because their "
-                       f"shape differs (a new head): {', '.join(replaced)}")
-    frozen = _freeze_backbone(model) if cfg.freeze is Freeze.backbone else []
+    built = _build_model(cfg, nclass, c, resume)
+    model, frozen = built.model, built.frozen
+    if built.note and d.main:
+        hooks.note(built.note)
     if d.main:
         prepare_run_dir(run_dir)  # the data and the model are fine: only now the run directory is created
     model.to(device)
@@ -515,7 +568,7 @@ def _train(cfg: TrainConfig, resume: dict[str, Any] | None, hooks: Hooks, d: D.D
 
     history: list[dict[str, Any]] = []
     best_acc, best_epoch, start_epoch, start_step = -1.0, 0, 1, 0
-    partial = torch.zeros(3, dtype=torch.float64)  # loss sum, correct, images of this epoch (at an interruption)
+    partial = torch.zeros(PARTIAL, dtype=torch.float64)  # this epoch's sums so far, at an interruption (epoch_sums)
     partial_seconds = 0.0
     if resume is not None:
         model.load_state_dict(resume["model"])
@@ -527,6 +580,7 @@ def _train(cfg: TrainConfig, resume: dict[str, Any] | None, hooks: Hooks, d: D.D
         start_epoch, start_step = int(resume["epoch"]) + 1, int(resume.get("step", 0))
         if start_step:  # an epoch cut short by Ctrl-C: `epoch` counts the completed ones, `step` this one's
             partial = resume["partial"].to(dtype=torch.float64)
+            partial = torch.cat([partial, torch.zeros(PARTIAL - len(partial), dtype=torch.float64)])  # older runs
             partial_seconds = float(resume.get("partial_seconds", 0.0))
 
     g = torch.Generator(device=device)  # augmentation
@@ -539,7 +593,7 @@ def _train(cfg: TrainConfig, resume: dict[str, Any] | None, hooks: Hooks, d: D.D
 
     def state(epoch_done: int, step: int = 0, part: Any = None, secs: float = 0.0, kind: str = "last") -> dict:
         s = {"format": ckpt.FORMAT, "version": ckpt.VERSION, "kind": kind, "arch": cfg.arch,
-             "arch_options": {"num_classes": nclass, "in_channels": c, "width": cfg.width},
+             "arch_options": built.options,
              "input": [c, h, w], "classes": list(data.classes), "dataset": data.name, "val_from": data.val_from,
              "test_from": data.test_from, "mean": list(data.mean), "std": list(data.std), "config": cfg.to_dict(),
              "epoch": epoch_done,
@@ -571,11 +625,18 @@ def _train(cfg: TrainConfig, resume: dict[str, Any] | None, hooks: Hooks, d: D.D
         patience_left = cfg.patience - (len(history) - best_epoch if history else 0)
 
     def epoch_sums() -> Any:
-        """This rank's (loss sum, correct, images) of the epoch so far; every step's share has hi - lo images."""
-        return torch.stack([loss_acc * ((hi - lo) / scale), correct_acc.double(),
-                            torch.tensor(float(seen), dtype=torch.float64, device=device)])
+        """This epoch's (loss sum, correct, images, gradient norm sum, steps counted in it, gradient norm max) so
+        far, all ranks together (every step's share has hi - lo images), the interrupted run's part included.
+        The gradient norms are taken after DDP's all-reduce, so every rank has the same ones: not summed."""
+        local = torch.stack([loss_acc * ((hi - lo) / scale), correct_acc.double(),
+                             torch.tensor(float(seen), dtype=torch.float64, device=device)])
+        old = partial.to(device)
+        return torch.cat([D.all_sum(d, local) + old[:3], grads[:2] + old[3:5],
+                          torch.maximum(grads[2:], old[5:])])
 
-    _train_mode(net, frozen)
+    from nnkit.train.transfer import train_mode
+
+    train_mode(net, frozen)
     epoch, completed, t0 = start_epoch, 0, time.perf_counter()
     try:
         for epoch in range(start_epoch, cfg.epochs + 1):
@@ -587,7 +648,7 @@ def _train(cfg: TrainConfig, resume: dict[str, Any] | None, hooks: Hooks, d: D.D
             first = start_step if epoch == start_epoch else 0
             completed = first
             if first == 0:
-                partial = torch.zeros(3, dtype=torch.float64)
+                partial = torch.zeros(PARTIAL, dtype=torch.float64)
                 partial_seconds = 0.0
                 # Random streams per epoch (augmentation; dropout and the like): an epoch replays identically.
                 g.manual_seed(_mix(cfg.seed, epoch, 1))
@@ -603,6 +664,7 @@ def _train(cfg: TrainConfig, resume: dict[str, Any] | None, hooks: Hooks, d: D.D
                                      cfg.workers, device))
             loss_acc = torch.zeros((), dtype=torch.float64, device=device)
             correct_acc = torch.zeros((), dtype=torch.long, device=device)
+            grads = torch.zeros(3, dtype=torch.float64, device=device)  # norm sum, steps counted, max
             seen = 0
             hooks.epoch_start(epoch, cfg.epochs, steps, first)
             t0 = time.perf_counter()
@@ -630,10 +692,13 @@ def _train(cfg: TrainConfig, resume: dict[str, Any] | None, hooks: Hooks, d: D.D
                 opt.zero_grad(set_to_none=not d.on)
                 if scaler is not None:
                     scaler.scale(loss).backward()
+                    scaler.unscale_(opt)  # the norm (and the clip) of the true gradients
+                    _grad_norm(trainable, cfg.clip_grad, grads)
                     scaler.step(opt)
                     scaler.update()
                 else:
                     loss.backward()
+                    _grad_norm(trainable, cfg.clip_grad, grads)
                     opt.step()
                 # accumulated on the device (no synchronisation inside the epoch); neither needs autograd
                 loss_acc += loss.detach()
@@ -644,7 +709,7 @@ def _train(cfg: TrainConfig, resume: dict[str, Any] | None, hooks: Hooks, d: D.D
                     hooks.step(epoch, step)
                 except KeyboardInterrupt:  # a hook's Ctrl-C comes at a step boundary too: stop there, cleanly
                     stop.requested = True
-            sums = D.all_sum(d, epoch_sums()) + partial.to(device)  # partial: the interrupted run's sums, all ranks
+            sums = epoch_sums()
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             seconds = time.perf_counter() - t0 + partial_seconds
@@ -653,7 +718,9 @@ def _train(cfg: TrainConfig, resume: dict[str, Any] | None, hooks: Hooks, d: D.D
             row = {"epoch": epoch, "train_loss": float(sums[0]) / imgs, "train_accuracy": float(sums[1]) / imgs,
                    "val_loss": ev["loss"], "val_accuracy": ev["accuracy"],
                    "lr": opt.param_groups[0]["lr"], "images_per_s": imgs / max(seconds, 1e-9),
-                   "seconds": seconds}
+                   "seconds": seconds,
+                   "grad_norm_mean": float(sums[3]) / float(sums[4]) if float(sums[4]) else None,
+                   "grad_norm_max": float(sums[5]) if float(sums[4]) else None}
             images_seen += int(imgs)
             train_time += seconds
             history.append(row)
@@ -677,7 +744,7 @@ def _train(cfg: TrainConfig, resume: dict[str, Any] | None, hooks: Hooks, d: D.D
         part = None
         if isinstance(exc, _Stop) and 0 < completed < steps:
             secs = time.perf_counter() - t0 + partial_seconds
-            part = partial + D.all_sum(d, epoch_sums()).cpu()  # every rank stopped at this same step
+            part = epoch_sums().cpu()  # every rank stopped at this same step
         if d.main:
             if part is not None:
                 ckpt.save(state(epoch - 1, completed, part, secs), run_dir / "last.pt")
@@ -717,46 +784,132 @@ def _train(cfg: TrainConfig, resume: dict[str, Any] | None, hooks: Hooks, d: D.D
 # ---------------------------------------------------------------------------------------------- evaluation
 
 
-def evaluate_checkpoint(path: str, dataset: Dataset | None = None, data_dir: str | None = None,
-                        split: str | None = None, device: str | None = None, batch_size: int = 256) -> EvalResult:
-    """Evaluate a checkpoint; by default on the split it was validated on, with its own normalisation."""
-    from nnkit.archs import build, get_arch
+def _eval_data(state: dict[str, Any], dataset: Dataset | None, data_dir: str | None, split: str | None) -> Any:
+    """The split a checkpoint is evaluated on (by default the one it was validated on), checked against it."""
     from nnkit.train.data import load_data
 
-    state = ckpt.load(path)
     cfg = TrainConfig.from_dict(state["config"])
     if dataset is not None and dataset is not cfg.dataset:
         cfg = replace(cfg, dataset=dataset, data_dir=data_dir or None)
     elif data_dir:
         cfg = replace(cfg, data_dir=data_dir)
     cfg = replace(cfg, download=False).validate()
-    dev = resolve_device(device)
-    info = get_arch(state["arch"])
     c, h, w = (int(v) for v in state["input"])
     data = load_data(cfg, (h, w), (c, h, w))
-    split = split or "val"
-    part = data.split(split)
-    classes = tuple(state["classes"])
     if data.shape != (c, h, w):
         raise CheckpointError(f"{state['path']}: the model takes {c}x{h}x{w}, {data.name} gives "
                               f"{'x'.join(map(str, data.shape))}")
-    if len(data.classes) != len(classes):
-        raise CheckpointError(f"{state['path']}: the model has {len(classes)} classes, {data.name} has "
+    if len(data.classes) != len(state["classes"]):
+        raise CheckpointError(f"{state['path']}: the model has {len(state['classes'])} classes, {data.name} has "
                               f"{len(data.classes)}")
-    opts = state.get("arch_options", {})
-    model = build(info.name, num_classes=len(classes), in_channels=c, width=opts.get("width"))
+    return data, data.split(split or "val")
+
+
+def _load_model(state: dict[str, Any], dev: Any) -> tuple[str, Any]:
+    """The checkpoint's model with its weights, on `dev`, and the architecture's name."""
+    name = arch_info(state["arch"]).name
+    model = network_for(state)
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as exc:
-        raise CheckpointError(f"{state['path']}: weights do not fit {info.name} "
-                              f"({first_line(exc)})") from exc
-    model.to(dev)
+        raise CheckpointError(f"{state['path']}: weights do not fit {name} ({first_line(exc)})") from exc
+    return name, model.to(dev)
+
+
+def _per_class(conf: Any, classes: tuple[str, ...]) -> tuple[tuple[str, int, float | None], ...]:
+    return tuple((name, int(conf[i].sum()), float(conf[i, i]) / int(conf[i].sum()) if conf[i].sum() else None)
+                 for i, name in enumerate(classes))
+
+
+def evaluate_checkpoint(path: str, dataset: Dataset | None = None, data_dir: str | None = None,
+                        split: str | None = None, device: str | None = None, batch_size: int = 256) -> EvalResult:
+    """Evaluate a checkpoint; by default on the split it was validated on, with its own normalisation."""
+    state = ckpt.load(path)
+    data, part = _eval_data(state, dataset, data_dir, split)
+    dev = resolve_device(device)
+    name, model = _load_model(state, dev)
+    classes = tuple(state["classes"])
     a, b = _normaliser(tuple(state["mean"]), tuple(state["std"]), dev)
     ev = evaluate(model, part.x, part.y, a, b, len(classes), batch_size, dev)
     conf = ev["confusion"]
-    per_class = tuple((name, int(conf[i].sum()), float(conf[i, i]) / int(conf[i].sum()) if conf[i].sum() else None)
-                      for i, name in enumerate(classes))
-    return EvalResult(checkpoint=state["path"], arch=info.name, dataset=data.name, split=split,
+    return EvalResult(checkpoint=state["path"], arch=name, dataset=data.name, split=split or "val",
                       images=ev["images"], loss=ev["loss"], accuracy=ev["accuracy"],
-                      top5=ev["top5"] if len(classes) > 5 else None, per_class=per_class,
+                      top5=ev["top5"] if len(classes) > 5 else None, per_class=_per_class(conf, classes),
                       confusion=tuple(tuple(int(v) for v in r) for r in conf.tolist()), classes=classes)
+
+
+@dataclass(frozen=True)
+class EnsembleResult:
+    ensemble: EvalResult  # the mean of the members' probabilities; its checkpoint is "ensemble of N"
+    members: tuple[EvalResult, ...]  # each member on the same images, from its own probabilities
+
+
+def _log_probabilities(model: Any, x: Any, a: Any, b: Any, batch: int, device: Any) -> Any:
+    """log_softmax of the model's outputs on uint8 images `x`, in eval mode, as one float64 CPU tensor."""
+    import torch
+
+    model.eval()
+    out = []
+    with torch.inference_mode():
+        if isinstance(x, Files):
+            batches = loader(x, [list(range(i, min(i + batch, len(x)))) for i in range(0, len(x), batch)], None,
+                             device)
+        else:
+            batches = (x[i:i + batch] for i in range(0, len(x), batch))
+        for xb in batches:
+            xb = xb.to(device, non_blocking=True).float().mul_(a).add_(b)
+            out.append(torch.log_softmax(model(xb).double(), 1).cpu())
+    return torch.cat(out)
+
+
+def _scored(logp: Any, y: Any, classes: tuple[str, ...], checkpoint: str, arch: str, dataset: str,
+            split: str) -> EvalResult:
+    import torch
+    import torch.nn.functional as F
+
+    k = len(classes)
+    pred = logp.argmax(1)
+    conf = torch.bincount(y * k + pred, minlength=k * k).view(k, k)
+    top5 = float((logp.topk(min(5, k), 1).indices == y[:, None]).any(1).double().mean()) if len(y) else 0.0
+    n = max(1, len(y))
+    return EvalResult(checkpoint=checkpoint, arch=arch, dataset=dataset, split=split, images=len(y),
+                      loss=float(F.nll_loss(logp, y, reduction="sum")) / n, accuracy=float(conf.diag().sum()) / n,
+                      top5=top5 if k > 5 else None, per_class=_per_class(conf, classes),
+                      confusion=tuple(tuple(int(v) for v in r) for r in conf.tolist()), classes=classes)
+
+
+def evaluate_ensemble(paths: list[str], dataset: Dataset | None = None, data_dir: str | None = None,
+                      split: str | None = None, device: str | None = None,
+                      batch_size: int = 256) -> EnsembleResult:
+    """The ensemble of several checkpoints (the mean of their probabilities) and each member alone, on the first
+    member's data; every member must take the same input and name the same classes in the same order."""
+    import torch
+
+    states = [ckpt.load(p) for p in paths]
+    first = states[0]
+    for st in states[1:]:
+        if list(st["classes"]) != list(first["classes"]):
+            shown = ", ".join(map(str, st["classes"][:4])) + (", ..." if len(st["classes"]) > 4 else "")
+            raise CheckpointError(f"{st['path']}: its {len(st['classes'])} classes ({shown}) differ from "
+                                  f"{first['path']}'s {len(first['classes'])}; an ensemble averages the same "
+                                  "classes")
+        if list(st["input"]) != list(first["input"]):
+            raise CheckpointError(f"{st['path']}: takes {'x'.join(map(str, st['input']))}, {first['path']} takes "
+                                  f"{'x'.join(map(str, first['input']))}; an ensemble's members take one input")
+    data, part = _eval_data(first, dataset, data_dir, split)
+    dev = resolve_device(device)
+    classes = tuple(first["classes"])
+    where = (data.name, split or "val")
+    total = None
+    members = []
+    for st in states:
+        name, model = _load_model(st, dev)
+        a, b = _normaliser(tuple(st["mean"]), tuple(st["std"]), dev)  # each member its own normalisation
+        logp = _log_probabilities(model, part.x, a, b, batch_size, dev)
+        del model
+        members.append(_scored(logp, part.y, classes, st["path"], name, *where))
+        total = logp.exp() if total is None else total.add_(logp.exp())
+    mean = (total / len(states)).clamp_min_(torch.finfo(torch.float64).tiny).log_()
+    ensemble = _scored(mean, part.y, classes, f"ensemble of {len(states)}",
+                       " + ".join(dict.fromkeys(m.arch for m in members)), *where)
+    return EnsembleResult(ensemble=ensemble, members=tuple(members))

@@ -14,7 +14,9 @@ from typing import Any
 
 from nnkit.train.checkpoint import atomic_text, atomic_write
 
-COLUMNS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "images_per_s", "seconds")
+# Columns are only ever added at the end (scripts read them by position too).
+COLUMNS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "images_per_s", "seconds",
+           "grad_norm_mean", "grad_norm_max")
 
 
 def write_metrics(run_dir: Path, history: list[dict[str, Any]]) -> None:
@@ -27,21 +29,28 @@ def write_metrics(run_dir: Path, history: list[dict[str, Any]]) -> None:
 
 
 def plot_curves(path: Path, history: list[dict[str, Any]], title: str) -> None:
-    """Loss and accuracy per epoch, train and validation, side by side."""
+    """Loss and accuracy per epoch, train and validation, side by side, and the gradient norm (mean and max per
+    epoch, log scale), where vanishing or exploding gradients show."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     epochs = [r["epoch"] for r in history]
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    fig, (a, b, c) = plt.subplots(1, 3, figsize=(15, 4))
     a.plot(epochs, [r["train_loss"] for r in history], "o-", label="train")
     a.plot(epochs, [r["val_loss"] for r in history], "o-", label="validation")
     a.set(xlabel="epoch", ylabel="loss", title="loss")
     b.plot(epochs, [r["train_accuracy"] for r in history], "o-", label="train")
     b.plot(epochs, [r["val_accuracy"] for r in history], "o-", label="validation")
     b.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
-    for ax in (a, b):
+    normed = [r for r in history if r.get("grad_norm_mean") is not None]  # runs from before nnkit recorded it
+    c.plot([r["epoch"] for r in normed], [r["grad_norm_mean"] for r in normed], "o-", label="mean")
+    c.plot([r["epoch"] for r in normed], [r["grad_norm_max"] for r in normed], "o-", label="max")
+    c.set(xlabel="epoch", ylabel="gradient norm (L2, all parameters)", title="gradient norm")
+    if normed and min(r["grad_norm_mean"] for r in normed) > 0:
+        c.set_yscale("log")
+    for ax in (a, b, c):
         ax.grid(alpha=0.3)
         ax.legend()
     fig.suptitle(title)
