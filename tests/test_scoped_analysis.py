@@ -252,3 +252,26 @@ def test_activation_and_norm_shortcuts_equal_torchs_meta_kernels(op, inplace, di
         [(t.shape, t.stride(), t.dtype, t.device.type) for t in expected]
     if func._schema.is_mutable:
         assert out is args[0]
+
+
+def test_a_submodule_analysed_inside_the_models_forward_gets_its_own_rows_and_macs():
+    """Traces nest: the inner one records its own calls (with the patches, its MACs were 0), the outer one
+    neither records them nor counts them."""
+    from torch import nn
+
+    from nnkit.introspect import analyze_model
+
+    inner = []
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU()), nn.Conv2d(4, 2, 1)
+
+        def forward(self, x):
+            inner.append(analyze_model(self.a, (3, 8, 8), source="a"))
+            return self.b(self.a(x))
+
+    outer = analyze_model(Net(), (3, 16, 16), source="net")
+    assert [(r.spec, r.macs) for r in outer.layers] == [("a.0", 4 * 27 * 14 * 14), ("a.1", 0), ("b", 2 * 4 * 14 * 14)]
+    assert [(r.spec, r.macs) for r in inner[0].layers] == [("0", 4 * 27 * 6 * 6), ("1", 0)]

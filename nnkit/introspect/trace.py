@@ -235,8 +235,8 @@ def _shortcuts() -> dict[Any, Any]:
         x, w, b, mean, var, training = args[:6]
         c = x.shape[1] if isinstance(x, tensor) and x.dim() >= 2 else 0
         if not (plain(x, w, b, mean, var) and c and all(t is None or t.shape == (c,) for t in (w, b, mean, var))
-                and (training or (mean is not None and var is not None))):
-            return None
+                and (mean is not None and var is not None if not training else x.numel() > c)):
+            return None  # training on one value per channel: torch's kernel raises (the unbiased variance)
         return (like(x), new((c,), x), new((c,), x)), None, 0
 
     def batch_norm_eval(args: tuple[Any, ...]) -> Any:  # _native_batch_norm_legit_no_training(x, w, b, mean, var, ..)
@@ -342,8 +342,9 @@ def _mode(dynamo: bool = True) -> Any:
     return Counting
 
 
-# Which threads are tracing now (our own state, not torch's): a call of the model's modules in another thread
-# is one of its thread pool's, unless that thread traces too (another analysis of the same model).
+# The innermost trace running in each thread (our own state, not torch's): a call of the model's modules in
+# another thread is one of its thread pool's unless that thread traces too (another analysis of the same
+# model), and a trace nested in a forward (analysing a submodule) has its calls to itself.
 _TRACING = threading.local()
 
 
@@ -385,7 +386,7 @@ def run(model: Any, shape: tuple[int, ...], name: str = "model", fields: bool = 
     exc_info = sys.exc_info
     elsewhere = [0]  # calls of the model's modules in other threads
     ids: tuple[int, ...] = ()  # our hooks' ids, for modules that carry them without being the model's (copies)
-    live = [True]  # False once the trace is over: hooks somebody kept do nothing
+    live = [True]  # False once the trace is over: hooks a copy kept do nothing, and leave it
 
     def _input(args: Any) -> tuple[int, ...] | None:
         return _shape(args[0] if args and isinstance(args[0], tensor) else _first_tensor(args))
@@ -395,9 +396,9 @@ def run(model: Any, shape: tuple[int, ...], name: str = "model", fields: bool = 
         a module's that is not the model's (a copy made while it runs carries our hooks: they leave it now), or
         one after the trace (a copy somebody kept)."""
         if get_ident() != own:
-            if live[0] and id(module) in paths and not getattr(_TRACING, "on", False):
+            if live[0] and id(module) in paths and getattr(_TRACING, "on", None) is None:
                 elsewhere[0] += 1
-        else:
+        elif not live[0] or id(module) not in paths:
             for hooks in (module._forward_pre_hooks, module._forward_hooks,  # noqa: SLF001
                           module._forward_hooks_always_called):  # noqa: SLF001
                 for i in ids:
@@ -408,7 +409,7 @@ def run(model: Any, shape: tuple[int, ...], name: str = "model", fields: bool = 
     # show what the model's hooks hand on), which torch calls on an exception too (always_call).
     def enter(module: Any, args: Any) -> None:
         path = paths.get(id(module))
-        if path is None or get_ident() != own or not live[0]:
+        if path is None or get_ident() != own or _TRACING.on is not token:
             foreign(module)
             return
         parent = stack[-1] if stack else None
@@ -419,12 +420,13 @@ def run(model: Any, shape: tuple[int, ...], name: str = "model", fields: bool = 
         stack.append(c.order)
 
     def refresh(module: Any, args: Any) -> None:  # after the module's own pre-hooks: the input it really gets
-        if get_ident() == own and live[0] and id(module) in paths:
+        if get_ident() == own and _TRACING.on is token and id(module) in paths:
             calls[stack[-1]].input = _input(args)
 
     def leave(module: Any, args: Any, output: Any) -> None:
         path = paths.get(id(module))
-        if path is None or get_ident() != own or not live[0] or not stack or calls[stack[-1]].path != path:
+        if path is None or get_ident() != own or _TRACING.on is not token or not stack or \
+                calls[stack[-1]].path != path:
             return  # not ours, or not entered (a torch-wide pre-hook raised before ours ran)
         c = calls[stack.pop()]
         c.macs += counter.macs
@@ -450,7 +452,8 @@ def run(model: Any, shape: tuple[int, ...], name: str = "model", fields: bool = 
         tracker.start(x)
     handles: list[Any] = []
     compiled: list[tuple[Any, Any]] = []
-    tracing = getattr(_TRACING, "on", False)
+    tracing = getattr(_TRACING, "on", None)  # an analysis of a submodule inside a model's forward: nested
+    token = object()  # while this trace is the innermost in its thread, _TRACING.on is this
     try:
         for _, m in named:
             if m._forward_pre_hooks:  # noqa: SLF001 - its own: record the input they hand on
@@ -461,7 +464,7 @@ def run(model: Any, shape: tuple[int, ...], name: str = "model", fields: bool = 
                 compiled.append((m, m._compiled_call_impl))  # noqa: SLF001 - it runs uncompiled here
                 vars(m)["_compiled_call_impl"] = None
         ids = tuple(h.id for h in handles)
-        _TRACING.on = True
+        _TRACING.on = token
         try:
             with torch.no_grad(), counter:
                 out = model(x)
