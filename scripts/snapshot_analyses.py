@@ -141,9 +141,11 @@ def runs(archs: list[str]) -> list[tuple[str, list[str]]]:
     ]
     names = set(archs)
     out += [e for e in extra if e[1][1] in names]
-    users = [("branchy.Net", "models/branchy.py:Net", "3x32x32"), ("branchy.factory", "models/branchy.py:factory", "3x32x32"),
+    users = [("branchy.Net", "models/branchy.py:Net", "3x32x32"),
+             ("branchy.factory", "models/branchy.py:factory", "3x32x32"),
              ("branchy.instance", "models/branchy.py:instance", "3x16x16"),
-             ("computed.Net", "models/computed.py:Net", "3x32x32"), ("attention.Net", "models/attention.py:Net", "3x32x32")]
+             ("computed.Net", "models/computed.py:Net", "3x32x32"),
+             ("attention.Net", "models/attention.py:Net", "3x32x32")]
     for label, target, shape in users:
         for view in VIEWS:
             for fmt in ("tsv", "json"):

@@ -143,11 +143,11 @@ SHAPE_KEEPING = ACTIVATIONS + tuple(a + "_" for a in ACTIVATIONS) + (
 def _shortcuts() -> dict[Any, Any]:
     """Operators whose meta kernels are Python (torch._meta_registrations, torch._refs, torch._decomp) and that
     an analysis meets hundreds of times: convolutions, linear layers (addmm, mm), attention (bmm, softmax,
-    scaling), residual adds, activations and norms (BatchNorm, LayerNorm, GroupNorm). Each answers its plain case (meta tensors of one dtype, matching shapes) with
-    (output, op counted, MACs) and declines anything else with None, so that torch's kernel runs, errors
-    included. MACs follow torch.utils.flop_counter's formulas (mm: n*k*m; bmm: b*n*k*m; conv: batch *
-    prod(weight) * output positions). Without them a traced ViT-B/16 spent most of its time in addmm's
-    decomposition and in broadcasting checks.
+    scaling), residual adds, activations and norms (BatchNorm, LayerNorm, GroupNorm). Each answers its plain
+    case (meta tensors of one dtype, matching shapes) with (output, op counted, MACs) and declines anything else
+    with None, so that torch's kernel runs, errors included. MACs follow torch.utils.flop_counter's formulas
+    (mm: n*k*m; bmm: b*n*k*m; conv: batch * prod(weight) * output positions). Without them a traced ViT-B/16
+    spent most of its time in addmm's decomposition and in broadcasting checks.
     """
     import torch
 
