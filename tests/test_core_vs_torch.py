@@ -6,7 +6,6 @@ exactly where torch raises.
 
 from __future__ import annotations
 
-import contextlib
 
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
@@ -260,14 +259,14 @@ def test_trace_operator_shortcuts_equal_torchs_kernels(op, dims, same, k):
        p=st.sampled_from([0, 1, 2, (2, 0), "same", "valid"]), d=st.integers(1, 2), g=st.integers(1, 3),
        bias=st.booleans(), mode=st.sampled_from(["zeros", "reflect", "circular"]), kind=st.sampled_from(["conv", "sub"]))
 def test_conv2d_modules_answered_without_the_dispatcher_equal_torch(c, h, o, k, s, p, d, g, bias, mode, kind):
-    """The tracer answers plain nn.Conv2d modules itself (trace._direct_convolutions) and grows their fields in one
-    step (rf.Fields._plain_conv): output shapes and MACs equal a real CPU forward and FlopCounterMode's count;
-    rows, fields and errors equal what the general path gives (the dispatch mode and the field rules), which
-    the other modules take (subclasses, padding modes, string padding)."""
+    """The tracer answers plain 2-d convolutions with its own shape (trace._conv_shape) and grows their fields in
+    one step (rf.Fields._plain_conv): output shapes and MACs equal a real CPU forward and FlopCounterMode's
+    count; rows, fields and errors equal what the general field rules give, which the other cases take
+    (subclasses, padding modes, string padding)."""
     from torch import nn
     from torch.utils.flop_counter import FlopCounterMode
 
-    from nnkit.introspect import analyze_model, trace
+    from nnkit.introspect import analyze_model
     from nnkit.introspect.rf import Fields
 
     class Sub(nn.Conv2d):
@@ -296,14 +295,12 @@ def test_conv2d_modules_answered_without_the_dispatcher_equal_torch(c, h, o, k, 
         return a.output, a.macs, [(r.spec, r.output, r.macs, r.rf) for r in a.layers]
 
     direct = analysis()
-    patched, plain = trace._direct_convolutions, Fields._plain_conv
-    # Every convolution through the dispatch mode, and every field through the general rules:
-    trace._direct_convolutions = lambda named, counter: contextlib.nullcontext()
-    Fields._plain_conv = lambda self, args, state, out: False
+    plain = Fields._plain_conv
+    Fields._plain_conv = lambda self, args, state, out: False  # every field through the general rules
     try:
         dispatched = analysis()
     finally:
-        trace._direct_convolutions, Fields._plain_conv = patched, plain
+        Fields._plain_conv = plain
     assert direct == dispatched
     if expected is None:
         assert isinstance(direct, str)

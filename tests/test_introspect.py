@@ -281,9 +281,9 @@ def test_analysis_never_changes_the_model():
 
 
 def test_analyses_in_threads_leave_torch_as_it_was_and_other_modules_untouched():
-    """Building on meta replaces torch.nn.init's initialisers, a trace nn.Module._call_impl and some classes'
-    forward, for their duration: in several threads they take turns (interleaved, one thread's restore left the
-    initialisers skipped for good), and modules outside them run their real forwards meanwhile."""
+    """Analyses in several threads at once give their own answers, leave torch's classes and initialisers as
+    they were (when they patched them, one thread's restore left the initialisers skipped for good), and
+    modules outside them run their real forwards meanwhile."""
     import threading
 
     import torch
@@ -311,8 +311,8 @@ def test_analyses_in_threads_leave_torch_as_it_was_and_other_modules_untouched()
 
 
 def test_other_threads_build_and_run_their_own_models_as_ever_meanwhile():
-    """Building on meta skips torch.nn.init's initialisers and moves registered parameters to meta for the
-    builder's thread only; a model's thread pool gets a note, not rows in the wrong places."""
+    """Building on meta skips torch.nn.init's initialisers and makes parameters on meta for the builder's thread
+    only; a model's thread pool gets a note, not rows in the wrong places."""
     import threading
     from concurrent.futures import ThreadPoolExecutor
 
@@ -328,10 +328,12 @@ def test_other_threads_build_and_run_their_own_models_as_ever_meanwhile():
         done.wait(10)
         return nn.Conv2d(3, 3, 3)
 
-    for skip in (build._no_init, build._parameters_on_meta):  # each alone: on_meta uses the second as a fallback
-        def make(skip=skip):
-            with skip():
-                return builder()
+    for everything in (True, False):  # on_meta's two ways: every tensor on meta, or the parameters only
+        built = []
+
+        def make(everything=everything):
+            with build._building_mode(everything):
+                built.append(builder())
 
         inside.clear(), done.clear()
         t = threading.Thread(target=make)
@@ -343,6 +345,7 @@ def test_other_threads_build_and_run_their_own_models_as_ever_meanwhile():
         t.join()
         torch.manual_seed(0)
         assert theirs.weight.device.type == "cpu" and torch.equal(theirs.weight, nn.Conv2d(64, 64, 3).weight)
+        assert built[0].weight.is_meta
 
     pool = ThreadPoolExecutor(2)
 
@@ -755,8 +758,8 @@ def test_rows_show_what_the_models_own_hooks_hand_on():
 
 
 def test_a_call_impl_someone_else_patched_on_an_instance_still_runs_and_stays():
-    """The tracer replaces nn.Module._call_impl for the duration; one patched on an instance (a profiler's, a
-    framework's) that calls torch's runs, is recorded inside it, and stays."""
+    """A _call_impl patched on an instance (a profiler's, a framework's) that calls torch's runs, is recorded
+    inside it, and stays."""
     import types
 
     from torch import nn

@@ -14,11 +14,12 @@ from typing import Any
 from nnkit.core.dwsep import ConvLayer, Cost, NetworkComparison, Ratio, compare_network
 from nnkit.errors import UsageError
 from nnkit.introspect.rf import Follower
+from nnkit.introspect.trace import SHAPE_KEEPING
 
 
 class _Sources(Follower):
     """Which depthwise convolution's output each tensor is (its path), through elementwise operators that keep
-    its shape (BatchNorm and activations, whose stand-ins return their input, and a squeeze-excitation scale)."""
+    its shape (BatchNorm and activations, and a squeeze-excitation scale)."""
 
     def __init__(self, where: Callable[[], str]) -> None:
         import torch
@@ -27,9 +28,16 @@ class _Sources(Follower):
         self._pointwise: dict[Any, bool] = {}  # per operator: elementwise (torch.Tag.pointwise) or a plain copy
         self._copies = (torch.ops.aten.clone, torch.ops.aten.detach, torch.ops.aten.alias)
         self._tag = torch.Tag.pointwise
+        # Activations and norms keep the source too: BatchNorm's output is the first of three, and Hardswish is
+        # not tagged pointwise.
+        self._keeping = frozenset(getattr(torch.ops.aten, name) for name in SHAPE_KEEPING)
         self.inputs: list[tuple[str, str | None]] = []  # per convolution operator: (module running, input's source)
 
     def op(self, packet: Any, args: tuple[Any, ...], out: Any) -> None:
+        if packet in self._keeping:
+            if id(args[0]) in self.states:
+                self._set(out[0] if isinstance(out, (tuple, list)) else out, self.states[id(args[0])])
+            return
         if not isinstance(out, self._tensor):
             return
         if packet is self._convolution:

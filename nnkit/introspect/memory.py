@@ -13,9 +13,6 @@ routes unmasked attention through the fused kernel's autograd formula, as traini
 
 from __future__ import annotations
 
-import contextlib
-import threading
-from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -81,7 +78,7 @@ def saved_activation_bytes(model: Any, shape: tuple[int, ...], batch: int = 2, d
     import torch
 
     from nnkit.introspect import _on_meta, training_flags
-    from nnkit.introspect.build import PATCHING, walk
+    from nnkit.introspect.build import walk
 
     model, named = _on_meta(model)
     if dtype is not None:
@@ -99,42 +96,54 @@ def saved_activation_bytes(model: Any, shape: tuple[int, ...], batch: int = 2, d
             keep.append(t)
         return t
 
-    with PATCHING, training_flags(model, named, True), _fused_attention(), \
+    with training_flags(model, named, True), _fused_attention(), \
             torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         model(torch.empty((batch, *shape), device="meta", dtype=dtype, requires_grad=False))
     return sum(saved.values()) // batch
 
 
-@contextlib.contextmanager
-def _fused_attention() -> Iterator[None]:
-    """F.scaled_dot_product_attention runs as the fused CPU kernel (aten._scaled_dot_product_flash_attention_for_cpu,
-    which has a meta kernel) where torch would pick it on a CPU (no mask, no dropout, q, k and v of one shape),
-    so that autograd saves what a fused kernel saves; other calls keep the math path. Patched as a module
-    attribute, like build._no_init: a torch function mode would not see the call nn.MultiheadAttention makes
-    inside multi_head_attention_forward. Code that imported scaled_dot_product_attention by name before the
-    estimate keeps the math path, and its estimate counts the attention matrices (an overestimate).
+def _fused_attention() -> Any:
+    """A TorchFunctionMode (thread-local) in which F.scaled_dot_product_attention runs as the fused CPU kernel
+    (aten._scaled_dot_product_flash_attention_for_cpu, which has a meta kernel) where torch would pick it on a
+    CPU (no mask, no dropout, q, k and v of one shape), so that autograd saves what a fused kernel saves; other
+    calls keep the math path. A mode sees the call through any name (code that imported the function by name
+    too). nn.MultiheadAttention's multi_head_attention_forward hands itself to the mode whole, and torch takes
+    the mode off while the mode handles a call, so the attention it calls inside would not reach it: it runs as
+    a copy of the function of our own whose global name scaled_dot_product_attention is ours (torch's stays).
     """
+    import types
+
     import torch
     import torch.nn.functional as F
-
-    from nnkit.introspect.build import replaced, this_thread
+    from torch.overrides import TorchFunctionMode
 
     flash = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu.default  # noqa: SLF001
     sdpa = F.scaled_dot_product_attention
+    mha = F.multi_head_attention_forward
 
     def fused(query: Any, key: Any, value: Any, attn_mask: Any = None, dropout_p: float = 0.0,
               is_causal: bool = False, scale: float | None = None, enable_gqa: bool = False) -> Any:
-        # torch's own CPU choice takes the fused kernel only for this case; the rest keeps the math path, and so
-        # do other threads' calls
-        if threading.get_ident() == scope.thread and attn_mask is None and not enable_gqa and not dropout_p and \
-                query.dim() == 4 and query.shape[:-2] == key.shape[:-2] == value.shape[:-2] and \
-                value.shape[-1] == query.shape[-1]:
+        # torch's own CPU choice takes the fused kernel only for this case; the rest keeps the math path
+        if attn_mask is None and not enable_gqa and not dropout_p and query.dim() == 4 and \
+                query.shape[:-2] == key.shape[:-2] == value.shape[:-2] and value.shape[-1] == query.shape[-1]:
             return flash(query, key, value, dropout_p, is_causal, scale=scale)[0]
         return sdpa(query, key, value, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal, scale=scale,
                     enable_gqa=enable_gqa)
 
-    with this_thread() as scope, replaced(F, "scaled_dot_product_attention", fused):
-        yield
+    ours = types.FunctionType(mha.__code__, {**mha.__globals__, "scaled_dot_product_attention": fused},
+                              mha.__name__, mha.__defaults__, mha.__closure__)
+    ours.__kwdefaults__ = mha.__kwdefaults__
+
+    class Fused(TorchFunctionMode):
+        def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+            kwargs = kwargs or {}
+            if func is sdpa:
+                return fused(*args, **kwargs)
+            if func is mha:
+                return ours(*args, **kwargs)
+            return func(*args, **kwargs)
+
+    return Fused()
 
 
 def estimate(model: Any, shape: tuple[int, ...], *, batch: int, optimizer: Optimizer, amp: bool = False) -> Memory:

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from nnkit.core.layers import grow_field
+from nnkit.introspect.trace import SHAPE_KEEPING
 
 Axes = tuple[tuple[int, int, int], ...]
 GLOBAL = "global"
@@ -166,8 +167,8 @@ def merge(states: list[tuple[Axes | None, tuple[int, int]]], where: str, misalig
 
 class Follower:
     """What the tracer (nnkit.introspect.trace.run) asks of whatever follows tensors through a forward pass: a
-    state per tensor object, set by op() for every aten operator and by copy() for stand-ins the tracer makes
-    where no operator runs; the notes' lists stay empty unless a follower fills them."""
+    state per tensor object, set by op() for every aten operator; the notes' lists stay empty unless a follower
+    fills them."""
 
     def __init__(self, where: Callable[[], str]) -> None:
         import torch
@@ -191,12 +192,6 @@ class Follower:
     def of(self, t: Any) -> Any:
         return None if t is None else self.states.get(id(t))
 
-    def copy(self, x: Any, y: Any) -> None:
-        """y gets x's state (y stands for a shape-keeping module's output, made where the tracer cannot see)."""
-        state = self.of(x)
-        if state is not None and y is not None and id(y) not in self.states:
-            self._set(y, state)
-
     def op(self, packet: Any, args: tuple[Any, ...], out: Any) -> None:
         raise NotImplementedError
 
@@ -214,6 +209,7 @@ class Fields(Follower):
         self._views = (aten.view, aten._unsafe_view, aten.reshape)  # noqa: SLF001
         self._addmm = aten.addmm
         self._matmuls = (aten.mm, aten.addmm)
+        self._keeping = frozenset(getattr(aten, name) for name in SHAPE_KEEPING)
 
     def start(self, x: Any) -> None:
         self._set(x, (_IDENTITY, tuple(x.shape[-2:])))
@@ -221,6 +217,11 @@ class Fields(Follower):
     def op(self, packet: Any, args: tuple[Any, ...], out: Any) -> None:
         tensor = self._tensor
         inputs: list[Any] = []
+        if packet in self._keeping:  # activations and norms, a third of all operators: the input's state as is
+            state = self.states.get(id(args[0]))
+            if state is not None and not any(isinstance(a, tensor) and id(a) in self.states for a in args[1:]):
+                self._set(out[0] if type(out) is tuple else out, state)
+                return
         if packet is self._convolution:  # the most frequent operator: look up its three tensors only
             state = self.states.get(id(args[0]))
             if type(state) is tuple and self._plain_conv(args, state, out):

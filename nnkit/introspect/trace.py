@@ -8,11 +8,9 @@ written in a parent's forward, for instance), so that the rows always add up to 
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import sys
 import threading
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -132,26 +130,40 @@ def _conv_shape(x: Any, w: Any, bias: Any, stride: Any, padding: Any, dilation: 
     return out
 
 
+# Activations whose meta kernels are Python decompositions (hundreds of microseconds a call on the meta
+# device, as the norms' are): they keep their input's shape, dtype and layout, and count no MACs.
+ACTIVATIONS = ("relu", "hardtanh", "leaky_relu", "elu", "gelu", "silu", "mish", "hardswish", "hardsigmoid",
+               "sigmoid", "tanh")
+# Operators that keep the shape of their first input in their first output: activations and norms (dwsep's
+# source follower passes a depthwise output through them, BatchNorm's three outputs included).
+SHAPE_KEEPING = ACTIVATIONS + tuple(a + "_" for a in ACTIVATIONS) + (
+    "native_batch_norm", "_native_batch_norm_legit_no_training", "native_layer_norm", "native_group_norm")
+
+
 def _shortcuts() -> dict[Any, Any]:
     """Operators whose meta kernels are Python (torch._meta_registrations, torch._refs, torch._decomp) and that
     an analysis meets hundreds of times: convolutions, linear layers (addmm, mm), attention (bmm, softmax,
-    scaling) and residual adds. Each answers its plain case (meta tensors of one dtype, matching shapes) with
-    (output, op counted, MACs) and declines anything else with None, so that torch's kernel runs, errors
-    included. MACs follow torch.utils.flop_counter's formulas (mm: n*k*m; bmm: b*n*k*m; conv: batch *
-    prod(weight) * output positions). Without them a traced ViT-B/16 spent most of its time in addmm's
-    decomposition and in broadcasting checks.
+    scaling), residual adds, activations and norms (BatchNorm, LayerNorm, GroupNorm). Each answers its plain
+    case (meta tensors of one dtype, matching shapes) with (output, op counted, MACs) and declines anything else
+    with None, so that torch's kernel runs, errors included. MACs follow torch.utils.flop_counter's formulas
+    (mm: n*k*m; bmm: b*n*k*m; conv: batch * prod(weight) * output positions). Without them a traced ViT-B/16
+    spent most of its time in addmm's decomposition and in broadcasting checks.
     """
     import torch
 
     aten = torch.ops.aten
     tensor = torch.Tensor
-    empty = torch.empty
+    empty, empty_strided = torch.empty, torch.empty_strided
+    f32 = torch.float32
 
     def same(*ts: Any) -> bool:
         return all(isinstance(t, tensor) and t.is_meta and t.dtype == ts[0].dtype for t in ts)
 
     def new(shape: Any, like: Any) -> Any:
         return empty(shape, dtype=like.dtype, device="meta")
+
+    def like(a: Any) -> Any:  # a's strides too: torch's kernels keep them where size-1 dimensions leave a choice
+        return empty_strided(a.shape, a.stride(), dtype=a.dtype, device="meta")
 
     def convolution(args: tuple[Any, ...]) -> Any:
         x, w, b = args[0], args[1], args[2]
@@ -204,10 +216,63 @@ def _shortcuts() -> dict[Any, Any]:
             return None
         return new(a.shape, a), None, 0
 
-    return {aten.convolution.default: convolution, aten.mm.default: mm, aten.addmm.default: addmm,
-            aten.bmm.default: bmm, aten.add.Tensor: pointwise(False), aten.mul.Tensor: pointwise(False),
-            aten.add_.Tensor: pointwise(True), aten.mul_.Tensor: pointwise(True), aten.mul.Scalar: scaled,
-            aten._safe_softmax.default: softmax}  # noqa: SLF001
+    def activation(inplace: bool) -> Any:  # relu(x), hardtanh(x, lo, hi), ...: numbers besides the tensor
+        def op(args: tuple[Any, ...]) -> Any:
+            a = args[0]
+            if not (isinstance(a, tensor) and a.is_meta and a.is_floating_point() and a.is_contiguous()
+                    and all(type(v) in (int, float, bool) for v in args[1:])):
+                return None
+            return (a if inplace else like(a)), None, 0
+        return op
+
+    def plain(x: Any, *others: Any) -> bool:  # float32 and contiguous: the statistics are float32 too
+        return isinstance(x, tensor) and x.is_meta and x.dtype == f32 and x.is_contiguous() and \
+            all(t is None or (isinstance(t, tensor) and t.is_meta and t.dtype == f32) for t in others)
+
+    def batch_norm(args: tuple[Any, ...]) -> Any:  # native_batch_norm(x, w, b, mean, var, training, momentum, eps)
+        if len(args) != 8:
+            return None
+        x, w, b, mean, var, training = args[:6]
+        c = x.shape[1] if isinstance(x, tensor) and x.dim() >= 2 else 0
+        if not (plain(x, w, b, mean, var) and c and all(t is None or t.shape == (c,) for t in (w, b, mean, var))
+                and (mean is not None and var is not None if not training else x.numel() > c)):
+            return None  # training on one value per channel: torch's kernel raises (the unbiased variance)
+        return (like(x), new((c,), x), new((c,), x)), None, 0
+
+    def batch_norm_eval(args: tuple[Any, ...]) -> Any:  # _native_batch_norm_legit_no_training(x, w, b, mean, var, ..)
+        return batch_norm((*args[:5], False, *args[5:])) if len(args) == 7 else None
+
+    def layer_norm(args: tuple[Any, ...]) -> Any:  # native_layer_norm(x, normalized_shape, w, b, eps)
+        if len(args) != 5:
+            return None
+        x, normalized, w, b = args[:4]
+        k = len(normalized)
+        if not (plain(x, w, b) and 0 < k <= x.dim() and tuple(x.shape[x.dim() - k:]) == tuple(normalized)
+                and all(t is None or t.shape == tuple(normalized) for t in (w, b))):
+            return None
+        stats = (*x.shape[:x.dim() - k], *[1] * k)
+        return (like(x), new(stats, x), new(stats, x)), None, 0
+
+    def group_norm(args: tuple[Any, ...]) -> Any:  # native_group_norm(x, w, b, N, C, HxW, group, eps)
+        if len(args) != 8:
+            return None
+        x, w, b, n, c, hw, group = args[:7]
+        if not (plain(x, w, b) and x.dim() >= 2 and type(group) is int and group > 0 and c % group == 0
+                and (n, c) == tuple(x.shape[:2]) and n * c * hw == x.numel()
+                and all(t is None or t.shape == (c,) for t in (w, b))):
+            return None
+        return (like(x), new((n, group), x), new((n, group), x)), None, 0
+
+    table = {aten.convolution.default: convolution, aten.mm.default: mm, aten.addmm.default: addmm,
+             aten.bmm.default: bmm, aten.add.Tensor: pointwise(False), aten.mul.Tensor: pointwise(False),
+             aten.add_.Tensor: pointwise(True), aten.mul_.Tensor: pointwise(True), aten.mul.Scalar: scaled,
+             aten._safe_softmax.default: softmax, aten.native_batch_norm.default: batch_norm,  # noqa: SLF001
+             aten._native_batch_norm_legit_no_training.default: batch_norm_eval,  # noqa: SLF001
+             aten.native_layer_norm.default: layer_norm, aten.native_group_norm.default: group_norm}
+    for name in ACTIVATIONS:
+        table[getattr(aten, name).default] = activation(False)
+        table[getattr(aten, name + "_").default] = activation(True)
+    return table
 
 
 @functools.cache
@@ -232,8 +297,6 @@ def _mode(dynamo: bool = True) -> Any:
     decomposable: dict[Any, bool] = {}  # per operator: has a CompositeImplicitAutograd kernel to decompose into
 
     class Counting(TorchDispatchMode):
-        convolution = staticmethod(shortcuts[torch.ops.aten.convolution.default])
-
         @classmethod
         def _should_skip_dynamo(cls) -> bool:  # read once, as the class is made (TorchDispatchMode.__init_subclass__)
             return dynamo
@@ -279,66 +342,25 @@ def _mode(dynamo: bool = True) -> Any:
     return Counting
 
 
-@contextlib.contextmanager
-def _direct_convolutions(named: list[tuple[str, Any]], counter: Any) -> Iterator[None]:
-    """A context in which this model's plain nn.Conv2d modules answer with the convolution shortcut
-    themselves, as the dispatch mode would for the aten.convolution that F.conv2d calls (same arguments, same
-    MACs, the same operator handed to the field follower), without the way through torch's dispatcher into
-    Python and back, which was more than half of each call (14 us against 6 on this machine; MobileNetV2 has
-    52). nn.Conv2d.forward is replaced for the duration (build.replaced), for calls in this thread; anything
-    else runs torch's: subclasses, copies made while the model runs, instances with a _conv_forward or forward
-    of their own, a class whose forward someone else replaced, and whatever the shortcut declines (padding
-    modes, string padding, settings that are not pairs)."""
-    import torch
-    from torch import nn
-
-    from nnkit.introspect.build import replaced, this_thread, torchs_own
-
-    forward = nn.Conv2d.forward
-    convs = {id(m) for _, m in named if type(m) is nn.Conv2d}
-    if not convs or not (torchs_own(forward, "Conv2d.forward")
-                         and torchs_own(nn.Conv2d._conv_forward, "Conv2d._conv_forward")):  # noqa: SLF001
-        yield
-        return
-    get_ident = threading.get_ident
-    aten_conv = torch.ops.aten.convolution
-    convolution = counter.convolution
-    tensor = torch.Tensor
-    no_dispatch = torch._C._DisableTorchDispatch  # noqa: SLF001
-
-    def direct(self: Any, *args: Any, **kwargs: Any) -> Any:  # settings read at each call: a model may change them
-        if id(self) in convs and len(args) == 1 and not kwargs and isinstance(args[0], tensor) \
-                and self.padding_mode == "zeros" and "_conv_forward" not in vars(self) and get_ident() == scope.thread:
-            params = self._parameters  # noqa: SLF001
-            w, b, stride, padding, dilation = params.get("weight"), params.get("bias"), self.stride, self.padding, \
-                self.dilation
-            if isinstance(w, tensor) and (b is None or isinstance(b, tensor)) and type(stride) is tuple \
-                    and type(padding) is tuple and type(dilation) is tuple:
-                full = (args[0], w, b, stride, padding, dilation, False, (0, 0), self.groups)
-                with no_dispatch():  # its torch.empty, which the mode would otherwise see (5 times the cost)
-                    answer = convolution(full)
-                if answer is not None:
-                    out, op, macs = answer
-                    counter.add(op, macs)
-                    if counter.fields is not None:
-                        counter.fields.op(aten_conv, full, out)
-                    return out
-        return forward(self, *args, **kwargs)
-
-    with this_thread() as scope, replaced(nn.Conv2d, "forward", direct):
-        yield
+# The innermost trace running in each thread (our own state, not torch's): a call of the model's modules in
+# another thread is one of its thread pool's unless that thread traces too (another analysis of the same
+# model), and a trace nested in a forward (analysing a submodule) has its calls to itself.
+_TRACING = threading.local()
 
 
 def run(model: Any, shape: tuple[int, ...], name: str = "model", fields: bool = True,
         named: list[tuple[str, Any]] | None = None, tracker: Any = None) -> Trace:
     """Trace one item of `shape` through `model` (already on the meta device); with `fields`, receptive fields
     are followed through the same pass (nnkit.introspect.rf). `tracker`: another follower of tensors with the
-    interface of rf.Follower (nnkit.introspect.dwsep follows depthwise outputs), given where() as its argument."""
-    import torch
-    from torch import nn
-    from torch.nn.modules import module as nn_module
+    interface of rf.Follower (nnkit.introspect.dwsep follows depthwise outputs), given where() as its argument.
 
-    from nnkit.introspect.build import PATCHING, pass_through, replaced, this_thread, walk
+    Everything is scoped to this call and this thread: hooks on the model's own modules, removed in `finally`
+    (torchinfo's way), and a dispatch mode, which torch keeps per thread. No attribute of torch is set, so
+    analyses in other threads, and models other threads build and train meanwhile, are untouched.
+    """
+    import torch
+
+    from nnkit.introspect.build import walk
 
     calls: list[Call] = []
     stack: list[int] = []
@@ -358,26 +380,59 @@ def run(model: Any, shape: tuple[int, ...], name: str = "model", fields: bool = 
 
     tensor = torch.Tensor
     failed: list[Any] = [None]  # (innermost call, the exception propagating out of it)
+    paths = {id(m): p for p, m in named}
+    own = threading.get_ident()
+    get_ident = threading.get_ident
+    exc_info = sys.exc_info
+    elsewhere = [0]  # calls of the model's modules in other threads
+    ids: tuple[int, ...] = ()  # our hooks' ids, for modules that carry them without being the model's (copies)
+    live = [True]  # False once the trace is over: hooks a copy kept do nothing, and leave it
 
     def _input(args: Any) -> tuple[int, ...] | None:
         return _shape(args[0] if args and isinstance(args[0], tensor) else _first_tensor(args))
 
-    def enter(path: str, kind: str, args: Any) -> None:
+    def foreign(module: Any) -> None:
+        """A call this trace does not record: another thread's (counted when it is the model's thread pool), or
+        a module's that is not the model's (a copy made while it runs carries our hooks: they leave it now), or
+        one after the trace (a copy somebody kept)."""
+        if get_ident() != own:
+            if live[0] and id(module) in paths and getattr(_TRACING, "on", None) is None:
+                elsewhere[0] += 1
+        elif not live[0] or id(module) not in paths:
+            for hooks in (module._forward_pre_hooks, module._forward_hooks,  # noqa: SLF001
+                          module._forward_hooks_always_called):  # noqa: SLF001
+                for i in ids:
+                    hooks.pop(i, None)
+
+    # Each call of one of the model's modules is entered by a pre-hook put before the module's own (so that a
+    # pre-hook of theirs that raises finds its call on the stack) and left by a hook after all of its own (rows
+    # show what the model's hooks hand on), which torch calls on an exception too (always_call).
+    def enter(module: Any, args: Any) -> None:
+        path = paths.get(id(module))
+        if path is None or get_ident() != own or _TRACING.on is not token:
+            foreign(module)
+            return
         parent = stack[-1] if stack else None
-        c = Call(len(calls), path, kind, _input(args), parent=parent, macs=-counter.macs)
+        c = Call(len(calls), path, type(module).__name__, _input(args), parent=parent, macs=-counter.macs)
         if parent is not None:
             calls[parent].children.append(c.order)
         calls.append(c)
         stack.append(c.order)
 
-    def refresh(module: Any, args: Any) -> None:  # after the pre-hooks: the input the module really gets
-        calls[stack[-1]].input = _input(args)
+    def refresh(module: Any, args: Any) -> None:  # after the module's own pre-hooks: the input it really gets
+        if get_ident() == own and _TRACING.on is token and id(module) in paths:
+            calls[stack[-1]].input = _input(args)
 
-    def leave(output: Any, exc: BaseException | None) -> None:
+    def leave(module: Any, args: Any, output: Any) -> None:
+        path = paths.get(id(module))
+        if path is None or get_ident() != own or _TRACING.on is not token or not stack or \
+                calls[stack[-1]].path != path:
+            return  # not ours, or not entered (a torch-wide pre-hook raised before ours ran)
         c = calls[stack.pop()]
         c.macs += counter.macs
         if c.parent is not None:
             calls[c.parent].child_macs += c.macs
+        exc = exc_info()[1] if output is None else None  # torch calls us from its `except` on an exception
         if exc is not None:
             if failed[0] is None or failed[0][1] is not exc:  # innermost: the first call this exception leaves
                 failed[0] = (c, exc)
@@ -392,57 +447,36 @@ def run(model: Any, shape: tuple[int, ...], name: str = "model", fields: bool = 
         if tracker is not None:
             c.rf = tracker.of(first)
 
-    # Every call of one of the model's modules is recorded around torch's own nn.Module._call_impl, which
-    # nn.Module.__call__ runs and which is replaced for the duration (build.replaced): the call is entered
-    # before any hook runs (so that a pre-hook that raises finds its call on the stack) and left after all of them
-    # (rows show what the model's own hooks hand on). Why not global module hooks, as before: with any hook
-    # registered, torch takes the slow path of _call_impl for every module, which with our two hooks cost a tenth
-    # of a traced MobileNetV2. Modules that are not the model's (made or copied while it runs, another thread's)
-    # go straight to torch's, and so do the model's own called in other threads (a thread pool in its forward):
-    # the dispatch mode that counts is this thread's alone, so they are counted as unseen instead.
-    call_impl = nn.Module._call_impl  # noqa: SLF001
-    paths = {id(m): p for p, m in named}
-    global_pre_hooks = nn_module._global_forward_pre_hooks  # noqa: SLF001
-    get_ident = threading.get_ident
-    elsewhere = [0]  # calls of the model's modules in other threads
-
-    def traced_call_impl(module: Any, *args: Any, **kwargs: Any) -> Any:
-        path = paths.get(id(module))
-        if path is None or get_ident() != scope.thread:
-            if path is not None:
-                elsewhere[0] += 1
-            return call_impl(module, *args, **kwargs)
-        enter(path, type(module).__name__, args)
-        # Pre-hooks may change the input: `refresh`, run after them for this call only, records what it gets.
-        hooked = module._forward_pre_hooks or global_pre_hooks  # noqa: SLF001
-        hook = module.register_forward_pre_hook(refresh) if hooked else None
-        try:
-            output = call_impl(module, *args, **kwargs)
-        except BaseException as exc:  # a model may catch it and go on: the stack stays consistent
-            leave(None, exc)
-            raise
-        finally:
-            if hook is not None:
-                hook.remove()
-        leave(output, None)
-        return output
-
     x = torch.empty((1, *shape), device="meta")
     if tracker is not None:
         tracker.start(x)
-    with PATCHING, this_thread() as scope, contextlib.ExitStack() as patches:
-        patches.enter_context(replaced(nn.Module, "_call_impl", traced_call_impl))
-        patches.enter_context(_direct_convolutions(named, counter))
-        patches.enter_context(pass_through(model, named, tracker.copy if tracker is not None else None))
-        for _, m in named:  # a compiled module's call would skip _call_impl: it runs uncompiled here
-            if m._compiled_call_impl is not None:  # noqa: SLF001
-                patches.callback(setattr, m, "_compiled_call_impl", m._compiled_call_impl)  # noqa: SLF001
+    handles: list[Any] = []
+    compiled: list[tuple[Any, Any]] = []
+    tracing = getattr(_TRACING, "on", None)  # an analysis of a submodule inside a model's forward: nested
+    token = object()  # while this trace is the innermost in its thread, _TRACING.on is this
+    try:
+        for _, m in named:
+            if m._forward_pre_hooks:  # noqa: SLF001 - its own: record the input they hand on
+                handles.append(m.register_forward_pre_hook(refresh))
+            handles.append(m.register_forward_pre_hook(enter, prepend=True))
+            handles.append(m.register_forward_hook(leave, always_call=True))
+            if m._compiled_call_impl is not None:  # noqa: SLF001 - a compiled call would skip the hooks:
+                compiled.append((m, m._compiled_call_impl))  # noqa: SLF001 - it runs uncompiled here
                 vars(m)["_compiled_call_impl"] = None
+        ids = tuple(h.id for h in handles)
+        _TRACING.on = token
         try:
             with torch.no_grad(), counter:
                 out = model(x)
         except Exception as exc:  # noqa: BLE001 - the layer that failed is named by the caller
             raise _Failure(failed[0][0] if failed[0] and failed[0][1] is exc else None, exc) from None
+    finally:
+        _TRACING.on = tracing
+        live[0] = False
+        for h in handles:
+            h.remove()
+        for m, impl in compiled:
+            vars(m)["_compiled_call_impl"] = impl
     first = _first_tensor(out)
     return Trace(calls=calls, macs=counter.macs, by_op=counter.by_op, output=_shape(first) or (),
                  elsewhere=elsewhere[0], rf=tracker.of(first) if tracker is not None else None,
