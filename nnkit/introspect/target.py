@@ -49,7 +49,8 @@ def _load_object(target: str) -> Any:
         raise
     except SyntaxError as exc:
         raise ModelError(f"{exc.filename}, line {exc.lineno}: {exc.msg} (importing {where})") from None
-    except Exception as exc:  # noqa: BLE001 - any failure inside the user's module becomes one line
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - any failure inside the user's module is one line;
+        # sys.exit() at import time too, which would otherwise end nnkit silently with the module's exit code
         frames = [f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.startswith("<frozen")]
         user = [f for f in frames if where.endswith(".py") and Path(f.filename).resolve() == Path(where).resolve()]
         frame = (user or frames or [None])[-1]
@@ -146,8 +147,14 @@ def resolve(target: str, *, input: str | None, num_classes: int | None, in_chann
 
         if isinstance(obj, nn.Module):
             return obj
+        if not callable(obj) or (isinstance(obj, type) and not issubclass(obj, nn.Module)):
+            raise ModelError(f"model '{target}': {type(obj).__name__} {obj!r} is not a torch.nn.Module class, "
+                             f"instance or factory")
         try:
             model = on_meta(obj)
+        except SystemExit as exc:  # builtins:exit, or a factory calling sys.exit(): not a model, not our exit
+            raise ModelError(f"model '{target}': calling {obj!r} exited (SystemExit {exc.code!r}) instead of "
+                             f"returning a torch.nn.Module") from None
         except Exception as exc:  # noqa: BLE001
             raise ModelError(f"model '{target}': calling {obj!r} failed: {type(exc).__name__}: {exc}") from None
         if not isinstance(model, nn.Module):
