@@ -16,6 +16,10 @@ MAX_SIZE = 2**31 - 1
 MAX_DIGITS = len(str(MAX_SIZE))  # longer digit strings are refused before int() reads them (Python's int
 # parsing is quadratic in the number of digits and refuses more than 4300)
 MAX_ELEMENTS = 2**63 - 1  # torch's int64 numel: a tensor larger than this cannot exist anywhere
+# A model's input (torch traces it, even on the meta device, in int64 byte counts): 2**48 elements is a petabyte
+# of float32, no real input, and leaves every activation a network derives from it (channels times area,
+# 256 times the input at most in real networks) inside int64 bytes.
+MAX_INPUT_ELEMENTS = 2**48
 
 
 def too_large(text: str) -> bool:

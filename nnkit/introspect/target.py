@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import math
 import re
 import sys
 import traceback
@@ -83,9 +84,17 @@ def parse_input(text: str | None, channels: int | None, rank: int | None = 3, na
 
     if not looks_like_shape(text):
         parse_shape(text)  # its one-line message for what is not a shape
-    dims = tuple(int(d) for d in re.split(r"\s*[x,*×]\s*", text.strip().lower()))
+    from nnkit.core.numbers import MAX_INPUT_ELEMENTS, MAX_SIZE, too_large
+
+    words = re.split(r"\s*[x,*×]\s*", text.strip().lower())
+    if any(too_large(d) for d in words):  # before int(): thousands of digits are Python's int-string limit
+        raise SpecError(f"input '{text[:60]}': a size above {MAX_SIZE:,} (2**31 - 1) is beyond any network")
+    dims = tuple(int(d) for d in words)
     if any(d <= 0 for d in dims):
         raise SpecError(f"input '{text}': every size must be positive")
+    if math.prod(dims) > MAX_INPUT_ELEMENTS:  # torch sizes tensors in int64 bytes, even on the meta device
+        raise SpecError(f"input '{text}': more than 2**48 elements, beyond any real input (a model's "
+                        f"activations are larger still)")
     n = len(dims)
     if rank is None:
         return (dims[0], dims[1:]) if n == 4 else (None, dims)

@@ -320,6 +320,26 @@ def _build_model(cfg: TrainConfig, nclass: int, channels: int) -> Any:
                          f"({type(exc).__name__}: {first_line(exc)})") from exc
 
 
+def _check_model_memory(cfg: TrainConfig, info: Any) -> None:
+    """A --width that multiplies the channels beyond memory: counted on the meta device first (at the
+    architecture's own input channels and ten classes: the data is not loaded yet, and the head is a small
+    part), refused before the data and the real weights, their gradients and optimizer state are allocated."""
+    nclass, channels = 10, info.input[0]
+    from nnkit.archs import build
+    from nnkit.core.numbers import physical_memory
+    from nnkit.introspect.build import on_meta
+
+    try:
+        model = on_meta(lambda: build(cfg.arch, num_classes=nclass, in_channels=channels, width=cfg.width))
+    except Exception:  # noqa: BLE001 - the real build below says what is wrong, in its own words
+        return
+    need = 16 * sum(p.numel() for p in model.parameters())  # float32 weights, gradients, two Adam moments
+    have = physical_memory()
+    if have and need > have:
+        raise UsageError(f"--width {cfg.width:g}: {cfg.arch} would have about {need // 16:,} parameters, "
+                         f"{need / 2**30:,.1f} GiB to train, more than this machine's {have / 2**30:,.1f} GiB")
+
+
 def _optimizer(cfg: TrainConfig, params: list[Any]) -> Any:
     import torch
 
@@ -401,6 +421,18 @@ def _plain(value: Any) -> Any:
     return value.value if hasattr(value, "value") else value
 
 
+def saved_config(state: dict[str, Any]) -> TrainConfig:
+    """The TrainConfig a checkpoint recorded; an edited one (a wrong type, an unknown choice, a value that
+    makes no sense) is a CheckpointError, not an internal error."""
+    try:
+        return TrainConfig.from_dict(state["config"]).validate()
+    except UsageError as exc:
+        raise CheckpointError(f"{state['path']}: its recorded settings do not hold ({exc}); edited?") from None
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise CheckpointError(f"{state['path']}: its recorded settings are malformed ({first_line(exc, 80)}); "
+                              f"edited?") from None
+
+
 def resume_config(source: str, cfg_epochs: int | None, **overrides: Any) -> tuple[TrainConfig, dict[str, Any]]:
     """The saved config of the run in `source` (a run dir or a checkpoint), with --epochs applied.
 
@@ -412,7 +444,7 @@ def resume_config(source: str, cfg_epochs: int | None, **overrides: Any) -> tupl
     if state.get("kind") != "last" or "optimizer" not in state:
         raise CheckpointError(f"--resume {state['path']}: a {state.get('kind', 'weights')} checkpoint holds no "
                               f"optimizer state; resume from the run directory or its last.pt")
-    saved = TrainConfig.from_dict(state["config"])
+    saved = saved_config(state)
     for key, value in overrides.items():
         if value is None:
             continue
@@ -444,6 +476,8 @@ def train(cfg: TrainConfig, resume: dict[str, Any] | None = None, hooks: Hooks |
     d = D.from_env()
     device = resolve_device(cfg.device, d)
     info = get_arch(cfg.arch)
+    if cfg.width is not None:
+        _check_model_memory(cfg, info)
     amp = amp_dtype(device) if cfg.amp else None
     run_dir = Path(os.path.expanduser(cfg.out)) if cfg.out else default_run_dir(cfg)
     rundir = RunDir(run_dir, "--out" if resume is None else "--resume", new=resume is None)
@@ -782,7 +816,7 @@ def evaluate_checkpoint(path: str, dataset: Dataset | None = None, data_dir: str
     from nnkit.train.data import load_data
 
     state = ckpt.load(path)
-    cfg = TrainConfig.from_dict(state["config"])
+    cfg = saved_config(state)
     if dataset is not None and dataset is not cfg.dataset:
         cfg = replace(cfg, dataset=dataset, data_dir=data_dir or None)
     elif data_dir:
