@@ -25,7 +25,7 @@ from nnkit.core import report
 from nnkit.core import solve as _solve
 from nnkit.core.dwsep import DwsepComparison
 from nnkit.core.spec import looks_like_shape
-from nnkit.errors import MissingDependencyError, UsageError
+from nnkit.errors import MissingDependencyError, UnknownOptionError, UsageError
 
 __all__ = ["Analysis", "analyze", "dwsep", "memory", "solve", "summary"]
 
@@ -197,9 +197,12 @@ def analyze_target(target: str, layers: list[str] | None, *, input: str | None =
                              "not to a chain (write the shape first, then the layers)")
         options = [x for x in layers or [] if x.startswith("--")]
         if options:
-            raise UsageError(f"no such option: {options[0]} (see --help)")
+            raise UnknownOptionError(options[0])
         analysis = analyze_chain(target, layers or [])
         return truncate(analysis, at) if at else analysis
+    options = [x for x in layers or [] if x.startswith("-") and len(x) > 1]
+    if options:  # a model takes no words after it: these were meant as options
+        raise UnknownOptionError(options[0])
     if layers:
         raise UsageError(f"'{target}' is not an input shape, so the words after it ({' '.join(layers)}) make no "
                          "chain; for a chain write the shape first, e.g. 3x32x32 \"conv(6,5)\"")

@@ -27,6 +27,15 @@ class SpecError(NnkitError):
     exit_code = ExitCode.USAGE
 
 
+class UnknownOptionError(SpecError):
+    """An option the command does not have (where a command takes free words, such as a chain's layers, typer
+    cannot tell it from a word). The CLI names the command."""
+
+    def __init__(self, option: str) -> None:
+        self.option = option
+        super().__init__(f"no such option: {option}")
+
+
 class GeometryError(NnkitError):
     """A well-formed layer that cannot apply to its input (kernel larger than the padded input, ...)."""
 
@@ -72,6 +81,10 @@ class RunDirError(NnkitError):
     """An output directory that cannot be created or written, or holds files of something else already."""
 
 
+class TrainingError(NnkitError):
+    """A run that cannot go on: its loss became NaN or infinite."""
+
+
 class DistributedError(NnkitError):
     """A rendezvous that cannot be reached, or a rank that failed."""
 
@@ -80,6 +93,14 @@ class Interrupted(NnkitError):
     """Ctrl-C or SIGTERM during training, after the resumable checkpoint was saved."""
 
     exit_code = ExitCode.INTERRUPTED
+
+
+def one_line(text: str, word_limit: int = 200) -> str:
+    """A message as one line: the newlines (and runs of white space) that exception texts and arguments may
+    hold, folded to single spaces, so that a script reading stderr line by line sees one error per line; a
+    word longer than `word_limit` (an argument of thousands of digits, quoted back) is shortened."""
+    return " ".join(w if len(w) <= word_limit else f"{w[:60]}...({len(w):,} characters)"
+                    for w in str(text).split())
 
 
 def first_line(exc: BaseException, limit: int = 160) -> str:

@@ -12,7 +12,7 @@ from typer.core import TyperGroup
 
 from nnkit import __version__
 from nnkit.cli.common import DEBUG
-from nnkit.errors import ExitCode, NnkitError
+from nnkit.errors import ExitCode, NnkitError, UnknownOptionError, one_line
 
 
 def _is_usage_error(exc: BaseException) -> bool:
@@ -37,7 +37,7 @@ class _Boundary(TyperGroup):
             sub = ctx.command_path.partition(" ")[2] if ctx is not None else ""
             where = f"{sub}: " if sub else ""
             hint = f" (see {ctx.command_path} --help)" if ctx is not None else ""
-            message = " ".join(exc.format_message().split())
+            message = one_line(exc.format_message())
             if message:  # no arguments at all: the help was the answer
                 typer.echo(f"nnkit: {where}{message}{hint}", err=True)
             sys.exit(exc.exit_code)
@@ -46,13 +46,24 @@ class _Boundary(TyperGroup):
             sys.exit(int(ExitCode.INTERRUPTED))
         sys.exit(rv if isinstance(rv, int) else 0)
 
+    def make_context(self, *args: Any, **kwargs: Any) -> Any:
+        # click answers Ctrl-C while parsing with a blank line and Abort; ours is one line (see main)
+        try:
+            return super().make_context(*args, **kwargs)
+        except KeyboardInterrupt:
+            raise _Interrupt from None
+
     def invoke(self, ctx: Any) -> Any:
         try:
             return super().invoke(ctx)
         except NnkitError as exc:
             if DEBUG["on"]:
                 raise
-            typer.echo(f"nnkit: {exc}", err=True)
+            if isinstance(exc, UnknownOptionError) and ctx.invoked_subcommand:  # as click says it
+                command = f"{ctx.command_path} {ctx.invoked_subcommand}"
+                typer.echo(f"nnkit: {ctx.invoked_subcommand}: {exc} (see {command} --help)", err=True)
+            else:
+                typer.echo(f"nnkit: {one_line(str(exc))}", err=True)
             ctx.exit(int(exc.exit_code))
         except KeyboardInterrupt:
             typer.echo("nnkit: interrupted", err=True)
@@ -64,9 +75,18 @@ class _Boundary(TyperGroup):
             # typer's own signals (Exit, Abort, usage errors; click's in older typer) pass through.
             if DEBUG["on"] or type(exc).__module__.split(".")[0] in ("typer", "click"):
                 raise
-            typer.echo(f"nnkit: internal error: {type(exc).__name__}: {exc} (run with --debug for details)",
-                       err=True)
+            typer.echo(f"nnkit: internal error: {type(exc).__name__}: {one_line(str(exc))} (run with --debug for "
+                       f"details)", err=True)
             ctx.exit(int(ExitCode.ERROR))
+
+
+class _Interrupt(Exception):
+    """Ctrl-C or SIGTERM where click would catch KeyboardInterrupt itself."""
+
+
+def terminate_as_interrupt(signum: int, frame: Any) -> None:
+    """SIGTERM ends a command as Ctrl-C does: one line, exit 130, and a run that can be resumed."""
+    raise KeyboardInterrupt
 
 
 def _version(value: bool) -> None:
@@ -134,4 +154,11 @@ def main() -> None:
     # Only a plain `nnkit COMMAND ...` builds one group; --help, options first and completion build them all.
     first = sys.argv[1] if len(sys.argv) > 1 else None
     completing = any(k.endswith("_COMPLETE") for k in os.environ if k.startswith("_NNKIT"))
-    build_app(None if completing else first)(prog_name="nnkit")
+    import signal
+
+    signal.signal(signal.SIGTERM, terminate_as_interrupt)
+    try:
+        build_app(None if completing else first)(prog_name="nnkit")
+    except (KeyboardInterrupt, _Interrupt):  # before or after a command's own boundary: importing, exiting
+        sys.stderr.write("nnkit: interrupted\n")
+        sys.exit(int(ExitCode.INTERRUPTED))

@@ -12,6 +12,7 @@ from typing import Annotated, Callable, Optional
 import typer
 
 from nnkit.cli.common import (
+    DEBUG,
     DepthOpt,
     ExplainOpt,
     FormatOpt,
@@ -24,8 +25,8 @@ from nnkit.cli.common import (
 from nnkit.api import Backend, analyze_target
 from nnkit.core.report import Analysis
 from nnkit.core.spec import looks_like_shape
-from nnkit.errors import ExitCode, NnkitError, UsageError
-from nnkit.render import DELIMITERS, OutputFormat, Tabular, emit, resolve, to_delimited
+from nnkit.errors import ExitCode, NnkitError, UsageError, one_line
+from nnkit.render import DELIMITERS, OutputFormat, Tabular, emit, finite_json, resolve, to_delimited
 from nnkit.render.views import SUMMARY_COLUMNS, View, dwsep_view, solve_view, summary_line, view
 
 
@@ -67,18 +68,30 @@ def _batch(what: View, fmt: OutputFormat | None, explain: bool,
         first, *rest = line.split(None, 1)
         try:
             a = analyse(first, rest or None)
+            if fmt is OutputFormat.json:
+                doc, _ = view(a, what, explain)
+                text = json.dumps(finite_json({"line": number, **doc}), ensure_ascii=False, allow_nan=False) + "\n"
+            elif fmt is OutputFormat.table:
+                text = None
+                emit(*view(a, what, explain), fmt)
+            else:
+                text = to_delimited(Tabular(columns, ((number, a.source, *summary_line(a, what)),)),
+                                    DELIMITERS[fmt], header=False)
         except NnkitError as exc:
-            sys.stderr.write(f"nnkit: line {number}: {exc}\n")
+            sys.stderr.write(f"nnkit: line {number}: {one_line(str(exc))}\n")
             worst = max(worst, exc.exit_code)
             continue
-        if fmt is OutputFormat.json:
-            doc, _ = view(a, what, explain)
-            sys.stdout.write(json.dumps({"line": number, **doc}, ensure_ascii=False) + "\n")
-        elif fmt is OutputFormat.table:
-            emit(*view(a, what, explain), fmt)
-        else:
-            row = Tabular(columns, ((number, a.source, *summary_line(a, what)),))
-            sys.stdout.write(to_delimited(row, DELIMITERS[fmt], header=False))
+        except (KeyboardInterrupt, BrokenPipeError):  # the user or the reader ends the batch, not a line
+            raise
+        except Exception as exc:  # noqa: BLE001 - one line's failure, whatever it is, must not end the batch
+            if DEBUG["on"]:
+                raise
+            sys.stderr.write(f"nnkit: line {number}: internal error: {type(exc).__name__}: {one_line(str(exc))} "
+                             f"(run with --debug for details)\n")
+            worst = max(worst, ExitCode.ERROR)
+            continue
+        if text is not None:
+            sys.stdout.write(text)
         sys.stdout.flush()
     if worst:
         raise typer.Exit(int(worst))
@@ -112,6 +125,9 @@ def _make(what: View) -> Callable[..., None]:
                                   fields=what in ("rf", "summary"), explain=explain)
 
         if target == "-":
+            if layers:
+                raise UsageError(f"'-' reads one target per line from stdin; the words after it "
+                                 f"({' '.join(layers)}) would be ignored: put them on the lines, or drop the '-'")
             _batch(what, fmt, explain, analyse)
             return
         doc, tab = view(analyse(target, layers), what, explain)

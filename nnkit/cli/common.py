@@ -1,5 +1,6 @@
 """Options spelled once for every command (STYLE.md, practice 6), and the error boundary's state."""
 
+import math
 import os
 from typing import Annotated, Optional
 
@@ -27,7 +28,15 @@ DeviceOpt = Annotated[
 ]
 NumClassesOpt = Annotated[Optional[int], typer.Option("--num-classes", help="Number of output classes.")]
 InChannelsOpt = Annotated[Optional[int], typer.Option("--in-channels", help="Number of input channels.")]
-WidthOpt = Annotated[Optional[float], typer.Option("--width", help="Width multiplier (alpha) where it applies.")]
+def _positive_finite(value: Optional[float]) -> Optional[float]:
+    """typer reads 'nan' and 'inf' as floats; a multiplier must be a real positive number."""
+    if value is not None and not (math.isfinite(value) and value > 0):
+        raise typer.BadParameter(f"must be a positive finite number, got {value}")
+    return value
+
+
+WidthOpt = Annotated[Optional[float], typer.Option("--width", help="Width multiplier (alpha) where it applies.",
+                                                    callback=_positive_finite)]
 DepthOpt = Annotated[
     Optional[int], typer.Option("--depth", help="Fold modules nested deeper than this (named models).")
 ]

@@ -7,8 +7,9 @@ from dataclasses import replace
 
 from nnkit.core import layers as L
 from nnkit.core.report import Analysis, LayerReport
+from nnkit.core.numbers import MAX_ELEMENTS, MAX_SIZE
 from nnkit.core.spec import RANK, TOKEN_KINDS, TOKENS, Form, LayerSpec, parse_chain, parse_shape, read_input
-from nnkit.errors import SpecError
+from nnkit.errors import GeometryError, SpecError
 
 BYTES_PER_ELEMENT = 4  # float32 activations
 
@@ -53,6 +54,10 @@ def analyze_chain(input_text: str, chain: str | list[str] | tuple[str, ...] | li
     current = shape
     for index, spec in enumerate(specs, start=1):
         step = L.apply(spec, current, index)
+        if max(step.output) > MAX_SIZE or math.prod(step.output) * n > MAX_ELEMENTS:
+            # upsampling repeated grows sizes geometrically: stop before the numbers stop meaning anything
+            raise GeometryError(f"layer {index} {spec.text}: output {'x'.join(map(str, step.output))[:60]} is "
+                                f"beyond any tensor (a size above {MAX_SIZE:,} or more than 2**63 elements)")
         explain = list(step.explain)
         if step.rf_undefined:
             fld_ok = False

@@ -4,11 +4,18 @@ so the two directions cannot disagree."""
 
 from __future__ import annotations
 
+import heapq
+import itertools
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from nnkit.core.layers import tconv_out, window_out
+from nnkit.core.numbers import MAX_SIZE
 from nnkit.errors import GeometryError, UsageError
+
+MAX_SOLUTIONS = 100  # listed by map_size, best first; a size with more (huge inputs) says how many in `total`
+MAX_EXTENT = 4096  # dilation*(kernel-1) + 1: every padding below it is tried, so this bounds the time
 
 
 def conv_out(h: int, k: int, s: int, p: int, d: int = 1) -> int:
@@ -20,6 +27,9 @@ def _positive(**values: int) -> None:
     for name, v in values.items():
         if v <= 0:
             raise UsageError(f"{name} must be positive, got {v}")
+        if v > MAX_SIZE:
+            shown = f"{v:,}" if v.bit_length() < 100 else f"of {v.bit_length():,} bits"
+            raise UsageError(f"{name} {shown} is above {MAX_SIZE:,} (2**31 - 1), beyond any network")
 
 
 @dataclass(frozen=True)
@@ -80,42 +90,100 @@ class MapResult:
     kernel: int
     dilation: int
     solutions: tuple[Mapping, ...]
+    total: int = 0  # all solutions; more than len(solutions) when the list was cut at MAX_SOLUTIONS
 
 
 def map_size(size_in: int, size_out: int, kernel: int, *, dilation: int = 1) -> MapResult:
-    """Every (stride, padding) with padding below the kernel extent mapping size_in to size_out, exact fits first.
+    """Every (stride, padding) with padding below the kernel extent mapping size_in to size_out, exact fits first
+    (the first MAX_SOLUTIONS of them; `total` counts all).
 
-    Strides and paddings are enumerated (at most size x extent pairs); a transposed conv's output_padding is
-    solved for, not searched.
+    Solved, not searched, so the time does not grow with the sizes: for each padding the strides that fit form
+    one interval, read off the forward formula, and along it the rows left out (conv) or the output_padding
+    (tconv) change monotonically, so each padding yields its solutions already in order and a merge of those
+    streams gives the best ones first.
     """
     _positive(input=size_in, output=size_out, kernel=kernel, dilation=dilation)
     extent = dilation * (kernel - 1) + 1
-    found: list[Mapping] = []
-    if size_out <= size_in:
-        for s in range(1, size_in + 1):
-            for p in range(0, extent):
-                if conv_out(size_in, kernel, s, p, dilation) == size_out:
-                    num = size_in + 2 * p - extent
-                    lost = max(num % s - p, 0)  # what no window covers: right padding first, then input rows
-                    found.append(Mapping(False, s, p, 0, lost,
-                                         f"({size_in} + 2*{p} - {extent})/{s} + 1 = {size_out}"
-                                         + (f" (floor; {lost} input rows left out)" if lost else "")))
-    if size_out >= size_in:
-        # (H-1)*s <= out + 2p bounds the stride; from a single pixel the output is the same for every stride
-        top = (size_out + 2 * extent) // (size_in - 1) if size_in > 1 else size_out
-        for s in range(1, top + 1):
-            for p in range(0, extent):
-                op = size_out - tconv_out(size_in, kernel, s, p, 0, dilation)
-                if 0 <= op < max(s, dilation):
-                    found.append(Mapping(True, s, p, op, 0,
-                                         f"({size_in}-1)*{s} - 2*{p} + {dilation}*({kernel}-1) + {op} + 1 "
-                                         f"= {size_out}"))
+    if extent > MAX_EXTENT:
+        raise UsageError(f"kernel extent {dilation}*({kernel}-1) + 1 = {extent:,} is above {MAX_EXTENT:,}, beyond any "
+                         "network")
+    streams: list[Iterator[tuple[tuple[int, ...], Mapping]]] = []
+    total = 0
+    for p in range(extent):
+        if size_out <= size_in:
+            lo, hi, gen = _conv_strides(size_in, size_out, kernel, dilation, p)
+            total += max(0, hi - lo + 1)
+            if lo <= hi:
+                streams.append(gen)
+        if size_out >= size_in:
+            lo, hi, gen = _tconv_strides(size_in, size_out, kernel, dilation, p)
+            total += max(0, hi - lo + 1)
+            if lo <= hi:
+                streams.append(gen)
+    found = tuple(m for _, m in itertools.islice(heapq.merge(*streams, key=lambda e: e[0]), MAX_SOLUTIONS))
     if not found:
         raise GeometryError(f"no stride and padding below {extent} map {size_in} to {size_out} with a {kernel}-wide "
                             "kernel")
-    found.sort(key=lambda m: (m.left_out, m.output_padding, m.transposed != (size_out > size_in), m.stride,
-                              m.padding))
-    return MapResult(size_in, size_out, kernel, dilation, tuple(found))
+    return MapResult(size_in, size_out, kernel, dilation, found, total)
+
+
+def _conv_strides(h: int, o: int, k: int, d: int, p: int) -> tuple[int, int, Iterator[Any]]:
+    """Strides s with conv_out(h, k, s, p, d) == o, as (first, last, their solutions best first).
+
+    With num = h + 2p - extent >= 0, the output is num // s + 1, so o - 1 == num // s: s > num / o and
+    s <= num / (o - 1), up to s = h. On that interval num % s = num - (o-1)*s, so the rows left out,
+    max(num % s - p, 0), fall as s grows: exact fits are the largest strides.
+    """
+    extent = d * (k - 1) + 1
+    num = h + 2 * p - extent
+    if num < 0:
+        return 1, 0, iter(())
+    lo, hi = num // o + 1, (h if o == 1 else min(h, num // (o - 1)))
+    flag = o > h  # the sort key's third part: the layer that does not change the size the asked way comes after
+    lo = max(lo, 1)
+
+    def one(s: int) -> tuple[tuple[int, ...], Mapping]:
+        lost = max(num % s - p, 0)  # what no window covers: right padding first, then input rows
+        m = Mapping(False, s, p, 0, lost, f"({h} + 2*{p} - {extent})/{s} + 1 = {o}"
+                    + (f" (floor; {lost} input rows left out)" if lost else ""))
+        return (lost, 0, flag, s, p), m
+
+    def gen() -> Iterator[tuple[tuple[int, ...], Mapping]]:
+        if o == 1:  # num % s == num for every s > num: the same rows left out, strides in order
+            yield from (one(s) for s in range(lo, hi + 1))
+            return
+        exact = max(lo, -(-(num - p) // (o - 1)))  # smallest s with num - (o-1)*s - p <= 0
+        yield from (one(s) for s in range(exact, hi + 1))
+        yield from (one(s) for s in range(min(hi, exact - 1), lo - 1, -1))
+
+    return lo, hi, gen()
+
+
+def _tconv_strides(h: int, o: int, k: int, d: int, p: int) -> tuple[int, int, Iterator[Any]]:
+    """Strides s of a tconv(k, s, p, d) giving o with an output_padding 0 <= op < max(s, d), best first.
+
+    op = o - ((h-1)*s - 2p + extent) falls by h - 1 per unit of stride: op >= 0 bounds s from above, op < s or
+    op < d from below, and the smallest op is the largest stride. From one pixel (h = 1) op is the same for
+    every stride up to o.
+    """
+    extent = d * (k - 1) + 1
+    room = o + 2 * p - extent  # (h-1)*s + op
+    flag = not o > h
+
+    def one(s: int) -> tuple[tuple[int, ...], Mapping]:
+        op = o - tconv_out(h, k, s, p, 0, d)
+        return (0, op, flag, s, p), Mapping(True, s, p, op, 0, f"({h}-1)*{s} - 2*{p} + {d}*({k}-1) + {op} + 1 "
+                                                               f"= {o}")
+
+    if room < 0:
+        return 1, 0, iter(())
+    if h == 1:
+        lo, hi = (1 if room < d else room + 1), o
+        return lo, hi, (one(s) for s in range(lo, hi + 1))
+    top = (o + 2 * extent) // (h - 1)  # (H-1)*s <= out + 2p bounds the stride
+    hi = min(top, room // (h - 1))
+    lo = max(1, min(room // h + 1, (room - d) // (h - 1) + 1))
+    return lo, hi, (one(s) for s in range(hi, lo - 1, -1))
 
 
 @dataclass(frozen=True)
@@ -131,6 +199,8 @@ def undo(size: int, kernel: int, *, stride: int = 1, padding: int = 0, dilation:
     _positive(input=size, kernel=kernel, stride=stride, dilation=dilation)
     if padding < 0:
         raise UsageError(f"padding must not be negative, got {padding}")
+    if padding > MAX_SIZE:
+        raise UsageError(f"padding {padding} is above {MAX_SIZE:,} (2**31 - 1), beyond any network")
     out = conv_out(size, kernel, stride, padding, dilation)
     if out <= 0 or size + 2 * padding < dilation * (kernel - 1) + 1:
         raise GeometryError(f"conv(k={kernel}, s={stride}, p={padding}, d={dilation}) does not fit an input of "

@@ -10,10 +10,12 @@ nnkit.core.layers.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import Any, Callable, Union
 
+from nnkit.core.numbers import MAX_ELEMENTS, MAX_SIZE, too_large
 from nnkit.errors import SpecError
 
 Value = Union[int, float, bool, str, tuple]
@@ -58,7 +60,12 @@ def read_input(text: str, form: Form = 2, why: str = "") -> tuple[int | None, tu
     if not looks_like_shape(text):
         sign = " (sizes must be positive)" if text.strip().startswith("-") else ""
         raise SpecError(f"input '{text}': expected a shape such as 3x32x32, 32x32, 8x3x32x32 or 128{sign}")
-    dims = tuple(int(d) for d in re.split(r"\s*[x,*×]\s*", text.strip().lower()))
+    words = re.split(r"\s*[x,*×]\s*", text.strip().lower())
+    if any(too_large(d) for d in words):
+        raise SpecError(f"input '{_cut(text)}': a size above {MAX_SIZE:,} (2**31 - 1) is beyond any network")
+    dims = tuple(int(d) for d in words)
+    if math.prod(dims) > MAX_ELEMENTS:
+        raise SpecError(f"input '{_cut(text)}': more than 2**63 elements, beyond any tensor")
     if any(d <= 0 for d in dims):
         raise SpecError(f"input '{text}': every size must be positive")
     spellings, rules = _FORMS[form]
@@ -284,6 +291,21 @@ def _flat(buf: list[str]) -> str:
 
 
 MAX_LAYERS = 100_000  # repetition nests; a chain longer than this is a typo, not a network
+MAX_NESTING = 32  # [..] groups inside groups; deeper is no network, and each level is one recursive call
+
+
+def _cut(text: str, limit: int = 40) -> str:
+    """A long hostile token, shortened for a one-line message."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
+
+
+def _glue_stars(text: str) -> str:
+    """'] * 2' -> ']*2' in linear time (a regex over white space around '*' rescans each run: quadratic)."""
+    parts = text.split("*")
+    if len(parts) == 1:
+        return text
+    return "*".join([parts[0].rstrip(), *(p.strip() for p in parts[1:-1]), parts[-1].lstrip()])
 
 
 def split_chain(text: str | list[str] | tuple[str, ...]) -> list[str]:
@@ -293,7 +315,7 @@ def split_chain(text: str | list[str] | tuple[str, ...]) -> list[str]:
     """
     if not isinstance(text, str):
         text = " ".join(text)
-    text = re.sub(r"\s*\*\s*", "*", text)  # "] * 2" -> "]*2"
+    text = _glue_stars(text)  # "] * 2" -> "]*2"
     tokens: list[str] = []
     buf: list[str] = []
     depth = square = 0
@@ -308,6 +330,8 @@ def split_chain(text: str | list[str] | tuple[str, ...]) -> list[str]:
                 raise SpecError(f"layer {len(tokens) + 1} '{_flat(buf)})': unbalanced ')'")
         elif ch == "[" and depth == 0:
             square += 1
+            if square > MAX_NESTING:
+                raise SpecError(f"layer {len(tokens) + 1}: groups nested more than {MAX_NESTING} deep")
         elif ch == "]" and depth == 0:
             square -= 1
             if square < 0:
@@ -339,9 +363,10 @@ def split_chain(text: str | list[str] | tuple[str, ...]) -> list[str]:
     expanded: list[str] = []
     for tok in glued:
         m = _REPEAT.match(tok)
-        body, times = (m.group(1), int(m.group(2))) if m else (tok, 1)
+        body, times = (m.group(1), 0 if too_large(m.group(2)) else int(m.group(2))) if m else (tok, 1)
         if m and not 1 <= times <= 1000:
-            raise SpecError(f"layer {len(expanded) + 1} '{tok}': repeat count must be 1 to 1000, got {times}")
+            raise SpecError(f"layer {len(expanded) + 1} '{_cut(tok)}': repeat count must be 1 to 1000, got "
+                            f"{_cut(m.group(2))}")
         inner = split_chain(body[1:-1]) if body.startswith("[") and body.endswith("]") else [body]
         if len(expanded) + len(inner) * times > MAX_LAYERS:
             raise SpecError(f"layer {len(expanded) + 1} '{tok}': the chain would have more than {MAX_LAYERS:,} "
@@ -367,9 +392,14 @@ def _value(raw: str) -> Value:
     if low in ("false", "no", "off"):
         return False
     if _NUMBER.match(raw):
+        if too_large(raw):
+            raise ValueError(f"{_cut(raw)} is above {MAX_SIZE:,} (2**31 - 1), beyond any network")
         return int(raw)
     if _SIZES_VALUE.match(raw):
-        return tuple(int(x) for x in re.split(r"\s*[x×]\s*", low))
+        parts = re.split(r"\s*[x×]\s*", low)
+        if any(too_large(x) for x in parts):
+            raise ValueError(f"{_cut(raw)} has a size above {MAX_SIZE:,} (2**31 - 1), beyond any network")
+        return tuple(int(x) for x in parts)
     if _FLOAT.match(raw):
         return float(raw)
     if re.match(r"^[a-z_]+$", low):

@@ -4,6 +4,7 @@ cross-check that names every difference between them, nnkit and torchvision's pu
 from __future__ import annotations
 
 import logging
+import math
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +23,25 @@ def _cpu_copy(t: Any) -> Any:
     return copy.deepcopy(model).eval()
 
 
+def _check_real_forward(t: Any) -> None:
+    """fvcore runs a real forward on the CPU: refuse one that needs more memory than the machine has (a huge
+    --input), sized on the meta device first: the weights plus the largest activation and its input."""
+    from nnkit.core.numbers import physical_memory
+    from nnkit.errors import UsageError
+    from nnkit.introspect import analyze_model
+
+    have = physical_memory()
+    if not have:
+        return
+    a = analyze_model(t.rebuild(), t.input, source=t.name, min_input=t.min_input, rebuild=t.rebuild,
+                      fields=False, explain=False)
+    need = 4 * (a.params + math.prod(t.input)) + 2 * max((r.activation_bytes for r in a.layers), default=0)
+    if need > have:
+        raise UsageError(f"--backend fvcore runs {t.name} for real on the CPU: at {'x'.join(map(str, t.input))} "
+                         f"that takes at least {need / 2**30:,.1f} GiB, more than this machine's "
+                         f"{have / 2**30:,.1f} GiB (nnkit's own count needs no memory: drop --backend)")
+
+
 def fvcore_counts(t: Any) -> tuple[Any, Any]:
     """(FlopCountAnalysis, parameter_count dict) on one item."""
     try:
@@ -32,6 +52,7 @@ def fvcore_counts(t: Any) -> tuple[Any, Any]:
         raise MissingDependencyError("fvcore", "--backend fvcore") from None
     import torch
 
+    _check_real_forward(t)
     model = _cpu_copy(t)
     logging.getLogger("fvcore").setLevel(logging.ERROR)
     with warnings.catch_warnings():

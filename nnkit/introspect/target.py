@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import math
 import re
 import sys
 import traceback
@@ -49,7 +50,8 @@ def _load_object(target: str) -> Any:
         raise
     except SyntaxError as exc:
         raise ModelError(f"{exc.filename}, line {exc.lineno}: {exc.msg} (importing {where})") from None
-    except Exception as exc:  # noqa: BLE001 - any failure inside the user's module becomes one line
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - any failure inside the user's module is one line;
+        # sys.exit() at import time too, which would otherwise end nnkit silently with the module's exit code
         frames = [f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.startswith("<frozen")]
         user = [f for f in frames if where.endswith(".py") and Path(f.filename).resolve() == Path(where).resolve()]
         frame = (user or frames or [None])[-1]
@@ -82,9 +84,17 @@ def parse_input(text: str | None, channels: int | None, rank: int | None = 3, na
 
     if not looks_like_shape(text):
         parse_shape(text)  # its one-line message for what is not a shape
-    dims = tuple(int(d) for d in re.split(r"\s*[x,*×]\s*", text.strip().lower()))
+    from nnkit.core.numbers import MAX_INPUT_ELEMENTS, MAX_SIZE, too_large
+
+    words = re.split(r"\s*[x,*×]\s*", text.strip().lower())
+    if any(too_large(d) for d in words):  # before int(): thousands of digits are Python's int-string limit
+        raise SpecError(f"input '{text[:60]}': a size above {MAX_SIZE:,} (2**31 - 1) is beyond any network")
+    dims = tuple(int(d) for d in words)
     if any(d <= 0 for d in dims):
         raise SpecError(f"input '{text}': every size must be positive")
+    if math.prod(dims) > MAX_INPUT_ELEMENTS:  # torch sizes tensors in int64 bytes, even on the meta device
+        raise SpecError(f"input '{text}': more than 2**48 elements, beyond any real input (a model's "
+                        f"activations are larger still)")
     n = len(dims)
     if rank is None:
         return (dims[0], dims[1:]) if n == 4 else (None, dims)
@@ -146,8 +156,14 @@ def resolve(target: str, *, input: str | None, num_classes: int | None, in_chann
 
         if isinstance(obj, nn.Module):
             return obj
+        if not callable(obj) or (isinstance(obj, type) and not issubclass(obj, nn.Module)):
+            raise ModelError(f"model '{target}': {type(obj).__name__} {obj!r} is not a torch.nn.Module class, "
+                             f"instance or factory")
         try:
             model = on_meta(obj)
+        except SystemExit as exc:  # builtins:exit, or a factory calling sys.exit(): not a model, not our exit
+            raise ModelError(f"model '{target}': calling {obj!r} exited (SystemExit {exc.code!r}) instead of "
+                             f"returning a torch.nn.Module") from None
         except Exception as exc:  # noqa: BLE001
             raise ModelError(f"model '{target}': calling {obj!r} failed: {type(exc).__name__}: {exc}") from None
         if not isinstance(model, nn.Module):

@@ -15,6 +15,11 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, TextIO
 
+from nnkit.core.numbers import finite_json
+
+__all__ = ["DELIMITERS", "OutputFormat", "Tabular", "cell", "emit", "finite_json", "resolve", "to_delimited",
+           "to_json"]
+
 
 class OutputFormat(str, Enum):
     table = "table"
@@ -61,7 +66,7 @@ _FLAT_LIST = re.compile(r"\[\s*([-\d.eE+]+(?:,\s*[-\d.eE+]+)*)\s*\]")
 
 def to_json(doc: Any) -> str:
     """Indented JSON, with lists of numbers (shapes, fields) kept on one line: [3, 32, 32]."""
-    text = json.dumps(doc, indent=2, ensure_ascii=False)
+    text = json.dumps(finite_json(doc), indent=2, ensure_ascii=False, allow_nan=False)
     return _FLAT_LIST.sub(lambda m: "[" + ", ".join(x.strip() for x in m.group(1).split(",")) + "]", text)
 
 

@@ -12,8 +12,9 @@ def plot_analysis(a: Analysis, path: str) -> Path:
     out = Path(path)
     if out.suffix.lower() not in (".png", ".svg", ".pdf"):
         raise UsageError(f"--plot {path}: the file name must end in .png, .svg or .pdf")
-    if not out.parent.exists():
-        raise UsageError(f"--plot {path}: no such directory {out.parent}")
+    if not out.parent.is_dir():
+        what = "is a file, not a directory" if out.parent.exists() else "no such directory"
+        raise UsageError(f"--plot {path}: {out.parent} {what}")
     import matplotlib
 
     matplotlib.use("Agg")
@@ -34,6 +35,10 @@ def plot_analysis(a: Analysis, path: str) -> Path:
     axes[2].set_xticklabels([r.spec for r in rows][::step], rotation=90, fontsize=6)
     fig.suptitle(f"{a.source}: {a.params:,} parameters, {a.macs:,} MACs")
     fig.tight_layout()
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
+    try:
+        fig.savefig(out, dpi=100)
+    except OSError as exc:  # a read-only folder, a full disk: the user's file system, not a bug
+        raise UsageError(f"--plot {path}: cannot write ({exc.strerror or exc})") from None
+    finally:
+        plt.close(fig)
     return out

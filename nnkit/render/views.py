@@ -222,11 +222,12 @@ def solve_view(r: Any) -> tuple[dict[str, Any], Tabular]:
                  "output_padding": m.output_padding, "left_out": m.left_out, "formula": m.formula}
                 for m in r.solutions]
         doc = {"input": r.size_in, "output": r.size_out, "kernel": r.kernel, "dilation": r.dilation,
-               "solutions": sols}
+               "solutions": sols, "total": r.total}
+        more = (f"the best {len(sols)} of {r.total:,} solutions",) if r.total > len(sols) else ()
         rows = tuple((s["layer"], s["stride"], s["padding"], s["output_padding"], s["left_out"], s["formula"])
                      for s in sols)
         return doc, Tabular(columns=("layer", "stride", "padding", "output_padding", "left out", "formula"),
-                            rows=rows, title=f"{r.size_in} -> {r.size_out}, kernel {r.kernel}",
+                            rows=rows, title=f"{r.size_in} -> {r.size_out}, kernel {r.kernel}", notes=more,
                             numeric=frozenset({"stride", "padding", "output_padding", "left out"}))
     doc = {"input": r.size, "conv_output": r.conv_output, "output_padding": r.output_padding,
            "explain": list(r.explain)}

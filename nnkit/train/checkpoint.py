@@ -7,11 +7,13 @@ and a checkpoint from elsewhere can never run code. FORMAT marks ours; anything 
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
 from typing import Any
 
+from nnkit.core.numbers import MAX_ELEMENTS, MAX_SIZE, finite_json
 from nnkit.errors import CheckpointError, RunDirError, first_line
 
 FORMAT = "nnkit-checkpoint"
@@ -92,8 +94,27 @@ def load(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
     for key in ("arch", "model", "config", "classes", "input", "mean", "std"):
         if key not in ck:
             raise CheckpointError(f"{p}: nnkit checkpoint without '{key}' (truncated or edited)")
+    shape = ck["input"]
+    if not (isinstance(shape, list) and len(shape) == 3
+            and all(type(v) is int and 0 < v <= MAX_SIZE for v in shape)  # noqa: E721 - bool is no size
+            and math.prod(shape) <= MAX_ELEMENTS):
+        raise CheckpointError(f"{p}: the recorded input {str(shape)[:60]} is no CxHxW of positive sizes up to "
+                              f"{MAX_SIZE:,} (an edited checkpoint?)")
+    if not isinstance(ck["config"], dict) or not isinstance(ck["classes"], list) or not ck["classes"]:
+        raise CheckpointError(f"{p}: nnkit checkpoint with a malformed config or class list (edited?)")
     ck["path"] = str(p)
+    ck["file_id"] = file_id(p)
     return ck
+
+
+def file_id(path: str | Path) -> list[int] | None:
+    """What changes when a file is rewritten (atomic writes make a new inode): to see whether another run
+    replaced a checkpoint after it was read."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return [st.st_ino, st.st_size, st.st_mtime_ns]
 
 
 def load_state_dict(path: str | Path) -> dict[str, Any]:
@@ -114,4 +135,4 @@ def load_state_dict(path: str | Path) -> dict[str, Any]:
 
 
 def write_json(path: Path, doc: Any) -> None:
-    atomic_text(path, json.dumps(doc, indent=2) + "\n")
+    atomic_text(path, json.dumps(finite_json(doc), indent=2, allow_nan=False) + "\n")

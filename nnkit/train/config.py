@@ -5,11 +5,13 @@ Pure Python: the CLI builds a TrainConfig, validates it here, and only then impo
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import asdict, dataclass, fields
 from enum import Enum
 from typing import Any
 
+from nnkit.core.numbers import physical_memory
 from nnkit.errors import UnknownNameError, UsageError
 
 
@@ -146,6 +148,7 @@ class TrainConfig:
 
     def validate(self) -> TrainConfig:
         """Every check that needs no torch and no file, in one place; returns self."""
+        self._validate_numbers()
         if self.epochs < 1:
             raise UsageError(f"--epochs must be at least 1, got {self.epochs}")
         if self.batch_size < 1:
@@ -201,6 +204,50 @@ class TrainConfig:
                 raise UsageError(f"{what} needs --weights PATH: without it the frozen layers would stay randomly "
                                  "initialised")
 
+    def _validate_numbers(self) -> None:
+        """Numbers that are not numbers, refused before anything is built: NaN and infinity (typer reads 'nan'
+        and 'inf' as floats), counts beyond any run, a seed torch cannot take."""
+        for flag, value in (("--lr", self.lr), ("--momentum", self.momentum), ("--weight-decay", self.weight_decay),
+                            ("--label-smoothing", self.label_smoothing), ("--warmup-epochs", self.warmup_epochs),
+                            ("--val-split", self.val_split), ("--width", self.width)):
+            if value is not None and not math.isfinite(value):
+                raise UsageError(f"{flag} must be a finite number, got {value}")
+        if not 0 <= self.momentum < 1:
+            raise UsageError(f"--momentum must be in [0, 1), got {self.momentum:g}")
+        if self.width is not None and not self.width > 0:
+            raise UsageError(f"--width must be positive, got {self.width:g}")
+        if not 0 <= self.seed < 2**64:  # torch.manual_seed takes 64 bits
+            raise UsageError(f"--seed must be between 0 and 2**64 - 1, got {_short(self.seed)}")
+        for flag, count in (("--epochs", self.epochs), ("--batch-size", self.batch_size),
+                            ("--patience", self.patience), ("--synthetic-size", self.synthetic_size)):
+            if count is not None and count > MAX_COUNT:
+                raise UsageError(f"{flag} {_short(count)} is above {MAX_COUNT:,}, beyond any run")
+        if self.workers is not None and self.workers > MAX_WORKERS:
+            raise UsageError(f"--workers {_short(self.workers)}: at most {MAX_WORKERS} DataLoader processes")
+        if self.dataset is Dataset.synthetic:
+            self._check_synthetic_memory()
+
+    def _check_synthetic_memory(self) -> None:
+        """A synthetic set (training plus a quarter each for validation and test) held as uint8 in memory, and
+        as float32 on the device up to 2 GiB (loop.DENSE_BYTES): refused when that exceeds this machine's
+        memory, before torch tries to allocate it."""
+        from nnkit.archs import get_arch
+
+        try:
+            info = get_arch(self.arch)
+        except UnknownNameError:
+            return  # the arch's own error comes later, with its hint
+        if len(info.input) != 3:
+            return  # not an image model: training refuses it with its own message
+        c, h, w = info.input
+        h, w = max(h, info.min_input[0]), max(w, info.min_input[1])
+        n = self.synthetic_size
+        need = (n + 2 * max(2, n // 4)) * c * h * w + min(4 * n * c * h * w, 2 << 30)  # + the float32 copy
+        have = physical_memory()
+        if have and need > have:
+            raise UsageError(f"--synthetic-size {n:,}: {n:,} images of {c}x{h}x{w} take about "
+                             f"{need / 2**30:,.1f} GiB, more than this machine's {have / 2**30:,.1f} GiB")
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         for k, v in d.items():
@@ -226,6 +273,14 @@ class TrainConfig:
                 v = None  # runs saved before --val-split was refused there recorded the unused default
             args[k] = v
         return cls(**args)
+
+
+MAX_COUNT = 2**31 - 1  # epochs, images, batch size, patience: more is a typo, and int32 in torch's samplers
+MAX_WORKERS = 256
+
+
+def _short(n: int) -> str:
+    return f"{n:,}" if n.bit_length() < 100 else f"of {n.bit_length():,} bits"
 
 
 def absolute_dir(path: str | None) -> str | None:

@@ -10,6 +10,8 @@ torchvision itself is called only to download, and only with --download.
 from __future__ import annotations
 
 import gzip
+import math
+import zlib
 import pickle
 import struct
 from dataclasses import dataclass
@@ -68,8 +70,8 @@ def read_idx(path: Path) -> Any:
 
     try:
         raw = _open_maybe_gz(path)
-    except (OSError, EOFError, gzip.BadGzipFile) as exc:
-        raise DataError(f"{path}: cannot read ({exc})") from exc
+    except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as exc:  # zlib.error: corrupt deflate data
+        raise DataError(f"{path}: cannot read, truncated or corrupt ({type(exc).__name__}: {exc})") from exc
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
         raise DataError(f"{path}: not an IDX file of unsigned bytes (bad magic number)")
     ndim = raw[3]
@@ -355,6 +357,18 @@ def _seeded_split(n: int, fractions: tuple[float, ...], seed: int) -> list[Any]:
 SPLIT_SEED = 20240601  # fixed, independent of --seed: the validation set must not move between runs
 
 
+def check_memory(images: int, shape: tuple[int, ...], what: str) -> None:
+    """Refuse, before torch tries, a uint8 tensor of `images` x `shape` larger than this machine's memory (an
+    input size edited into a checkpoint, an architecture whose minimum input is huge)."""
+    from nnkit.core.numbers import physical_memory
+
+    need = images * math.prod(shape)
+    have = physical_memory()
+    if have and need > have:
+        raise DataError(f"{what}: {images:,} images at {'x'.join(map(str, shape))} take {need / 2**30:,.1f} GiB, "
+                        f"more than this machine's {have / 2**30:,.1f} GiB")
+
+
 def _fit(x: Any, target: tuple[int, int]) -> Any:
     """Resize uint8 images up to at least `target` (the architecture's minimum input), bilinear."""
     import torch
@@ -366,6 +380,7 @@ def _fit(x: Any, target: tuple[int, int]) -> Any:
     th, tw = max(h, target[0]), max(w, target[1])
     if (th, tw) == (h, w):
         return x
+    check_memory(x.shape[0], (x.shape[1], th, tw), f"resizing to the model's input {th}x{tw}")
     out = torch.empty((x.shape[0], x.shape[1], th, tw), dtype=torch.uint8)
     for i in range(0, x.shape[0], 4096):  # in chunks: a float copy of all of CIFAR would be large
         chunk = F.interpolate(x[i:i + 4096].float(), size=(th, tw), mode="bilinear", align_corners=False)
@@ -386,6 +401,7 @@ def load_data(cfg: TrainConfig, min_input: tuple[int, int], default_input: tuple
         g = torch.Generator().manual_seed(SPLIT_SEED)
         n = cfg.synthetic_size
         sizes = (n, max(2, n // 4), max(2, n // 4))
+        check_memory(sum(sizes), (c, h, w), "--dataset synthetic")
         parts = [Split(torch.randint(0, 256, (k, c, h, w), dtype=torch.uint8, generator=g),
                        torch.randint(0, 10, (k,), generator=g)) for k in sizes]
         return _finish(cfg, tuple(str(i) for i in range(10)), parts[0], parts[1], parts[2],

@@ -20,12 +20,21 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from nnkit.errors import CheckpointError, Interrupted, NnkitError, RunDirError, UsageError, first_line
+from nnkit.errors import (
+    CheckpointError,
+    Interrupted,
+    NnkitError,
+    RunDirError,
+    TrainingError,
+    UsageError,
+    first_line,
+)
 from nnkit.train import checkpoint as ckpt
 from nnkit.train import dist as D
 from nnkit.train.config import Dataset, Head, Optimizer, Schedule, TrainConfig
 from nnkit.train.data import Files
 from nnkit.train.transfer import head_module
+from nnkit.train.rundir import LOCK_NAME, RunDir
 
 __all__ = ["Hooks", "Interrupted", "EvalResult", "EnsembleResult", "TrainResult", "evaluate_checkpoint",
            "evaluate_ensemble", "head_module", "resume_config", "train"]
@@ -35,18 +44,32 @@ STOP_SYNC_STEPS = 8  # under torchrun the ranks agree on a stop request every th
 
 
 class StopRequest:
-    """Ctrl-C (SIGINT) and SIGTERM only set a flag while training; the loop looks at it between steps, where the
-    weights, optimizer, RNG streams and step count agree, so the checkpoint it saves resumes exactly. A second
-    Ctrl-C interrupts at once (and the run resumes from the last epoch boundary instead)."""
+    """Ctrl-C (SIGINT) and SIGTERM during a run.
 
-    def __init__(self) -> None:
+    Inside the step loop (`deferring`) a signal only sets a flag; the loop looks at it between steps, where the
+    weights, optimizer, RNG streams and step count agree, so the checkpoint it saves resumes exactly. A second
+    Ctrl-C interrupts at once (and the run resumes from the last epoch boundary instead). Outside the loop
+    (loading data, building the model, the final test and plots) there is no step to finish, so the signal
+    interrupts at once, SIGTERM as Ctrl-C does. Under torchrun every signal waits for the loop, where the ranks
+    agree on it (`always_defer`).
+    """
+
+    def __init__(self, always_defer: bool = False) -> None:
         self.requested = False
+        self.deferring = False
+        self.always_defer = always_defer
         self._previous: dict[int, Any] = {}
 
     def _handler(self, signum: int, frame: Any) -> None:
-        if self.requested and signum == signal.SIGINT:
-            raise KeyboardInterrupt
+        again = self.requested and signum == signal.SIGINT
         self.requested = True
+        if again or not (self.deferring or self.always_defer):
+            raise KeyboardInterrupt
+
+    def check(self) -> None:
+        """Between set-up phases: a signal that waited (always_defer) stops here in one process."""
+        if self.requested and not self.always_defer:
+            raise KeyboardInterrupt
 
     def __enter__(self) -> StopRequest:
         if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread only
@@ -363,6 +386,26 @@ def _grad_norm(params: list[Any], clip: float | None, acc: Any) -> None:
     acc[2] = torch.maximum(acc[2], torch.where(ok, norm, 0.0))
 
 
+def _check_model_memory(cfg: TrainConfig, info: Any) -> None:
+    """A --width that multiplies the channels beyond memory: counted on the meta device first (at the
+    architecture's own input channels and ten classes: the data is not loaded yet, and the head is a small
+    part), refused before the data and the real weights, their gradients and optimizer state are allocated."""
+    nclass, channels = 10, info.input[0]
+    from nnkit.archs import build
+    from nnkit.core.numbers import physical_memory
+    from nnkit.introspect.build import on_meta
+
+    try:
+        model = on_meta(lambda: build(cfg.arch, num_classes=nclass, in_channels=channels, width=cfg.width))
+    except Exception:  # noqa: BLE001 - the real build below says what is wrong, in its own words
+        return
+    need = 16 * sum(p.numel() for p in model.parameters())  # float32 weights, gradients, two Adam moments
+    have = physical_memory()
+    if have and need > have:
+        raise UsageError(f"--width {cfg.width:g}: {cfg.arch} would have about {need // 16:,} parameters, "
+                         f"{need / 2**30:,.1f} GiB to train, more than this machine's {have / 2**30:,.1f} GiB")
+
+
 def _optimizer(cfg: TrainConfig, params: list[Any]) -> Any:
     import torch
 
@@ -395,7 +438,7 @@ def check_run_dir(path: Path, resuming: bool) -> None:
     if resuming or not path.is_dir():
         return
     try:
-        entries = sorted(p.name for p in path.iterdir())
+        entries = sorted(p.name for p in path.iterdir() if p.name != LOCK_NAME)  # a dead run's lock is no file
     except OSError as exc:
         raise RunDirError(f"--out {path}: cannot read the directory ({exc.strerror or exc})") from exc
     if "last.pt" in entries:
@@ -408,16 +451,16 @@ def check_run_dir(path: Path, resuming: bool) -> None:
                           f"another --out")
 
 
-def prepare_run_dir(path: Path) -> Path:
-    """Create it and prove it is writable (after the data and the model were checked, before training)."""
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / f".nnkit-write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise RunDirError(f"--out {path}: not writable ({exc.strerror or exc})") from exc
-    return path
+def prepare_run_dir(rundir: RunDir, resume: dict[str, Any] | None = None) -> Path:
+    """Create the directory and own it (after the data and the model were checked, before training): writing
+    the lock proves it writable. Whatever another run did before the lock was taken is checked again under it:
+    a new run still needs an empty directory, a resumed one the checkpoint it loaded."""
+    rundir.claim()
+    check_run_dir(rundir.path, resuming=resume is not None)
+    if resume is not None and "file_id" in resume and ckpt.file_id(resume["path"]) != resume["file_id"]:
+        raise RunDirError(f"--resume {rundir.path}: {resume['path']} changed since it was read (another run "
+                          f"wrote it meanwhile); run the same command again to continue from the new state")
+    return rundir.path
 
 
 # ---------------------------------------------------------------------------------------------- training
@@ -425,6 +468,18 @@ def prepare_run_dir(path: Path) -> Path:
 
 def _plain(value: Any) -> Any:
     return value.value if hasattr(value, "value") else value
+
+
+def saved_config(state: dict[str, Any]) -> TrainConfig:
+    """The TrainConfig a checkpoint recorded; an edited one (a wrong type, an unknown choice, a value that
+    makes no sense) is a CheckpointError, not an internal error."""
+    try:
+        return TrainConfig.from_dict(state["config"]).validate()
+    except UsageError as exc:
+        raise CheckpointError(f"{state['path']}: its recorded settings do not hold ({exc}); edited?") from None
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise CheckpointError(f"{state['path']}: its recorded settings are malformed ({first_line(exc, 80)}); "
+                              f"edited?") from None
 
 
 def resume_config(source: str, cfg_epochs: int | None, **overrides: Any) -> tuple[TrainConfig, dict[str, Any]]:
@@ -438,7 +493,7 @@ def resume_config(source: str, cfg_epochs: int | None, **overrides: Any) -> tupl
     if state.get("kind") != "last" or "optimizer" not in state:
         raise CheckpointError(f"--resume {state['path']}: a {state.get('kind', 'weights')} checkpoint holds no "
                               f"optimizer state; resume from the run directory or its last.pt")
-    saved = TrainConfig.from_dict(state["config"])
+    saved = saved_config(state)
     for key, value in overrides.items():
         if value is None:
             continue
@@ -465,14 +520,23 @@ def train(cfg: TrainConfig, resume: dict[str, Any] | None = None, hooks: Hooks |
     d = D.from_env()
     device = resolve_device(cfg.device, d)
     info = arch_info(cfg.arch)
+    if cfg.width is not None:
+        _check_model_memory(cfg, info)
     amp = amp_dtype(device) if cfg.amp else None
     run_dir = Path(os.path.expanduser(cfg.out)) if cfg.out else default_run_dir(cfg)
+    rundir = RunDir(run_dir, "--out" if resume is None else "--resume", new=resume is None)
     if d.main:
+        rundir.probe()
         check_run_dir(run_dir, resuming=resume is not None)
     D.init(d, device)
     try:
-        with StopRequest() as stop:
-            return _train(cfg, resume, hooks, d, device, info, amp, run_dir, stop)
+        with StopRequest(always_defer=d.on) as stop:
+            return _train(cfg, resume, hooks, d, device, info, amp, rundir, stop)
+    except KeyboardInterrupt:  # outside the step loop's own handling: loading data, building the model
+        if (run_dir / "last.pt").exists():
+            raise Interrupted(f"interrupted; continue with: nnkit train --resume {run_dir}") from None
+        raise Interrupted("interrupted before the first checkpoint; nothing was kept (run the same command "
+                          "again to start over)") from None
     except RuntimeError as exc:
         if not d.on:
             raise
@@ -480,6 +544,7 @@ def train(cfg: TrainConfig, resume: dict[str, Any] | None = None, hooks: Hooks |
         raise D.DistributedError(f"rank {d.rank} of {d.world}: training stopped, another rank failed or "
                                  f"disconnected ({first_line(exc, 200)}); resume with --resume {run_dir}") from exc
     finally:
+        rundir.release()  # without a checkpoint this takes back what the run wrote: --out accepts it again
         D.done(d)
 
 
@@ -492,7 +557,7 @@ def arch_info(arch: str) -> Any:
 
 
 def _train(cfg: TrainConfig, resume: dict[str, Any] | None, hooks: Hooks, d: D.Dist, device: Any, info: Any,
-           amp: Any, run_dir: Path, stop: StopRequest) -> TrainResult:
+           amp: Any, rundir: RunDir, stop: StopRequest) -> TrainResult:
     import contextlib
 
     import torch
@@ -503,6 +568,7 @@ def _train(cfg: TrainConfig, resume: dict[str, Any] | None, hooks: Hooks, d: D.D
     from nnkit.train.metrics import plot_curves, write_metrics
 
     started = time.perf_counter()
+    run_dir = rundir.path
     if d.main or not cfg.download:
         data = load_data(cfg, info.min_input, info.input, download=cfg.download and d.main)
     if d.on and cfg.download:
@@ -524,8 +590,9 @@ def _train(cfg: TrainConfig, resume: dict[str, Any] | None, hooks: Hooks, d: D.D
     model, frozen = built.model, built.frozen
     if built.note and d.main:
         hooks.note(built.note)
+    stop.check()
     if d.main:
-        prepare_run_dir(run_dir)  # the data and the model are fine: only now the run directory is created
+        prepare_run_dir(rundir, resume)  # the data and the model are fine: only now the directory is made
     model.to(device)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -638,6 +705,8 @@ def _train(cfg: TrainConfig, resume: dict[str, Any] | None, hooks: Hooks, d: D.D
 
     train_mode(net, frozen)
     epoch, completed, t0 = start_epoch, 0, time.perf_counter()
+    stop.check()
+    stop.deferring = True  # from here a signal waits for the next step boundary
     try:
         for epoch in range(start_epoch, cfg.epochs + 1):
             if patience_left is not None and patience_left <= 0:
@@ -721,6 +790,14 @@ def _train(cfg: TrainConfig, resume: dict[str, Any] | None, hooks: Hooks, d: D.D
                    "seconds": seconds,
                    "grad_norm_mean": float(sums[3]) / float(sums[4]) if float(sums[4]) else None,
                    "grad_norm_max": float(sums[5]) if float(sums[4]) else None}
+            if not (math.isfinite(row["train_loss"]) and math.isfinite(row["val_loss"])):
+                # the weights are lost to NaN/inf from here on: saving them would overwrite the last good state
+                kept = (f"last.pt keeps epoch {epoch - 1}, the last finite state" if epoch > 1 else
+                        "no epoch ended finite, so nothing was kept")
+                which, key = ("training", "train_loss") if not math.isfinite(row["train_loss"]) else \
+                    ("validation", "val_loss")
+                raise TrainingError(f"epoch {epoch}: the {which} loss became {_show_float(row[key])} at learning "
+                                    f"rate {cfg.learning_rate:g}; stopped ({kept}); try a lower --lr")
             images_seen += int(imgs)
             train_time += seconds
             history.append(row)
@@ -745,40 +822,55 @@ def _train(cfg: TrainConfig, resume: dict[str, Any] | None, hooks: Hooks, d: D.D
         if isinstance(exc, _Stop) and 0 < completed < steps:
             secs = time.perf_counter() - t0 + partial_seconds
             part = epoch_sums().cpu()  # every rank stopped at this same step
+            if not torch.isfinite(part).all():  # diverged inside this epoch: keep the last whole, finite epoch
+                part = None
         if d.main:
             if part is not None:
                 ckpt.save(state(epoch - 1, completed, part, secs), run_dir / "last.pt")
             write_metrics(run_dir, history)
         if not (run_dir / "last.pt").exists():
-            raise Interrupted(f"interrupted in epoch {epoch} before the first checkpoint; nothing to resume, "
-                              f"{run_dir} holds no run") from None
+            raise Interrupted(f"interrupted in epoch {epoch} before the first checkpoint; nothing was kept (run "
+                              f"the same command again to start over)") from None
         raise Interrupted(f"interrupted in epoch {epoch}; continue with: nnkit train --resume {run_dir}") \
             from None
-    if patience_left is not None and patience_left <= 0 and len(history) < cfg.epochs:
-        stopped_early = True
+    stop.deferring = False  # no step to finish any more: a signal during the test and plots stops at once
+    try:
+        # a signal during the last epoch's evaluation or checkpoint: the run stops here
+        if D.any_rank(d, stop.requested, device) if d.on else stop.requested:
+            raise KeyboardInterrupt
+        if patience_left is not None and patience_left <= 0 and len(history) < cfg.epochs:
+            stopped_early = True
 
-    # Restore the best weights (early stopping or not) and measure them on the test split.
-    D.barrier(d)
-    if (run_dir / "best.pt").exists():
-        model.load_state_dict(ckpt.load(run_dir / "best.pt", map_location=device)["model"])
-    test_acc = test_loss = None
-    if data.test is not None:
-        ev = evaluate(model, data.test.x, data.test.y, a, b, nclass, max(gb, 256), device, cfg.channels_last, amp)
-        test_acc, test_loss = ev["accuracy"], ev["loss"]
-    if d.main:
-        write_metrics(run_dir, history)
-        if history:
-            plot_curves(run_dir / "curves.png", history, f"{cfg.arch} on {data.name}")
-        ckpt.write_json(run_dir / "summary.json", {"val_accuracy": best_acc, "best_epoch": best_epoch,
-                                                   "epochs_run": len(history), "test_accuracy": test_acc,
-                                                   "test_loss": test_loss, "stopped_early": stopped_early})
-    D.barrier(d)
+        # Restore the best weights (early stopping or not) and measure them on the test split.
+        D.barrier(d)
+        if (run_dir / "best.pt").exists():
+            model.load_state_dict(ckpt.load(run_dir / "best.pt", map_location=device)["model"])
+        test_acc = test_loss = None
+        if data.test is not None:
+            ev = evaluate(model, data.test.x, data.test.y, a, b, nclass, max(gb, 256), device, cfg.channels_last,
+                          amp)
+            test_acc, test_loss = ev["accuracy"], ev["loss"]
+        if d.main:
+            write_metrics(run_dir, history)
+            if history:
+                plot_curves(run_dir / "curves.png", history, f"{cfg.arch} on {data.name}")
+            ckpt.write_json(run_dir / "summary.json", {"val_accuracy": best_acc, "best_epoch": best_epoch,
+                                                       "epochs_run": len(history), "test_accuracy": test_acc,
+                                                       "test_loss": test_loss, "stopped_early": stopped_early})
+        D.barrier(d)
+    except KeyboardInterrupt:
+        raise Interrupted(f"interrupted after the last epoch, during the final test; the checkpoints are "
+                          f"complete, finish with: nnkit train --resume {run_dir}") from None
     return TrainResult(
         run_dir=str(run_dir), best_checkpoint=str(run_dir / "best.pt"), last_checkpoint=str(run_dir / "last.pt"),
         val_accuracy=best_acc, best_epoch=best_epoch, epochs_run=len(history), stopped_early=stopped_early,
         test_accuracy=test_acc, test_loss=test_loss, history=tuple(history), arch=cfg.arch, dataset=data.name,
         device=str(device), world_size=d.world, params=params, seconds=time.perf_counter() - started,
         images_per_s=images_seen / train_time if train_time else 0.0)
+
+
+def _show_float(x: float) -> str:
+    return "NaN (not a number)" if math.isnan(x) else "infinite"
 
 
 # ---------------------------------------------------------------------------------------------- evaluation
@@ -788,7 +880,7 @@ def _eval_data(state: dict[str, Any], dataset: Dataset | None, data_dir: str | N
     """The split a checkpoint is evaluated on (by default the one it was validated on), checked against it."""
     from nnkit.train.data import load_data
 
-    cfg = TrainConfig.from_dict(state["config"])
+    cfg = saved_config(state)
     if dataset is not None and dataset is not cfg.dataset:
         cfg = replace(cfg, dataset=dataset, data_dir=data_dir or None)
     elif data_dir:

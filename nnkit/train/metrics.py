@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from nnkit.core.numbers import finite_json
 from nnkit.train.checkpoint import atomic_text, atomic_write
 
 # Columns are only ever added at the end (scripts read them by position too).
@@ -20,7 +21,9 @@ COLUMNS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", 
 
 
 def write_metrics(run_dir: Path, history: list[dict[str, Any]]) -> None:
-    atomic_text(run_dir / "metrics.jsonl", "".join(json.dumps(row) + "\n" for row in history))
+    # NaN and inf (a diverged epoch) as null: JSON lines that any parser reads
+    atomic_text(run_dir / "metrics.jsonl", "".join(json.dumps(finite_json(row), allow_nan=False) + "\n"
+                                                   for row in history))
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n", extrasaction="ignore")
     w.writeheader()
