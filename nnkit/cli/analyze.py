@@ -12,6 +12,7 @@ from typing import Annotated, Callable, Optional
 import typer
 
 from nnkit.cli.common import (
+    ColumnsOpt,
     DepthOpt,
     ExplainOpt,
     FormatOpt,
@@ -49,17 +50,19 @@ AtOpt = Annotated[
 
 
 def _batch(what: View, fmt: OutputFormat | None, explain: bool,
-           analyse: Callable[[str, list[str] | None], Analysis]) -> None:
+           analyse: Callable[[str, list[str] | None], Analysis], columns: str | None = None) -> None:
     """One target per stdin line, answered as soon as it is read; a bad line is reported and the rest go on.
 
     JSON: one object per line (JSON lines). CSV/TSV: one row of totals per line under one header. Table: the
     line's whole table.
     """
     fmt = resolve(fmt)
+    if columns and fmt is not OutputFormat.table:
+        raise UsageError("--columns picks the columns of a table; with - each line is one row of fixed columns")
     worst = ExitCode.OK
-    columns = ("line", "source", *SUMMARY_COLUMNS[what])
+    header = ("line", "source", *SUMMARY_COLUMNS[what])
     if fmt in (OutputFormat.tsv, OutputFormat.csv):
-        sys.stdout.write(to_delimited(Tabular(columns, ()), DELIMITERS[fmt]))
+        sys.stdout.write(to_delimited(Tabular(header, ()), DELIMITERS[fmt]))
     for number, raw in enumerate(sys.stdin, start=1):
         line = raw.split("#", 1)[0].strip()
         if not line:
@@ -75,9 +78,9 @@ def _batch(what: View, fmt: OutputFormat | None, explain: bool,
             doc, _ = view(a, what, explain)
             sys.stdout.write(json.dumps({"line": number, **doc}, ensure_ascii=False) + "\n")
         elif fmt is OutputFormat.table:
-            emit(*view(a, what, explain), fmt)
+            emit(*view(a, what, explain), fmt, columns=columns)
         else:
-            row = Tabular(columns, ((number, a.source, *summary_line(a, what)),))
+            row = Tabular(header, ((number, a.source, *summary_line(a, what)),))
             sys.stdout.write(to_delimited(row, DELIMITERS[fmt], header=False))
         sys.stdout.flush()
     if worst:
@@ -105,6 +108,7 @@ def _make(what: View) -> Callable[..., None]:
         width: WidthOpt = None,
         backend: BackendOpt = Backend.nnkit,
         at: AtOpt = None,
+        columns: ColumnsOpt = None,
     ) -> None:
         def analyse(t: str, lay: list[str] | None) -> Analysis:
             return analyze_target(t, lay, input=input, depth=depth, num_classes=num_classes,
@@ -112,10 +116,10 @@ def _make(what: View) -> Callable[..., None]:
                                   fields=what in ("rf", "summary"), explain=explain)
 
         if target == "-":
-            _batch(what, fmt, explain, analyse)
+            _batch(what, fmt, explain, analyse, columns)
             return
         doc, tab = view(analyse(target, layers), what, explain)
-        emit(doc, tab, fmt)
+        emit(doc, tab, fmt, columns=columns)
 
     command.__doc__ = _HELP[what]
     command.__name__ = what
@@ -136,6 +140,7 @@ def dwsep(
     width: WidthOpt = None,
     fmt: FormatOpt = None,
     explain: ExplainOpt = False,
+    columns: ColumnsOpt = None,
 ) -> None:
     """Depthwise-separable against standard convolution: params, MACs, their ratio and 1/N + 1/K^2."""
     if not looks_like_shape(target):
@@ -150,14 +155,14 @@ def dwsep(
             from nnkit.errors import MissingDependencyError
 
             raise MissingDependencyError(exc.name or "torch", f"comparing '{target}'") from None
-        emit(*result.view(), fmt)
+        emit(*result.view(), fmt, columns=columns)
         return
     if out is None or kernel is None:
         raise UsageError("one layer needs --out N and -k K, e.g. nnkit dwsep 32x112x112 --out 64 -k 3")
     from nnkit.core.dwsep import compare
 
     result = compare(target, out=out, kernel=kernel, stride=stride, padding=padding, bias=bias)
-    emit(*dwsep_view(result, explain), fmt)
+    emit(*dwsep_view(result, explain), fmt, columns=columns)
 
 
 solve_app = typer.Typer(help="Inverse questions: which padding keeps the size, which stride and padding map "
@@ -172,11 +177,12 @@ def solve_same(
     input: Annotated[Optional[int], typer.Option("--input", "-i", help="Input size H (needed when stride > 1).")]
     = None,
     fmt: FormatOpt = None,
+    columns: ColumnsOpt = None,
 ) -> None:
     """Padding that keeps the size (stride 1), or gives ceil(H/S) as TensorFlow's 'same' does (stride > 1)."""
     from nnkit.core.solve import same
 
-    emit(*solve_view(same(kernel, dilation=dilation, stride=stride, size=input)), fmt)
+    emit(*solve_view(same(kernel, dilation=dilation, stride=stride, size=input)), fmt, columns=columns)
 
 
 @solve_app.command("map")
@@ -186,11 +192,12 @@ def solve_map(
     kernel: Annotated[int, typer.Option("-k", "--kernel", help="Kernel size.")],
     dilation: Annotated[int, typer.Option("-d", "--dilation", help="Dilation.")] = 1,
     fmt: FormatOpt = None,
+    columns: ColumnsOpt = None,
 ) -> None:
     """Every stride and padding that maps H to the wanted size (a transposed conv when it grows)."""
     from nnkit.core.solve import map_size
 
-    emit(*solve_view(map_size(size_in, size_out, kernel, dilation=dilation)), fmt)
+    emit(*solve_view(map_size(size_in, size_out, kernel, dilation=dilation)), fmt, columns=columns)
 
 
 @solve_app.command("undo")
@@ -201,11 +208,12 @@ def solve_undo(
     padding: Annotated[int, typer.Option("-p", "--padding", help="Padding.")] = 0,
     dilation: Annotated[int, typer.Option("-d", "--dilation", help="Dilation.")] = 1,
     fmt: FormatOpt = None,
+    columns: ColumnsOpt = None,
 ) -> None:
     """The output_padding that makes tconv(k, s, p) give back H after conv(k, s, p)."""
     from nnkit.core.solve import undo
 
-    emit(*solve_view(undo(size, kernel, stride=stride, padding=padding, dilation=dilation)), fmt)
+    emit(*solve_view(undo(size, kernel, stride=stride, padding=padding, dilation=dilation)), fmt, columns=columns)
 
 
 _EXAMPLES = {

@@ -27,6 +27,12 @@ DeviceOpt = Annotated[
 NumClassesOpt = Annotated[Optional[int], typer.Option("--num-classes", help="Number of output classes.")]
 InChannelsOpt = Annotated[Optional[int], typer.Option("--in-channels", help="Number of input channels.")]
 WidthOpt = Annotated[Optional[float], typer.Option("--width", help="Width multiplier (alpha) where it applies.")]
+ColumnsOpt = Annotated[
+    Optional[str],
+    typer.Option("--columns", help="Columns to show, comma-separated (e.g. params,MACs,type), or all; a terminal "
+                                   "too narrow for every column leaves some out and says which.",
+                 show_default=False),
+]
 DepthOpt = Annotated[
     Optional[int], typer.Option("--depth", help="Fold modules nested deeper than this (named models).")
 ]

@@ -6,6 +6,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from nnkit.cli.common import (
+    ColumnsOpt,
     DepthOpt,
     ExplainOpt,
     FormatOpt,
@@ -32,6 +33,7 @@ def models(
                                                                "classification or segmentation.",
                                                 show_default=False)] = None,
     fmt: FormatOpt = None,
+    columns: ColumnsOpt = None,
 ) -> None:
     """Every named architecture with its default input, parameters and MACs (no torch needed)."""
     from nnkit.archs import list_archs
@@ -47,7 +49,7 @@ def models(
     notes = () if archs else (f"no architecture matches {wanted}",)
     emit(doc, Tabular(columns=("name", "input", "params", "MACs", "family", "options", "task"), rows=rows,
                       title=f"{len(archs)} architectures", notes=notes,
-                      numeric=frozenset({"params", "MACs"})), fmt)
+                      numeric=frozenset({"params", "MACs"})), fmt, columns=columns)
 
 
 def summary(
@@ -70,6 +72,7 @@ def summary(
                                                                                "(with momentum), adam or adamw "
                                                                                "[default: sgd].",
                                                            show_default=False)] = None,
+    columns: ColumnsOpt = None,
 ) -> None:
     """Every column at once: output shape, params, trainable, MACs, receptive field, activation memory."""
     from nnkit.api import analyze_target
@@ -100,7 +103,7 @@ def summary(
         path = plot_analysis(a, plot)
         tab = replace(tab, notes=(*tab.notes, f"plot written to {path}"))
         doc["plot"] = str(path)
-    emit(doc, tab, fmt)
+    emit(doc, tab, fmt, columns=columns)
 
 
 def crosscheck(
@@ -110,6 +113,7 @@ def crosscheck(
     num_classes: NumClassesOpt = None,
     in_channels: InChannelsOpt = None,
     width: WidthOpt = None,
+    columns: ColumnsOpt = None,
 ) -> None:
     """nnkit, fvcore, torchinfo and torchvision's metadata side by side, with every difference named."""
     from nnkit.introspect.backends import crosscheck as check
@@ -130,7 +134,7 @@ def crosscheck(
                   else c.macs[tool] - c.macs["nnkit"]) for tool in tools)  # type: ignore[operator]
     emit(doc, Tabular(columns=("tool", "params", "MACs", "MACs - nnkit"), rows=rows,
                       title=f"{c.name} on {'x'.join(map(str, c.input))}", notes=c.differences,
-                      numeric=frozenset({"params", "MACs", "MACs - nnkit"})), fmt)
+                      numeric=frozenset({"params", "MACs", "MACs - nnkit"})), fmt, columns=columns)
 
 
 def register(app: typer.Typer) -> None:

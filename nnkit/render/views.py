@@ -145,8 +145,13 @@ def view(a: Analysis, what: View, explain: bool = False) -> tuple[dict[str, Any]
     total += [""] * (explain + typed)
     header = ["#", "layer", *(name for name, _, _ in columns)] + ["formula"] * explain + ["type"] * typed
     numeric = frozenset({"#", "params", "MACs", "rf size", "rf stride", "rf padding", "activations"})
+    # r/S/P: size, effective stride and padding, as --explain writes them (Araujo et al. 2019)
+    merge = (("rf", "rf r/S/P", ("rf size", "rf stride", "rf padding")),) if what == "summary" else ()
     return doc, Tabular(columns=tuple(header), rows=tuple(rows), title=a.source,
-                        footer=(tuple(total),) if what != "shape" else (), notes=tuple(notes), numeric=numeric)
+                        footer=(tuple(total),) if what != "shape" else (), notes=tuple(notes), numeric=numeric,
+                        key=2, merge=merge,
+                        # the formulas are what --explain asked for: the other columns make way for them
+                        drop=tuple(c for c in reversed(header[2:]) if c != "formula") if explain else None)
 
 
 def summary_line(a: Analysis, what: View) -> tuple[Any, ...]:
