@@ -168,12 +168,13 @@ def _fit(tab: Tabular, width: int, chosen: bool) -> tuple[_Shown, list[int | Non
     return shown, sizes
 
 
-def _note(shown: _Shown, width: int) -> str | None:
+def _note(shown: _Shown, width: int, key: int) -> str | None:
     if _need(shown) > width:
         return (f"wider than {width} columns even with rounded numbers: printed whole (less -S reads it); -f tsv "
                 "gives every digit")
     merged = [m for m in shown.merged if m.partition(" = ")[0] in shown.columns]
-    done = ["numbers rounded"] * shown.compact + merged
+    rounded = shown.compact and any(c in shown.numeric for c in shown.columns[key:])
+    done = ["numbers rounded"] * rounded + merged
     if shown.dropped:
         done.append(f"{', '.join(shown.dropped)} left out")
     if not done:
@@ -202,7 +203,7 @@ def print_table(tab: Tabular, out: TextIO | None = None, chosen: bool = False) -
         natural = sum(hi for _, hi, _ in _widths(shown)) + _frame(len(shown.columns))
         if natural > con.width:
             shown, sizes = _fit(tab, con.width, chosen=chosen)
-            note = _note(shown, con.width)
+            note = _note(shown, con.width, tab.key)
             if note:
                 notes.append(note)
 
