@@ -45,6 +45,7 @@ def test_listing_names_does_not_import_torch():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
+@pytest.mark.torch
 def test_every_torchvision_classifier_is_registered():
     import torchvision.models as M
     from torchvision.models import list_models
