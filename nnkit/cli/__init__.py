@@ -21,6 +21,11 @@ def _is_usage_error(exc: BaseException) -> bool:
         and hasattr(exc, "exit_code")
 
 
+# The modules of the [torch] extra (pyproject.toml), by import name: the package pip installs for each.
+TORCH_EXTRA = {"torch": "torch", "torchvision": "torchvision", "torchinfo": "torchinfo", "fvcore": "fvcore",
+               "matplotlib": "matplotlib", "sklearn": "scikit-learn", "numpy": "numpy"}
+
+
 class _Boundary(TyperGroup):
     """The one place where errors become a one-line message and an exit code."""
 
@@ -60,6 +65,17 @@ class _Boundary(TyperGroup):
         except BrokenPipeError:  # `nnkit ... | head`: the reader left; that is not an error
             sys.stderr.close()
             ctx.exit(0)
+        except ModuleNotFoundError as exc:
+            # On the torch-free install (`pip install .`) every command that needs torch ends here, whichever of
+            # its modules imports it first: one line that says how to install it.
+            missing = (exc.name or "").partition(".")[0]
+            if DEBUG["on"] or missing not in TORCH_EXTRA:
+                raise
+            from nnkit.errors import MissingDependencyError
+
+            message = MissingDependencyError(TORCH_EXTRA[missing], ctx.invoked_subcommand or "this command")
+            typer.echo(f"nnkit: {message}", err=True)
+            ctx.exit(int(message.exit_code))
         except Exception as exc:  # noqa: BLE001 - the boundary: no traceback without --debug
             # typer's own signals (Exit, Abort, usage errors; click's in older typer) pass through.
             if DEBUG["on"] or type(exc).__module__.split(".")[0] in ("typer", "click"):
