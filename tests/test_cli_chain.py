@@ -51,7 +51,7 @@ def test_shape_explain_is_textbook_arithmetic(nnkit):
 
 
 def test_explain_of_a_ceil_mode_window_that_torch_drops(nnkit):
-    """CONVENTIONS.md: MaxPool2d(3, stride=3, padding=1, ceil_mode=True) on 5 gives 2."""
+    """docs/conventions.md: MaxPool2d(3, stride=3, padding=1, ceil_mode=True) on 5 gives 2."""
     layer = nnkit("shape", "1x5x5", "maxpool(3,3,p=1,ceil=true)", "-e", "-f", "json").json()["layers"][0]
     assert layer["output"] == [1, 2, 2]
     assert layer["explain"] == ["H, W: (5 - 3 + 2*1)/3 + 1 = 2.3333 -> 3 (ceil); the last window would start in "

@@ -90,7 +90,7 @@ def test_pooling(c, k, s, p, d, ceil, h, w, kind):
 
 
 def test_pool_ceil_mode_drops_a_window_starting_in_the_padding():
-    """CONVENTIONS.md: MaxPool2d(3, stride=3, padding=1, ceil_mode=True) on 5 gives 2."""
+    """docs/conventions.md: MaxPool2d(3, stride=3, padding=1, ceil_mode=True) on 5 gives 2."""
     assert analyze_chain("1x5x5", "maxpool(3,3,p=1,ceil=true)").output == (1, 2, 2)
     check((1, 5, 5), "maxpool(3,3,p=1,ceil=true)")
 
@@ -125,7 +125,7 @@ def test_recurrent_params_and_shapes(kind, feat, hidden, layers, bidir, bias, st
 
 
 def test_lstm_published_count():
-    """CONVENTIONS.md: nn.LSTM(10, 20, 2) has 5,920 parameters."""
+    """docs/conventions.md: nn.LSTM(10, 20, 2) has 5,920 parameters."""
     assert analyze_chain("10", "lstm(20,2)").params == 5920 == sum(
         p.numel() for p in torch.nn.LSTM(10, 20, 2).parameters())
 
@@ -179,7 +179,7 @@ def test_batch_multiplies_macs_not_params():
 
 
 def test_transposed_conv_macs_use_the_input_volume():
-    """CONVENTIONS.md: ConvTranspose2d(3, 1, 2, stride=2) on 2x2 is 2*2*3*1*2*2 = 48 MACs."""
+    """docs/conventions.md: ConvTranspose2d(3, 1, 2, stride=2) on 2x2 is 2*2*3*1*2*2 = 48 MACs."""
     assert analyze_chain("3x2x2", "tconv(1,2,s=2)").macs == 48
 
 

@@ -26,7 +26,7 @@ class ArchInfo:
     min_input: tuple[int, int]  # smallest (H, W) the network accepts
     family: str
     params: int  # at default settings
-    macs: int  # at the default input (conv + linear + matmul, CONVENTIONS.md)
+    macs: int  # at the default input (conv + linear + matmul, docs/conventions.md)
     weights: str | None = None  # torchvision weights enum member, e.g. "ResNet50_Weights.IMAGENET1K_V2"
     options: tuple[str, ...] = ("num_classes", "in_channels")
     kwargs: tuple[tuple[str, Any], ...] = field(default=())  # builder arguments that make the default model

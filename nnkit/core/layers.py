@@ -1,6 +1,6 @@
 """Per-layer arithmetic, exactly as PyTorch computes it: output shape, parameters, MACs, receptive field.
 
-Every formula states its source and convention once (see ../shared/CONVENTIONS.md):
+Every formula states its source and convention once (see docs/conventions.md):
 - shapes: PyTorch nn docs (Conv2d, ConvTranspose2d, MaxPool2d, AvgPool2d, Upsample, LSTM);
   Dumoulin & Visin, "A guide to convolution arithmetic for deep learning" (2016);
 - MACs: multiply-accumulates of conv (grouped, depthwise, transposed), linear and recurrent gates; bias,

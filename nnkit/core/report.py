@@ -60,7 +60,7 @@ class LayerReport:
 
     @property
     def flops(self) -> int:
-        return 2 * self.macs  # CONVENTIONS.md: FLOPs = 2 x MACs
+        return 2 * self.macs  # docs/conventions.md: FLOPs = 2 x MACs
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@
 
 Models are built on the meta device (no weights allocated, no arithmetic done) and traced once: every module
 call recorded, and a dispatch mode that counts MACs with torch.utils.flop_counter's formulas (conv, mm, addmm,
-bmm, attention: MACs as CONVENTIONS.md counts them) and follows receptive fields operator by operator
+bmm, attention: MACs as docs/conventions.md counts them) and follows receptive fields operator by operator
 (nnkit.introspect.rf).
 """
 
@@ -250,7 +250,7 @@ def _report(named: list[tuple[str, Any]], tr: Any, shape: tuple[int, ...], *, so
 
 
 def _explain(module: Any, c: Any, params: int, macs: int, rf: Field | None) -> tuple[Formula, ...]:
-    """The formulas of CONVENTIONS.md with this module's numbers put in (one item)."""
+    """The formulas of docs/conventions.md with this module's numbers put in (one item)."""
     from torch import nn
 
     if not (macs or params or isinstance(module, (nn.MaxPool2d, nn.AvgPool2d))):

@@ -148,7 +148,7 @@ def walk(model: Any) -> list[tuple[str, Any]]:
 
 
 def _shape_keeping() -> tuple[type, ...]:
-    """torch.nn modules whose output has their input's shape and dtype, and no MACs (CONVENTIONS.md)."""
+    """torch.nn modules whose output has their input's shape and dtype, and no MACs (docs/conventions.md)."""
     from torch import nn
 
     return (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.LayerNorm, nn.GroupNorm, nn.InstanceNorm2d,
