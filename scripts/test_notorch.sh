@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # The tests marked "not torch", on what a user gets from `pip install .`: pyproject.toml's dependencies from the
-# package registry and no torch, plus the pinned pytest and hypothesis (issue 12: CI proves the torch-free
-# install works). Its own small environment, built in seconds and keyed like ./dev.sh's pinned one.
+# package registry and no torch, plus the pinned pytest, hypothesis and ruff (issue 12: CI proves the torch-free
+# install works). Its own small environment, built in seconds and keyed like ./dev.sh's pinned one; ruff too,
+# for tests/test_lint.py.
 #   scripts/test_notorch.sh [pytest options]     (./dev.sh test-notorch runs it; .ci/run too)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
-tools=$(grep -E '^(pytest|hypothesis)==' requirements/dev.txt)
+tools=$(grep -E "^(pytest|hypothesis|ruff)==" requirements/dev.txt)
 key=$( { cat pyproject.toml; echo "$tools"; "$PY" -V; } \
   | "$PY" -c 'import hashlib, sys; print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest()[:16])')
 VENV=${NNKIT_VENV_CACHE:-$HOME/.cache/nnkit}/notorch-$key

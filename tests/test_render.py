@@ -6,7 +6,6 @@ Golden files live in tests/golden/; `pytest --overwrite-golden` rewrites them (r
 from __future__ import annotations
 
 import io
-import re
 
 import pytest
 from hypothesis import given, settings
