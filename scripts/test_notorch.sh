@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
 # The tests marked "not torch", on what a user gets from `pip install .`: pyproject.toml's dependencies from the
 # package registry and no torch, plus the pinned pytest, hypothesis and ruff (issue 12: CI proves the torch-free
-# install works). Its own small environment, built in seconds and keyed like ./dev.sh's pinned one; ruff too,
-# for tests/test_lint.py.
+# install works; ruff for tests/test_lint.py). Its own small environment, built in seconds, keyed like ./dev.sh's.
 #   scripts/test_notorch.sh [pytest options]     (./dev.sh test-notorch runs it; .ci/run too)
 set -euo pipefail
 cd "$(dirname "$0")/.."
