@@ -3,11 +3,11 @@
     python scripts/wrap_lines.py [PATH ...]        (default: the whole repository, as ruff sees it)
 
 The code is written with visually aligned continuations, which no formatter produces, so this does only what a
-careful person would: code breaks after the last comma that fits, inside brackets, and goes on under the bracket's
-first argument; a string literal inside brackets that is still too long splits at a space into two literals
-(implicit concatenation, never inside an f-string's braces); comments and docstrings reflow at word boundaries.
-Anything else (a long string outside brackets, a `# noqa` comment) is printed for a person to wrap. Idempotent;
-run `ruff check` afterwards.
+careful person would: code breaks after the last comma that fits, inside brackets, and goes on under the
+bracket's first argument; a string literal inside brackets that is still too long splits at a space into two
+literals (implicit concatenation, never inside an f-string's braces); comments and docstrings reflow at word
+boundaries. Anything else (a long string outside brackets, a `# noqa` comment) is printed for a person to
+wrap. Idempotent; run `ruff check` afterwards.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tokenize
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 LIMIT = int(re.search(r"line-length\s*=\s*(\d+)", (ROOT / "pyproject.toml").read_text()).group(1))  # type: ignore[union-attr]
@@ -25,7 +26,8 @@ LIMIT = int(re.search(r"line-length\s*=\s*(\d+)", (ROOT / "pyproject.toml").read
 
 def long_lines(paths: list[str]) -> dict[Path, list[int]]:
     out = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "--select", "E501",
-                          "--output-format", "concise", *paths], cwd=ROOT, capture_output=True, text=True).stdout
+                          "--output-format", "concise", *paths], cwd=ROOT, capture_output=True,
+                         text=True).stdout
     found: dict[Path, list[int]] = {}
     for line in out.splitlines():
         m = re.match(r"(.+?):(\d+):\d+: E501", line)
@@ -44,7 +46,8 @@ def _docstring_lines(toks: list[tokenize.TokenInfo]) -> set[int]:
     for i, t in enumerate(toks):
         if t.type != tokenize.STRING:
             continue
-        before = next((toks[j] for j in range(i - 1, -1, -1) if toks[j].type not in (tokenize.NL, tokenize.COMMENT)),
+        before = next((toks[j] for j in range(i - 1, -1, -1) if toks[j].type not in (tokenize.NL,
+                                                                                     tokenize.COMMENT)),
                       None)
         after = toks[i + 1] if i + 1 < len(toks) else None
         if (before is None or before.type in (tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT)) and \
@@ -95,49 +98,87 @@ def _reflow_docstring(lines: list[str], n: int, doc: set[int]) -> bool:
     return True
 
 
-def _brackets(toks: list[tokenize.TokenInfo], lines: list[str]) -> dict[int, list[tuple[int, int, int]]]:
-    """For each line, its tokens' (start column, end column, continuation column) where a break may go: commas
-    inside brackets (type 0 in `kind`) and string literals inside brackets, with the column that a continuation
-    line starts at: just after the open bracket, or the next line's indentation where the bracket ends its
-    line (a hanging indent)."""
-    stack: list[int] = []
-    subscript: list[bool] = []  # tuple[int, int] reads worse broken: no breaks inside a subscript
-    out: dict[int, list[tuple[int, int, int]]] = {}
+def _brackets(toks: list[tokenize.TokenInfo], lines: list[str]) -> dict[int, list[tuple[int, int, int, int]]]:
+    """For each line, where a break may go: (start column, end column, continuation column, depth) of commas
+    inside brackets and of string literals inside brackets. A continuation starts just after the open bracket,
+    or at the next line's indentation where the bracket ends its line (a hanging indent); a literal's goes
+    under the literal, as implicit concatenation is written. No break inside a subscript (tuple[int, int]) or
+    inside a short bracket that opens and closes on one line ((5, 5)): those read worse broken."""
+    stack: list[dict[str, Any]] = []
+    out: dict[int, list[tuple[int, int, int, int]]] = {}
+    assigned = False  # after the '=' of an assignment: its right-hand side's commas may break
+    # Lines that begin a statement: only they take a backslash break (a continuation of one is left to a
+    # person)
+    starts: set[int] = set()
+    begin = True
+    for t in toks:
+        if t.type in (tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT):
+            begin = True
+        elif t.type not in (tokenize.NL, tokenize.COMMENT):
+            if begin:
+                starts.add(t.start[0])
+            begin = False
     for i, t in enumerate(toks):
         if t.type == tokenize.OP and t.string in "([{":
             nxt = toks[i + 1] if i + 1 < len(toks) else None
             if nxt is not None and nxt.type in (tokenize.NL, tokenize.COMMENT):
                 follow = lines[t.start[0]] if t.start[0] < len(lines) else ""
-                stack.append(len(follow) - len(follow.lstrip()))
+                col = len(follow) - len(follow.lstrip())
             else:
-                stack.append(t.end[1])
+                col = t.end[1]
             prev = toks[i - 1] if i else None
-            subscript.append(t.string == "[" and prev is not None and prev.type == tokenize.NAME
-                             and prev.end == t.start)
+            stack.append({"col": col, "start": t.start, "commas": [],
+                          "subscript": t.string == "[" and prev is not None and prev.type == tokenize.NAME
+                          and prev.end == t.start})
         elif t.type == tokenize.OP and t.string in ")]}":
             if stack:
-                stack.pop()
-                subscript.pop()
+                b = stack.pop()
+                short = b["start"][0] == t.start[0] and t.start[1] - b["start"][1] < 40
+                if not b["subscript"] and not short:
+                    for c in b["commas"]:
+                        out.setdefault(c.start[0], []).append((c.start[1], c.end[1], b["col"], len(stack)))
         elif t.type == tokenize.STRING and t.start[0] == t.end[0] and stack:
-            # a literal's continuation goes under the literal itself, as implicit concatenation is written
-            out.setdefault(t.start[0], []).append((t.start[1], t.end[1], t.start[1]))
-        elif t.type == tokenize.OP and t.string == "," and stack and not subscript[-1]:
-            out.setdefault(t.start[0], []).append((t.start[1], t.end[1], stack[-1]))
+            out.setdefault(t.start[0], []).append((t.start[1], t.end[1], t.start[1], len(stack)))
+        elif t.type == tokenize.OP and t.string == "," and stack:
+            stack[-1]["commas"].append(t)
+        elif not stack and t.start[0] in starts and (t.string in ("and", "or", "if", "else", "+", "==")
+                                                     or (t.string == "," and assigned)):
+            # outside brackets: a backslash, and the operator starts the continuation (as cli/__init__.py
+            # does)
+            line = lines[t.start[0] - 1]
+            out.setdefault(t.start[0], []).append((t.start[1], t.end[1], len(line) - len(line.lstrip()) + 4,
+                                                   -1))
+        if t.type == tokenize.OP and t.string == "=" and not stack:
+            assigned = True
+        elif t.type in (tokenize.NEWLINE, tokenize.NL) and not stack:
+            assigned = False
     return out
 
 
-def _break_code(line: str, breaks: list[tuple[int, int, int]], following: str) -> tuple[list[str], bool] | None:
-    """One physical line of code: broken after the last comma that fits and continued under the bracket's first
-    argument; else a string literal that crosses the limit split at a space, its last words moved to the start of
-    the next line's literal when that line continues it (True: the next line is replaced too)."""
+def _break_code(line: str, breaks: list[tuple[int, int, int, int]],
+                following: str) -> tuple[list[str], bool] | None:
+    """One physical line of code: broken after the last comma that fits and continued under the bracket's
+    first argument; else a string literal that crosses the limit split at a space, its last words moved to the
+    start of the next line's literal when that line continues it (True: the next line is replaced too)."""
     end = len(line.rstrip())
-    commas = [(e, col) for s, e, col in breaks if line[s:e] == "," and e <= LIMIT and e < end and col < e]
-    if commas:
-        cut, col = commas[-1]
-        return [line[:cut].rstrip(), " " * col + line[cut:].lstrip()], False
-    for s, e, col in breaks:
-        if line[s:e] != "," and s < LIMIT < e:
-            return _split_string(line, s, e, col, following)
+    commas = [(depth, -e, col) for s, e, col, depth in breaks
+              if line[s:e] == "," and depth >= 0 and e <= LIMIT and e < end and col < e]
+    if commas:  # the outermost bracket first, and in it the last comma that fits
+        _, cut, col = min(commas)
+        return [line[:-cut].rstrip(), " " * col + line[-cut:].lstrip()], False
+    # the rightmost literal that starts before the limit
+    for s, e, col, depth in sorted(breaks, reverse=True):
+        if depth >= 0 and line[s:e] != "," and s < LIMIT - 10:
+            split = _split_string(line, s, e, col, following)
+            if split:
+                return split
+    ops = [(s, e, col) for s, e, col, depth in breaks
+           if depth < 0 and len(line[:s].rstrip()) + 2 <= LIMIT and line[e:].strip(" \\")]
+    if ops:
+        s, e, col = ops[-1]
+        if line[s:e] == ",":  # the comma ends the first line
+            return [line[:e] + " \\", " " * col + line[e:].lstrip()], False
+        return [line[:s].rstrip() + " \\", " " * col + line[s:].lstrip()], False
     return None
 
 
@@ -168,7 +209,7 @@ def _split_string(line: str, start: int, end: int, col: int, following: str) -> 
                 i += 2
                 continue
             depth += 1 if ch == "{" else -1
-        if ch == " " and depth == 0:
+        if ch == " " and depth == 0 and body[i + 1:].strip():
             candidates.append(i)
         i += 1
     if not candidates:
@@ -205,6 +246,13 @@ def fix(path: Path, numbers: list[int]) -> None:
             continue
         if line.lstrip().startswith("#"):
             new = _wrap_comment(line)
+            nxt = lines[n] if n < len(lines) else ""
+            indent = line[: len(line) - len(line.lstrip())]
+            if new and len(new) == 2 and nxt.startswith(indent + "# ") \
+                    and not nxt.startswith(indent + "#  ") and not re.search(r"-{3,}\s*$", nxt):
+                # the rest of the sentence starts the next line of the same comment
+                lines[n - 1:n + 1] = [new[0], new[1] + " " + nxt[len(indent) + 2:]]
+                continue
         else:
             code, hash_, comment = line.partition("  # ")
             if hash_ and len(code) <= LIMIT and not comment.startswith(("noqa", "type:")):
