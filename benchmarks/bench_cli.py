@@ -74,7 +74,8 @@ def measure(cmds: dict[str, list[str]], repeat: int, cwd: Path) -> dict[str, lis
 
 
 def versions(python: str) -> str:
-    code = "import importlib.metadata as m; print(', '.join(f'{p} {m.version(p)}' for p in ('typer', 'rich')))"
+    code = ("import importlib.metadata as m; "
+            "print(', '.join(f'{p} {m.version(p)}' for p in ('typer', 'rich')))")
     return subprocess.run([python, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
 
 
@@ -96,12 +97,14 @@ def main() -> None:
     parser.add_argument("--env", choices=("current", "plain", "both"), default="both")
     parser.add_argument("--plain-venv", type=Path, help="Reuse (or build) the plain environment here.")
     args = parser.parse_args()
-    print(f"nnkit arithmetic commands, {date.today()}, {platform.machine()} {platform.processor() or ''}".strip()
+    print(f"nnkit arithmetic commands, {date.today()}, {platform.machine()} "
+          f"{platform.processor() or ''}".strip()
           + f", Python {platform.python_version()}, {args.repeat} runs each, interleaved")
     print()
     if args.env in ("current", "both"):
         times = measure(commands(sys.executable, [sys.executable, "-m", "nnkit"]), args.repeat, ROOT)
-        report(f"This interpreter ({sys.prefix}; {versions(sys.executable)}), `python -m nnkit` in the clone:",
+        report(f"This interpreter ({sys.prefix}; {versions(sys.executable)}), `python -m nnkit` in the "
+               "clone:",
                times)
     if args.env in ("plain", "both"):
         with tempfile.TemporaryDirectory(prefix="nnkit-plain-") as tmp:

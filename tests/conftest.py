@@ -55,7 +55,8 @@ def golden(request: pytest.FixtureRequest):
     conftest.py verify_output, with its --overwrite)."""
     import os
 
-    overwrite = request.config.getoption("--overwrite-golden") or os.environ.get("NNKIT_OVERWRITE_GOLDEN") == "1"
+    overwrite = request.config.getoption("--overwrite-golden") \
+        or os.environ.get("NNKIT_OVERWRITE_GOLDEN") == "1"
 
     def check(name: str, text: str) -> None:
         path = GOLDEN / f"{name}.txt"
@@ -64,6 +65,7 @@ def golden(request: pytest.FixtureRequest):
             path.write_text(text, encoding="utf-8")
             return
         assert path.exists(), f"{path} is missing: run pytest --overwrite-golden once and review the file"
-        assert text == path.read_text(encoding="utf-8"), f"{path} differs (pytest --overwrite-golden rewrites it)"
+        assert text == path.read_text(encoding="utf-8"), \
+            f"{path} differs (pytest --overwrite-golden rewrites it)"
 
     return check

@@ -11,7 +11,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_ruff_passes():
-    out = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "--output-format", "concise", "."],
+    out = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "--output-format", "concise",
+                          "."],
                          cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert "No module named ruff" not in out.stderr, "ruff is not installed: it is in requirements/dev.txt"
     assert out.returncode == 0, out.stdout + out.stderr

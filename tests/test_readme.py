@@ -1,10 +1,10 @@
 """Every `$ nnkit ...` example in the README runs and succeeds (STYLE.md, practice 13; issue 12).
 
 The examples are read from README.md itself, so a new or changed example is tested as written. They run in
-README order in one folder (HOME is that folder too, so `~/data` is there): a training example finds the run of
-the one before it. What the examples assume exists is made first, small: a CIFAR-10 folder of a few images in
-the real format, an image folder, `model.py`, and weights `r18.pt`. Training examples run with their epochs cut
-(`--epochs N` becomes N / 30 rounded up, or --epochs 1 is added): the README's accuracy claim is
+README order in one folder (HOME is that folder too, so `~/data` is there): a training example finds the run
+of the one before it. What the examples assume exists is made first, small: a CIFAR-10 folder of a few images
+in the real format, an image folder, `model.py`, and weights `r18.pt`. Training examples run with their epochs
+cut (`--epochs N` becomes N / 30 rounded up, or --epochs 1 is added): the README's accuracy claim is
 tests/test_train.py's, here the command lines themselves are under test.
 """
 
@@ -68,10 +68,10 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The folder the examples run in, with what they expect to find."""
     root = tmp_path_factory.mktemp("readme")
     (root / "model.py").write_text(
-        "import torch.nn as nn\n\n\nclass Net(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
-        "        self.body = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),\n"
-        "                                  nn.Linear(8, 10))\n\n    def forward(self, x):\n"
-        "        return self.body(x)\n")
+        "import torch.nn as nn\n\n\nclass Net(nn.Module):\n    def __init__(self):\n        "
+        "super().__init__()\n        self.body = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), "
+        "nn.AdaptiveAvgPool2d(1), nn.Flatten(),\n                                  nn.Linear(8, 10))\n\n    "
+        "def forward(self, x):\n        return self.body(x)\n")
     return root
 
 

@@ -1,6 +1,7 @@
 """Human tables: golden files at fixed widths, and the invariants of fitting a table to a terminal (issue 12).
 
-Golden files live in tests/golden/; `pytest --overwrite-golden` rewrites them (review the diff before committing).
+Golden files live in tests/golden/; `pytest --overwrite-golden` rewrites them (review the diff before
+committing).
 """
 
 from __future__ import annotations
@@ -84,7 +85,8 @@ def test_fitting_leaves_pipes_json_and_tsv_as_they_were(nnkit):
 def test_explain_keeps_the_formulas_and_wraps_them_at_spaces(nnkit):
     text = table(nnkit, ["summary", "3x224x224", "conv(64,7,s=2,p=3) maxpool(3,2,p=1)", "-e"], 80)
     assert lines_fit(text, 80), text
-    assert "formula" in text and "(224 - 7 + 2*3)/2" in text and "118,013,952" in text  # wrapped at spaces only
+    # wrapped at spaces only
+    assert "formula" in text and "(224 - 7 + 2*3)/2" in text and "118,013,952" in text
     note = " ".join(text.split("note: to fit")[1].split())
     assert note.startswith("80 columns: params, MACs, rf, activations left out;"), note
 
@@ -97,14 +99,15 @@ def test_columns_picks_columns_for_tables_and_tsv(nnkit):
     header = next(line for line in shown.splitlines() if line.strip().startswith("#"))
     assert header.split() == ["#", "layer", "activations"] and "left out" not in shown
     bad = nnkit("summary", "3x32x32", LENET, "--columns", "parms")
-    assert bad.code == 2 and bad.err.startswith("nnkit: --columns parms: this table has no column 'parms'; it has "
-                                                "input, output, params, MACs"), bad
+    assert bad.code == 2 and bad.err.startswith("nnkit: --columns parms: this table has no column 'parms'; "
+                                                "it has input, output, params, MACs"), bad
     assert len(bad.err.strip().splitlines()) == 1
     assert nnkit("params", "-", "--columns", "params", input="3x32x32 conv(6,5)\n").code == 2
 
 
 def test_compact_numbers():
-    assert [compact(n) for n in (0, 999, 1000, 9408, 999_994, 999_999, 11_689_512, 1_814_073_344, -12_544)] == \
+    numbers = (0, 999, 1000, 9408, 999_994, 999_999, 11_689_512, 1_814_073_344, -12_544)
+    assert [compact(n) for n in numbers] == \
         ["0", "999", "1.00 k", "9.41 k", "999.99 k", "1.00 M", "11.69 M", "1.81 G", "-12.54 k"]
 
 
@@ -131,14 +134,15 @@ _words = st.lists(st.text(alphabet="klmnopq", min_size=1, max_size=9), min_size=
 @settings(max_examples=60, deadline=None)
 @given(data=st.data(), width=st.integers(30, 200))
 def test_a_fitted_table_never_cuts_a_number(data, width):
-    """Any table, any width: it fits, or says that it is printed whole; every number of every column it shows is
-    there in full, with its digits or its compact form; a column it does not show is named in its note."""
+    """Any table, any width: it fits, or says that it is printed whole; every number of every column it shows
+    is there in full, with its digits or its compact form; a column it does not show is named in its note."""
     ncols = data.draw(st.integers(2, 7))
     kinds = data.draw(st.lists(st.sampled_from(["int", "text"]), min_size=ncols, max_size=ncols))
     columns = tuple(f"c{i}{data.draw(_names)}" for i in range(ncols))
     cells = {"int": st.integers(-10**13, 10**13), "text": _words}
     rows = tuple(tuple(data.draw(cells[k]) for k in kinds) for _ in range(data.draw(st.integers(1, 5))))
-    tab = Tabular(columns=columns, rows=rows, numeric=frozenset(c for c, k in zip(columns, kinds) if k == "int"))
+    tab = Tabular(columns=columns, rows=rows,
+                  numeric=frozenset(c for c, k in zip(columns, kinds) if k == "int"))
     text = _draw(tab, width)
     lines = text.splitlines()
     whole = "printed whole" in " ".join(text.split())

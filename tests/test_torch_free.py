@@ -1,5 +1,5 @@
-"""The torch-free install (`pip install .`): the arithmetic works, and every command that needs torch says in one
-line how to install it (issue 12). Runs in any environment: the child process blocks the [torch] extra's
+"""The torch-free install (`pip install .`): the arithmetic works, and every command that needs torch says in
+one line how to install it (issue 12). Runs in any environment: the child process blocks the [torch] extra's
 modules, as if they were not installed."""
 
 from __future__ import annotations

@@ -11,7 +11,8 @@ DEBUG = {"on": bool(os.environ.get("NNKIT_DEBUG"))}
 
 FormatOpt = Annotated[
     Optional[OutputFormat],
-    typer.Option("--format", "-f", help="table (on a terminal), tsv (when piped), json or csv.", show_default=False),
+    typer.Option("--format", "-f", help="table (on a terminal), tsv (when piped), json or csv.",
+                 show_default=False),
 ]
 ExplainOpt = Annotated[
     bool, typer.Option("--explain", "-e", help="Show each formula with the numbers put in.")
@@ -26,10 +27,12 @@ DeviceOpt = Annotated[
 ]
 NumClassesOpt = Annotated[Optional[int], typer.Option("--num-classes", help="Number of output classes.")]
 InChannelsOpt = Annotated[Optional[int], typer.Option("--in-channels", help="Number of input channels.")]
-WidthOpt = Annotated[Optional[float], typer.Option("--width", help="Width multiplier (alpha) where it applies.")]
+WidthOpt = Annotated[Optional[float], typer.Option("--width",
+                                                   help="Width multiplier (alpha) where it applies.")]
 ColumnsOpt = Annotated[
     Optional[str],
-    typer.Option("--columns", help="Columns to show, comma-separated (e.g. params,MACs,type), or all; a terminal "
+    typer.Option("--columns",
+                 help="Columns to show, comma-separated (e.g. params,MACs,type), or all; a terminal "
                                    "too narrow for every column leaves some out and says which.",
                  show_default=False),
 ]

@@ -72,8 +72,8 @@ def compact(n: int) -> str:
 
 
 def select(tab: Tabular, spec: str) -> Tabular:
-    """--columns: the key columns and the named ones (comma-separated, any case; a merged group by its name, e.g.
-    rf), in the table's own order; 'all' is every column."""
+    """--columns: the key columns and the named ones (comma-separated, any case; a merged group by its name,
+    e.g. rf), in the table's own order; 'all' is every column."""
     from nnkit.errors import UsageError
 
     names = [n.strip().lower() for n in spec.split(",") if n.strip()]
@@ -96,7 +96,8 @@ def select(tab: Tabular, spec: str) -> Tabular:
     def pick(rows: tuple[tuple[Any, ...], ...]) -> tuple[tuple[Any, ...], ...]:
         return tuple(tuple(row[i] for i in keep) for row in rows)
 
-    return replace(tab, columns=tuple(tab.columns[i] for i in keep), rows=pick(tab.rows), footer=pick(tab.footer))
+    return replace(tab, columns=tuple(tab.columns[i] for i in keep), rows=pick(tab.rows),
+                   footer=pick(tab.footer))
 
 
 _FLAT_LIST = re.compile(r"\[\s*([-\d.eE+]+(?:,\s*[-\d.eE+]+)*)\s*\]")
@@ -109,8 +110,8 @@ def to_json(doc: Any) -> str:
 
 
 def to_delimited(tab: Tabular, delimiter: str, header: bool = True) -> str:
-    """CSV or TSV of the data rows only: totals (the footer) are for people, and JSON carries them for scripts,
-    so that a script summing a column does not count them twice."""
+    """CSV or TSV of the data rows only: totals (the footer) are for people, and JSON carries them for
+    scripts, so that a script summing a column does not count them twice."""
     buf = io.StringIO()
     if delimiter == ",":
         writer = csv.writer(buf, lineterminator="\n")

@@ -2,10 +2,10 @@
 
 A table that is wider than the terminal is made to fit it, in steps, each taken only when the ones before were
 not enough (issue 12): text with spaces wraps at word boundaries; integers take their compact form (11.69 M);
-grouped columns become one (the receptive field's 435/32/217); then columns are left out last-first, with a note
-that names them. Numbers are never folded or cut: when even that is not enough, the table is printed whole at its
-own width, as it always is when it is not going to a terminal (a pipe, a file), so that piped output stays what
-it was.
+grouped columns become one (the receptive field's 435/32/217); then columns are left out last-first, with a
+note that names them. Numbers are never folded or cut: when even that is not enough, the table is printed
+whole at its own width, as it always is when it is not going to a terminal (a pipe, a file), so that piped
+output stays what it was.
 """
 
 from __future__ import annotations
@@ -64,7 +64,8 @@ def _texts(tab: Tabular, short: bool) -> _Shown:
 
 
 def _merge_cell(parts: list[str]) -> str:
-    """'7x7', '2x2', '3x3' -> '7/2/3'; 'whole input', '-', '-' -> 'whole input'; '7x3', ... kept as written."""
+    """'7x7', '2x2', '3x3' -> '7/2/3'; 'whole input', '-', '-' -> 'whole input'; '7x3', ... kept as
+    written."""
     if all(p == "-" for p in parts[1:]):
         return parts[0]
     squares = []
@@ -75,7 +76,8 @@ def _merge_cell(parts: list[str]) -> str:
 
 
 def _merge(shown: _Shown, tab: Tabular) -> _Shown:
-    columns, rows, footer = list(shown.columns), [list(r) for r in shown.rows], [list(r) for r in shown.footer]
+    columns, rows, footer = list(shown.columns), [list(r) for r in shown.rows], \
+        [list(r) for r in shown.footer]
     numeric = set(shown.numeric)
     merged = []
     for _, header, group in tab.merge:
@@ -93,7 +95,8 @@ def _merge(shown: _Shown, tab: Tabular) -> _Shown:
         numeric.add(header)
         for i in reversed(at[1:]):
             del columns[i]
-    return replace(shown, columns=tuple(columns), rows=tuple(map(tuple, rows)), footer=tuple(map(tuple, footer)),
+    return replace(shown, columns=tuple(columns), rows=tuple(map(tuple, rows)),
+                   footer=tuple(map(tuple, footer)),
                    numeric=frozenset(numeric), merged=tuple(merged))
 
 
@@ -131,8 +134,8 @@ def _widths(shown: _Shown) -> list[tuple[int, int, bool]]:
 
 
 def _frame(n: int) -> int:
-    """What rich's SIMPLE_HEAD box adds around n columns: one space of padding each side of every cell, the edge
-    characters and the n - 1 column separators."""
+    """What rich's SIMPLE_HEAD box adds around n columns: one space of padding each side of every cell, the
+    edge characters and the n - 1 column separators."""
     return 2 * n + 2 + (n - 1)
 
 
@@ -156,7 +159,8 @@ def _fit(tab: Tabular, width: int, chosen: bool) -> tuple[_Shown, list[int | Non
                 break
     if _need(shown) > width:
         return shown, [None] * len(shown.columns)
-    # Text columns share what is left beyond their minimum, those that want least first, up to their natural width.
+    # Text columns share what is left beyond their minimum, those that want least first, up to their natural
+    # width.
     ranges = _widths(shown)
     sizes: list[int | None] = [lo if wraps else None for lo, _, wraps in ranges]
     spare = width - _need(shown)
@@ -170,8 +174,8 @@ def _fit(tab: Tabular, width: int, chosen: bool) -> tuple[_Shown, list[int | Non
 
 def _note(shown: _Shown, width: int, key: int) -> str | None:
     if _need(shown) > width:
-        return (f"wider than {width} columns even with rounded numbers: printed whole (less -S reads it); -f tsv "
-                "gives every digit")
+        return (f"wider than {width} columns even with rounded numbers: printed whole (less -S reads it); -f "
+                "tsv gives every digit")
     merged = [m for m in shown.merged if m.partition(" = ")[0] in shown.columns]
     rounded = shown.compact and any(c in shown.numeric for c in shown.columns[key:])
     done = ["numbers rounded"] * rounded + merged
@@ -185,8 +189,8 @@ def _note(shown: _Shown, width: int, key: int) -> str | None:
 
 
 def fits_terminal(con: Any) -> bool:
-    """Fit the table to a terminal, or to the width a COLUMNS variable asks for; anything else (a pipe, a file)
-    gets the whole table as before."""
+    """Fit the table to a terminal, or to the width a COLUMNS variable asks for; anything else (a pipe, a
+    file) gets the whole table as before."""
     return bool(con.is_terminal) or os.environ.get("COLUMNS", "").isdigit()
 
 
@@ -220,7 +224,8 @@ def print_table(tab: Tabular, out: TextIO | None = None, chosen: bool = False) -
         for row in shown.footer:
             table.add_row(*(escape(v) for v in row), style="bold")
     needed = con.measure(table, options=con.options.update_width(10_000)).maximum
-    if needed > con.width:  # never fold or cut numbers: a table that cannot fit is printed whole (less -S reads it)
+    # never fold or cut numbers: a table that cannot fit is printed whole (less -S reads it)
+    if needed > con.width:
         con.width = needed
     con.print(table)
     for note in notes:

@@ -116,11 +116,12 @@ def view(a: Analysis, what: View, explain: bool = False) -> tuple[dict[str, Any]
                    padding=list(f.padding) if f else None, at=a.rf_at, covers_input=a.rf_global)
     if a.batch:
         doc["batch"] = a.batch
-    doc["notes"] = list(notes)  # what the whole analysis needs said (merges, gates, upsampling, unused params)
+    # what the whole analysis needs said (merges, gates, upsampling, unused params)
+    doc["notes"] = list(notes)
     doc["layers"] = [_layer_doc(a, layer, what, explain) for layer in a.layers]
 
-    # Model rows are module paths: their class (Conv2d, ...) is worth a column; a chain's layer says it itself.
-    # It comes last, so that chains and models put every other column at the same place for scripts.
+    # Model rows are module paths: their class (Conv2d, ...) is worth a column; a chain's layer says it
+    # itself. It comes last, so that chains and models put every other column at the same place for scripts.
     typed = not looks_like_shape(a.source.split(" ", 1)[0])
     columns = _columns(a, what)
     rows = []
@@ -148,7 +149,8 @@ def view(a: Analysis, what: View, explain: bool = False) -> tuple[dict[str, Any]
     # r/S/P: size, effective stride and padding, as --explain writes them (Araujo et al. 2019)
     merge = (("rf", "rf r/S/P", ("rf size", "rf stride", "rf padding")),) if what == "summary" else ()
     return doc, Tabular(columns=tuple(header), rows=tuple(rows), title=a.source,
-                        footer=(tuple(total),) if what != "shape" else (), notes=tuple(notes), numeric=numeric,
+                        footer=(tuple(total),) if what != "shape" else (), notes=tuple(notes),
+                        numeric=numeric,
                         key=2, merge=merge,
                         # the formulas are what --explain asked for: the other columns make way for them
                         drop=tuple(c for c in reversed(header[2:]) if c != "formula") if explain else None)
@@ -198,7 +200,8 @@ def dwsep_view(r: Any, explain: bool = False) -> tuple[dict[str, Any], Tabular]:
     notes = [f"separable / standard: params {r.ratio.params:.4f}, MACs {r.ratio.macs:.4f}; "
              f"theory 1/N + 1/K^2 = 1/{r.out} + 1/{r.kernel[0] * r.kernel[1]} = {r.theory:.4f}"]
     if not r.bias:
-        notes.append("biases not counted (Howard et al. 2017: BatchNorm follows every conv); --bias counts them")
+        notes.append("biases not counted (Howard et al. 2017: BatchNorm follows every conv); --bias counts "
+                     "them")
     if explain:
         notes += list(r.explain)
     title = f"{'x'.join(map(str, r.input))} -> {'x'.join(map(str, r.output))}"
