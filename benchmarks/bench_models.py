@@ -2,23 +2,23 @@
 
     python benchmarks/bench_models.py [--repeat 5] [--models resnet50,mobilenet_v2,vit_b_16]
 
-All in one process, after `import torch` (paid once by every tool alike), interleaved so that machine load hits
-all tools alike; medians of --repeat runs after one warm-up. What each column times:
+All in one process, after `import torch` (paid once by every tool alike), interleaved so that machine load
+hits all tools alike; medians of --repeat runs after one warm-up. What each column times:
   nnkit summary (name): what `nnkit summary|rf NAME` computes after startup: analyze(NAME) builds the model on
       the meta device and traces it once (every module call recorded, a dispatch mode counting MACs and
       following fields);
   nnkit summary: the analysis step alone, analyze_model() on a meta model built beforehand (not timed), as
       the command runs it without --explain (no per-row formulas);
   nnkit flops: the same without receptive fields (fields=False), what params/flops/shape need;
-  fvcore: FlopCountAnalysis(model, x).total() + parameter_count(model) on a CPU model built beforehand (not timed);
-  torchinfo: torchinfo.summary(model, input_size, verbose=0) on the same CPU model.
+  fvcore: FlopCountAnalysis(model, x).total() + parameter_count(model) on a CPU model built beforehand (not
+  timed); torchinfo: torchinfo.summary(model, input_size, verbose=0) on the same CPU model.
 Ratios are nnkit / other: the goal is < 0.2x.
 
     python benchmarks/bench_models.py --memory [--batch 32]
 
 Compares `nnkit summary NAME --train --batch B --optimizer adam` with what one real training step holds at its
-peak: torch.cuda.max_memory_allocated on a CUDA machine, the same quantity from the profiler's allocation events
-on the CPU (see memory()).
+peak: torch.cuda.max_memory_allocated on a CUDA machine, the same quantity from the profiler's allocation
+events on the CPU (see memory()).
 """
 
 from __future__ import annotations
@@ -42,7 +42,8 @@ def main() -> None:
     parser.add_argument("--models", default="resnet50,mobilenet_v2,vit_b_16")
     parser.add_argument("--memory", action="store_true", help="estimated vs measured training memory (CUDA)")
     parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice); 1 gives "
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch threads (default: torch's choice); 1 gives "
                         "steadier numbers on a shared machine, where spinning OpenMP threads collapse")
     args = parser.parse_args()
     if args.memory:
@@ -98,18 +99,20 @@ def main() -> None:
         rows.append((name, med))
 
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"Model analysis, median of {args.repeat} after a warm-up; {platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} cores, {torch.get_num_threads()} torch threads, load average {load:.1f} at the end "
-          f"(fvcore and torchinfo compute for real and suffer most from a busy machine); torch {torch.__version__}; "
-          f"imports took {import_s:.1f} s (not counted)\n")
+    print(f"Model analysis, median of {args.repeat} after a warm-up; "
+          f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} "
+          f"torch threads, load average {load:.1f} at the "
+          "end (fvcore and torchinfo compute for real and suffer most from a busy machine); torch "
+          f"{torch.__version__}; imports took {import_s:.1f} s (not counted)\n")
     print("| model | nnkit summary (from the name) | nnkit summary | nnkit flops | fvcore | torchinfo "
           "| summary / fvcore | summary / torchinfo | flops / fvcore | flops / torchinfo |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name, m in rows:
         full, step, flops = m["nnkit summary (name)"], m["nnkit summary"], m["nnkit flops"]
         fv, ti = m["fvcore"], m["torchinfo"]
-        print(f"| {name} | {full * 1e3:.0f} ms | {step * 1e3:.0f} ms | {flops * 1e3:.0f} ms | {fv * 1e3:.0f} ms "
-              f"| {ti * 1e3:.0f} ms | {step / fv:.2f}x | {step / ti:.2f}x | {flops / fv:.2f}x | {flops / ti:.2f}x |")
+        print(f"| {name} | {full * 1e3:.0f} ms | {step * 1e3:.0f} ms | {flops * 1e3:.0f} ms | {fv * 1e3:.0f} "
+              f"ms | {ti * 1e3:.0f} ms | {step / fv:.2f}x | {step / ti:.2f}x | {flops / fv:.2f}x | "
+              f"{flops / ti:.2f}x |")
 
 def memory(names: list[str], batch: int) -> None:
     """Estimate against what one real training step (forward, backward, Adam step) holds at its peak.
@@ -127,7 +130,8 @@ def memory(names: list[str], batch: int) -> None:
     from nnkit.introspect.memory import Optimizer, estimate
 
     cuda = torch.cuda.is_available()
-    where = torch.cuda.get_device_name() if cuda else f"CPU ({platform.machine()}, profiler allocation events)"
+    where = torch.cuda.get_device_name() if cuda \
+        else f"CPU ({platform.machine()}, profiler allocation events)"
     print(f"Training memory at batch {batch} with Adam, {where}, torch {torch.__version__}\n")
     print("| model | nnkit estimate | measured peak | error |")
     print("|---|---:|---:|---:|")
@@ -174,7 +178,8 @@ def _live_bytes(model: object, opt: object, batch: tuple[object, ...]) -> int:
 
 
 def _cpu_step_peak(step: object) -> int:
-    """Highest running sum of CPU allocations minus frees while step() runs (PyTorch profiler, kineto events)."""
+    """Highest running sum of CPU allocations minus frees while step() runs (PyTorch profiler, kineto
+    events)."""
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:

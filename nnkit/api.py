@@ -6,13 +6,14 @@
     (62006, 651720)
     >>> nnkit.summary(model, input="3x224x224")     # torchinfo.summary(model, input_size=(1, 3, 224, 224))
 
-Every function returns the frozen result object of its analysis (nnkit.core.report.Analysis and friends), which
-displays itself where people look: a table in a terminal, in IPython and under print(), an HTML table in Jupyter
-(_repr_html_), `to_dict()` for the JSON document the CLI prints and `rows()` for a per-layer list of dicts that
-pandas takes directly (pandas.DataFrame(a.rows())). The user's module is never changed: analysis runs on a copy
-on the meta device.
+Every function returns the frozen result object of its analysis (nnkit.core.report.Analysis and friends),
+which displays itself where people look: a table in a terminal, in IPython and under print(), an HTML table in
+Jupyter (_repr_html_), `to_dict()` for the JSON document the CLI prints and `rows()` for a per-layer list of
+dicts that pandas takes directly (pandas.DataFrame(a.rows())). The user's module is never changed: analysis
+runs on a copy on the meta device.
 
-This module imports no torch: chains are analysed by nnkit.core alone; models import torch when they are analysed.
+This module imports no torch: chains are analysed by nnkit.core alone; models import torch when they are
+analysed.
 """
 
 from __future__ import annotations
@@ -110,7 +111,8 @@ class Dwsep(DwsepComparison, _Shown):
 
 @dataclasses.dataclass(frozen=True, repr=False)
 class NetworkDwsep(_Shown):
-    """A whole network against its standard twin (nnkit dwsep ARCH); `result` is nnkit.core.dwsep's comparison."""
+    """A whole network against its standard twin (nnkit dwsep ARCH); `result` is nnkit.core.dwsep's
+    comparison."""
 
     result: Any
     width: float | None = None
@@ -160,10 +162,11 @@ class Memory(_Shown):
         return getattr(self.estimate, name)
 
     def __repr__(self) -> str:
-        return f"Memory(batch={self.estimate.batch}, optimizer={self.estimate.optimizer!r}, total={self.total:,})"
+        return (f"Memory(batch={self.estimate.batch}, optimizer={self.estimate.optimizer!r}, "
+                f"total={self.total:,})")
 
 
-# --- targets ------------------------------------------------------------------------------------------------------
+# --- targets ------------------------------------------------------------------------------------------------
 
 
 class Backend(str, Enum):
@@ -174,7 +177,8 @@ class Backend(str, Enum):
     torchinfo = "torchinfo"
 
 
-def analyze_target(target: str, layers: list[str] | None, *, input: str | None = None, depth: int | None = None,
+def analyze_target(target: str, layers: list[str] | None, *, input: str | None = None,
+                   depth: int | None = None,
                    num_classes: int | None = None, in_channels: int | None = None, width: float | None = None,
                    backend: Backend | str = "nnkit", at: str | None = None, fields: bool = True,
                    explain: bool = True) -> report.Analysis:
@@ -193,16 +197,16 @@ def analyze_target(target: str, layers: list[str] | None, *, input: str | None =
         if Backend(backend) is not Backend.nnkit:
             given.append("--backend")
         if given:
-            raise UsageError(f"{', '.join(given)} appl{'y' if len(given) > 1 else 'ies'} to named and user models, "
-                             "not to a chain (write the shape first, then the layers)")
+            raise UsageError(f"{', '.join(given)} appl{'y' if len(given) > 1 else 'ies'} to named and user "
+                             "models, not to a chain (write the shape first, then the layers)")
         options = [x for x in layers or [] if x.startswith("--")]
         if options:
             raise UsageError(f"no such option: {options[0]} (see --help)")
         analysis = analyze_chain(target, layers or [])
         return truncate(analysis, at) if at else analysis
     if layers:
-        raise UsageError(f"'{target}' is not an input shape, so the words after it ({' '.join(layers)}) make no "
-                         "chain; for a chain write the shape first, e.g. 3x32x32 \"conv(6,5)\"")
+        raise UsageError(f"'{target}' is not an input shape, so the words after it ({' '.join(layers)}) make "
+                         "no chain; for a chain write the shape first, e.g. 3x32x32 \"conv(6,5)\"")
     try:
         from nnkit.introspect import analyze
     except ModuleNotFoundError as exc:
@@ -214,7 +218,8 @@ def analyze_target(target: str, layers: list[str] | None, *, input: str | None =
 
 
 def _input_text(input: Any) -> str | None:
-    """'3x224x224', (3, 224, 224), torch.Size([1, 3, 224, 224]) (torchinfo's input_size, batch first) -> text."""
+    """'3x224x224', (3, 224, 224), torch.Size([1, 3, 224, 224]) (torchinfo's input_size, batch first) ->
+    text."""
     if input is None or isinstance(input, str):
         return input
     try:
@@ -237,16 +242,18 @@ def analyze(target: Any, input: Any = None, *, depth: int | None = None, num_cla
             at: str | None = None, explain: bool = False, fields: bool = True) -> Analysis:
     """Every layer's shape, parameters, MACs and receptive field, as `nnkit summary` shows them.
 
-    target: a chain ("3x32x32 conv(6,5) maxpool(2)", or the layers alone with input="3x32x32"), an architecture
-    name ("resnet50"), a user model ("model.py:Net", "package.module:factory") or a live torch.nn.Module.
-    input: "3x224x224", (3, 224, 224) or with the batch first (1, 3, 224, 224), as torchinfo's input_size.
+    target: a chain ("3x32x32 conv(6,5) maxpool(2)", or the layers alone with input="3x32x32"), an
+    architecture name ("resnet50"), a user model ("model.py:Net", "package.module:factory") or a live
+    torch.nn.Module. input: "3x224x224", (3, 224, 224) or with the batch first (1, 3, 224, 224), as
+    torchinfo's input_size.
     """
     text = _input_text(input)
     if _is_module(target):
         given = [o for o, v in (("num_classes", num_classes), ("in_channels", in_channels), ("width", width))
                  if v is not None]
         if given:
-            raise UsageError(f"{', '.join(given)} apply to named architectures; a module is analysed as it is")
+            raise UsageError(f"{', '.join(given)} apply to named architectures; a module is analysed as it "
+                             "is")
         if text is None:
             raise UsageError(f"{type(target).__name__}: give its input, e.g. input='3x224x224'")
         try:
@@ -257,11 +264,13 @@ def analyze(target: Any, input: Any = None, *, depth: int | None = None, num_cla
                            explain=explain)
         return _as(Analysis, a)
     if not isinstance(target, str):
-        raise UsageError(f"target {target!r}: give a chain, an architecture name, file.py:Class or an nn.Module")
+        raise UsageError(f"target {target!r}: give a chain, an architecture name, file.py:Class or an "
+                         "nn.Module")
     first = target.strip().split(None, 1)[0] if target.strip() else ""
     if not looks_like_shape(first) and text is not None and ("(" in target or " " in target.strip()):
         target, text = f"{text} {target}", None  # the layers alone, with their input
-    a = analyze_target(target, None, input=text, depth=depth, num_classes=num_classes, in_channels=in_channels,
+    a = analyze_target(target, None, input=text, depth=depth, num_classes=num_classes,
+                       in_channels=in_channels,
                        width=width, backend=backend, at=at, fields=fields, explain=explain)
     return _as(Analysis, a)
 
@@ -275,16 +284,18 @@ def summary(model: Any, input: Any = None, *, input_size: Any = None, **options:
 
 def dwsep(target: Any, *, out: int | None = None, kernel: Any = None, stride: Any = 1, padding: Any = 0,
           bias: bool = False, input: Any = None, width: float | None = None) -> Any:
-    """Depthwise-separable against standard convolution: one layer (dwsep("32x112x112", out=64, kernel=3)) or a
-    whole network against its standard twin (dwsep("mobilenet_v2"), dwsep(model, input=...))."""
+    """Depthwise-separable against standard convolution: one layer (dwsep("32x112x112", out=64, kernel=3)) or
+    a whole network against its standard twin (dwsep("mobilenet_v2"), dwsep(model, input=...))."""
     from nnkit.core.spec import looks_like_shape
 
     if isinstance(target, str) and looks_like_shape(target):
         if out is None or kernel is None:
-            raise UsageError("one layer needs out= and kernel=, e.g. nnkit.dwsep('32x112x112', out=64, kernel=3)")
+            raise UsageError("one layer needs out= and kernel=, e.g. nnkit.dwsep('32x112x112', out=64, "
+                             "kernel=3)")
         from nnkit.core.dwsep import compare
 
-        r = compare(target, out=out, kernel=_input_text(kernel) if not isinstance(kernel, int) else str(kernel),
+        r = compare(target, out=out,
+                    kernel=_input_text(kernel) if not isinstance(kernel, int) else str(kernel),
                     stride=str(stride) if isinstance(stride, int) else _input_text(stride),
                     padding=padding if isinstance(padding, str) else
                     (str(padding) if isinstance(padding, int) else _input_text(padding)), bias=bias)
@@ -307,9 +318,11 @@ def solve(question: str, *args: int, **options: int | None) -> Any:
 
 
 def memory(target: Any, input: Any = None, *, batch: int | None = None, optimizer: str = "sgd",
-           num_classes: int | None = None, in_channels: int | None = None, width: float | None = None) -> Memory:
-    """Training memory at `batch` (default: the input's batch, else 1): parameters, gradients, optimizer state (sgd with momentum, adam, adamw) and
-    the activations autograd saves (measured on the meta device). An estimate: no allocator overhead."""
+           num_classes: int | None = None, in_channels: int | None = None,
+           width: float | None = None) -> Memory:
+    """Training memory at `batch` (default: the input's batch, else 1): parameters, gradients, optimizer state
+    (sgd with momentum, adam, adamw) and the activations autograd saves (measured on the meta device). An
+    estimate: no allocator overhead."""
     from nnkit.introspect.memory import Optimizer, estimate_target
 
     if batch is not None and batch <= 0:
@@ -318,5 +331,6 @@ def memory(target: Any, input: Any = None, *, batch: int | None = None, optimize
         opt = Optimizer(optimizer)
     except ValueError:
         raise UsageError(f"optimizer '{optimizer}': one of {', '.join(o.value for o in Optimizer)}") from None
-    return Memory(estimate_target(target, _input_text(input), batch=batch, optimizer=opt, num_classes=num_classes,
+    return Memory(estimate_target(target, _input_text(input), batch=batch, optimizer=opt,
+                                  num_classes=num_classes,
                                   in_channels=in_channels, width=width))

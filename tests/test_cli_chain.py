@@ -1,4 +1,5 @@
-"""The arithmetic commands end to end, in-process: JSON contracts, explanations, formats, stdin, exit codes."""
+"""The arithmetic commands end to end, in-process: JSON contracts, explanations, formats, stdin, exit
+codes."""
 
 from __future__ import annotations
 
@@ -54,8 +55,8 @@ def test_explain_of_a_ceil_mode_window_that_torch_drops(nnkit):
     """docs/conventions.md: MaxPool2d(3, stride=3, padding=1, ceil_mode=True) on 5 gives 2."""
     layer = nnkit("shape", "1x5x5", "maxpool(3,3,p=1,ceil=true)", "-e", "-f", "json").json()["layers"][0]
     assert layer["output"] == [1, 2, 2]
-    assert layer["explain"] == ["H, W: (5 - 3 + 2*1)/3 + 1 = 2.3333 -> 3 (ceil); the last window would start in "
-                                "the padding, so PyTorch drops it: 2"]
+    assert layer["explain"] == ["H, W: (5 - 3 + 2*1)/3 + 1 = 2.3333 -> 3 (ceil); the last window would start "
+                                "in the padding, so PyTorch drops it: 2"]
     assert "notes" not in layer
 
 
@@ -129,7 +130,8 @@ def test_batch_lines_may_use_tabs_and_table_cells_are_not_markup(nnkit):
 
     buf = io.StringIO()
     print_table(Tabular(("layer",), (("[conv(8,3) relu]*2",),), title="[b]x[/b]", notes=("[i]n[/i]",)), buf)
-    assert "[conv(8,3) relu]*2" in buf.getvalue() and "[b]x[/b]" in buf.getvalue() and "[i]n[/i]" in buf.getvalue()
+    assert "[conv(8,3) relu]*2" in buf.getvalue() and "[b]x[/b]" in buf.getvalue() \
+        and "[i]n[/i]" in buf.getvalue()
 
 
 def test_the_whole_chain_as_one_argument(nnkit):
@@ -141,7 +143,8 @@ def test_the_whole_chain_as_one_argument(nnkit):
     [
         (["shape", "3x32x32", "conv(6"], 2, "missing ')'"),
         (["shape", "3x32x32", "foo(3)"], 2, "unknown layer 'foo'"),
-        (["shape", "3x4x4", "conv(6,5)"], 1, "layer 1 conv(6,5): input H=4 is smaller than the 5-wide window"),
+        (["shape", "3x4x4", "conv(6,5)"], 1,
+         "layer 1 conv(6,5): input H=4 is smaller than the 5-wide window"),
         (["shape", "3x0x4", "conv(6,5)"], 2, "every size must be positive"),
         (["params", "3x32x32", "conv(6,3,g=4)"], 1, "groups=4 must divide"),
         (["shape", "3x32x32"], 2, "no layers given"),
@@ -205,7 +208,8 @@ def test_solve_same_map_undo(nnkit):
     assert {"layer": "conv", "stride": 2, "padding": 3} .items() <= mapping["solutions"][0].items()
     up = nnkit("solve", "map", "56", "112", "-k", "4", "-f", "json").json()["solutions"][0]
     assert (up["layer"], up["stride"], up["padding"], up["output_padding"]) == ("tconv", 2, 1, 0)
-    far = nnkit("solve", "map", "100", "20000", "-k", "7", "-f", "json").json()["solutions"]  # solved, not searched
+    # solved, not searched
+    far = nnkit("solve", "map", "100", "20000", "-k", "7", "-f", "json").json()["solutions"]
     assert all(s["layer"] == "tconv" for s in far) and any(s["stride"] == 202 for s in far)
     undo = nnkit("solve", "undo", "224", "-k", "3", "-s", "2", "-p", "1", "-f", "json").json()
     assert undo["conv_output"] == 112 and undo["output_padding"] == 1
@@ -219,7 +223,8 @@ def test_solve_answers_hold_in_torch(nnkit):
         conv = torch.nn.Conv2d(1, 1, 7, sol["stride"], sol["padding"])
         assert conv(torch.zeros(1, 1, 224, 224)).shape[-1] == 112
     for h in (223, 224, 225):
-        op = nnkit("solve", "undo", str(h), "-k", "3", "-s", "2", "-p", "1", "-f", "json").json()["output_padding"]
+        op = nnkit("solve", "undo", str(h), "-k", "3", "-s", "2", "-p", "1", "-f",
+                   "json").json()["output_padding"]
         x = torch.zeros(1, 1, h, h)
         y = torch.nn.Conv2d(1, 1, 3, 2, 1)(x)
         assert torch.nn.ConvTranspose2d(1, 1, 3, 2, 1, output_padding=op)(y).shape[-1] == h
@@ -236,14 +241,14 @@ def test_arithmetic_commands_never_import_torch():
         "from typer.testing import CliRunner\n"
         "from nnkit.cli import app\n"
         "r = CliRunner()\n"
-        "for args in (['shape', '3x32x32', 'conv(6,5) maxpool(2) flatten fc(10)'], ['params', '128', 'lstm(64)'],\n"
-        "             ['rf', '3x32x32', 'conv(6,5)'], ['flops', '3x32x32', 'conv(6,5)', '-f', 'json'],\n"
-        "             ['dwsep', '32x56x56', '--out', '64', '-k', '3'], ['solve', 'map', '224', '112', '-k', '7'],\n"
-        "             ['shape', '-']):\n"
+        "for args in (['shape', '3x32x32', 'conv(6,5) maxpool(2) flatten fc(10)'], ['params', '128', "
+        "'lstm(64)'],\n             ['rf', '3x32x32', 'conv(6,5)'], ['flops', '3x32x32', 'conv(6,5)', '-f', "
+        "'json'],\n             ['dwsep', '32x56x56', '--out', '64', '-k', '3'], ['solve', 'map', '224', "
+        "'112', '-k', '7'],\n             ['shape', '-']):\n"
         "    res = r.invoke(app, args, input='3x8x8 conv(2,3)\\n')\n"
         "    assert res.exit_code == 0, (args, res.output)\n"
-        "heavy = sorted(m for m in ('torch', 'torchvision', 'fvcore', 'torchinfo', 'matplotlib', 'sklearn', 'numpy')\n"
-        "               if m in sys.modules)\n"
+        "heavy = sorted(m for m in ('torch', 'torchvision', 'fvcore', 'torchinfo', 'matplotlib', 'sklearn', "
+        "'numpy')\n               if m in sys.modules)\n"
         "print(','.join(heavy) or 'none')\n"
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT)}

@@ -76,7 +76,8 @@ def test_conv_transpose2d(g, cin, cout, k, s, p, op, d, h, w):
         with pytest.raises(GeometryError):
             analyze_chain(f"{g * cin}x{h}x{w}", f"tconv({g * cout},{k},s={s},p={p},op={op},d={d},g={g})")
         with pytest.raises(Exception):  # noqa: B017, PT011
-            torch.nn.ConvTranspose2d(g * cin, g * cout, k, s, p, op, g, True, d)(torch.zeros(1, g * cin, h, w))
+            torch.nn.ConvTranspose2d(g * cin, g * cout, k, s, p, op, g, True,
+                                     d)(torch.zeros(1, g * cin, h, w))
         return
     check((g * cin, h, w), f"tconv({g * cout},{k},s={s},p={p},op={op},d={d},g={g})")
 
@@ -131,9 +132,11 @@ def test_lstm_published_count():
 
 
 @SETTINGS
-@given(c=small, h=size, w=size, oh=st.integers(1, 6), ow=st.integers(1, 6), scale=st.sampled_from([1, 2, 3, 1.5]))
+@given(c=small, h=size, w=size, oh=st.integers(1, 6), ow=st.integers(1, 6),
+       scale=st.sampled_from([1, 2, 3, 1.5]))
 def test_adaptive_pool_gap_upsample_bn_flatten(c, h, w, oh, ow, scale):
-    for text in (f"adaptivepool({oh}x{ow})", "gap", f"upsample({scale})", "bn", "flatten", "relu", "dropout(0.2)"):
+    for text in (f"adaptivepool({oh}x{ow})", "gap", f"upsample({scale})", "bn", "flatten", "relu",
+                 "dropout(0.2)"):
         check((c, h, w), text)
 
 
@@ -184,7 +187,8 @@ def test_transposed_conv_macs_use_the_input_volume():
 
 
 @SETTINGS
-@given(n=st.integers(1, 2), c=st.integers(1, 8), h=st.integers(1, 12), w=st.integers(1, 12), o=st.integers(1, 8),
+@given(n=st.integers(1, 2), c=st.integers(1, 8), h=st.integers(1, 12), w=st.integers(1, 12),
+       o=st.integers(1, 8),
        groups=st.integers(1, 4), kh=st.integers(1, 5), kw=st.integers(1, 5), s=st.integers(0, 3),
        p=st.integers(-1, 3), d=st.integers(0, 3), bias=st.sampled_from([None, "ok", "wrong"]))
 def test_trace_convolution_shortcut_equals_torchs_meta_kernel(n, c, h, w, o, groups, kh, kw, s, p, d, bias):
@@ -210,7 +214,8 @@ def test_trace_convolution_shortcut_equals_torchs_meta_kernel(n, c, h, w, o, gro
 
 @SETTINGS
 @given(op=st.sampled_from(["mm", "addmm", "bmm", "add", "mul", "add_", "mul_", "scale", "softmax"]),
-       dims=st.lists(st.integers(1, 5), min_size=7, max_size=7), same=st.booleans(), k=st.sampled_from([2, 0.5]))
+       dims=st.lists(st.integers(1, 5), min_size=7, max_size=7), same=st.booleans(),
+       k=st.sampled_from([2, 0.5]))
 def test_trace_operator_shortcuts_equal_torchs_kernels(op, dims, same, k):
     """The tracer's shortcuts for linear layers, attention and residual adds answer only what torch's meta
     kernels answer (shape and dtype), with torch.utils.flop_counter's MACs; the rest goes to torch."""
@@ -232,7 +237,8 @@ def test_trace_operator_shortcuts_equal_torchs_kernels(op, dims, same, k):
         "addmm": (aten.addmm.default, (meta(m2), meta(n, k1), meta(k2, m))),
         "bmm": (aten.bmm.default, (meta(b_, n, k1), meta(b2, k2, m))),
         "add": (aten.add.Tensor, (meta(b_, n, m), meta(b2, n, m2))),
-        "mul": (aten.mul.Tensor, (meta(b_, n, m), meta(b_, n, m).transpose(1, 2) if not same else meta(b_, n, m))),
+        "mul": (aten.mul.Tensor,
+                (meta(b_, n, m), meta(b_, n, m).transpose(1, 2) if not same else meta(b_, n, m))),
         "add_": (aten.add_.Tensor, (meta(b_, n, m), meta(b2, n, m2))),
         "mul_": (aten.mul_.Tensor, (meta(b_, n, m), meta(b2, n, m2))),
         "scale": (aten.mul.Scalar, (meta(b_, n, m), k)),
@@ -256,14 +262,16 @@ def test_trace_operator_shortcuts_equal_torchs_kernels(op, dims, same, k):
 
 
 @SETTINGS
-@given(c=st.integers(1, 4), h=st.integers(1, 10), o=st.integers(1, 4), k=st.integers(1, 4), s=st.integers(1, 3),
+@given(c=st.integers(1, 4), h=st.integers(1, 10), o=st.integers(1, 4), k=st.integers(1, 4),
+       s=st.integers(1, 3),
        p=st.sampled_from([0, 1, 2, (2, 0), "same", "valid"]), d=st.integers(1, 2), g=st.integers(1, 3),
-       bias=st.booleans(), mode=st.sampled_from(["zeros", "reflect", "circular"]), kind=st.sampled_from(["conv", "sub"]))
+       bias=st.booleans(), mode=st.sampled_from(["zeros", "reflect", "circular"]),
+       kind=st.sampled_from(["conv", "sub"]))
 def test_conv2d_modules_answered_without_the_dispatcher_equal_torch(c, h, o, k, s, p, d, g, bias, mode, kind):
-    """The tracer answers plain nn.Conv2d modules itself (trace._direct_convolutions) and grows their fields in one
-    step (rf.Fields._plain_conv): output shapes and MACs equal a real CPU forward and FlopCounterMode's count;
-    rows, fields and errors equal what the general path gives (the dispatch mode and the field rules), which
-    the other modules take (subclasses, padding modes, string padding)."""
+    """The tracer answers plain nn.Conv2d modules itself (trace._direct_convolutions) and grows their fields
+    in one step (rf.Fields._plain_conv): output shapes and MACs equal a real CPU forward and FlopCounterMode's
+    count; rows, fields and errors equal what the general path gives (the dispatch mode and the field rules),
+    which the other modules take (subclasses, padding modes, string padding)."""
     from torch import nn
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -274,7 +282,8 @@ def test_conv2d_modules_answered_without_the_dispatcher_equal_torch(c, h, o, k, 
         pass
 
     try:
-        conv = (Sub if kind == "sub" else nn.Conv2d)(c * g, o * g, k, stride=s, padding=p, dilation=d, groups=g,
+        conv = (Sub if kind == "sub" else nn.Conv2d)(c * g, o * g, k, stride=s, padding=p, dilation=d,
+                                                     groups=g,
                                                       bias=bias, padding_mode=mode)
     except ValueError:  # 'same' with a stride: torch refuses to build it
         assume(False)

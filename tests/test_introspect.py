@@ -144,7 +144,8 @@ def test_layers_match_real_modules_and_add_up():
     assert conv.activation_bytes == 512 * 7 * 7 * 4
     assert sum(r.params for r in a.layers) == a.params == sum(p.numel() for p in model.parameters())
     assert sum(r.macs for r in a.layers) == a.macs
-    assert [r.spec for r in a.layers if r.spec.startswith("layer1.0.relu")] == ["layer1.0.relu"] * 2  # 2 calls
+    # 2 calls
+    assert [r.spec for r in a.layers if r.spec.startswith("layer1.0.relu")] == ["layer1.0.relu"] * 2
 
 
 @pytest.mark.parametrize("name", ["vit_b_16", "swin_t", "mobilenet_v3_small"])
@@ -282,8 +283,8 @@ def test_analysis_never_changes_the_model():
 
 def test_analyses_in_threads_leave_torch_as_it_was_and_other_modules_untouched():
     """Building on meta replaces torch.nn.init's initialisers, a trace nn.Module._call_impl and some classes'
-    forward, for their duration: in several threads they take turns (interleaved, one thread's restore left the
-    initialisers skipped for good), and modules outside them run their real forwards meanwhile."""
+    forward, for their duration: in several threads they take turns (interleaved, one thread's restore left
+    the initialisers skipped for good), and modules outside them run their real forwards meanwhile."""
     import threading
 
     import torch
@@ -328,7 +329,8 @@ def test_other_threads_build_and_run_their_own_models_as_ever_meanwhile():
         done.wait(10)
         return nn.Conv2d(3, 3, 3)
 
-    for skip in (build._no_init, build._parameters_on_meta):  # each alone: on_meta uses the second as a fallback
+    # each alone: on_meta uses the second as a fallback
+    for skip in (build._no_init, build._parameters_on_meta):
         def make(skip=skip):
             with skip():
                 return builder()
@@ -371,7 +373,8 @@ def test_what_a_model_or_library_does_to_torch_classes_is_what_runs_and_stays():
     nn.ReLU.forward = lambda self, x: torch.relu(x)[:, :4]  # a library's replacement, made before analysis
     try:
         model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(4, 2, 1))
-        assert analyze_model(model, (3, 16, 16), source="m").output == tuple(model(torch.zeros(1, 3, 16, 16)).shape[1:])
+        assert analyze_model(model, (3, 16, 16), source="m").output \
+            == tuple(model(torch.zeros(1, 3, 16, 16)).shape[1:])
     finally:
         nn.ReLU.forward = real_relu
 
@@ -430,10 +433,11 @@ def test_what_a_model_or_library_does_to_torch_classes_is_what_runs_and_stays():
         mine = nn.Linear(64, 64).weight
         init.kaiming_uniform_ = real_init
         torch.manual_seed(0)
-        assert torch.equal(mine, nn.Linear(64, 64).weight)  # initialised, though ours sits inside their wrapper
+        # initialised, though ours sits inside their wrapper
+        assert torch.equal(mine, nn.Linear(64, 64).weight)
         nn.ReLU.forward = exec_made["forward"]
-        assert analyze_model(nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU()), (3, 16, 16), source="m").output == \
-            (8, 14, 14)
+        assert analyze_model(nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU()), (3, 16, 16), source="m").output \
+            == (8, 14, 14)
     finally:
         nn.ReLU.forward, init.kaiming_uniform_ = real_relu, real_init
 
@@ -501,7 +505,8 @@ def test_explain_puts_the_numbers_in_the_formulas():
         f"MACs: 64*112*112 outputs * 7*7*3 = {64 * 112 * 112 * 147:,}"]
     assert [f.topic.value for f in conv1.explain[:3]] == ["shape", "params", "macs"]
     fc = a.layers[-1]
-    assert [f.text for f in fc.explain] == ["params: 1000*2048 + 1000 = 2,049,000", "MACs: 1*1000*2048 = 2,048,000"]
+    assert [f.text for f in fc.explain] == ["params: 1000*2048 + 1000 = 2,049,000",
+                                            "MACs: 1*1000*2048 = 2,048,000"]
     vit = analyze("vit_b_16")
     assert "its own parameters: class_token" in vit.layers[0].notes
 
@@ -530,7 +535,8 @@ def test_misaligned_paths_are_reported_and_united():
 def _small_vit():
     from torchvision.models.vision_transformer import VisionTransformer
 
-    return VisionTransformer(image_size=64, patch_size=16, num_layers=2, num_heads=2, hidden_dim=32, mlp_dim=64)
+    return VisionTransformer(image_size=64, patch_size=16, num_layers=2, num_heads=2, hidden_dim=32,
+                             mlp_dim=64)
 
 
 @pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2", "small_vit"])
@@ -575,7 +581,8 @@ def test_walk_visits_modules_as_named_modules_does():
     from nnkit.introspect.build import walk
 
     shared = nn.Linear(2, 2)
-    model = nn.Sequential(nn.Sequential(shared, nn.ReLU()), shared, nn.ModuleDict({"a": shared, "b": nn.Tanh()}))
+    model = nn.Sequential(nn.Sequential(shared, nn.ReLU()), shared,
+                          nn.ModuleDict({"a": shared, "b": nn.Tanh()}))
     model.add_module("gap", None)
     for m in (model, build("googlenet"), build("mobilenet_v3_small")):
         assert [(p, id(x)) for p, x in walk(m)] == [(p, id(x)) for p, x in m.named_modules()]
@@ -713,7 +720,8 @@ def test_in_place_ops_change_only_their_own_tensor_and_its_base():
     class Slice(nn.Module):  # an in-place add on a slice grows the field of the whole tensor
         def __init__(self) -> None:
             super().__init__()
-            self.c0, self.big, self.head = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 7, padding=3), nn.Conv2d(8, 8, 1)
+            self.c0, self.big, self.head = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 7, padding=3), \
+                nn.Conv2d(8, 8, 1)
 
         def forward(self, x):
             y = self.c0(x)
@@ -1010,7 +1018,8 @@ def test_memory_estimate_keeps_frozen_layers_frozen_and_odd_attention_on_the_mat
             t = x.flatten(2).transpose(1, 2)
             q, k = self.qk(t).view(b, -1, 2, 4, 16).permute(2, 0, 3, 1, 4)
             v = self.v(t).view(b, -1, 4, 32).transpose(1, 2)
-            return self.proj(F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, h * w, -1)).mean(1)
+            out = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, h * w, -1)
+            return self.proj(out).mean(1)
 
     def make():
         return nn.Sequential(nn.Conv2d(3, 64, 4, 4), nn.BatchNorm2d(64), Attn())
@@ -1038,7 +1047,8 @@ def test_swin_says_where_its_fields_become_the_whole_input():
     from nnkit.introspect import analyze
 
     notes = analyze("swin_t").notes
-    assert any(n.startswith("receptive fields from features.1.0.attn on are shown as the whole input") for n in notes)
+    assert any(n.startswith("receptive fields from features.1.0.attn on are shown as the whole "
+                            "input") for n in notes)
     assert not any("regrouped" in n for n in analyze("resnet18").notes + analyze("vgg11").notes)
 
 
@@ -1089,7 +1099,8 @@ def test_elementwise_in_place_through_a_flat_view_and_keyword_norms_keep_fields(
     class KwNorm(nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.stem, self.bn, self.head = nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.Conv2d(8, 8, 3, padding=1)
+            self.stem, self.bn, self.head = nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), \
+                nn.Conv2d(8, 8, 3, padding=1)
 
         def forward(self, x):
             return self.head(self.bn(input=self.stem(x)))
@@ -1097,7 +1108,8 @@ def test_elementwise_in_place_through_a_flat_view_and_keyword_norms_keep_fields(
     class SqueezeByView(nn.Module):  # x.view(b, c, -1).mean(-1): a gate, not tokens
         def __init__(self) -> None:
             super().__init__()
-            self.stem, self.fc, self.head = nn.Conv2d(3, 8, 3, padding=1), nn.Linear(8, 8), nn.Conv2d(8, 8, 3, padding=1)
+            self.stem, self.fc, self.head = nn.Conv2d(3, 8, 3, padding=1), nn.Linear(8, 8), \
+                nn.Conv2d(8, 8, 3, padding=1)
 
         def forward(self, x):
             x = self.stem(x)
@@ -1108,8 +1120,10 @@ def test_elementwise_in_place_through_a_flat_view_and_keyword_norms_keep_fields(
         assert row.rf.size[0] == _true_size(model, (3, 16, 16), "head") == 5
     from nnkit.introspect import analyze_model
 
-    se = analyze_model(SqueezeByView(), (3, 16, 16), source="se")  # the gated features' field, as for other gates
-    assert se.rf.size == (5, 5) and any("gate" in n for n in se.notes) and not any("regrouped" in n for n in se.notes)
+    # the gated features' field, as for other gates
+    se = analyze_model(SqueezeByView(), (3, 16, 16), source="se")
+    assert se.rf.size == (5, 5) and any("gate" in n for n in se.notes) \
+        and not any("regrouped" in n for n in se.notes)
 
 
 def test_a_linear_over_width_mixes_a_row_and_one_axis_nearest_resize_is_a_window():
@@ -1134,7 +1148,8 @@ def test_a_linear_over_width_mixes_a_row_and_one_axis_nearest_resize_is_a_window
 
     assert _row(MixW(), (3, 8, 8), "mix").rf_global
     row = _row(HalfH(), (3, 8, 8), "head")
-    assert row.rf.size == (7, 5) and row.rf.stride == (2, 1) and row.rf.size[0] == _true_size(HalfH(), (3, 8, 8), "head")
+    assert row.rf.size == (7, 5) and row.rf.stride == (2, 1) and row.rf.size[0] \
+        == _true_size(HalfH(), (3, 8, 8), "head")
 
 
 def test_errors_in_the_models_own_pre_hooks_and_own_code_name_the_right_place():

@@ -108,7 +108,8 @@ _ALPHABET = st.sampled_from(list("convpolfcx()=,;-> 0123456789abdgkmpst.") + ["c
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(_ALPHABET, max_size=30).map("".join), st.sampled_from(["3x32x32", "1x8x8", "64", "2x3x16x16"]))
+@given(st.lists(_ALPHABET, max_size=30).map("".join),
+       st.sampled_from(["3x32x32", "1x8x8", "64", "2x3x16x16"]))
 def test_fuzz_parser_raises_only_nnkit_errors(text, shape):
     """Random strings: an answer or a one-line NnkitError, never another exception."""
     try:
@@ -130,7 +131,8 @@ def test_repetition_expands_in_place():
     assert split_chain("conv(8,3,p=1)*2 maxpool(2)") == ["conv(8,3,p=1)", "conv(8,3,p=1)", "maxpool(2)"]
     assert split_chain("[conv(64,3,p=1) relu] * 2 maxpool(2)") == [
         "conv(64,3,p=1)", "relu", "conv(64,3,p=1)", "relu", "maxpool(2)"]
-    assert split_chain("[[conv(4,3) relu]*2 maxpool(2)]*2") == (["conv(4,3)", "relu"] * 2 + ["maxpool(2)"]) * 2
+    assert split_chain("[[conv(4,3) relu]*2 "
+                       "maxpool(2)]*2") == (["conv(4,3)", "relu"] * 2 + ["maxpool(2)"]) * 2
     vgg = analyze_chain("3x224x224", "[conv(64,3,p=1) relu]*2 maxpool(2)")
     assert vgg.output == (64, 112, 112) and vgg.params == 1792 + 36928
 
@@ -143,14 +145,17 @@ def test_repetition_errors(text):
 
 def test_dwsep_pairs_skip_squeeze_excitation_and_leave_lone_depthwise_convs():
     """nnkit.core.dwsep.pair_up on plain data: a 1x1 conv on a pooled map (squeeze-excitation) is not the
-    pointwise conv of a pair, and a depthwise conv whose output only another depthwise conv takes stays alone."""
+    pointwise conv of a pair, and a depthwise conv whose output only another depthwise conv takes stays
+    alone."""
     from nnkit.core.dwsep import ConvLayer, pair_up
 
     def conv(path, cin, cout, k, groups, hw_in, hw_out, source=None):
-        return ConvLayer(path, cin, cout, (k, k), (1, 1), groups, False, (cin, hw_in, hw_in), (cout, hw_out, hw_out),
+        return ConvLayer(path, cin, cout, (k, k), (1, 1), groups, False, (cin, hw_in, hw_in),
+                         (cout, hw_out, hw_out),
                          0, 0, source)
 
-    layers = [conv("dw1", 16, 16, 3, 16, 8, 8), conv("se.fc1", 16, 4, 1, 1, 1, 1), conv("se.fc2", 4, 16, 1, 1, 1, 1),
+    layers = [conv("dw1", 16, 16, 3, 16, 8, 8), conv("se.fc1", 16, 4, 1, 1, 1, 1),
+              conv("se.fc2", 4, 16, 1, 1, 1, 1),
               conv("pw1", 16, 32, 1, 1, 8, 8, "dw1"), conv("dw2", 32, 32, 5, 32, 8, 8),
               conv("dw3", 32, 32, 3, 32, 8, 8, "dw2"), conv("pw3", 32, 64, 1, 1, 8, 8, "dw3")]
     pairs, alone = pair_up(layers)

@@ -43,14 +43,16 @@ def test_train_json_contract_and_run_directory(nnkit, tmp_path):
     doc = run.json()
     assert {"val_accuracy", "epochs_run", "best_checkpoint", "last_checkpoint", "run_dir"} <= set(doc)
     assert doc["epochs_run"] == 2 and doc["run_dir"] == str(out)
-    assert {p.name for p in out.iterdir()} >= {"config.json", "metrics.jsonl", "metrics.csv", "last.pt", "best.pt",
+    assert {p.name for p in out.iterdir()} >= {"config.json", "metrics.jsonl", "metrics.csv", "last.pt",
+                                               "best.pt",
                                               "curves.png"}
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]  # no temp file left by the atomic writes
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2]
     assert doc["val_accuracy"] == max(r["val_accuracy"] for r in rows)
     csv_lines = (out / "metrics.csv").read_text().splitlines()
-    assert csv_lines[0].split(",") == ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr",
+    assert csv_lines[0].split(",") == ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy",
+                                       "lr",
                                        "images_per_s", "seconds"] and len(csv_lines) == 3
     assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     for name in ("last.pt", "best.pt"):  # loadable without unpickling code
@@ -134,7 +136,8 @@ def test_ctrl_c_mid_epoch_saves_a_checkpoint_that_resumes_exactly(tmp_path, stra
 @pytest.mark.parametrize("signum,delay_seed", [("SIGINT", 0), ("SIGTERM", 1), ("SIGINT", 2)])
 def test_a_real_signal_at_a_random_point_resumes_exactly(tmp_path, straight, signum, delay_seed):
     """A real signal from another thread, timed to land somewhere inside a step (after augment drew its random
-    numbers, between backward and opt.step, ...): the loop must finish the step and save a consistent state."""
+    numbers, between backward and opt.step, ...): the loop must finish the step and save a consistent
+    state."""
     import os
     import random
     import signal
@@ -182,7 +185,8 @@ def test_resume_refuses_options_it_would_ignore(nnkit, straight):
                 "--augment", "noise", "--seed", "3", "--out", "elsewhere", "-b", "8")
     assert run.code == 2 and run.err.count("\n") == 1, run
     named = run.err.split("; ")[1].split(" cannot change")[0]
-    assert named.split(", ") == ["--out", "--batch-size", "--optimizer", "--lr", "--seed", "--augment"], run.err
+    assert named.split(", ") == ["--out", "--batch-size", "--optimizer", "--lr", "--seed",
+                                 "--augment"], run.err
     assert (ref_dir / "last.pt").read_bytes() == before
 
 
@@ -264,7 +268,8 @@ def test_unknown_architecture_has_a_hint(nnkit, tmp_path):
     assert run.code == 2 and "unknown architecture 'lenet'" in run.err and "lenet5" in run.err, run
 
 
-# ---------------------------------------------------------------------------------------------- early stopping
+# ---------------------------------------------------------------------------------------------- early
+# stopping
 
 
 def test_patience_stops_and_restores_the_best_weights(tmp_path):
@@ -301,7 +306,8 @@ def test_weights_new_head_and_frozen_backbone(nnkit, tmp_path, straight):
     ref_dir, _ = straight
     make_imagefolder(tmp_path / "imgs")
     run = nnkit("train", "lenet5", "--dataset", "imagefolder", "--data-dir", str(tmp_path / "imgs"),
-                "--weights", str(ref_dir / "best.pt"), "--freeze", "backbone", "--epochs", "1", "--batch-size", "6",
+                "--weights", str(ref_dir / "best.pt"), "--freeze", "backbone", "--epochs", "1",
+                "--batch-size", "6",
                 "--out", str(tmp_path / "run"), "-f", "json")
     assert run.code == 0, run
     assert "note: --weights" in run.err and "left new because their shape differs" in run.err, run
@@ -327,7 +333,8 @@ def test_a_frozen_backbone_keeps_its_batchnorm_statistics(tmp_path):
     src = build("mobilenet_v1", num_classes=10, in_channels=1, width=0.25)
     torch.save(src.state_dict(), tmp_path / "w.pth")
     head = head_module(src)[0] + "."
-    train(TrainConfig(arch="mobilenet_v1", width=0.25, weights=str(tmp_path / "w.pth"), freeze=Freeze.backbone,
+    train(TrainConfig(arch="mobilenet_v1", width=0.25, weights=str(tmp_path / "w.pth"),
+                      freeze=Freeze.backbone,
                       epochs=1, out=str(tmp_path / "run"), augment=()))
     new = torch.load(tmp_path / "run" / "last.pt", weights_only=True)["model"]
     old = src.state_dict()

@@ -16,7 +16,8 @@ from nnkit.errors import ExitCode, NnkitError
 
 
 def _is_usage_error(exc: BaseException) -> bool:
-    """click's ClickException family (vendored in typer >= 0.26, a dependency before): duck-typed, no private import."""
+    """click's ClickException family (vendored in typer >= 0.26, a dependency before): duck-typed, no private
+    import."""
     return type(exc).__module__.split(".")[0] in ("typer", "click") and hasattr(exc, "format_message") \
         and hasattr(exc, "exit_code")
 
@@ -66,8 +67,8 @@ class _Boundary(TyperGroup):
             sys.stderr.close()
             ctx.exit(0)
         except ModuleNotFoundError as exc:
-            # On the torch-free install (`pip install .`) every command that needs torch ends here, whichever of
-            # its modules imports it first: one line that says how to install it.
+            # On the torch-free install (`pip install .`) every command that needs torch ends here, whichever
+            # of its modules imports it first: one line that says how to install it.
             missing = (exc.name or "").partition(".")[0]
             if DEBUG["on"] or missing not in TORCH_EXTRA:
                 raise
@@ -119,8 +120,8 @@ def build_app(only: str | None = None) -> typer.Typer:
     new = typer.Typer(
         cls=_Boundary,
         name="nnkit",
-        help="Exact CNN arithmetic (shapes, parameters, receptive fields, MACs) and training, from the command "
-             "line.",
+        help="Exact CNN arithmetic (shapes, parameters, receptive fields, MACs) and training, from the "
+             "command line.",
         no_args_is_help=True,
         pretty_exceptions_enable=False,
         context_settings={"help_option_names": ["-h", "--help"]},

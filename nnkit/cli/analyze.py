@@ -1,8 +1,8 @@
 """nnkit shape | params | flops | rf, nnkit dwsep and nnkit solve: the arithmetic commands.
 
-A target whose first word is a shape is a chain, analysed by nnkit.core without torch; anything else is a named
-architecture or a user model, analysed by nnkit.introspect (torch, imported only then). '-' reads one target per
-line from stdin and answers line by line.
+A target whose first word is a shape is a chain, analysed by nnkit.core without torch; anything else is a
+named architecture or a user model, analysed by nnkit.introspect (torch, imported only then). '-' reads one
+target per line from stdin and answers line by line.
 """
 
 import json
@@ -33,8 +33,8 @@ from nnkit.render.views import SUMMARY_COLUMNS, View, dwsep_view, solve_view, su
 TargetArg = Annotated[
     str,
     typer.Argument(help="An input shape (CxHxW, HxW, NxCxHxW, or a feature size) followed by layers; an "
-                        "architecture name (nnkit models); a user model file.py:Class; or - to read one per line "
-                        "from stdin.", autocompletion=complete_target, show_default=False),
+                        "architecture name (nnkit models); a user model file.py:Class; or - to read one per "
+                        "line from stdin.", autocompletion=complete_target, show_default=False),
 ]
 LayersArg = Annotated[
     Optional[list[str]],
@@ -44,7 +44,8 @@ LayersArg = Annotated[
 BackendOpt = Annotated[Backend, typer.Option("--backend", help="Who counts, for named and user models.")]
 AtOpt = Annotated[
     Optional[str],
-    typer.Option("--at", help="Stop at this layer: its number or text in a chain, its module path in a model.",
+    typer.Option("--at",
+                 help="Stop at this layer: its number or text in a chain, its module path in a model.",
                  show_default=False),
 ]
 
@@ -58,7 +59,8 @@ def _batch(what: View, fmt: OutputFormat | None, explain: bool,
     """
     fmt = resolve(fmt)
     if columns and fmt is not OutputFormat.table:
-        raise UsageError("--columns picks the columns of a table; with - each line is one row of fixed columns")
+        raise UsageError("--columns picks the columns of a table; with - each line is one row of fixed "
+                         "columns")
     worst = ExitCode.OK
     header = ("line", "source", *SUMMARY_COLUMNS[what])
     if fmt in (OutputFormat.tsv, OutputFormat.csv):
@@ -90,7 +92,8 @@ def _batch(what: View, fmt: OutputFormat | None, explain: bool,
 _HELP = {
     "shape": "Output size of every layer: (H - F + 2P)/S + 1 and its PyTorch generalisations.",
     "params": "Parameters per layer and in total (10 filters of 5x5x3: 10*5*5*3 + 10 = 760).",
-    "flops": "MACs and FLOPs per layer and in total (FLOPs = 2 x MACs; conv, linear, matmul, recurrent gates).",
+    "flops": "MACs and FLOPs per layer and in total (FLOPs = 2 x MACs; conv, linear, matmul, recurrent "
+             "gates).",
     "rf": "Receptive field (size, effective stride, effective padding) of every layer (Araujo et al. 2019).",
 }
 
@@ -128,12 +131,14 @@ def _make(what: View) -> Callable[..., None]:
 
 def dwsep(
     target: Annotated[str, typer.Argument(help="Input shape CxHxW of one layer, or a network (mobilenet_v1, "
-                                               "efficientnet_b0, model.py:Net) to compare with its standard twin.",
+                                               "efficientnet_b0, model.py:Net) to compare with its standard "
+                                               "twin.",
                                           autocompletion=complete_target, show_default=False)],
     out: Annotated[Optional[int], typer.Option("--out", "-n", help="Output channels N.")] = None,
     kernel: Annotated[Optional[str], typer.Option("-k", "--kernel", help="Kernel size K (or KhxKw).")] = None,
     stride: Annotated[str, typer.Option("-s", "--stride", help="Stride.")] = "1",
-    padding: Annotated[str, typer.Option("-p", "--padding", help="Padding (a size, HxW, same or valid).")] = "0",
+    padding: Annotated[str, typer.Option("-p", "--padding",
+                                         help="Padding (a size, HxW, same or valid).")] = "0",
     bias: Annotated[bool, typer.Option("--bias/--no-bias", help="Count biases (Howard et al. 2017 do not: "
                                                                  "BatchNorm follows every conv).")] = False,
     input: InputOpt = None,
@@ -174,7 +179,8 @@ def solve_same(
     kernel: Annotated[int, typer.Option("-k", "--kernel", help="Kernel size.")],
     dilation: Annotated[int, typer.Option("-d", "--dilation", help="Dilation.")] = 1,
     stride: Annotated[int, typer.Option("-s", "--stride", help="Stride.")] = 1,
-    input: Annotated[Optional[int], typer.Option("--input", "-i", help="Input size H (needed when stride > 1).")]
+    input: Annotated[Optional[int], typer.Option("--input", "-i",
+                                                 help="Input size H (needed when stride > 1).")]
     = None,
     fmt: FormatOpt = None,
     columns: ColumnsOpt = None,
@@ -213,7 +219,8 @@ def solve_undo(
     """The output_padding that makes tconv(k, s, p) give back H after conv(k, s, p)."""
     from nnkit.core.solve import undo
 
-    emit(*solve_view(undo(size, kernel, stride=stride, padding=padding, dilation=dilation)), fmt, columns=columns)
+    emit(*solve_view(undo(size, kernel, stride=stride, padding=padding, dilation=dilation)), fmt,
+         columns=columns)
 
 
 _EXAMPLES = {

@@ -1,7 +1,7 @@
 """nnkit models, nnkit summary, nnkit crosscheck, and whole-network dwsep (called by `nnkit dwsep ARCH`)."""
 
 from dataclasses import replace
-from typing import Annotated, Any, Optional
+from typing import Annotated, Optional
 
 import typer
 
@@ -21,8 +21,9 @@ from nnkit.introspect.memory import Optimizer  # pure Python: an Enum, no torch
 from nnkit.render import OutputFormat, Tabular, emit
 
 
-TargetArg = Annotated[str, typer.Argument(help="An architecture (nnkit models), a user model file.py:Class or "
-                                               "package.module:name, or an input shape followed by layers.",
+TargetArg = Annotated[str, typer.Argument(help="An architecture (nnkit models), a user model file.py:Class "
+                                               "or package.module:name, or an input shape followed by "
+                                               "layers.",
                                           autocompletion=complete_target, show_default=False)]
 
 
@@ -44,7 +45,8 @@ def models(
            for a in archs]
     human_cells = fmt in (None, OutputFormat.table)
     rows = tuple((a.name, a.input, human(a.params) if human_cells else a.params,
-                  human(a.macs) if human_cells else a.macs, a.family, ", ".join(a.options), a.task) for a in archs)
+                  human(a.macs) if human_cells else a.macs, a.family, ", ".join(a.options),
+                  a.task) for a in archs)
     wanted = " and ".join(x for x in (f"'{pattern}'" if pattern else "", f"task {task}" if task else "") if x)
     notes = () if archs else (f"no architecture matches {wanted}",)
     emit(doc, Tabular(columns=("name", "input", "params", "MACs", "family", "options", "task"), rows=rows,
@@ -68,9 +70,10 @@ def summary(
     batch: Annotated[Optional[int], typer.Option("--batch", "-b", help="Batch size for --train.")] = None,
     train: Annotated[bool, typer.Option("--train", help="Estimate training memory: parameters, gradients, "
                                                         "optimizer state and saved activations.")] = False,
-    optimizer: Annotated[Optional[Optimizer], typer.Option("--optimizer", help="Optimizer state for --train: sgd "
-                                                                               "(with momentum), adam or adamw "
-                                                                               "[default: sgd].",
+    optimizer: Annotated[Optional[Optimizer], typer.Option("--optimizer",
+                                                           help="Optimizer state for --train: sgd "
+                                                                               "(with momentum), adam or "
+                                                                               "adamw [default: sgd].",
                                                            show_default=False)] = None,
     columns: ColumnsOpt = None,
 ) -> None:
@@ -89,7 +92,8 @@ def summary(
         from nnkit.core.spec import looks_like_shape
 
         if looks_like_shape(target):
-            raise UsageError("--train measures a model's saved activations; give an architecture or file.py:Class")
+            raise UsageError("--train measures a model's saved activations; give an architecture or "
+                             "file.py:Class")
         from nnkit.api import memory
         from nnkit.render.views import memory_doc, memory_note
 

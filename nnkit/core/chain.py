@@ -1,4 +1,5 @@
-"""Analyse a chain written in the layer language: every layer's shape, parameters, MACs and receptive field."""
+"""Analyse a chain written in the layer language: every layer's shape, parameters, MACs and receptive
+field."""
 
 from __future__ import annotations
 
@@ -41,10 +42,12 @@ def analyze_chain(input_text: str, chain: str | list[str] | tuple[str, ...] | li
             explain=tuple(explain), notes=tuple(step.notes),
         ))
         current = step.output
-    rf_notes = () if fld_ok else ("receptive fields stop at the first upsampling layer (tconv, upsample): Araujo "
-                                  "et al. (2019) define them for downsampling chains",)
-    return _totals(Analysis(source=f"{input_text} {' '.join(s.text for s in specs)}", input=shape, output=current,
-                            layers=tuple(rows), params=0, trainable=0, macs=0, batch=batch, rf_notes=rf_notes))
+    rf_notes = () if fld_ok else ("receptive fields stop at the first upsampling layer (tconv, upsample): "
+                                  "Araujo et al. (2019) define them for downsampling chains",)
+    return _totals(Analysis(source=f"{input_text} {' '.join(s.text for s in specs)}", input=shape,
+                            output=current,
+                            layers=tuple(rows), params=0, trainable=0, macs=0, batch=batch,
+                            rf_notes=rf_notes))
 
 
 def _totals(a: Analysis) -> Analysis:
@@ -60,5 +63,6 @@ def truncate(a: Analysis, at: str) -> Analysis:
     """A chain analysed up to layer `at`: its 1-based number or its text."""
     match = [x for x in a.layers if str(x.index) == at or x.spec.replace(" ", "") == at.replace(" ", "")]
     if not match:
-        raise SpecError(f"--at {at}: no such layer in the chain (give its number 1-{len(a.layers)} or its text)")
+        raise SpecError(f"--at {at}: no such layer in the chain (give its number 1-{len(a.layers)} or its "
+                        "text)")
     return _totals(replace(a, layers=a.layers[:match[0].index]))

@@ -26,7 +26,8 @@ Window = tuple[tuple[int, int, int], tuple[int, int, int]]  # per axis: (dilated
 # --- the two size formulas, shared with nnkit.core.solve ----------------------------------------------------
 
 
-def window_out(size: int, k: int, s: int, pl: int, pr: int, d: int = 1, ceil: bool = False) -> tuple[int, int]:
+def window_out(size: int, k: int, s: int, pl: int, pr: int, d: int = 1,
+               ceil: bool = False) -> tuple[int, int]:
     """Sliding-window output length (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d docs; aten pooling_output_shape).
 
     out = floor((H + pl + pr - d*(k-1) - 1)/s) + 1. With ceil_mode: ceil instead of floor, but a last window
@@ -41,11 +42,12 @@ def window_out(size: int, k: int, s: int, pl: int, pr: int, d: int = 1, ceil: bo
 
 
 def tconv_out(size: int, k: int, s: int, p: int, op: int = 0, d: int = 1) -> int:
-    """nn.ConvTranspose2d: (H-1)*s - 2p + d*(k-1) + output_padding + 1 (Dumoulin & Visin's a = output_padding)."""
+    """nn.ConvTranspose2d: (H-1)*s - 2p + d*(k-1) + output_padding + 1 (Dumoulin & Visin's a =
+    output_padding)."""
     return (size - 1) * s - 2 * p + d * (k - 1) + op + 1
 
 
-# --- one layer ------------------------------------------------------------------------------------------------
+# --- one layer ----------------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -113,7 +115,8 @@ def _window_axis(ax: int, size: int, k: int, s: int, pl: int, pr: int, d: int, c
                             + (f" (kernel {k}, dilation {d})" if d > 1 else ""))
     out, before_drop = window_out(size, k, s, pl, pr, d, ceil)
     if out < 1:
-        raise GeometryError(f"{label}: output {AXES[ax]} would be {out}: the window does not fit input {size}")
+        raise GeometryError(f"{label}: output {AXES[ax]} would be {out}: the window does not fit input "
+                            f"{size}")
     num = padded - extent
     pad_txt = f"2*{pl}" if pl == pr else f"{pl}+{pr}"
     if d == 1:
@@ -149,14 +152,16 @@ def _merge_notes(notes: list[str]) -> list[str]:
 
 
 def _axes(lines: list[str]) -> list[str]:
-    """'H: ... = 32' and 'W: ... = 32' with the same formula become one 'H, W: ...' line, as a textbook writes."""
+    """'H: ... = 32' and 'W: ... = 32' with the same formula become one 'H, W: ...' line, as a textbook
+    writes."""
     if len(lines) == 2 and lines[0][3:] == lines[1][3:]:
         return ["H, W: " + lines[0][3:]]
     return lines
 
 
 def _sliding(spec: LayerSpec, shape: Shape, index: int, *, out_ch: int, k: tuple[int, int],
-             s: tuple[int, int], p: tuple[int, int] | str, d: tuple[int, int], ceil: bool, pooling: bool) -> Step:
+             s: tuple[int, int], p: tuple[int, int] | str, d: tuple[int, int], ceil: bool,
+             pooling: bool) -> Step:
     _, h, w = _need_spatial(spec, shape, index)
     label = _label(spec, index)
     pre: list[str] = []
@@ -204,21 +209,24 @@ def _conv(spec: LayerSpec, shape: Shape, index: int, *, out_ch: int, k: tuple[in
 
 
 def _tconv(spec: LayerSpec, shape: Shape, index: int) -> Step:
-    """ConvTranspose2d; MACs use the input volume: every input element meets every weight of its group once."""
+    """ConvTranspose2d; MACs use the input volume: every input element meets every weight of its group
+    once."""
     c, h, w = _need_spatial(spec, shape, index)
     label = _label(spec, index)
     out_ch, k, s, p, op, d, g, bias = (spec[x] for x in ("out", "k", "s", "p", "op", "d", "g", "bias"))
     if c % g or out_ch % g:
-        raise GeometryError(f"{label}: groups={g} must divide both the {c} input and {out_ch} output channels")
+        raise GeometryError(f"{label}: groups={g} must divide both the {c} input and {out_ch} output "
+                            "channels")
     outs, lines = [], []
     for ax, size in enumerate((h, w)):
         if op[ax] >= max(s[ax], d[ax]):
-            raise GeometryError(f"{label}: output padding {op[ax]} must be smaller than the stride {s[ax]} or "
-                                f"the dilation {d[ax]}")
+            raise GeometryError(f"{label}: output padding {op[ax]} must be smaller than the stride {s[ax]} "
+                                f"or the dilation {d[ax]}")
         o = tconv_out(size, k[ax], s[ax], p[ax], op[ax], d[ax])
         if o <= 0:
             raise GeometryError(f"{label}: output {AXES[ax]} would be {o}: padding {p[ax]} is too large")
-        lines.append(f"{AXES[ax]}: ({size} - 1)*{s[ax]} - 2*{p[ax]} + {d[ax]}*({k[ax]}-1) + {op[ax]} + 1 = {o}")
+        lines.append(f"{AXES[ax]}: ({size} - 1)*{s[ax]} - 2*{p[ax]} + {d[ax]}*({k[ax]}-1) + {op[ax]} + 1 = "
+                     f"{o}")
         outs.append(o)
     per_out = out_ch // g
     params = c * per_out * k[0] * k[1] + (out_ch if bias else 0)
@@ -226,13 +234,15 @@ def _tconv(spec: LayerSpec, shape: Shape, index: int) -> Step:
     cout = f"{per_out}" if g == 1 else f"({out_ch}/{g})"
     step = Step(output=(out_ch, outs[0], outs[1]), params=params, macs=macs, rf_undefined=True)
     step.say(Topic.shape, *_axes(lines))
-    step.say(Topic.params, f"params: {c}*{cout}*{k[0]}*{k[1]}" + (f" + {out_ch}" if bias else "") + f" = {params:,}")
+    step.say(Topic.params,
+             f"params: {c}*{cout}*{k[0]}*{k[1]}" + (f" + {out_ch}" if bias else "") + f" = {params:,}")
     step.say(Topic.macs, f"MACs: {c}*{h}*{w} inputs * {cout}*{k[0]}*{k[1]} = {macs:,}")
     return step
 
 
 def _rnn(spec: LayerSpec, shape: Shape) -> Step:
-    """nn.LSTM/GRU/RNN: per layer and direction, gates*hidden*(input + hidden) weights + 2*gates*hidden biases.
+    """nn.LSTM/GRU/RNN: per layer and direction, gates*hidden*(input + hidden) weights + 2*gates*hidden
+    biases.
 
     The last dimension is the feature size; the leading ones are the sequence (their product is the number of
     steps, 1 for a single feature vector). MACs: gates*hidden*(input + hidden) per step, layer and direction.
@@ -251,8 +261,10 @@ def _rnn(spec: LayerSpec, shape: Shape) -> Step:
         step.say(Topic.params, f"layer {layer + 1}: ({gates}*{hidden}*({inp}+{hidden}){bias_txt})"
                  + (f" * {dirs} directions" if dirs > 1 else "") + f" = {per_dir * dirs:,}")
         inp = hidden * dirs
-    step.say(Topic.params, f"params: {step.params:,} ({gates} gate{'s' if gates > 1 else ''}, {spec.kind.upper()})")
-    step.say(Topic.macs, f"MACs: {step.macs:,} = sum over layers and directions of {gates}*{hidden}*(input+{hidden})"
+    step.say(Topic.params,
+             f"params: {step.params:,} ({gates} gate{'s' if gates > 1 else ''}, {spec.kind.upper()})")
+    step.say(Topic.macs,
+             f"MACs: {step.macs:,} = sum over layers and directions of {gates}*{hidden}*(input+{hidden})"
              f" * {steps} step{'s' if steps > 1 else ''}")
     return step
 
@@ -265,7 +277,8 @@ def _adaptive(spec: LayerSpec, shape: Shape, index: int) -> Step:
     if (oh, ow) == (h, w):
         return step
     if h % oh == 0 and w % ow == 0:
-        # Each output cell averages an (H/oh)x(W/ow) block: exactly a pool with k = s = H/oh (aten adaptive pool).
+        # Each output cell averages an (H/oh)x(W/ow) block: exactly a pool with k = s = H/oh (aten adaptive
+        # pool).
         step.window = ((h // oh, h // oh, 0), (w // ow, w // ow, 0))
         step.rf_global = (oh, ow) == (1, 1)
     else:
@@ -282,8 +295,8 @@ def _fc(spec: LayerSpec, shape: Shape) -> Step:
     step.say(Topic.params, f"params: {out}*{feat}" + (f" + {out}" if spec["bias"] else "") + f" = {params:,}")
     step.say(Topic.macs, f"MACs: {f'{rows}*' if rows > 1 else ''}{out}*{feat} = {step.macs:,}")
     if len(shape) > 1:
-        step.notes.append(f"fc acts on the last axis ({feat}) of {_dims(shape)}, as nn.Linear does; put flatten "
-                          "before it to connect every input")
+        step.notes.append(f"fc acts on the last axis ({feat}) of {_dims(shape)}, as nn.Linear does; put "
+                          "flatten before it to connect every input")
     return step
 
 
@@ -306,7 +319,8 @@ def apply(spec: LayerSpec, shape: Shape, index: int) -> Step:
     if kind in ("conv", "pwconv", "dwconv"):
         c = _need_spatial(spec, shape, index)[0]
         k, p, d = ((1, 1), (0, 0), (1, 1)) if kind == "pwconv" else (spec["k"], spec["p"], spec["d"])
-        out, g = (c * spec["m"], c) if kind == "dwconv" else (spec["out"], spec["g"])  # depthwise: groups = in
+        # depthwise: groups = in
+        out, g = (c * spec["m"], c) if kind == "dwconv" else (spec["out"], spec["g"])
         return _conv(spec, shape, index, out_ch=out, k=k, s=spec["s"], p=p, d=d, g=g, bias=spec["bias"])
     if kind == "dwsep":
         c = _need_spatial(spec, shape, index)[0]
@@ -315,7 +329,8 @@ def apply(spec: LayerSpec, shape: Shape, index: int) -> Step:
         pw = _conv(spec, dw.output, index, out_ch=spec["out"], k=(1, 1), s=(1, 1), p=(0, 0), d=(1, 1), g=1,
                    bias=spec["bias"], part="pointwise ")
         return Step(output=pw.output, params=dw.params + pw.params, macs=dw.macs + pw.macs, window=dw.window,
-                    explain=dw.explain + [f for f in pw.explain if f.topic is not Topic.shape], notes=dw.notes)
+                    explain=dw.explain + [f for f in pw.explain if f.topic is not Topic.shape],
+                    notes=dw.notes)
     if kind == "tconv":
         return _tconv(spec, shape, index)
     if kind in ("maxpool", "avgpool"):
@@ -334,7 +349,8 @@ def apply(spec: LayerSpec, shape: Shape, index: int) -> Step:
         return _fc(spec, shape)
     if kind == "bn":
         step = Step(output=shape, params=2 * shape[0])
-        step.say(Topic.params, f"params: 2*{shape[0]} = {2 * shape[0]} (weight and bias; running mean/var are "
+        step.say(Topic.params,
+                 f"params: 2*{shape[0]} = {2 * shape[0]} (weight and bias; running mean/var are "
                                "buffers)")
         return step
     if kind == "upsample":
@@ -360,7 +376,8 @@ def to_field(fld: Window) -> Field:
 
 def explain_field(old: Window, window: Window) -> Formula:
     (r, S, P), (k, s, p) = old[0], window[0]
-    line = f"rf: r = {r} + ({k}-1)*{S} = {r + (k - 1) * S}, S = {S}*{s} = {S * s}, P = {P} + {p}*{S} = {P + p * S}"
+    line = (f"rf: r = {r} + ({k}-1)*{S} = {r + (k - 1) * S}, S = {S}*{s} = {S * s}, "
+            f"P = {P} + {p}*{S} = {P + p * S}")
     if old[0] != old[1] or window[0] != window[1]:
         (r, S, P), (k, s, p) = old[1], window[1]
         line += f"; W: r = {r + (k - 1) * S}, S = {S * s}, P = {P + p * S}"

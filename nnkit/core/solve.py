@@ -56,9 +56,9 @@ def same(kernel: int, *, dilation: int = 1, stride: int = 1, size: int | None = 
     if before == after:
         lines.append(f"p = {before} on each side")
     else:
-        lines.append(f"p = {before} before and {after} after: asymmetric, so nn.Conv2d(padding={before}) after "
-                     "nn.ZeroPad2d((0, 1, 0, 1)) for the extra one (PyTorch's padding='same' does this itself at "
-                     "stride 1)")
+        lines.append(f"p = {before} before and {after} after: asymmetric, so nn.Conv2d(padding={before}) "
+                     "after nn.ZeroPad2d((0, 1, 0, 1)) for the extra one (PyTorch's padding='same' does this "
+                     "itself at stride 1)")
     return SamePadding(kernel, dilation, stride, size, before, after, out, tuple(lines))
 
 
@@ -82,7 +82,8 @@ class MapResult:
 
 
 def map_size(size_in: int, size_out: int, kernel: int, *, dilation: int = 1) -> MapResult:
-    """Every (stride, padding) with padding below the kernel extent mapping size_in to size_out, exact fits first.
+    """Every (stride, padding) with padding below the kernel extent mapping size_in to size_out, exact fits
+    first.
 
     Strides and paddings are enumerated (at most size x extent pairs); a transposed conv's output_padding is
     solved for, not searched.
@@ -110,7 +111,8 @@ def map_size(size_in: int, size_out: int, kernel: int, *, dilation: int = 1) -> 
                                          f"({size_in}-1)*{s} - 2*{p} + {dilation}*({kernel}-1) + {op} + 1 "
                                          f"= {size_out}"))
     if not found:
-        raise GeometryError(f"no stride and padding below {extent} map {size_in} to {size_out} with a {kernel}-wide "
+        raise GeometryError(f"no stride and padding below {extent} map {size_in} to {size_out} with a "
+                            f"{kernel}-wide "
                             "kernel")
     found.sort(key=lambda m: (m.left_out, m.output_padding, m.transposed != (size_out > size_in), m.stride,
                               m.padding))
@@ -132,12 +134,13 @@ def undo(size: int, kernel: int, *, stride: int = 1, padding: int = 0, dilation:
         raise UsageError(f"padding must not be negative, got {padding}")
     out = conv_out(size, kernel, stride, padding, dilation)
     if out <= 0 or size + 2 * padding < dilation * (kernel - 1) + 1:
-        raise GeometryError(f"conv(k={kernel}, s={stride}, p={padding}, d={dilation}) does not fit an input of "
-                            f"{size}")
+        raise GeometryError(f"conv(k={kernel}, s={stride}, p={padding}, d={dilation}) does not fit an input "
+                            f"of {size}")
     back = tconv_out(out, kernel, stride, padding, 0, dilation)
     op = size - back
     lines = (f"conv: ({size} + 2*{padding} - {dilation}*({kernel}-1) - 1)/{stride} + 1 -> {out}",
-             f"tconv without output_padding: ({out}-1)*{stride} - 2*{padding} + {dilation}*({kernel}-1) + 1 = {back}",
+             f"tconv without output_padding: ({out}-1)*{stride} - 2*{padding} + {dilation}*({kernel}-1) + 1 "
+             f"= {back}",
              f"output_padding = {size} - {back} = {op}")
     return Undo(size, out, op, lines)
 

@@ -3,9 +3,9 @@
     nnkit shape 3x32x32 "conv(6,5) maxpool(2) conv(16,5) maxpool(2) flatten fc(120) fc(84) fc(10)"
 
 A chain is a list of layers separated by white space, ';', '->' or commas outside parentheses. A layer is a
-name, optionally followed by (positional, ..., key=value, ...). Names and keys are case-insensitive. This module
-only parses and validates the arguments of each layer on its own; whether a layer fits its input is decided in
-nnkit.core.layers.
+name, optionally followed by (positional, ..., key=value, ...). Names and keys are case-insensitive. This
+module only parses and validates the arguments of each layer on its own; whether a layer fits its input is
+decided in nnkit.core.layers.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def parse_shape(text: str) -> tuple[int | None, tuple[int, ...]]:
     raise SpecError(f"input '{text}': at most 4 sizes (NxCxHxW), got {len(dims)}")
 
 
-# --- argument types ---------------------------------------------------------------------------------------------
+# --- argument types -----------------------------------------------------------------------------------------
 
 
 def _int(v: Value, key: str) -> int:
@@ -131,22 +131,27 @@ class Signature:
     types: dict[str, Callable[[Value, str], Any]]
 
 
-def _sig(positional: tuple[str, ...], required: int, **params: tuple[Any, Callable[[Value, str], Any]]) -> Signature:
-    return Signature(positional, required, {k: d for k, (d, _) in params.items()}, {k: t for k, (_, t) in params.items()})
+def _sig(positional: tuple[str, ...], required: int,
+         **params: tuple[Any, Callable[[Value, str], Any]]) -> Signature:
+    return Signature(positional, required, {k: d for k, (d, _) in params.items()},
+                     {k: t for k, (_, t) in params.items()})
 
 
 _CONV = dict(s=(1, _POS_PAIR), p=(0, _padding), d=(1, _POS_PAIR), bias=(True, _bool))
 _RNN = _sig(("hidden", "layers"), 1, hidden=(None, _pos_int), layers=(1, _pos_int), bidir=(False, _bool),
             bias=(True, _bool))
 
-# The layers, their arguments (positional order first), defaults and types: the contract of the layer language.
+# The layers, their arguments (positional order first), defaults and types: the contract of the layer
+# language.
 SIGNATURES: dict[str, Signature] = {
-    "conv": _sig(("out", "k", "s", "p"), 2, out=(None, _pos_int), k=(None, _POS_PAIR), g=(1, _pos_int), **_CONV),
+    "conv": _sig(("out", "k", "s", "p"), 2, out=(None, _pos_int), k=(None, _POS_PAIR), g=(1, _pos_int),
+                 **_CONV),
     "dwconv": _sig(("k", "s", "p"), 1, k=(None, _POS_PAIR), m=(1, _pos_int), **_CONV),
     "pwconv": _sig(("out",), 1, out=(None, _pos_int), s=(1, _POS_PAIR), g=(1, _pos_int), bias=(True, _bool)),
     "dwsep": _sig(("out", "k", "s", "p"), 2, out=(None, _pos_int), k=(None, _POS_PAIR), **_CONV),
     "tconv": _sig(("out", "k", "s", "p"), 2, out=(None, _pos_int), k=(None, _POS_PAIR), op=(0, _NONNEG_PAIR),
-                  g=(1, _pos_int), s=(1, _POS_PAIR), p=(0, _NONNEG_PAIR), d=(1, _POS_PAIR), bias=(True, _bool)),
+                  g=(1, _pos_int), s=(1, _POS_PAIR), p=(0, _NONNEG_PAIR), d=(1, _POS_PAIR),
+                  bias=(True, _bool)),
     "maxpool": _sig(("k", "s", "p"), 1, k=(None, _POS_PAIR), s=(None, _POS_PAIR), p=(0, _NONNEG_PAIR),
                     d=(1, _POS_PAIR), ceil=(False, _bool)),
     "avgpool": _sig(("k", "s", "p"), 1, k=(None, _POS_PAIR), s=(None, _POS_PAIR), p=(0, _NONNEG_PAIR),
@@ -198,7 +203,7 @@ class LayerSpec:
         return dict(self.args).get(key, default)
 
 
-# --- tokenizing -------------------------------------------------------------------------------------------------
+# --- tokenizing ---------------------------------------------------------------------------------------------
 
 
 def _flat(buf: list[str]) -> str:
@@ -267,7 +272,8 @@ def split_chain(text: str | list[str] | tuple[str, ...]) -> list[str]:
             raise SpecError(f"layer {len(expanded) + 1} '{tok}': repeat count must be 1 to 1000, got {times}")
         inner = split_chain(body[1:-1]) if body.startswith("[") and body.endswith("]") else [body]
         if len(expanded) + len(inner) * times > MAX_LAYERS:
-            raise SpecError(f"layer {len(expanded) + 1} '{tok}': the chain would have more than {MAX_LAYERS:,} "
+            raise SpecError(f"layer {len(expanded) + 1} '{tok}': the chain would have more than "
+                            f"{MAX_LAYERS:,} "
                             "layers")
         expanded += inner * times
     return expanded
@@ -313,7 +319,8 @@ def parse_layer(token: str, index: int | None = None) -> LayerSpec:
         import difflib
 
         close = difflib.get_close_matches(name, list(SIGNATURES) + list(ALIASES), n=3, cutoff=0.6)
-        hint = f"; did you mean {', '.join(close)}?" if close else f"; known layers: {', '.join(sorted(SIGNATURES))}"
+        hint = f"; did you mean {', '.join(close)}?" if close \
+            else f"; known layers: {', '.join(sorted(SIGNATURES))}"
         raise SpecError(f"{where}'{token}': unknown layer '{name}'{hint}")
     given: dict[str, Value] = {}
     if argtext is not None and argtext.strip():

@@ -14,9 +14,9 @@ _MISSING = object()
 
 @contextlib.contextmanager
 def replaced(owner: Any, name: str, value: Any) -> Iterator[None]:
-    """owner.<name> = value for the duration (a class's attribute, or a module's function), then as it was: its
-    own again, or none (inherited). Unless somebody replaced ours meanwhile (a library patching torch while the
-    model runs): theirs stays.
+    """owner.<name> = value for the duration (a class's attribute, or a module's function), then as it was:
+    its own again, or none (inherited). Unless somebody replaced ours meanwhile (a library patching torch
+    while the model runs): theirs stays.
 
     Analysis patches classes, never the user's module instances: a model that deep-copies a submodule while it
     runs (an EMA or teacher copy) would copy anything set on the instance, and keep it after the analysis."""
@@ -34,10 +34,11 @@ def replaced(owner: Any, name: str, value: Any) -> Iterator[None]:
 
 @contextlib.contextmanager
 def this_thread() -> Iterator[Any]:
-    """Whom a patch acts for: `scope.thread` is the id of the thread that opened the context, and None once it is
-    closed. Every patch of ours compares threading.get_ident() with it, so that it acts for its own thread only
-    (other threads build and run their models meanwhile as ever), and does nothing any more where somebody kept
-    it inside a wrapper of theirs (replaced leaves theirs in place): the kept copy runs what it replaced."""
+    """Whom a patch acts for: `scope.thread` is the id of the thread that opened the context, and None once it
+    is closed. Every patch of ours compares threading.get_ident() with it, so that it acts for its own thread
+    only (other threads build and run their models meanwhile as ever), and does nothing any more where
+    somebody kept it inside a wrapper of theirs (replaced leaves theirs in place): the kept copy runs what it
+    replaced."""
     scope = types.SimpleNamespace(thread=threading.get_ident())
     try:
         yield scope
@@ -46,14 +47,16 @@ def this_thread() -> Iterator[Any]:
 
 
 def torchs_own(f: Any, qualname: str | None = None) -> bool:
-    """f is torch.nn's own function (of that qualified name), not a replacement a profiler or library installed."""
-    return (getattr(f, "__module__", None) or "").startswith("torch.nn.") and not hasattr(f, "__wrapped__") and \
-        (qualname is None or getattr(f, "__qualname__", None) == qualname)
+    """f is torch.nn's own function (of that qualified name), not a replacement a profiler or library
+    installed."""
+    return (getattr(f, "__module__", None) or "").startswith("torch.nn.") and not hasattr(f, "__wrapped__") \
+        and (qualname is None or getattr(f, "__qualname__", None) == qualname)
 
 
 @contextlib.contextmanager
 def _parameters_on_meta() -> Iterator[None]:
-    """Every parameter and buffer a module registers in this thread goes to the meta device as soon as it is made.
+    """Every parameter and buffer a module registers in this thread goes to the meta device as soon as it is
+    made.
 
     For builders that compute with tensors while they build (torchvision's RegNets round widths with torch),
     which the plain `with torch.device("meta")` cannot run: only storage moves, the arithmetic stays on CPU.
@@ -82,9 +85,9 @@ def _parameters_on_meta() -> Iterator[None]:
 
 @contextlib.contextmanager
 def _no_init() -> Iterator[None]:
-    """torch.nn.init's in-place initialisers do nothing in this thread: meta tensors hold no values to initialise,
-    and on the meta device each call still runs a Python decomposition (ResNet-50's 53 kaiming_normal_ cost
-    40 ms). Models other threads build meanwhile are initialised as ever."""
+    """torch.nn.init's in-place initialisers do nothing in this thread: meta tensors hold no values to
+    initialise, and on the meta device each call still runs a Python decomposition (ResNet-50's 53
+    kaiming_normal_ cost 40 ms). Models other threads build meanwhile are initialised as ever."""
     from torch.nn import init
 
     names = [n for n in dir(init) if n.endswith("_") and not n.startswith("_") and callable(getattr(init, n))]
@@ -102,8 +105,8 @@ def _no_init() -> Iterator[None]:
 
 # Building on the meta device and tracing replace attributes of torch for their duration (torch.nn.init's
 # initialisers, nn.Module.register_parameter, forwards and _call_impl of torch.nn classes): one at a time in a
-# process, or two threads restoring them in another order than they set them would leave one's behind (untrained
-# weights in every model built afterwards).
+# process, or two threads restoring them in another order than they set them would leave one's behind
+# (untrained weights in every model built afterwards).
 PATCHING = threading.RLock()
 
 
@@ -127,7 +130,8 @@ def build_meta(name: str, **options: Any) -> Any:
 
 
 def walk(model: Any) -> list[tuple[str, Any]]:
-    """model.named_modules() as a list, in the same order (pre-order, a shared module once, at its first path).
+    """model.named_modules() as a list, in the same order (pre-order, a shared module once, at its first
+    path).
 
     Why our own: torch's named_modules is a recursive generator, and an analysis walks the model five times;
     on MobileNetV2 those walks cost as much as tracing it.
@@ -152,7 +156,8 @@ def _shape_keeping() -> tuple[type, ...]:
     from torch import nn
 
     return (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.LayerNorm, nn.GroupNorm, nn.InstanceNorm2d,
-            nn.LocalResponseNorm, nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Mish, nn.Hardswish,
+            nn.LocalResponseNorm, nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Mish,
+            nn.Hardswish,
             nn.Hardsigmoid, nn.Hardtanh, nn.Sigmoid, nn.Tanh, nn.Dropout, nn.Dropout2d, nn.Identity)
 
 
@@ -167,9 +172,9 @@ def pass_through(model: Any, named: list[tuple[str, Any]] | None = None,
     that class and without a forward of their own, called in this thread; every other module of the class (a
     subclass's, a copy made while the model runs, another thread's) runs its real forward, and so does every
     module of a class whose forward somebody else replaced. Hooks still fire. With `follow`, stand-ins of
-    modules that return a new tensor return a new tensor object too, and call follow(input, output) so that the
-    tracer's follower copies the input's state to it; without it every stand-in returns its input, enough where
-    no tensor is followed.
+    modules that return a new tensor return a new tensor object too, and call follow(input, output) so that
+    the tracer's follower copies the input's state to it; without it every stand-in returns its input, enough
+    where no tensor is followed.
     """
     import torch
     from torch import nn
@@ -179,7 +184,8 @@ def pass_through(model: Any, named: list[tuple[str, Any]] | None = None,
     theirs = {cls for cls in {type(m) for m in mine} if not torchs_own(cls.forward)}  # replaced by somebody
     mine = [m for m in mine if type(m) not in theirs]
     # The new tensor object is made with Python dispatch off (through the tracer's dispatch mode it cost 10
-    # times as much); follow() gives it the input's receptive field, since the tracer never sees this operator.
+    # times as much); follow() gives it the input's receptive field, since the tracer never sees this
+    # operator.
     no_dispatch = torch._C._DisableTorchDispatch  # noqa: SLF001
     get_ident = threading.get_ident
 
@@ -187,14 +193,16 @@ def pass_through(model: Any, named: list[tuple[str, Any]] | None = None,
         return args[0] if args else next(iter(kwargs.values()))
 
     def new(*args: Any, **kwargs: Any) -> Any:  # a new tensor object, as the module returns one, so that an
-        x = args[0] if args else next(iter(kwargs.values()))  # in-place op on it does not touch its input's field
+        # in-place op on it does not touch its input's field
+        x = args[0] if args else next(iter(kwargs.values()))
         with no_dispatch():
             y = x.detach()  # same shape and strides, and no _base: not a view in the tracer's eyes
         follow(x, y)  # type: ignore[misc]
         return y
 
     def returns_input(m: Any) -> bool:
-        return follow is None or vars(m).get("inplace", False) or isinstance(m, (nn.Identity, nn.Dropout, nn.Dropout2d))
+        return follow is None or vars(m).get("inplace", False) \
+            or isinstance(m, (nn.Identity, nn.Dropout, nn.Dropout2d))
 
     chosen = {id(m): same if returns_input(m) else new for m in mine}
 

@@ -18,16 +18,19 @@ from nnkit.introspect.rf import Follower
 
 class _Sources(Follower):
     """Which depthwise convolution's output each tensor is (its path), through elementwise operators that keep
-    its shape (BatchNorm and activations, whose stand-ins return their input, and a squeeze-excitation scale)."""
+    its shape (BatchNorm and activations, whose stand-ins return their input, and a squeeze-excitation
+    scale)."""
 
     def __init__(self, where: Callable[[], str]) -> None:
         import torch
 
         super().__init__(where)
-        self._pointwise: dict[Any, bool] = {}  # per operator: elementwise (torch.Tag.pointwise) or a plain copy
+        # per operator: elementwise (torch.Tag.pointwise) or a plain copy
+        self._pointwise: dict[Any, bool] = {}
         self._copies = (torch.ops.aten.clone, torch.ops.aten.detach, torch.ops.aten.alias)
         self._tag = torch.Tag.pointwise
-        self.inputs: list[tuple[str, str | None]] = []  # per convolution operator: (module running, input's source)
+        # per convolution operator: (module running, input's source)
+        self.inputs: list[tuple[str, str | None]] = []
 
     def op(self, packet: Any, args: tuple[Any, ...], out: Any) -> None:
         if not isinstance(out, self._tensor):
@@ -39,7 +42,8 @@ class _Sources(Follower):
                 self._set(out, self.where())
             return
         keeps = self._pointwise.get(packet)
-        if keeps is None:  # a pooling of a 1x1 map keeps the shape too, but is not the depthwise output any more
+        # a pooling of a 1x1 map keeps the shape too, but is not the depthwise output any more
+        if keeps is None:
             keeps = self._pointwise[packet] = packet in self._copies or any(
                 self._tag in getattr(packet, name).tags for name in packet.overloads())
         if not keeps:
@@ -83,7 +87,8 @@ def convolutions(model: Any, shape: tuple[int, ...], source: str, *, min_input: 
         fed_by = ops[at][1] if at < len(ops) else None
         at += 1
         if c.output is not None and len(c.output) == 3:
-            convs.append(ConvLayer(path=c.path, cin=m.in_channels, cout=m.out_channels, kernel=tuple(m.kernel_size),
+            convs.append(ConvLayer(path=c.path, cin=m.in_channels, cout=m.out_channels,
+                                   kernel=tuple(m.kernel_size),
                                    stride=tuple(m.stride), groups=m.groups, bias=m.bias is not None,
                                    input=c.input, output=c.output,
                                    params=sum(p.numel() for p in m.parameters()), macs=c.macs, source=fed_by))
@@ -147,8 +152,8 @@ def compare_mobilenet(width: float | None, shape: tuple[int, ...]) -> MobileNetC
     if alpha <= 0:
         raise UsageError(f"--width must be positive, got {alpha:g}")
     if shape[0] != 3 or shape[1] != shape[2]:
-        raise UsageError(f"--input {'x'.join(map(str, shape))}: mobilenet_v1 takes square 3-channel images, e.g. "
-                         "3x224x224")
+        raise UsageError(f"--input {'x'.join(map(str, shape))}: mobilenet_v1 takes square 3-channel images, "
+                         "e.g. 3x224x224")
     size = shape[1]
     weight = total = 0.0
     c, h = _channels(32, alpha), (size + 1) // 2
@@ -163,15 +168,16 @@ def compare_mobilenet(width: float | None, shape: tuple[int, ...]) -> MobileNetC
                 for w, paper in PAPER_WIDTH.items()]
     variants += [Variant(alpha, (3, r, r), _mobilenet_cost(alpha, r), Cost(*paper) if alpha == 1.0 else None)
                  for r, paper in PAPER_RESOLUTION.items() if r != size or alpha != 1.0]
-    return MobileNetComparison("mobilenet_v1", (3, size, size), alpha, _mobilenet_cost(alpha, size, standard=True),
+    return MobileNetComparison("mobilenet_v1", (3, size, size), alpha,
+                               _mobilenet_cost(alpha, size, standard=True),
                                _mobilenet_cost(alpha, size), weight / total, tuple(variants),
                                PAPER if alpha == 1.0 and size == 224 else None)
 
 
 def compare_target(target: Any, *, input: str | None = None,
                    width: float | None = None) -> MobileNetComparison | NetworkComparison:
-    """`nnkit dwsep ARCH`: mobilenet_v1 against the paper's tables; any other network (a name, file.py:Class or a
-    live nn.Module) against its standard twin."""
+    """`nnkit dwsep ARCH`: mobilenet_v1 against the paper's tables; any other network (a name, file.py:Class
+    or a live nn.Module) against its standard twin."""
     from nnkit.introspect.target import is_user_model, resolve
 
     if isinstance(target, str) and not is_user_model(target):

@@ -5,10 +5,10 @@ torch.autograd.graph.saved_tensors_hooks records every tensor saved for backward
 (a ReLU's output saved by the ReLU and by the next conv is one tensor; views share their base's storage),
 parameters excluded. Attention saves what its kernel keeps: on the meta device F.scaled_dot_product_attention
 would take the math path, which saves every attention matrix (B x heads x L x L); training on a CPU or a GPU
-runs a fused kernel (flash, memory-efficient) that saves only q, k, v, the output and a logsumexp. The estimate
-routes unmasked attention through the fused kernel's autograd formula, as training does (ViT-B/16 at batch 8:
-+11.5% over the measured peak with the math path, see BENCHMARKS.md). The estimate is per item; the fixed part
-(weights, gradients, state) is per model.
+runs a fused kernel (flash, memory-efficient) that saves only q, k, v, the output and a logsumexp. The
+estimate routes unmasked attention through the fused kernel's autograd formula, as training does (ViT-B/16 at
+batch 8: +11.5% over the measured peak with the math path, see BENCHMARKS.md). The estimate is per item; the
+fixed part (weights, gradients, state) is per model.
 """
 
 from __future__ import annotations
@@ -41,7 +41,8 @@ class Memory:
 
     @property
     def total(self) -> int:
-        return self.params_bytes + self.grads_bytes + self.optimizer_bytes + self.batch * self.saved_bytes_per_item
+        return self.params_bytes + self.grads_bytes + self.optimizer_bytes \
+            + self.batch * self.saved_bytes_per_item
 
 
 def saved_activation_bytes(model: Any, shape: tuple[int, ...], batch: int = 2) -> int:
@@ -72,12 +73,13 @@ def saved_activation_bytes(model: Any, shape: tuple[int, ...], batch: int = 2) -
 
 @contextlib.contextmanager
 def _fused_attention() -> Iterator[None]:
-    """F.scaled_dot_product_attention runs as the fused CPU kernel (aten._scaled_dot_product_flash_attention_for_cpu,
-    which has a meta kernel) where torch would pick it on a CPU (no mask, no dropout, q, k and v of one shape),
-    so that autograd saves what a fused kernel saves; other calls keep the math path. Patched as a module
-    attribute, like build._no_init: a torch function mode would not see the call nn.MultiheadAttention makes
-    inside multi_head_attention_forward. Code that imported scaled_dot_product_attention by name before the
-    estimate keeps the math path, and its estimate counts the attention matrices (an overestimate).
+    """F.scaled_dot_product_attention runs as the fused CPU kernel
+    (aten._scaled_dot_product_flash_attention_for_cpu, which has a meta kernel) where torch would pick it on a
+    CPU (no mask, no dropout, q, k and v of one shape), so that autograd saves what a fused kernel saves;
+    other calls keep the math path. Patched as a module attribute, like build._no_init: a torch function mode
+    would not see the call nn.MultiheadAttention makes inside multi_head_attention_forward. Code that imported
+    scaled_dot_product_attention by name before the estimate keeps the math path, and its estimate counts the
+    attention matrices (an overestimate).
     """
     import torch
     import torch.nn.functional as F
@@ -89,13 +91,14 @@ def _fused_attention() -> Iterator[None]:
 
     def fused(query: Any, key: Any, value: Any, attn_mask: Any = None, dropout_p: float = 0.0,
               is_causal: bool = False, scale: float | None = None, enable_gqa: bool = False) -> Any:
-        # torch's own CPU choice takes the fused kernel only for this case; the rest keeps the math path, and so
-        # do other threads' calls
-        if threading.get_ident() == scope.thread and attn_mask is None and not enable_gqa and not dropout_p and \
-                query.dim() == 4 and query.shape[:-2] == key.shape[:-2] == value.shape[:-2] and \
-                value.shape[-1] == query.shape[-1]:
+        # torch's own CPU choice takes the fused kernel only for this case; the rest keeps the math path, and
+        # so do other threads' calls
+        if threading.get_ident() == scope.thread and attn_mask is None and not enable_gqa and not dropout_p \
+                and query.dim() == 4 and query.shape[:-2] == key.shape[:-2] == value.shape[:-2] \
+                and value.shape[-1] == query.shape[-1]:
             return flash(query, key, value, dropout_p, is_causal, scale=scale)[0]
-        return sdpa(query, key, value, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal, scale=scale,
+        return sdpa(query, key, value, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal,
+                    scale=scale,
                     enable_gqa=enable_gqa)
 
     with this_thread() as scope, replaced(F, "scaled_dot_product_attention", fused):
@@ -121,4 +124,5 @@ def estimate_target(target: Any, input: str | None, *, batch: int | None, optimi
         t = resolve(target, input=input, num_classes=num_classes, in_channels=in_channels, width=width)
     else:
         t = module_target(target, input)
-    return estimate(t.model, t.input, batch=batch if batch is not None else (t.batch or 1), optimizer=optimizer)
+    return estimate(t.model, t.input, batch=batch if batch is not None else (t.batch or 1),
+                    optimizer=optimizer)

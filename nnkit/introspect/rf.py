@@ -3,7 +3,8 @@
 
 Each tensor carries, per spatial axis, (size r, effective stride S, effective padding P) and the (H, W) it
 tracks; after upsampling (interpolation, transposed convolution) it carries no field but still its (H, W), as
-Araujo et al. define fields for downsampling networks only (and chains in nnkit.core stop there too). The tracer (nnkit.introspect.trace) hands every aten operator to `Fields.op` with its inputs and output:
+Araujo et al. define fields for downsampling networks only (and chains in nnkit.core stop there too). The
+tracer (nnkit.introspect.trace) hands every aten operator to `Fields.op` with its inputs and output:
 convolutions, pooling and padding grow the field (nnkit.core.layers.grow_field); operators whose output keeps
 the tracked (H, W) as two consecutive dimensions (activations, adds, concatenations, splits, channel shuffles,
 channels-last permutes) pass it on; anything else (flatten, global pooling, attention over tokens) makes the
@@ -37,8 +38,8 @@ class Regrouped(str):
 
 class Folded(tuple):  # type: ignore[type-arg]
     """(axes, hw) of a channels-last map whose positions a linear layer has flattened into rows: F.linear on
-    (N, H, W, C) runs as view (N*H*W, C), mm/addmm, view back. Each row is a position, so the field returns when
-    the rows are viewed back as (H, W); any other use of the rows counts as mixing them."""
+    (N, H, W, C) runs as view (N*H*W, C), mm/addmm, view back. Each row is a position, so the field returns
+    when the rows are viewed back as (H, W); any other use of the rows counts as mixing them."""
 _IDENTITY: Axes = ((1, 1, 0), (1, 1, 0))
 
 
@@ -88,7 +89,8 @@ def _max_pool(args: tuple[Any, ...], hw_in: tuple[int, int], hw_out: tuple[int, 
 
 
 def _avg_pool(args: tuple[Any, ...], hw_in: tuple[int, int], hw_out: tuple[int, int]) -> Axes:
-    # avg_pool2d(self, kernel_size, stride=[], padding=0, ceil_mode=False, count_include_pad=True, divisor=None)
+    # avg_pool2d(self, kernel_size, stride=[], padding=0, ceil_mode=False, count_include_pad=True,
+    # divisor=None)
     k = _pair(args[1])
     stride = _arg(args, 2, ())
     s = _pair(stride) if len(stride) else k
@@ -97,7 +99,8 @@ def _avg_pool(args: tuple[Any, ...], hw_in: tuple[int, int], hw_out: tuple[int, 
 
 
 def _pad(args: tuple[Any, ...], hw_in: tuple[int, int], hw_out: tuple[int, int]) -> Axes | None:
-    # constant_pad_nd(self, pad, value) and the reflection/replication pads: pad = [left, right, top, bottom, ...]
+    # constant_pad_nd(self, pad, value) and the reflection/replication pads: pad = [left, right, top, bottom,
+    # ...]
     pad = list(args[1])
     if len(pad) < 4 or hw_out != (hw_in[0] + pad[2] + pad[3], hw_in[1] + pad[0] + pad[1]):
         return None
@@ -105,10 +108,10 @@ def _pad(args: tuple[Any, ...], hw_in: tuple[int, int], hw_out: tuple[int, int])
 
 
 def _resize(exact: bool | None) -> Callable[..., Any]:
-    """Interpolation: the same size is the identity; nearest-neighbour downsampling by integer factors k (1 on an
-    axis that keeps its size) is a window of 1 with stride k (at offset floor(k/2) for 'nearest-exact'), unless a
-    scale factor other than 1/k was given (torch then maps indices by that scale); anything else (upsampling,
-    bilinear or fractional resizing) has no integer field. exact None: not a nearest mode."""
+    """Interpolation: the same size is the identity; nearest-neighbour downsampling by integer factors k (1 on
+    an axis that keeps its size) is a window of 1 with stride k (at offset floor(k/2) for 'nearest-exact'),
+    unless a scale factor other than 1/k was given (torch then maps indices by that scale); anything else
+    (upsampling, bilinear or fractional resizing) has no integer field. exact None: not a nearest mode."""
     def rule(args: tuple[Any, ...], hw_in: tuple[int, int], hw_out: tuple[int, int]) -> Axes | str:
         if hw_out == hw_in:
             return _IDENTITY
@@ -192,7 +195,8 @@ class Follower:
         return None if t is None else self.states.get(id(t))
 
     def copy(self, x: Any, y: Any) -> None:
-        """y gets x's state (y stands for a shape-keeping module's output, made where the tracer cannot see)."""
+        """y gets x's state (y stands for a shape-keeping module's output, made where the tracer cannot
+        see)."""
         state = self.of(x)
         if state is not None and y is not None and id(y) not in self.states:
             self._set(y, state)
@@ -227,7 +231,8 @@ class Fields(Follower):
                 return
             inputs = [state, self.states.get(id(args[1]))]
             if args[2] is not None:
-                inputs.append(self.states.get(id(args[2])))  # a kernel computed from the input (CondConv) counts
+                # a kernel computed from the input (CondConv) counts
+                inputs.append(self.states.get(id(args[2])))
         else:
             for a in args:
                 if isinstance(a, tensor):
@@ -309,10 +314,11 @@ class Fields(Follower):
             out = [regrouped if s == GLOBAL else s for s in out]
         return out
 
-    def _folded(self, packet: Any, args: tuple[Any, ...], live: list[Any], first: tuple[int, ...]) -> list[Any] | None:
-        """Rows of positions (Folded) through a linear layer: mm/addmm with a weight (no field of its own) keep
-        them rows; a view back to (..., H, W, C) restores the field. None: they are mixed, or multiplied by
-        something computed from the input: the field becomes the whole input."""
+    def _folded(self, packet: Any, args: tuple[Any, ...], live: list[Any],
+                first: tuple[int, ...]) -> list[Any] | None:
+        """Rows of positions (Folded) through a linear layer: mm/addmm with a weight (no field of its own)
+        keep them rows; a view back to (..., H, W, C) restores the field. None: they are mixed, or multiplied
+        by something computed from the input: the field becomes the whole input."""
         if len(live) != 1:
             return None
         (axes, hw) = live[0]

@@ -133,11 +133,11 @@ def _conv_shape(x: Any, w: Any, bias: Any, stride: Any, padding: Any, dilation: 
 
 
 def _shortcuts() -> dict[Any, Any]:
-    """Operators whose meta kernels are Python (torch._meta_registrations, torch._refs, torch._decomp) and that
-    an analysis meets hundreds of times: convolutions, linear layers (addmm, mm), attention (bmm, softmax,
-    scaling) and residual adds. Each answers its plain case (meta tensors of one dtype, matching shapes) with
-    (output, op counted, MACs) and declines anything else with None, so that torch's kernel runs, errors
-    included. MACs follow torch.utils.flop_counter's formulas (mm: n*k*m; bmm: b*n*k*m; conv: batch *
+    """Operators whose meta kernels are Python (torch._meta_registrations, torch._refs, torch._decomp) and
+    that an analysis meets hundreds of times: convolutions, linear layers (addmm, mm), attention (bmm,
+    softmax, scaling) and residual adds. Each answers its plain case (meta tensors of one dtype, matching
+    shapes) with (output, op counted, MACs) and declines anything else with None, so that torch's kernel runs,
+    errors included. MACs follow torch.utils.flop_counter's formulas (mm: n*k*m; bmm: b*n*k*m; conv: batch *
     prod(weight) * output positions). Without them a traced ViT-B/16 spent most of its time in addmm's
     decomposition and in broadcasting checks.
     """
@@ -158,7 +158,8 @@ def _shortcuts() -> dict[Any, Any]:
         if not (x.is_meta and w.is_meta and (b is None or b.is_meta)):
             return None
         shape = _conv_shape(*args)
-        return None if shape is None else (new(shape, x), "convolution", shape[0] * w.numel() * shape[2] * shape[3])
+        return None if shape is None else (new(shape, x), "convolution",
+                                           shape[0] * w.numel() * shape[2] * shape[3])
 
     def mm(args: tuple[Any, ...]) -> Any:
         a, b = args
@@ -180,7 +181,8 @@ def _shortcuts() -> dict[Any, Any]:
         if not (same(a, b) and a.dim() == 3 and b.dim() == 3 and a.shape[0] == b.shape[0]
                 and a.shape[2] == b.shape[1]):
             return None
-        return new((a.shape[0], a.shape[1], b.shape[2]), a), "bmm", a.shape[0] * a.shape[1] * a.shape[2] * b.shape[2]
+        return new((a.shape[0], a.shape[1], b.shape[2]),
+                   a), "bmm", a.shape[0] * a.shape[1] * a.shape[2] * b.shape[2]
 
     def pointwise(inplace: bool) -> Any:  # same shapes, no broadcasting, no alpha
         def op(args: tuple[Any, ...]) -> Any:
@@ -216,9 +218,9 @@ def _mode(dynamo: bool = True) -> Any:
     operator to the receptive-field tracker.
 
     Why not FlopCounterMode itself: it attributes every operator to all enclosing modules through a
-    ModuleTracker of its own and pytree-maps the arguments of every call; the tracer already knows the modules,
-    and that bookkeeping was most of the time an analysis took. The formulas, and FlopCounterMode's rule of
-    decomposing operators it has no formula for, are kept, so counts stay equal to FlopCounterMode's.
+    ModuleTracker of its own and pytree-maps the arguments of every call; the tracer already knows the
+    modules, and that bookkeeping was most of the time an analysis took. The formulas, and FlopCounterMode's
+    rule of decomposing operators it has no formula for, are kept, so counts stay equal to FlopCounterMode's.
 
     dynamo=False: without the torch._dynamo.disable wrapper torch puts around every mode's __torch_dispatch__,
     whose first call imports torch._dynamo, 1.2 s of a 5 s `nnkit summary lenet5` here. The wrapper keeps
@@ -229,13 +231,15 @@ def _mode(dynamo: bool = True) -> Any:
     from torch.utils._python_dispatch import TorchDispatchMode
 
     shortcuts, registry = _shortcuts(), _formulas()
-    decomposable: dict[Any, bool] = {}  # per operator: has a CompositeImplicitAutograd kernel to decompose into
+    # per operator: has a CompositeImplicitAutograd kernel to decompose into
+    decomposable: dict[Any, bool] = {}
 
     class Counting(TorchDispatchMode):
         convolution = staticmethod(shortcuts[torch.ops.aten.convolution.default])
 
         @classmethod
-        def _should_skip_dynamo(cls) -> bool:  # read once, as the class is made (TorchDispatchMode.__init_subclass__)
+        # read once, as the class is made (TorchDispatchMode.__init_subclass__)
+        def _should_skip_dynamo(cls) -> bool:
             return dynamo
 
         def __init__(self, fields: Any) -> None:
@@ -306,12 +310,14 @@ def _direct_convolutions(named: list[tuple[str, Any]], counter: Any) -> Iterator
     tensor = torch.Tensor
     no_dispatch = torch._C._DisableTorchDispatch  # noqa: SLF001
 
-    def direct(self: Any, *args: Any, **kwargs: Any) -> Any:  # settings read at each call: a model may change them
+    # settings read at each call: a model may change them
+    def direct(self: Any, *args: Any, **kwargs: Any) -> Any:
         if id(self) in convs and len(args) == 1 and not kwargs and isinstance(args[0], tensor) \
-                and self.padding_mode == "zeros" and "_conv_forward" not in vars(self) and get_ident() == scope.thread:
+                and self.padding_mode == "zeros" and "_conv_forward" not in vars(self) \
+                and get_ident() == scope.thread:
             params = self._parameters  # noqa: SLF001
-            w, b, stride, padding, dilation = params.get("weight"), params.get("bias"), self.stride, self.padding, \
-                self.dilation
+            w, b = params.get("weight"), params.get("bias")
+            stride, padding, dilation = self.stride, self.padding, self.dilation
             if isinstance(w, tensor) and (b is None or isinstance(b, tensor)) and type(stride) is tuple \
                     and type(padding) is tuple and type(dilation) is tuple:
                 full = (args[0], w, b, stride, padding, dilation, False, (0, 0), self.groups)
@@ -333,7 +339,8 @@ def run(model: Any, shape: tuple[int, ...], name: str = "model", fields: bool = 
         named: list[tuple[str, Any]] | None = None, tracker: Any = None) -> Trace:
     """Trace one item of `shape` through `model` (already on the meta device); with `fields`, receptive fields
     are followed through the same pass (nnkit.introspect.rf). `tracker`: another follower of tensors with the
-    interface of rf.Follower (nnkit.introspect.dwsep follows depthwise outputs), given where() as its argument."""
+    interface of rf.Follower (nnkit.introspect.dwsep follows depthwise outputs), given where() as its
+    argument."""
     import torch
     from torch import nn
     from torch.nn.modules import module as nn_module
@@ -379,7 +386,8 @@ def run(model: Any, shape: tuple[int, ...], name: str = "model", fields: bool = 
         if c.parent is not None:
             calls[c.parent].child_macs += c.macs
         if exc is not None:
-            if failed[0] is None or failed[0][1] is not exc:  # innermost: the first call this exception leaves
+            # innermost: the first call this exception leaves
+            if failed[0] is None or failed[0][1] is not exc:
                 failed[0] = (c, exc)
             return  # the row keeps what it computed before it raised; the model may catch it and go on
         if isinstance(output, tensor):
@@ -394,12 +402,13 @@ def run(model: Any, shape: tuple[int, ...], name: str = "model", fields: bool = 
 
     # Every call of one of the model's modules is recorded around torch's own nn.Module._call_impl, which
     # nn.Module.__call__ runs and which is replaced for the duration (build.replaced): the call is entered
-    # before any hook runs (so that a pre-hook that raises finds its call on the stack) and left after all of them
-    # (rows show what the model's own hooks hand on). Why not global module hooks, as before: with any hook
-    # registered, torch takes the slow path of _call_impl for every module, which with our two hooks cost a tenth
-    # of a traced MobileNetV2. Modules that are not the model's (made or copied while it runs, another thread's)
-    # go straight to torch's, and so do the model's own called in other threads (a thread pool in its forward):
-    # the dispatch mode that counts is this thread's alone, so they are counted as unseen instead.
+    # before any hook runs (so that a pre-hook that raises finds its call on the stack) and left after all of
+    # them (rows show what the model's own hooks hand on). Why not global module hooks, as before: with any
+    # hook registered, torch takes the slow path of _call_impl for every module, which with our two hooks cost
+    # a tenth of a traced MobileNetV2. Modules that are not the model's (made or copied while it runs, another
+    # thread's) go straight to torch's, and so do the model's own called in other threads (a thread pool in
+    # its forward): the dispatch mode that counts is this thread's alone, so they are counted as unseen
+    # instead.
     call_impl = nn.Module._call_impl  # noqa: SLF001
     paths = {id(m): p for p, m in named}
     global_pre_hooks = nn_module._global_forward_pre_hooks  # noqa: SLF001
@@ -458,14 +467,15 @@ class _Failure(Exception):
         self.exc = exc
 
 
-def failure_message(target: str, shape: tuple[int, ...], failure: _Failure, smallest: tuple[int, int] | None) -> \
-        GeometryError:
+def failure_message(target: str, shape: tuple[int, ...], failure: _Failure,
+                    smallest: tuple[int, int] | None) -> GeometryError:
     msg = str(failure.exc).strip().splitlines()[0] if str(failure.exc).strip() else type(failure.exc).__name__
     where = ""
     if failure.call is not None:
         c = failure.call
         inp = "x".join(map(str, c.input)) if c.input else "?"
-        where = (f"layer {c.path} ({c.kind})" if c.path else f"the model ({c.kind})") + f" fails on its input {inp}: "
+        where = (f"layer {c.path} ({c.kind})" if c.path else f"the model ({c.kind})") \
+            + f" fails on its input {inp}: "
     hint = (f"; the smallest input that works is {shape[0]}x{smallest[0]}x{smallest[1]}" if smallest
             else "; no input size up to 4096 works")
     return GeometryError(f"{target} on {'x'.join(map(str, shape))}: {where}{msg}{hint}")

@@ -243,7 +243,8 @@ VIEWS: tuple[str, ...] = ("shape", "params", "flops", "rf", "summary")
 
 
 def layer_rows(a: Analysis) -> list[dict[str, Any]]:
-    """One flat dict per layer, for pandas.DataFrame(rows): shapes and per-axis fields as lists, no nesting."""
+    """One flat dict per layer, for pandas.DataFrame(rows): shapes and per-axis fields as lists, no
+    nesting."""
     rows = []
     for x in a.layers:
         f = x.rf
@@ -274,7 +275,8 @@ def memory_note(m: Any) -> str:
 
 def memory_view(m: Any) -> tuple[dict[str, Any], Tabular]:
     """Training memory on its own (nnkit.memory in a notebook): one row per part."""
-    rows = (("parameters", m.params_bytes), ("gradients", m.grads_bytes), (f"{m.optimizer} state", m.optimizer_bytes),
+    rows = (("parameters", m.params_bytes), ("gradients", m.grads_bytes),
+            (f"{m.optimizer} state", m.optimizer_bytes),
             (f"saved activations ({m.batch} x {m.saved_bytes_per_item:,})", m.batch * m.saved_bytes_per_item))
     return memory_doc(m), Tabular(columns=("part", "bytes"), rows=rows, footer=(("total", m.total),),
                                   title=f"training memory at batch {m.batch}", notes=(memory_note(m),),
@@ -286,13 +288,14 @@ def _cost(c: Any) -> dict[str, Any]:
 
 
 def dwsep_network_view(r: Any, width: float | None = None) -> tuple[dict[str, Any], Tabular]:
-    """`nnkit dwsep ARCH`: mobilenet_v1 against the paper's Conv MobileNet (Howard et al. 2017, Tables 4, 6, 7), or
-    any network against its standard twin, pair by pair."""
+    """`nnkit dwsep ARCH`: mobilenet_v1 against the paper's Conv MobileNet (Howard et al. 2017, Tables 4, 6,
+    7), or any network against its standard twin, pair by pair."""
     if hasattr(r, "variants"):
         return _mobilenet_view(r)
     std, sep = r.standard, r.separable
     doc: dict[str, Any] = {
-        "name": r.source, "input": list(r.input), "width": width, "standard": _cost(std), "separable": _cost(sep),
+        "name": r.source, "input": list(r.input), "width": width, "standard": _cost(std),
+        "separable": _cost(sep),
         "ratio": vars(r.ratio), "theory": r.theory, "paper": None, "pairs_ratio": vars(r.pairs_ratio),
         "variants": [],
         "pairs": [{"depthwise": p.depthwise.path, "pointwise": p.pointwise.path,
@@ -301,20 +304,22 @@ def dwsep_network_view(r: Any, width: float | None = None) -> tuple[dict[str, An
                    "ratio": vars(p.separable.per(p.standard))} for p in r.pairs],
         "unpaired": list(r.unpaired)}
     rows = tuple((f"{p.depthwise.path} + {p.pointwise.path}", f"{p.depthwise.cin}->{p.pointwise.cout}",
-                  "x".join(map(str, p.depthwise.kernel)), p.standard.params, p.standard.macs, p.separable.params,
+                  "x".join(map(str, p.depthwise.kernel)), p.standard.params, p.standard.macs,
+                  p.separable.params,
                   p.separable.macs, f"{p.separable.per(p.standard).macs:.4f}") for p in r.pairs)
     footer = (("whole network", "", "", std.params, std.macs, sep.params, sep.macs, f"{r.ratio.macs:.4f}"),)
-    notes = [f"standard twin: each depthwise conv and the 1x1 conv that takes its output replaced by one standard "
-             f"conv with the depthwise kernel and stride ({len(r.pairs)} pairs); BatchNorm, activations and the "
-             "rest kept (Howard et al. 2017, Table 4, generalised)",
-             f"separable / standard, whole network: params {r.ratio.params:.4f}, MACs {r.ratio.macs:.4f}; the pairs "
-             f"alone: MACs {r.pairs_ratio.macs:.4f}, theory sum(1/N + 1/K^2) weighted by each pair's standard MACs "
-             f"= {r.theory:.4f}"]
+    notes = ["standard twin: each depthwise conv and the 1x1 conv that takes its output replaced by one "
+             f"standard conv with the depthwise kernel and stride ({len(r.pairs)} pairs); BatchNorm, "
+             "activations and the rest kept (Howard et al. 2017, Table 4, generalised)",
+             f"separable / standard, whole network: params {r.ratio.params:.4f}, MACs {r.ratio.macs:.4f}; "
+             f"the pairs alone: MACs {r.pairs_ratio.macs:.4f}, theory sum(1/N + 1/K^2) weighted by each "
+             f"pair's standard MACs = {r.theory:.4f}"]
     if r.unpaired:
-        notes.append(f"{len(r.unpaired)} depthwise conv(s) no 1x1 conv takes directly, kept as they are (first: "
-                     f"{r.unpaired[0]})")
+        notes.append(f"{len(r.unpaired)} depthwise conv(s) no 1x1 conv takes directly, kept as they are "
+                     f"(first: {r.unpaired[0]})")
     return doc, Tabular(columns=("pair", "channels", "kernel", "standard params", "standard MACs",
-                                 "separable params", "separable MACs", "MACs ratio"), rows=rows, footer=footer,
+                                 "separable params", "separable MACs", "MACs ratio"), rows=rows,
+                        footer=footer,
                         title=f"{r.source} on {'x'.join(map(str, r.input))}: as built vs its standard twin",
                         notes=tuple(notes), numeric=frozenset({"standard params", "standard MACs",
                                                                "separable params", "separable MACs"}))
@@ -324,18 +329,21 @@ def _mobilenet_view(r: Any) -> tuple[dict[str, Any], Tabular]:
     size = r.input[1]
     variants = [{"width": v.width, "input": list(v.input), **_cost(v.cost),
                  "paper": _cost(v.paper) if v.paper else None} for v in r.variants]
-    doc: dict[str, Any] = {"name": r.name, "input": list(r.input), "width": r.width, "standard": _cost(r.standard),
+    doc: dict[str, Any] = {"name": r.name, "input": list(r.input), "width": r.width,
+                           "standard": _cost(r.standard),
                            "separable": _cost(r.separable), "ratio": vars(r.ratio), "theory": r.theory,
                            "paper": {k: _cost(c) for k, c in r.paper.items()} if r.paper else None,
                            "variants": variants}
     rows = [("Conv MobileNet (standard)", r.standard.params, r.standard.macs, ""),
             ("MobileNet (separable)", r.separable.params, r.separable.macs, "")]
     rows += [(f"MobileNet {v['width']:g} @ {v['input'][1]}", v["params"], v["macs"],
-              f"paper {v['paper']['params'] / 1e6:.1f}M / {v['paper']['macs'] / 1e6:.0f}M" if v["paper"] else "")
+              f"paper {v['paper']['params'] / 1e6:.1f}M / "
+              f"{v['paper']['macs'] / 1e6:.0f}M" if v["paper"] else "")
              for v in variants]
     notes = (f"separable / standard: params {r.ratio.params:.4f}, MACs {r.ratio.macs:.4f}; theory "
              f"sum(1/N + 1/9) weighted by each layer's MACs = {r.theory:.4f} (Howard et al. 2017, 3.1)",
-             "Howard et al. 2017 Table 4: Conv MobileNet 29.3M params / 4866M mult-adds, MobileNet 4.2M / 569M")
+             "Howard et al. 2017 Table 4: Conv MobileNet 29.3M params / 4866M mult-adds, MobileNet 4.2M / "
+             "569M")
     return doc, Tabular(columns=("network", "params", "MACs", "published"), rows=tuple(rows),
                         title=f"mobilenet_v1 width {r.width:g} on 3x{size}x{size}", notes=notes,
                         numeric=frozenset({"params", "MACs"}))

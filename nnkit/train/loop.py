@@ -26,16 +26,18 @@ from nnkit.train import dist as D
 from nnkit.train.config import Dataset, Freeze, Optimizer, Schedule, TrainConfig
 from nnkit.train.data import Files
 
-__all__ = ["Hooks", "Interrupted", "EvalResult", "TrainResult", "evaluate_checkpoint", "resume_config", "train"]
+__all__ = ["Hooks", "Interrupted", "EvalResult", "TrainResult", "evaluate_checkpoint", "resume_config",
+           "train"]
 
 DENSE_BYTES = 2 << 30
-STOP_SYNC_STEPS = 8  # under torchrun the ranks agree on a stop request every this many steps (one tiny all-reduce)
+# under torchrun the ranks agree on a stop request every this many steps (one tiny all-reduce)
+STOP_SYNC_STEPS = 8
 
 
 class StopRequest:
-    """Ctrl-C (SIGINT) and SIGTERM only set a flag while training; the loop looks at it between steps, where the
-    weights, optimizer, RNG streams and step count agree, so the checkpoint it saves resumes exactly. A second
-    Ctrl-C interrupts at once (and the run resumes from the last epoch boundary instead)."""
+    """Ctrl-C (SIGINT) and SIGTERM only set a flag while training; the loop looks at it between steps, where
+    the weights, optimizer, RNG streams and step count agree, so the checkpoint it saves resumes exactly. A
+    second Ctrl-C interrupts at once (and the run resumes from the last epoch boundary instead)."""
 
     def __init__(self) -> None:
         self.requested = False
@@ -47,7 +49,8 @@ class StopRequest:
         self.requested = True
 
     def __enter__(self) -> StopRequest:
-        if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread only
+        # signal handlers live in the main thread only
+        if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 self._previous[sig] = signal.signal(sig, self._handler)
         return self
@@ -155,8 +158,8 @@ def lr_at(step: int, total: int, per_epoch: int, cfg: TrainConfig) -> float:
     """The learning rate of step `step` (0-based) of `total`: linear warmup, then the schedule.
 
     onecycle is torch.optim.lr_scheduler.OneCycleLR with its defaults (Smith & Topin 2019; pct_start 0.3,
-    div_factor 25, final_div_factor 1e4, cosine annealing), step for step; --warmup-epochs sets its rising phase.
-    step multiplies by 0.1 after a third and after two thirds of the steps (MultiStepLR, gamma 0.1).
+    div_factor 25, final_div_factor 1e4, cosine annealing), step for step; --warmup-epochs sets its rising
+    phase. step multiplies by 0.1 after a third and after two thirds of the steps (MultiStepLR, gamma 0.1).
     """
     base = cfg.learning_rate
     warm = int(round(cfg.warmup_epochs * per_epoch))
@@ -190,7 +193,8 @@ def _mix(*parts: int) -> int:
 
 
 def head_module(model: Any) -> tuple[str, Any]:
-    """The classifier: the last module with parameters of its own (Linear in most nets, a Conv in SqueezeNet)."""
+    """The classifier: the last module with parameters of its own (Linear in most nets, a Conv in
+    SqueezeNet)."""
     last = None
     for name, m in model.named_modules():
         if any(True for _ in m.parameters(recurse=False)):
@@ -256,7 +260,8 @@ def evaluate(model: Any, x: Any, y: Any, a: Any, b: Any, num_classes: int, batch
     conf = torch.zeros(num_classes * num_classes, dtype=torch.long, device=device)
     k = min(5, num_classes)
     if isinstance(x, Files):
-        batches: Any = iter(loader(x, [list(range(i, min(i + batch, len(y)))) for i in range(0, len(y), batch)],
+        batches: Any = iter(loader(x,
+                                   [list(range(i, min(i + batch, len(y)))) for i in range(0, len(y), batch)],
                                    workers, device))
     with torch.inference_mode():
         for i in range(0, len(y), batch):
@@ -354,9 +359,9 @@ def check_run_dir(path: Path, resuming: bool) -> None:
                           f"or choose another --out")
     if entries:
         shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
-        raise RunDirError(f"--out {path}: not empty ({len(entries)} entr{'y' if len(entries) == 1 else 'ies'}: "
-                          f"{shown}); a new run is written only into a new or empty directory, so choose "
-                          f"another --out")
+        raise RunDirError(f"--out {path}: not empty ({len(entries)} "
+                          f"entr{'y' if len(entries) == 1 else 'ies'}: {shown}); a new run is written only "
+                          "into a new or empty directory, so choose another --out")
 
 
 def prepare_run_dir(path: Path) -> Path:
@@ -378,7 +383,8 @@ def _plain(value: Any) -> Any:
     return value.value if hasattr(value, "value") else value
 
 
-def resume_config(source: str, cfg_epochs: int | None, **overrides: Any) -> tuple[TrainConfig, dict[str, Any]]:
+def resume_config(source: str, cfg_epochs: int | None,
+                  **overrides: Any) -> tuple[TrainConfig, dict[str, Any]]:
     """The saved config of the run in `source` (a run dir or a checkpoint), with --epochs applied.
 
     overrides: settings the user gave again (arch, dataset): a value other than the run's is refused. The CLI
@@ -387,8 +393,8 @@ def resume_config(source: str, cfg_epochs: int | None, **overrides: Any) -> tupl
     """
     state = ckpt.load(source)
     if state.get("kind") != "last" or "optimizer" not in state:
-        raise CheckpointError(f"--resume {state['path']}: a {state.get('kind', 'weights')} checkpoint holds no "
-                              f"optimizer state; resume from the run directory or its last.pt")
+        raise CheckpointError(f"--resume {state['path']}: a {state.get('kind', 'weights')} checkpoint holds "
+                              "no optimizer state; resume from the run directory or its last.pt")
     saved = TrainConfig.from_dict(state["config"])
     for key, value in overrides.items():
         if value is None:
@@ -434,7 +440,8 @@ def train(cfg: TrainConfig, resume: dict[str, Any] | None = None, hooks: Hooks |
             raise
         # gloo and nccl report a peer that died as a RuntimeError from the collective in backward()
         raise D.DistributedError(f"rank {d.rank} of {d.world}: training stopped, another rank failed or "
-                                 f"disconnected ({first_line(exc, 200)}); resume with --resume {run_dir}") from exc
+                                 f"disconnected ({first_line(exc, 200)}); resume with --resume "
+                                 f"{run_dir}") from exc
     finally:
         D.done(d)
 
@@ -460,16 +467,16 @@ def _train(cfg: TrainConfig, resume: dict[str, Any] | None, hooks: Hooks, d: D.D
     nclass, (c, h, w) = len(data.classes), data.shape
     if resume is not None:
         if tuple(resume["classes"]) != data.classes or tuple(resume["input"]) != (c, h, w):
-            raise CheckpointError(f"--resume {resume['path']}: the data now has {nclass} classes at {c}x{h}x{w}, "
-                                  f"the run had {len(resume['classes'])} at "
+            raise CheckpointError(f"--resume {resume['path']}: the data now has {nclass} classes at "
+                                  f"{c}x{h}x{w}, the run had {len(resume['classes'])} at "
                                   f"{'x'.join(map(str, resume['input']))}")
 
     model = _build_model(cfg, nclass, c)
     if cfg.weights and resume is None:
         taken, replaced = load_weights(model, cfg.weights)
         if replaced and d.main:
-            hooks.note(f"--weights {cfg.weights}: {taken} tensors loaded; {len(replaced)} left new because their "
-                       f"shape differs (a new head): {', '.join(replaced)}")
+            hooks.note(f"--weights {cfg.weights}: {taken} tensors loaded; {len(replaced)} left new because "
+                       f"their shape differs (a new head): {', '.join(replaced)}")
     frozen = _freeze_backbone(model) if cfg.freeze is Freeze.backbone else []
     if d.main:
         prepare_run_dir(run_dir)  # the data and the model are fine: only now the run directory is created
@@ -482,10 +489,12 @@ def _train(cfg: TrainConfig, resume: dict[str, Any] | None, hooks: Hooks, d: D.D
     opt = _optimizer(cfg, trainable)
     scaler = torch.amp.GradScaler(device.type) if amp is torch.float16 else None
 
-    # Data on the device. Normalised float32 where that takes at most DENSE_BYTES (MNIST at 32x32: 221 MB, CIFAR:
-    # 614 MB), so a batch is one gather; uint8 (a quarter of that) and a multiply-add per batch above it.
+    # Data on the device. Normalised float32 where that takes at most DENSE_BYTES (MNIST at 32x32: 221 MB,
+    # CIFAR: 614 MB), so a batch is one gather; uint8 (a quarter of that) and a multiply-add per batch above
+    # it.
     a, b = _normaliser(data.mean, data.std, device)
-    streamed = isinstance(data.train.x, Files)  # a large image folder: decoded by DataLoader workers per batch
+    # a large image folder: decoded by DataLoader workers per batch
+    streamed = isinstance(data.train.x, Files)
     xtr, ytr = data.train.x if streamed else data.train.x.to(device), data.train.y.to(device)
     dense = not streamed and xtr.numel() * 4 <= DENSE_BYTES
     if dense:
@@ -494,7 +503,8 @@ def _train(cfg: TrainConfig, resume: dict[str, Any] | None, hooks: Hooks, d: D.D
     yva = data.val.y.to(device)
     n = len(ytr)
     gb = min(cfg.batch_size, n)
-    steps = max(1, n // gb)  # drop the last partial batch: every step has the same size (and every rank a share)
+    # drop the last partial batch: every step has the same size (and every rank a share)
+    steps = max(1, n // gb)
     if d.on and gb < d.world:
         raise UsageError(f"--batch-size {gb} is smaller than the {d.world} processes")
     total = cfg.epochs * steps
@@ -503,9 +513,10 @@ def _train(cfg: TrainConfig, resume: dict[str, Any] | None, hooks: Hooks, d: D.D
     if d.on:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
-        # Gradients allocated before DDP becomes views into its buckets (gradient_as_bucket_view: no copy), and
-        # kept (zeroed, not set to None) so that autograd accumulates into them: a gradient autograd allocates
-        # itself may have other strides (a 1-channel conv) and makes DDP warn "Grad strides do not match".
+        # Gradients allocated before DDP becomes views into its buckets (gradient_as_bucket_view: no copy),
+        # and kept (zeroed, not set to None) so that autograd accumulates into them: a gradient autograd
+        # allocates itself may have other strides (a 1-channel conv) and makes DDP warn "Grad strides do not
+        # match".
         for p in trainable:
             p.grad = torch.zeros_like(p)
         net = DDP(model, device_ids=[device.index] if device.type == "cuda" else None,
@@ -515,7 +526,8 @@ def _train(cfg: TrainConfig, resume: dict[str, Any] | None, hooks: Hooks, d: D.D
 
     history: list[dict[str, Any]] = []
     best_acc, best_epoch, start_epoch, start_step = -1.0, 0, 1, 0
-    partial = torch.zeros(3, dtype=torch.float64)  # loss sum, correct, images of this epoch (at an interruption)
+    # loss sum, correct, images of this epoch (at an interruption)
+    partial = torch.zeros(3, dtype=torch.float64)
     partial_seconds = 0.0
     if resume is not None:
         model.load_state_dict(resume["model"])
@@ -537,11 +549,14 @@ def _train(cfg: TrainConfig, resume: dict[str, Any] | None, hooks: Hooks, d: D.D
                 "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda"
                 else torch.empty(0, dtype=torch.uint8)}
 
-    def state(epoch_done: int, step: int = 0, part: Any = None, secs: float = 0.0, kind: str = "last") -> dict:
+    def state(epoch_done: int, step: int = 0, part: Any = None, secs: float = 0.0,
+              kind: str = "last") -> dict:
         s = {"format": ckpt.FORMAT, "version": ckpt.VERSION, "kind": kind, "arch": cfg.arch,
              "arch_options": {"num_classes": nclass, "in_channels": c, "width": cfg.width},
-             "input": [c, h, w], "classes": list(data.classes), "dataset": data.name, "val_from": data.val_from,
-             "test_from": data.test_from, "mean": list(data.mean), "std": list(data.std), "config": cfg.to_dict(),
+             "input": [c, h, w], "classes": list(data.classes), "dataset": data.name,
+             "val_from": data.val_from,
+             "test_from": data.test_from, "mean": list(data.mean), "std": list(data.std),
+             "config": cfg.to_dict(),
              "epoch": epoch_done,
              "step": step, "history": history, "best_val_accuracy": best_acc, "best_epoch": best_epoch,
              "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
@@ -571,7 +586,8 @@ def _train(cfg: TrainConfig, resume: dict[str, Any] | None, hooks: Hooks, d: D.D
         patience_left = cfg.patience - (len(history) - best_epoch if history else 0)
 
     def epoch_sums() -> Any:
-        """This rank's (loss sum, correct, images) of the epoch so far; every step's share has hi - lo images."""
+        """This rank's (loss sum, correct, images) of the epoch so far; every step's share has hi - lo
+        images."""
         return torch.stack([loss_acc * ((hi - lo) / scale), correct_acc.double(),
                             torch.tensor(float(seen), dtype=torch.float64, device=device)])
 
@@ -599,7 +615,8 @@ def _train(cfg: TrainConfig, resume: dict[str, Any] | None, hooks: Hooks, d: D.D
                 if device.type == "cuda" and rng["cuda"].numel():
                     torch.cuda.set_rng_state(rng["cuda"], device)
             if streamed:
-                stream = iter(loader(xtr, [perm[s * gb + lo: s * gb + hi].tolist() for s in range(first, steps)],
+                stream = iter(loader(xtr,
+                                     [perm[s * gb + lo: s * gb + hi].tolist() for s in range(first, steps)],
                                      cfg.workers, device))
             loss_acc = torch.zeros((), dtype=torch.float64, device=device)
             correct_acc = torch.zeros((), dtype=torch.long, device=device)
@@ -644,13 +661,16 @@ def _train(cfg: TrainConfig, resume: dict[str, Any] | None, hooks: Hooks, d: D.D
                     hooks.step(epoch, step)
                 except KeyboardInterrupt:  # a hook's Ctrl-C comes at a step boundary too: stop there, cleanly
                     stop.requested = True
-            sums = D.all_sum(d, epoch_sums()) + partial.to(device)  # partial: the interrupted run's sums, all ranks
+            # partial: the interrupted run's sums, all ranks
+            sums = D.all_sum(d, epoch_sums()) + partial.to(device)
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             seconds = time.perf_counter() - t0 + partial_seconds
-            ev = evaluate(model, xva, yva, a, b, nclass, max(gb, 256), device, cfg.channels_last, amp, cfg.workers)
+            ev = evaluate(model, xva, yva, a, b, nclass, max(gb, 256), device, cfg.channels_last, amp,
+                          cfg.workers)
             imgs = float(sums[2])
-            row = {"epoch": epoch, "train_loss": float(sums[0]) / imgs, "train_accuracy": float(sums[1]) / imgs,
+            row = {"epoch": epoch, "train_loss": float(sums[0]) / imgs,
+                   "train_accuracy": float(sums[1]) / imgs,
                    "val_loss": ev["loss"], "val_accuracy": ev["accuracy"],
                    "lr": opt.param_groups[0]["lr"], "images_per_s": imgs / max(seconds, 1e-9),
                    "seconds": seconds}
@@ -672,8 +692,8 @@ def _train(cfg: TrainConfig, resume: dict[str, Any] | None, hooks: Hooks, d: D.D
         else:
             epoch = cfg.epochs
     except (KeyboardInterrupt, _Stop) as exc:
-        # At a step boundary (_Stop), save the steps of this epoch done so far, so that --resume replays the rest
-        # exactly. Anywhere else (a second Ctrl-C) the state is torn: last.pt keeps the last whole epoch.
+        # At a step boundary (_Stop), save the steps of this epoch done so far, so that --resume replays the
+        # rest exactly. Anywhere else (a second Ctrl-C) the state is torn: last.pt keeps the last whole epoch.
         part = None
         if isinstance(exc, _Stop) and 0 < completed < steps:
             secs = time.perf_counter() - t0 + partial_seconds
@@ -696,7 +716,8 @@ def _train(cfg: TrainConfig, resume: dict[str, Any] | None, hooks: Hooks, d: D.D
         model.load_state_dict(ckpt.load(run_dir / "best.pt", map_location=device)["model"])
     test_acc = test_loss = None
     if data.test is not None:
-        ev = evaluate(model, data.test.x, data.test.y, a, b, nclass, max(gb, 256), device, cfg.channels_last, amp)
+        ev = evaluate(model, data.test.x, data.test.y, a, b, nclass, max(gb, 256), device, cfg.channels_last,
+                      amp)
         test_acc, test_loss = ev["accuracy"], ev["loss"]
     if d.main:
         write_metrics(run_dir, history)
@@ -707,7 +728,8 @@ def _train(cfg: TrainConfig, resume: dict[str, Any] | None, hooks: Hooks, d: D.D
                                                    "test_loss": test_loss, "stopped_early": stopped_early})
     D.barrier(d)
     return TrainResult(
-        run_dir=str(run_dir), best_checkpoint=str(run_dir / "best.pt"), last_checkpoint=str(run_dir / "last.pt"),
+        run_dir=str(run_dir), best_checkpoint=str(run_dir / "best.pt"),
+        last_checkpoint=str(run_dir / "last.pt"),
         val_accuracy=best_acc, best_epoch=best_epoch, epochs_run=len(history), stopped_early=stopped_early,
         test_accuracy=test_acc, test_loss=test_loss, history=tuple(history), arch=cfg.arch, dataset=data.name,
         device=str(device), world_size=d.world, params=params, seconds=time.perf_counter() - started,
@@ -718,7 +740,8 @@ def _train(cfg: TrainConfig, resume: dict[str, Any] | None, hooks: Hooks, d: D.D
 
 
 def evaluate_checkpoint(path: str, dataset: Dataset | None = None, data_dir: str | None = None,
-                        split: str | None = None, device: str | None = None, batch_size: int = 256) -> EvalResult:
+                        split: str | None = None, device: str | None = None,
+                        batch_size: int = 256) -> EvalResult:
     """Evaluate a checkpoint; by default on the split it was validated on, with its own normalisation."""
     from nnkit.archs import build, get_arch
     from nnkit.train.data import load_data
@@ -754,7 +777,8 @@ def evaluate_checkpoint(path: str, dataset: Dataset | None = None, data_dir: str
     a, b = _normaliser(tuple(state["mean"]), tuple(state["std"]), dev)
     ev = evaluate(model, part.x, part.y, a, b, len(classes), batch_size, dev)
     conf = ev["confusion"]
-    per_class = tuple((name, int(conf[i].sum()), float(conf[i, i]) / int(conf[i].sum()) if conf[i].sum() else None)
+    per_class = tuple((name, int(conf[i].sum()),
+                       float(conf[i, i]) / int(conf[i].sum()) if conf[i].sum() else None)
                       for i, name in enumerate(classes))
     return EvalResult(checkpoint=state["path"], arch=info.name, dataset=data.name, split=split,
                       images=ev["images"], loss=ev["loss"], accuracy=ev["accuracy"],

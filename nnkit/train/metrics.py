@@ -14,7 +14,8 @@ from typing import Any
 
 from nnkit.train.checkpoint import atomic_text, atomic_write
 
-COLUMNS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "images_per_s", "seconds")
+COLUMNS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "images_per_s",
+           "seconds")
 
 
 def write_metrics(run_dir: Path, history: list[dict[str, Any]]) -> None:
