@@ -258,7 +258,8 @@ class Fields(Follower):
         weight and bias that have none, in one step: the most frequent operator, for which the general path's
         lists and generators cost about 0.3 ms of a traced MobileNetV2. False: anything else, for op()."""
         states = self.states
-        if states.get(id(args[1])) is not None or (args[2] is not None and states.get(id(args[2])) is not None) \
+        if states.get(id(args[1])) is not None \
+                or (args[2] is not None and states.get(id(args[2])) is not None) \
                 or args[1].dim() != 4 or _arg(args, 6, False) or out.dim() < 3:
             return False
         axes, hw = state
