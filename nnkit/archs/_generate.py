@@ -64,19 +64,19 @@ VIDEO_FRAMES = 16  # the clip length torchvision's _ops of every video model wer
 
 
 def video_entries() -> list[dict[str, Any]]:
-    """torchvision's video classifiers, on clips of 16 frames at their crop size (CxTxHxW = 3x16x112x112 for the
-    ResNet-3D family)."""
+    """torchvision's video classifiers, on clips of 16 frames at their crop size (CxTxHxW = 3x16x112x112 for
+    the ResNet-3D family)."""
     import torchvision.models.video as V
-    from torchvision.models import get_model_builder, get_model_weights, list_models
+    from torchvision.models import get_model_weights, list_models
 
     out = []
     for name in list_models(module=V):
         weights = get_model_weights(name).DEFAULT
-        builder = get_model_builder(name)
         h, w = weights.transforms.keywords["crop_size"]
         out.append(dict(name=name, builder=f"torchvision.models.video:{name}", input=(3, VIDEO_FRAMES, h, w),
                         min_input=tuple(weights.meta.get("min_size", (1, 1))), family=name.split("_")[0],
-                        weights=f"{type(weights).__name__}.{weights.name}", options=("num_classes", "in_channels"),
+                        weights=f"{type(weights).__name__}.{weights.name}",
+                        options=("num_classes", "in_channels"),
                         kwargs=(), width_kwarg=None, task="video",
                         published=(weights.meta["num_params"], weights.meta.get("_ops"))))
     return out
