@@ -52,7 +52,7 @@ def test_shape_explain_is_textbook_arithmetic(nnkit):
 
 
 def test_explain_of_a_ceil_mode_window_that_torch_drops(nnkit):
-    """docs/conventions.md: MaxPool2d(3, stride=3, padding=1, ceil_mode=True) on 5 gives 2."""
+    """CONVENTIONS.md: MaxPool2d(3, stride=3, padding=1, ceil_mode=True) on 5 gives 2."""
     layer = nnkit("shape", "1x5x5", "maxpool(3,3,p=1,ceil=true)", "-e", "-f", "json").json()["layers"][0]
     assert layer["output"] == [1, 2, 2]
     assert layer["explain"] == ["H, W: (5 - 3 + 2*1)/3 + 1 = 2.3333 -> 3 (ceil); the last window would start "
@@ -244,7 +244,10 @@ def test_arithmetic_commands_never_import_torch():
         "for args in (['shape', '3x32x32', 'conv(6,5) maxpool(2) flatten fc(10)'], ['params', '128', "
         "'lstm(64)'],\n             ['rf', '3x32x32', 'conv(6,5)'], ['flops', '3x32x32', 'conv(6,5)', '-f', "
         "'json'],\n             ['dwsep', '32x56x56', '--out', '64', '-k', '3'], ['solve', 'map', '224', "
-        "'112', '-k', '7'],\n             ['shape', '-']):\n"
+        "'112', '-k', '7'],\n             ['shape', '-'], ['shape', '16x100', 'conv1d(32,3,p=1) "
+        "maxpool1d(2)'],\n             ['rf', '3x16x112x112', 'conv3d(64,3x7x7,s=1x2x2,p=1x3x3) gn(8) in'],\n"
+        "             ['flops', '3x224x224', 'patch(768,16) cls pos [encoder(12,3072)]*2 ln token(0) "
+        "fc(10)'],\n             ['params', '8x50x128', 'lstm(32,batch_first=true)']):\n"
         "    res = r.invoke(app, args, input='3x8x8 conv(2,3)\\n')\n"
         "    assert res.exit_code == 0, (args, res.output)\n"
         "heavy = sorted(m for m in ('torch', 'torchvision', 'fvcore', 'torchinfo', 'matplotlib', 'sklearn', "
@@ -287,3 +290,88 @@ def test_command_groups_match_what_each_module_registers():
         names = set(get_command(build_app(commands[0])).commands)
         assert names == set(commands), group
     assert set(get_command(build_app()).commands) == {c for cs in GROUPS.values() for c in cs}
+
+
+_ND_WORDS = st.sampled_from(["conv1d(", "conv3d(", "tconv1d(2,2,s=2)", "maxpool3d", "(2)", "gn(", "ln", "in",
+                             "attn(", "encoder(4,8)", "mlp(", "patch(8,4)", "cls", "pos", "token(", "6",
+                             "3x3x3",
+                             ")", ",", "=", "d", "p", " ", "(", "-1", "0", "batch_first=true", "lstm(4"])
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(_ND_WORDS, max_size=10).map("".join), st.sampled_from(["shape", "params", "flops", "rf"]),
+       st.sampled_from(["16x100", "3x8x16x16", "196x64", "3x32x32"]))
+def test_cli_fuzz_of_the_new_layers_never_shows_a_traceback(nnkit, text, command, shape):
+    run = nnkit(command, shape, text, "-f", "json")
+    assert run.code in (0, 1, 2), run
+    assert "Traceback" not in run.err and "internal error" not in run.err
+    if run.code:
+        assert run.err.startswith("nnkit: ") and run.err.count("\n") == 1
+    else:
+        json.loads(run.out)
+
+
+def test_issue_10_examples_as_written(nnkit):
+    """The three examples of issue 10 and the ViT line, through the CLI."""
+    assert nnkit("shape", "16x100", "conv1d(32,3,p=1) maxpool1d(2)", "-f",
+                 "json").json()["output"] == [32, 50]
+    stem = nnkit("shape", "3x16x112x112", "conv3d(64,3x7x7,s=1x2x2,p=1x3x3,bias=false)", "-f", "json").json()
+    assert stem["output"] == [64, 16, 56, 56]
+    tcn = nnkit("rf", "1x1000", "conv1d(16,2,d=1) conv1d(16,2,d=2) conv1d(16,2,d=4) conv1d(16,2,d=8)", "-f",
+                "json")
+    assert tcn.json()["size"] == [16] and tcn.json()["stride"] == [1] and tcn.json()["padding"] == [0]
+    vit = "patch(768,16) cls pos [encoder(12,3072)]*12 ln token(0) fc(1000)"
+    assert nnkit("params", "3x224x224", vit, "-f", "json").json()["total"] == 86_567_656
+    flops = nnkit("flops", "3x224x224", vit, "-f", "tsv")
+    assert "17.564 GMACs" in flops.out or "17.564 GMACs" in flops.err
+    mixed = nnkit("shape", "3x32x32", "conv(8,3) conv1d(8,3)")
+    assert mixed.code == 2 and mixed.err == ("nnkit: layer 2 conv1d(8,3): a 1-D layer in a 2-D chain (layer "
+                                             "1 conv(8,3)); a chain keeps one dimensionality\n")
+
+
+def test_solve_per_axis_keeps_each_axis_and_todays_scalar_form(nnkit):
+    """-k 3x7x7 answers each axis as its own 1-D question: the same keys, lists over the axes."""
+    same = nnkit("solve", "same", "-k", "3x7x7", "-f", "json").json()
+    assert same["axes"] == ["D", "H", "W"] and same["padding"] == [[1, 1], [3, 3], [3, 3]]
+    assert same["kernel"] == [3, 7, 7] and same["explain"][0] == "D: total padding = 1*(3-1) = 2"
+    assert nnkit("solve", "same", "-k", "5", "-f", "json").json()["padding"] == [2, 2]  # one axis: as before
+    undo = nnkit("solve", "undo", "16x112x112", "-k", "3x7x7", "-s", "1x2x2", "-p", "1x3x3", "-f",
+                 "json").json()
+    assert undo["conv_output"] == [16, 56, 56] and undo["output_padding"] == [0, 1, 1]
+    mapping = nnkit("solve", "map", "16x112x112", "16x56x56", "-k", "3x7x7", "-f", "json").json()
+    assert [m[0]["stride"] for m in mapping["solutions"]] == [1, 2, 2]
+    bad = nnkit("solve", "same", "-k", "3x3", "-s", "2x2x2", "--input", "9")
+    assert bad.code == 2 and "needs the same number of axes" in bad.err
+    axis = nnkit("solve", "undo", "4x2", "-k", "3x5")
+    assert axis.code == 1 and axis.err.startswith("nnkit: axis W: ")
+
+
+@pytest.mark.torch
+def test_solve_per_axis_answers_hold_in_torch(nnkit):
+    import torch
+
+    same = nnkit("solve", "same", "-k", "3x4x7", "-d", "1x1x2", "-f", "json").json()["padding"]
+    pad = [x for before, after in reversed(same) for x in (before, after)]  # F.pad: last axis first
+    x = torch.nn.functional.pad(torch.zeros(1, 1, 9, 10, 11), pad)
+    assert torch.nn.Conv3d(1, 1, (3, 4, 7), dilation=(1, 1, 2))(x).shape[2:] == (9, 10, 11)
+    op = nnkit("solve", "undo", "15x40", "-k", "3", "-s", "2x3", "-p", "1", "-f",
+               "json").json()["output_padding"]
+    y = torch.nn.Conv2d(1, 1, 3, (2, 3), 1)(torch.zeros(1, 1, 15, 40))
+    assert torch.nn.ConvTranspose2d(1, 1, 3, (2, 3), 1, output_padding=tuple(op))(y).shape[2:] == (15, 40)
+
+
+def _readme_examples() -> list[list[str]]:
+    """The `$ nnkit ...` lines of the README's torch-free section, as a shell would split them."""
+    import shlex
+
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text.split("## The arithmetic, without torch", 1)[1].split("\n## ", 1)[0]
+    lines = [line[len("$ nnkit "):] for line in section.splitlines() if line.startswith("$ nnkit ")]
+    return [shlex.split(line, comments=True) for line in lines]
+
+
+@pytest.mark.parametrize("args", _readme_examples(), ids=" ".join)
+def test_readme_arithmetic_examples_succeed(nnkit, args):
+    run = nnkit(*args, "-f", "json")
+    assert run.code == 0, run
+    json.loads(run.out)

@@ -162,3 +162,86 @@ def test_dwsep_pairs_skip_squeeze_excitation_and_leave_lone_depthwise_convs():
     assert [(p.depthwise.path, p.pointwise.path) for p in pairs] == [("dw1", "pw1"), ("dw3", "pw3")]
     assert [c.path for c in alone] == ["dw2"]
     assert pairs[1].standard.params == 3 * 3 * 32 * 64 and pairs[1].standard.macs == 8 * 8 * 3 * 3 * 32 * 64
+
+
+_ND_WORDS = st.sampled_from(["conv1d(", "conv3d(", "tconv1d(", "tconv3d(", "maxpool1d(", "maxpool3d(",
+                             "avgpool1d(",
+                             "avgpool3d(", "dwsep1d(", "dwconv3d(", "gn(", "ln", "in(", "affine=", "attn(",
+                             "encoder(", "mlp(", "patch(", "cls", "pos", "token(", "batch_first=", "lstm(",
+                             "gap",
+                             "adaptivepool(", "upsample(", "bn", "3x3x3", "2x1", "16", "3", "0", "-1", ",",
+                             ")", "(",
+                             " ", "true", "s=", "p=", "d=", "op=", "g=", "same", "*2", "[", "]"])
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(_ND_WORDS, max_size=14).map("".join),
+       st.sampled_from(["16x100", "100", "2x16x100", "3x8x16x16", "2x3x4x8x8", "196x768", "3x224x224", "64"]))
+def test_fuzz_new_layers_raise_only_nnkit_errors(text, shape):
+    """Issue 10's layers and input forms: an answer or a one-line NnkitError, never another exception."""
+    try:
+        analyze_chain(shape, text)
+    except NnkitError as exc:
+        assert "\n" not in str(exc)
+
+
+@pytest.mark.parametrize(
+    ("text", "kind", "args"),
+    [
+        ("conv1d(32,3,p=1)", "conv1d", {"k": (3,), "p": (1,), "s": (1,), "d": (1,)}),
+        ("conv3d(64,3x7x7,s=1x2x2,p=1x3x3,bias=false)", "conv3d",
+         {"k": (3, 7, 7), "s": (1, 2, 2), "bias": False}),
+        ("ConvTranspose3d(8,2,stride=2)", "tconv3d", {"k": (2, 2, 2), "s": (2, 2, 2)}),
+        ("maxpool1d(3,2,ceil_mode=true)", "maxpool1d", {"k": (3,), "s": (2,), "ceil": True}),
+        ("GroupNorm(num_groups=8)", "gn", {"g": 8, "affine": True}),
+        ("layernorm(elementwise_affine=false)", "ln", {"affine": False}),
+        ("instancenorm3d(affine=true)", "in", {"affine": True}),
+        ("lstm(32, batch_first=true)", "lstm", {"hidden": 32, "batch_first": True}),
+        ("patch(768,16)", "patch", {"dim": 768, "size": (16, 16)}),
+        ("attn(num_heads=12)", "attn", {"heads": 12, "bias": True}),
+        ("encoder(12,3072)", "encoder", {"heads": 12, "mlp": 3072}),
+        ("token", "token", {"i": 0}),
+        ("adaptivepool(1x7x7)", "adaptivepool", {"size": (1, 7, 7)}),
+    ],
+)
+def test_new_layers_parse_with_torch_argument_names(text, kind, args):
+    spec = parse_layer(text)
+    assert spec.kind == kind and {k: spec[k] for k in args} == args
+
+
+@pytest.mark.parametrize(
+    ("shape", "chain"),
+    [
+        ("16x100", "conv1d(32,3,s=2,p=1,g=2)"), ("16x100", "tconv1d(8,4,s=2,p=1,op=1)"),
+        ("16x100", "maxpool1d(3,2)"),
+        ("16x100", "avgpool1d(2,ceil=true)"), ("16x100", "dwconv1d(3,m=2)"), ("16x100", "pwconv1d(8)"),
+        ("16x100", "dwsep1d(8,3)"), ("3x16x32x32", "conv3d(8,3x5x5,s=1x2x2)"),
+        ("3x8x16x16", "tconv3d(4,2,s=2)"),
+        ("3x8x16x16", "maxpool3d(2)"), ("3x8x16x16", "avgpool3d(2)"), ("3x8x16x16", "dwsep3d(6,3,p=1)"),
+        ("3x8x16x16", "conv3d(4,1) adaptivepool(2x4x4)"), ("3x8x16x16", "conv3d(4,1) upsample(2)"),
+        ("3x8x16x16", "conv3d(4,1) bn"), ("16x100", "conv1d(8,1) gap"), ("8x16x16", "gn(4)"),
+        ("8x16x16", "ln"),
+        ("8x16x16", "in(affine=true)"), ("3x224x224", "patch(768,16)"), ("196x768", "cls"),
+        ("197x768", "pos"),
+        ("197x768", "attn(12)"), ("197x768", "mlp(3072)"), ("197x768", "encoder(12,3072)"),
+        ("197x768", "token(0)"),
+        ("8x50x128", "lstm(64,batch_first=true)"),
+    ],
+)
+def test_every_new_layer_explains_its_numbers(shape, chain):
+    """--explain: a formula with the numbers put in for what the layer changes (shape, parameters, MACs)."""
+    row = analyze_chain(shape, chain).layers[-1]
+    lines = {topic: [f.text for f in row.explain if f.topic.value == topic]
+             for topic in ("shape", "params", "macs")}
+    # What changes besides the channels (their number is the layer's own argument): sizes, tokens, the rank.
+    if len(row.output) != len(row.input):
+        changed = [row.output[-1]]
+    else:
+        first = 0 if row.kind == "cls" else 1  # a class token changes T, the first axis of TxD
+        changed = [o for o, i in zip(row.output[first:], row.input[first:]) if o != i]
+    if changed:
+        assert any(str(changed[-1]) in line for line in lines["shape"]), row
+    if row.params:
+        assert any(f"{row.params:,}" in line or str(row.params) in line for line in lines["params"]), row
+    if row.macs:
+        assert any(f"{row.macs:,}" in line for line in lines["macs"]), row

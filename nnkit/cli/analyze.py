@@ -174,53 +174,66 @@ solve_app = typer.Typer(help="Inverse questions: which padding keeps the size, w
                              "224 to 112, which output_padding undoes a strided conv.", no_args_is_help=True)
 
 
+_PER_AXIS = " (one per axis, e.g. 3x7x7, for a 1-D or 3-D layer: each axis is solved on its own)"
+
+
 @solve_app.command("same")
 def solve_same(
-    kernel: Annotated[int, typer.Option("-k", "--kernel", help="Kernel size.")],
-    dilation: Annotated[int, typer.Option("-d", "--dilation", help="Dilation.")] = 1,
-    stride: Annotated[int, typer.Option("-s", "--stride", help="Stride.")] = 1,
-    input: Annotated[Optional[int], typer.Option("--input", "-i",
+    kernel: Annotated[str, typer.Option("-k", "--kernel", help="Kernel size" + _PER_AXIS + ".")],
+    dilation: Annotated[str, typer.Option("-d", "--dilation", help="Dilation.")] = "1",
+    stride: Annotated[str, typer.Option("-s", "--stride", help="Stride.")] = "1",
+    input: Annotated[Optional[str], typer.Option("--input", "-i",
                                                  help="Input size H (needed when stride > 1).")]
     = None,
     fmt: FormatOpt = None,
     columns: ColumnsOpt = None,
 ) -> None:
     """Padding that keeps the size (stride 1), or gives ceil(H/S) as TensorFlow's 'same' does (stride > 1)."""
-    from nnkit.core.solve import same
+    from nnkit.core.solve import axis_sizes, per_axis, same
 
-    emit(*solve_view(same(kernel, dilation=dilation, stride=stride, size=input)), fmt, columns=columns)
+    emit(*solve_view(per_axis(same, kernel=("-k", axis_sizes("-k", kernel)),
+                              dilation=("-d", axis_sizes("-d", dilation)),
+                              stride=("-s", axis_sizes("-s", stride)),
+                              size=("--input", axis_sizes("--input", input)))), fmt, columns=columns)
 
 
 @solve_app.command("map")
 def solve_map(
-    size_in: Annotated[int, typer.Argument(help="Input size H.", show_default=False)],
-    size_out: Annotated[int, typer.Argument(help="Wanted output size.", show_default=False)],
-    kernel: Annotated[int, typer.Option("-k", "--kernel", help="Kernel size.")],
-    dilation: Annotated[int, typer.Option("-d", "--dilation", help="Dilation.")] = 1,
+    size_in: Annotated[str, typer.Argument(help="Input size H" + _PER_AXIS + ".", show_default=False)],
+    size_out: Annotated[str, typer.Argument(help="Wanted output size.", show_default=False)],
+    kernel: Annotated[str, typer.Option("-k", "--kernel", help="Kernel size.")],
+    dilation: Annotated[str, typer.Option("-d", "--dilation", help="Dilation.")] = "1",
     fmt: FormatOpt = None,
     columns: ColumnsOpt = None,
 ) -> None:
     """Every stride and padding that maps H to the wanted size (a transposed conv when it grows)."""
-    from nnkit.core.solve import map_size
+    from nnkit.core.solve import axis_sizes, map_size, per_axis
 
-    emit(*solve_view(map_size(size_in, size_out, kernel, dilation=dilation)), fmt, columns=columns)
+    emit(*solve_view(per_axis(map_size, size_in=("input", axis_sizes("input", size_in)),
+                              size_out=("output", axis_sizes("output", size_out)),
+                              kernel=("-k", axis_sizes("-k", kernel)),
+                              dilation=("-d", axis_sizes("-d", dilation)))), fmt, columns=columns)
 
 
 @solve_app.command("undo")
 def solve_undo(
-    size: Annotated[int, typer.Argument(help="Input size H of the strided conv.", show_default=False)],
-    kernel: Annotated[int, typer.Option("-k", "--kernel", help="Kernel size.")],
-    stride: Annotated[int, typer.Option("-s", "--stride", help="Stride.")] = 1,
-    padding: Annotated[int, typer.Option("-p", "--padding", help="Padding.")] = 0,
-    dilation: Annotated[int, typer.Option("-d", "--dilation", help="Dilation.")] = 1,
+    size: Annotated[str, typer.Argument(help="Input size H of the strided conv" + _PER_AXIS + ".",
+                                        show_default=False)],
+    kernel: Annotated[str, typer.Option("-k", "--kernel", help="Kernel size.")],
+    stride: Annotated[str, typer.Option("-s", "--stride", help="Stride.")] = "1",
+    padding: Annotated[str, typer.Option("-p", "--padding", help="Padding.")] = "0",
+    dilation: Annotated[str, typer.Option("-d", "--dilation", help="Dilation.")] = "1",
     fmt: FormatOpt = None,
     columns: ColumnsOpt = None,
 ) -> None:
     """The output_padding that makes tconv(k, s, p) give back H after conv(k, s, p)."""
-    from nnkit.core.solve import undo
+    from nnkit.core.solve import axis_sizes, per_axis, undo
 
-    emit(*solve_view(undo(size, kernel, stride=stride, padding=padding, dilation=dilation)), fmt,
-         columns=columns)
+    emit(*solve_view(per_axis(undo, size=("input", axis_sizes("input", size)),
+                              kernel=("-k", axis_sizes("-k", kernel)),
+                              stride=("-s", axis_sizes("-s", stride)),
+                              padding=("-p", axis_sizes("-p", padding)),
+                              dilation=("-d", axis_sizes("-d", dilation)))), fmt, columns=columns)
 
 
 _EXAMPLES = {

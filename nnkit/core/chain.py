@@ -8,21 +8,49 @@ from dataclasses import replace
 
 from nnkit.core import layers as L
 from nnkit.core.report import Analysis, LayerReport
-from nnkit.core.spec import LayerSpec, parse_chain, parse_shape
+from nnkit.core.spec import RANK, TOKEN_KINDS, TOKENS, Form, LayerSpec, parse_chain, parse_shape, read_input
 from nnkit.errors import SpecError
 
 BYTES_PER_ELEMENT = 4  # float32 activations
 
 
+def chain_form(specs: list[LayerSpec]) -> tuple[Form, str]:
+    """How the chain reads its input, and why: the first layer with a dimensionality (conv1d: 1-D, conv: 2-D,
+    conv3d: 3-D, patch: a 2-D image) or one on tokens (attn, cls, ...) decides; none of them: 2-D, as always.
+
+    A spatial layer of another dimensionality than the chain's is refused: nothing in the language turns a 1-D
+    map into a 2-D one, so such a chain is a typo (conv where conv1d was meant), not a network.
+    """
+    form: Form | None = None
+    rank: tuple[int, int, LayerSpec] | None = None  # the first spatial layer: its rank, index and spec
+    why = ""
+    for index, spec in enumerate(specs, start=1):
+        layer_rank = RANK.get(spec.kind)
+        if layer_rank is not None:
+            if rank is None:
+                rank = (layer_rank, index, spec)
+            elif layer_rank != rank[0]:
+                raise SpecError(f"layer {index} {spec.text}: a {layer_rank}-D layer in a {rank[0]}-D chain "
+                                f"(layer {rank[1]} {rank[2].text}); a chain keeps one dimensionality")
+        if form is None and (layer_rank is not None or spec.kind in TOKEN_KINDS):
+            form = layer_rank if layer_rank is not None else TOKENS
+            why = f"layer {index} {spec.text}"
+    return (2 if form is None else form), why
+
+
 def analyze_chain(input_text: str, chain: str | list[str] | tuple[str, ...] | list[LayerSpec]) -> Analysis:
     """`analyze_chain("3x32x32", "conv(6,5) maxpool(2)")`: the whole report for one chain."""
-    batch, shape = parse_shape(input_text)
     specs = chain if chain and isinstance(chain[0], LayerSpec) else parse_chain(chain)  # type: ignore[arg-type]
     if not specs:
+        parse_shape(input_text)  # a bad shape says so first
         raise SpecError(f"input {input_text}: no layers given (e.g. \"conv(6,5) maxpool(2)\")")
+    form, why = chain_form(specs)  # type: ignore[arg-type]
+    batch, shape = read_input(input_text, form, why)
+    # token chains have no spatial field; fields start 2-D as ever
+    rank = form if isinstance(form, int) else 2
     n = batch or 1
     rows: list[LayerReport] = []
-    fld: L.Window = ((1, 1, 0), (1, 1, 0))  # per axis: size r, stride S, padding P of the identity
+    fld: L.Window = ((1, 1, 0),) * rank  # per axis: size r, stride S, padding P of the identity
     fld_ok, covers = True, False
     current = shape
     for index, spec in enumerate(specs, start=1):
@@ -30,20 +58,24 @@ def analyze_chain(input_text: str, chain: str | list[str] | tuple[str, ...] | li
         explain = list(step.explain)
         if step.rf_undefined:
             fld_ok = False
-        elif step.window is not None and fld_ok and not covers:
+        elif step.window is not None and fld_ok and not covers and len(step.window) == rank:
             explain.append(L.explain_field(fld, step.window))
             fld = L.grow_field(fld, step.window)
         covers = covers or step.rf_global
         rows.append(LayerReport(
             index=index, spec=spec.text, kind=spec.kind, input=current, output=step.output,
             params=step.params, trainable=step.params, macs=step.macs * n,
-            rf=L.to_field(fld) if fld_ok and not covers and len(step.output) == 3 else None,
+            rf=L.to_field(fld) if fld_ok and not covers and len(step.output) == rank + 1 else None,
             rf_global=covers, activation_bytes=math.prod(step.output) * BYTES_PER_ELEMENT,
             explain=tuple(explain), notes=tuple(step.notes),
         ))
         current = step.output
-    rf_notes = () if fld_ok else ("receptive fields stop at the first upsampling layer (tconv, upsample): "
-                                  "Araujo et al. (2019) define them for downsampling chains",)
+    rf_notes: tuple[str, ...] = () if fld_ok else (
+        "receptive fields stop at the first upsampling layer (tconv, upsample): Araujo et al. (2019) define "
+        "them for downsampling chains",)
+    if form == TOKENS or any(s.kind == "patch" for s in specs):
+        rf_notes += ("tokens (TxD) have no spatial receptive field: each patch token sees its own patch, and "
+                     "after attention every output sees the whole input",)
     return _totals(Analysis(source=f"{input_text} {' '.join(s.text for s in specs)}", input=shape,
                             output=current,
                             layers=tuple(rows), params=0, trainable=0, macs=0, batch=batch,

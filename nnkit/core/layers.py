@@ -1,6 +1,6 @@
 """Per-layer arithmetic, exactly as PyTorch computes it: output shape, parameters, MACs, receptive field.
 
-Every formula states its source and convention once (see docs/conventions.md):
+Every formula states its source and convention once (see ../shared/CONVENTIONS.md):
 - shapes: PyTorch nn docs (Conv2d, ConvTranspose2d, MaxPool2d, AvgPool2d, Upsample, LSTM);
   Dumoulin & Visin, "A guide to convolution arithmetic for deep learning" (2016);
 - MACs: multiply-accumulates of conv (grouped, depthwise, transposed), linear and recurrent gates; bias,
@@ -15,12 +15,16 @@ import math
 from dataclasses import dataclass, field
 
 from nnkit.core.report import Field, Formula, Shape, Topic
-from nnkit.core.spec import POINTWISE, LayerSpec
+from nnkit.core.spec import POINTWISE, RANK, TOKEN_KINDS, LayerSpec
 from nnkit.errors import GeometryError, SpecError
 
-AXES = ("H", "W")
-UNITS = (("row", "rows"), ("column", "columns"))
-Window = tuple[tuple[int, int, int], tuple[int, int, int]]  # per axis: (dilated extent, stride, left padding)
+# Axis names and what one unit of each is called, by the number of spatial axes (1-D: L; 2-D: H, W; 3-D: D, H,
+# W).
+AXES_OF = {1: ("L",), 2: ("H", "W"), 3: ("D", "H", "W")}
+UNITS_OF = {"L": ("position", "positions"), "D": ("slice", "slices"), "H": ("row", "rows"),
+            "W": ("column", "columns")}
+INPUT_OF = {1: "CxL", 2: "CxHxW", 3: "CxDxHxW"}
+Window = tuple[tuple[int, int, int], ...]  # per axis: (dilated extent, stride, left padding)
 
 
 # --- the two size formulas, shared with nnkit.core.solve ----------------------------------------------------
@@ -75,27 +79,42 @@ def _dims(shape: Shape) -> str:
     return "x".join(map(str, shape))
 
 
-def _need_spatial(spec: LayerSpec, shape: Shape, index: int) -> tuple[int, int, int]:
-    if len(shape) != 3:
+def _need_spatial(spec: LayerSpec, shape: Shape, index: int, rank: int = 2) -> Shape:
+    """The input of an n-D layer: channels and then exactly `rank` spatial sizes."""
+    if len(shape) != rank + 1:
         hint = " (a feature vector: is there a flatten or fc before it?)" if len(shape) == 1 else ""
-        raise GeometryError(f"{_label(spec, index)}: needs a CxHxW input, got {_dims(shape)}{hint}")
-    return shape  # type: ignore[return-value]
+        raise GeometryError(f"{_label(spec, index)}: needs a {INPUT_OF[rank]} input, got "
+                            f"{_dims(shape)}{hint}")
+    return shape
 
 
-def _same_padding(spec: LayerSpec, index: int, k: tuple[int, int], d: tuple[int, int],
-                  s: tuple[int, int]) -> tuple[tuple[int, int], tuple[int, int], list[str]]:
+def _any_spatial(spec: LayerSpec, shape: Shape, index: int) -> int:
+    """The rank of a layer that works at any rank (gap, adaptivepool, upsample, in): its input's, 1 to 3."""
+    rank = len(shape) - 1
+    if rank not in AXES_OF:
+        raise GeometryError(f"{_label(spec, index)}: needs a CxL, CxHxW or CxDxHxW input, got {_dims(shape)}")
+    return rank
+
+
+def _rank_of(spec: LayerSpec) -> int:
+    return RANK.get(spec.kind, 2)
+
+
+def _same_padding(spec: LayerSpec, index: int, k: tuple[int, ...], d: tuple[int, ...],
+                  s: tuple[int, ...]) -> tuple[tuple[int, ...], tuple[int, ...], list[str]]:
     """padding='same': PyTorch pads d*(k-1) in total, the odd one on the right/bottom (nn.Conv2d docs)."""
-    if s != (1, 1):
+    if any(x != 1 for x in s):
         raise SpecError(f"{_label(spec, index)}: padding='same' is not supported for strided convolutions "
                         "in PyTorch; give p explicitly (nnkit solve same -k K -s S --input H finds it)")
+    axes = AXES_OF[len(k)]
     left, right, lines = [], [], []
-    for ax in range(2):
+    for ax in range(len(k)):
         total = d[ax] * (k[ax] - 1)
         left.append(total // 2)
         right.append(total - total // 2)
         asym = f" (PyTorch pads {total // 2} before, {total - total // 2} after)" if total % 2 else ""
-        lines.append(f"{AXES[ax]}: same padding = {d[ax]}*({k[ax]}-1) = {total} in total{asym}")
-    return (left[0], left[1]), (right[0], right[1]), lines
+        lines.append(f"{axes[ax]}: same padding = {d[ax]}*({k[ax]}-1) = {total} in total{asym}")
+    return tuple(left), tuple(right), lines
 
 
 def _decimal(numerator: int, denominator: int) -> str:
@@ -103,20 +122,19 @@ def _decimal(numerator: int, denominator: int) -> str:
     return f"{numerator / denominator:.4f}".rstrip("0").rstrip(".")
 
 
-def _window_axis(ax: int, size: int, k: int, s: int, pl: int, pr: int, d: int, ceil: bool, pooling: bool,
+def _window_axis(axis: str, size: int, k: int, s: int, pl: int, pr: int, d: int, ceil: bool, pooling: bool,
                  label: str) -> tuple[int, str, str | None]:
     """Output length along one axis for a sliding window, its worked formula and a note worth knowing."""
     extent = d * (k - 1) + 1
     padded = size + pl + pr
     if padded < extent and not (pooling and ceil):  # ceil-mode pooling may take a window past the input
-        raise GeometryError(f"{label}: input {AXES[ax]}={size}"
+        raise GeometryError(f"{label}: input {axis}={size}"
                             + (f" padded to {padded}" if pl + pr else "")
                             + f" is smaller than the {extent}-wide window"
                             + (f" (kernel {k}, dilation {d})" if d > 1 else ""))
     out, before_drop = window_out(size, k, s, pl, pr, d, ceil)
     if out < 1:
-        raise GeometryError(f"{label}: output {AXES[ax]} would be {out}: the window does not fit input "
-                            f"{size}")
+        raise GeometryError(f"{label}: output {axis} would be {out}: the window does not fit input {size}")
     num = padded - extent
     pad_txt = f"2*{pl}" if pl == pr else f"{pl}+{pr}"
     if d == 1:
@@ -125,118 +143,134 @@ def _window_axis(ax: int, size: int, k: int, s: int, pl: int, pr: int, d: int, c
         expr = f"({size} + {pad_txt} - {d}*({k}-1) - 1)/{s} + 1"
     note = None
     if num % s == 0:
-        line = f"{AXES[ax]}: {expr} = {out}"
+        line = f"{axis}: {expr} = {out}"
     elif not ceil:
-        line = f"{AXES[ax]}: {expr} = {_decimal(num + s, s)} -> {out} (floor)"
+        line = f"{axis}: {expr} = {_decimal(num + s, s)} -> {out} (floor)"
         # What no window covers lies at the end of the padded input: right padding first, then real input.
         lost = num % s - pr
         if lost > 0:
-            unit = UNITS[ax][0] if lost == 1 else UNITS[ax][1]
+            unit = UNITS_OF[axis][0] if lost == 1 else UNITS_OF[axis][1]
             note = f"the last window leaves {lost} input {unit} out"
     elif out == before_drop:
-        line = f"{AXES[ax]}: {expr} = {_decimal(num + s, s)} -> {out} (ceil)"
-        note = f"ceil mode adds a last window that reaches past the input on {AXES[ax]}"
+        line = f"{axis}: {expr} = {_decimal(num + s, s)} -> {out} (ceil)"
+        note = f"ceil mode adds a last window that reaches past the input on {axis}"
     else:
-        line = (f"{AXES[ax]}: {expr} = {_decimal(num + s, s)} -> {before_drop} (ceil); the last window would "
+        line = (f"{axis}: {expr} = {_decimal(num + s, s)} -> {before_drop} (ceil); the last window would "
                 f"start in the padding, so PyTorch drops it: {out}")
     return out, line, note
 
 
+def _and(parts: list[str]) -> str:
+    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+
+
 def _merge_notes(notes: list[str]) -> list[str]:
-    """The same remark for rows and columns reads once: 'leaves 1 input row and 1 input column out'."""
-    if len(notes) == 2 and all(n.startswith("the last window leaves") for n in notes):
-        return [notes[0].replace(" out", " and " + notes[1].replace("the last window leaves ", ""))]
-    if len(notes) == 2 and all(n.startswith("ceil mode") for n in notes):
-        return ["ceil mode adds a last window that reaches past the input on H and W"]
+    """The same remark for several axes reads once: 'leaves 1 input row and 1 input column out'."""
+    lost = "the last window leaves "
+    if len(notes) > 1 and all(n.startswith(lost) for n in notes):
+        return [lost + _and([n[len(lost):-len(" out")] for n in notes]) + " out"]
+    ceil = "ceil mode adds a last window that reaches past the input on "
+    if len(notes) > 1 and all(n.startswith(ceil) for n in notes):
+        return [ceil + _and([n[len(ceil):] for n in notes])]
     return notes
 
 
 def _axes(lines: list[str]) -> list[str]:
     """'H: ... = 32' and 'W: ... = 32' with the same formula become one 'H, W: ...' line, as a textbook
     writes."""
-    if len(lines) == 2 and lines[0][3:] == lines[1][3:]:
-        return ["H, W: " + lines[0][3:]]
+    if len(lines) > 1 and all(line[3:] == lines[0][3:] for line in lines):  # every axis name is one letter
+        return [", ".join(line[0] for line in lines) + ": " + lines[0][3:]]
     return lines
 
 
-def _sliding(spec: LayerSpec, shape: Shape, index: int, *, out_ch: int, k: tuple[int, int],
-             s: tuple[int, int], p: tuple[int, int] | str, d: tuple[int, int], ceil: bool,
+def _sliding(spec: LayerSpec, shape: Shape, index: int, *, out_ch: int, k: tuple[int, ...],
+             s: tuple[int, ...], p: tuple[int, ...] | str, d: tuple[int, ...], ceil: bool,
              pooling: bool) -> Step:
-    _, h, w = _need_spatial(spec, shape, index)
+    rank = len(k)
+    sizes = _need_spatial(spec, shape, index, rank)[1:]
     label = _label(spec, index)
     pre: list[str] = []
     if p == "same":
         pl, pr, pre = _same_padding(spec, index, k, d, s)
     elif p == "valid":
-        pl = pr = (0, 0)
+        pl = pr = (0,) * rank
     else:
         pl = pr = p  # type: ignore[assignment]
     if pooling:
-        for ax in range(2):
+        for ax in range(rank):
             if pl[ax] > k[ax] // 2:
                 raise GeometryError(f"{label}: padding {pl[ax]} is more than half the {k[ax]}-wide window; "
                                     "PyTorch requires p <= k/2 for pooling")
     outs, lines, notes = [], [], []
-    for ax, size in enumerate((h, w)):
-        o, line, note = _window_axis(ax, size, k[ax], s[ax], pl[ax], pr[ax], d[ax], ceil, pooling, label)
+    for ax, size in enumerate(sizes):
+        o, line, note = _window_axis(AXES_OF[rank][ax], size, k[ax], s[ax], pl[ax], pr[ax], d[ax], ceil,
+                                     pooling,
+                                     label)
         outs.append(o)
         lines.append(line)
         if note:
             notes.append(note)
-    step = Step(output=(out_ch, outs[0], outs[1]), notes=_merge_notes(notes),
-                window=tuple((d[ax] * (k[ax] - 1) + 1, s[ax], pl[ax]) for ax in range(2)))  # type: ignore[arg-type]
+    step = Step(output=(out_ch, *outs), notes=_merge_notes(notes),
+                window=tuple((d[ax] * (k[ax] - 1) + 1, s[ax], pl[ax]) for ax in range(rank)))
     step.say(Topic.shape, *_axes(pre), *_axes(lines))
     return step
 
 
-def _conv(spec: LayerSpec, shape: Shape, index: int, *, out_ch: int, k: tuple[int, int], s: tuple[int, int],
-          p: tuple[int, int] | str, d: tuple[int, int], g: int, bias: bool, part: str = "") -> Step:
-    c = _need_spatial(spec, shape, index)[0]
+def _times(sizes: tuple[int, ...]) -> str:
+    return "*".join(map(str, sizes))
+
+
+def _conv(spec: LayerSpec, shape: Shape, index: int, *, out_ch: int, k: tuple[int, ...], s: tuple[int, ...],
+          p: tuple[int, ...] | str, d: tuple[int, ...], g: int, bias: bool, part: str = "") -> Step:
+    """nn.Conv1d/2d/3d: out*(in/groups)*prod(k) weights (+ out biases); MACs that many at every output
+    position."""
+    c = _need_spatial(spec, shape, index, len(k))[0]
     if c % g or out_ch % g:
         raise GeometryError(f"{_label(spec, index)}: groups={g} must divide both the {c} input and {out_ch} "
                             "output channels")
     step = _sliding(spec, shape, index, out_ch=out_ch, k=k, s=s, p=p, d=d, ceil=False, pooling=False)
     per = c // g
-    kh, kw = k
-    step.params = out_ch * kh * kw * per + (out_ch if bias else 0)
-    ho, wo = step.output[1], step.output[2]
-    step.macs = out_ch * ho * wo * kh * kw * per
+    step.params = out_ch * math.prod(k) * per + (out_ch if bias else 0)
+    positions = step.output[1:]
+    step.macs = out_ch * math.prod(positions) * math.prod(k) * per
     cin = f"{per}" if g in (1, c) else f"({c}/{g})"
-    step.say(Topic.params, f"{part}params: {out_ch}*{kh}*{kw}*{cin}" + (f" + {out_ch}" if bias else "")
+    step.say(Topic.params, f"{part}params: {out_ch}*{_times(k)}*{cin}" + (f" + {out_ch}" if bias else "")
              + f" = {step.params:,}" + ("" if bias else " (no bias)"))
-    step.say(Topic.macs, f"{part}MACs: {out_ch}*{ho}*{wo} outputs * {kh}*{kw}*{cin} = {step.macs:,}")
+    step.say(Topic.macs,
+             f"{part}MACs: {out_ch}*{_times(positions)} outputs * {_times(k)}*{cin} = {step.macs:,}")
     return step
 
 
 def _tconv(spec: LayerSpec, shape: Shape, index: int) -> Step:
-    """ConvTranspose2d; MACs use the input volume: every input element meets every weight of its group
+    """ConvTranspose1d/2d/3d; MACs use the input volume: every input element meets every weight of its group
     once."""
-    c, h, w = _need_spatial(spec, shape, index)
-    label = _label(spec, index)
     out_ch, k, s, p, op, d, g, bias = (spec[x] for x in ("out", "k", "s", "p", "op", "d", "g", "bias"))
+    rank = len(k)
+    c, *sizes = _need_spatial(spec, shape, index, rank)
+    label = _label(spec, index)
     if c % g or out_ch % g:
         raise GeometryError(f"{label}: groups={g} must divide both the {c} input and {out_ch} output "
                             "channels")
     outs, lines = [], []
-    for ax, size in enumerate((h, w)):
+    for ax, size in enumerate(sizes):
+        axis = AXES_OF[rank][ax]
         if op[ax] >= max(s[ax], d[ax]):
             raise GeometryError(f"{label}: output padding {op[ax]} must be smaller than the stride {s[ax]} "
                                 f"or the dilation {d[ax]}")
         o = tconv_out(size, k[ax], s[ax], p[ax], op[ax], d[ax])
         if o <= 0:
-            raise GeometryError(f"{label}: output {AXES[ax]} would be {o}: padding {p[ax]} is too large")
-        lines.append(f"{AXES[ax]}: ({size} - 1)*{s[ax]} - 2*{p[ax]} + {d[ax]}*({k[ax]}-1) + {op[ax]} + 1 = "
-                     f"{o}")
+            raise GeometryError(f"{label}: output {axis} would be {o}: padding {p[ax]} is too large")
+        lines.append(f"{axis}: ({size} - 1)*{s[ax]} - 2*{p[ax]} + {d[ax]}*({k[ax]}-1) + {op[ax]} + 1 = {o}")
         outs.append(o)
     per_out = out_ch // g
-    params = c * per_out * k[0] * k[1] + (out_ch if bias else 0)
-    macs = c * h * w * per_out * k[0] * k[1]
+    params = c * per_out * math.prod(k) + (out_ch if bias else 0)
+    macs = c * math.prod(sizes) * per_out * math.prod(k)
     cout = f"{per_out}" if g == 1 else f"({out_ch}/{g})"
-    step = Step(output=(out_ch, outs[0], outs[1]), params=params, macs=macs, rf_undefined=True)
+    step = Step(output=(out_ch, *outs), params=params, macs=macs, rf_undefined=True)
     step.say(Topic.shape, *_axes(lines))
     step.say(Topic.params,
-             f"params: {c}*{cout}*{k[0]}*{k[1]}" + (f" + {out_ch}" if bias else "") + f" = {params:,}")
-    step.say(Topic.macs, f"MACs: {c}*{h}*{w} inputs * {cout}*{k[0]}*{k[1]} = {macs:,}")
+             f"params: {c}*{cout}*{_times(k)}" + (f" + {out_ch}" if bias else "") + f" = {params:,}")
+    step.say(Topic.macs, f"MACs: {c}*{_times(tuple(sizes))} inputs * {cout}*{_times(k)} = {macs:,}")
     return step
 
 
@@ -244,14 +278,23 @@ def _rnn(spec: LayerSpec, shape: Shape) -> Step:
     """nn.LSTM/GRU/RNN: per layer and direction, gates*hidden*(input + hidden) weights + 2*gates*hidden
     biases.
 
-    The last dimension is the feature size; the leading ones are the sequence (their product is the number of
-    steps, 1 for a single feature vector). MACs: gates*hidden*(input + hidden) per step, layer and direction.
+    The last dimension is the feature size; the leading ones are the sequence and the batch (their product is
+    the number of steps, 1 for a single feature vector): [seq, batch, features] as nn.LSTM reads a 3-D input,
+    or [batch, seq, features] with batch_first=true. MACs: gates*hidden*(input + hidden) per step, layer,
+    direction.
     """
     gates = {"lstm": 4, "gru": 3, "rnn": 1}[spec.kind]
     hidden, layers, bidir, bias = spec["hidden"], spec["layers"], spec["bidir"], spec["bias"]
     dirs = 2 if bidir else 1
     steps = math.prod(shape[:-1])
-    step = Step(output=(*shape[:-1], hidden * dirs))
+    # Each step's state carries every earlier step (and, bidirectional, every later one): no local field.
+    step = Step(output=(*shape[:-1], hidden * dirs), rf_global=True)
+    if len(shape) == 3:
+        a, b, f = shape
+        layout = (f"[batch {a}, seq {b}, features {f}] (batch_first=true)" if spec["batch_first"] else
+                  f"[seq {a}, batch {b}, features {f}] (batch_first=false, as nn.{spec.kind.upper()} reads "
+                  "it)")
+        step.say(Topic.shape, f"input {_dims(shape)} is {layout} -> {_dims(step.output)}")
     inp = shape[-1]
     for layer in range(layers):
         per_dir = gates * hidden * (inp + hidden) + (2 * gates * hidden if bias else 0)
@@ -270,20 +313,27 @@ def _rnn(spec: LayerSpec, shape: Shape) -> Step:
 
 
 def _adaptive(spec: LayerSpec, shape: Shape, index: int) -> Step:
-    c, h, w = _need_spatial(spec, shape, index)
-    oh, ow = (1, 1) if spec.kind == "gap" else spec["size"]
-    step = Step(output=(c, oh, ow))
-    step.say(Topic.shape, f"{c}x{h}x{w} -> {c}x{oh}x{ow} (adaptive average pooling)")
-    if (oh, ow) == (h, w):
+    """nn.AdaptiveAvgPool1d/2d/3d by the input's rank; gap is an output of 1 on every axis."""
+    rank = _any_spatial(spec, shape, index)
+    c, *sizes = shape
+    size = 1 if spec.kind == "gap" else spec["size"]
+    outs = (size,) * rank if isinstance(size, int) else size
+    if len(outs) != rank:
+        raise GeometryError(f"{_label(spec, index)}: an output size of {len(outs)} axes for a {rank}-D input "
+                            f"{_dims(shape)} (give one size, or {'x'.join(AXES_OF[rank])})")
+    step = Step(output=(c, *outs))
+    step.say(Topic.shape, f"{_dims(shape)} -> {_dims(step.output)} (adaptive average pooling)")
+    if tuple(outs) == tuple(sizes):
         return step
-    if h % oh == 0 and w % ow == 0:
+    if all(h % o == 0 for h, o in zip(sizes, outs)):
         # Each output cell averages an (H/oh)x(W/ow) block: exactly a pool with k = s = H/oh (aten adaptive
         # pool).
-        step.window = ((h // oh, h // oh, 0), (w // ow, w // ow, 0))
-        step.rf_global = (oh, ow) == (1, 1)
+        step.window = tuple((h // o, h // o, 0) for h, o in zip(sizes, outs))
+        step.rf_global = all(o == 1 for o in outs)
     else:
         step.rf_global = True
-        step.notes.append(f"adaptive windows on {h}x{w} -> {oh}x{ow} overlap unevenly")
+        step.notes.append(f"adaptive windows on {'x'.join(map(str, sizes))} -> {'x'.join(map(str, outs))} "
+                          "overlap unevenly")
     return step
 
 
@@ -301,42 +351,216 @@ def _fc(spec: LayerSpec, shape: Shape) -> Step:
 
 
 def _upsample(spec: LayerSpec, shape: Shape, index: int) -> Step:
-    if len(shape) < 2:
-        raise GeometryError(f"{_label(spec, index)}: needs a CxHxW input, got {_dims(shape)}")
+    """nn.Upsample(scale_factor=s) on CxL, CxHxW or CxDxHxW: floor(size*s) on every spatial axis."""
+    rank = _any_spatial(spec, shape, index)
     scale = spec["scale"]
-    dims = tuple(math.floor(x * scale) for x in shape[1:])  # nn.Upsample(scale_factor=s): floor(H*s)
+    dims = tuple(math.floor(x * scale) for x in shape[1:])
     if min(dims) < 1:
         raise GeometryError(f"{_label(spec, index)}: scale {scale} leaves an empty output")
     step = Step(output=(shape[0], *dims), rf_undefined=True)
-    step.say(Topic.shape, *_axes([f"{AXES[i] if i < 2 else 'D'}: floor({x}*{scale:g}) = {o}"
+    step.say(Topic.shape, *_axes([f"{AXES_OF[rank][i]}: floor({x}*{scale:g}) = {o}"
                                   for i, (x, o) in enumerate(zip(shape[1:], dims))]))
+    return step
+
+
+# --- normalisations -----------------------------------------------------------------------------------------
+
+
+_BN = {1: "BatchNorm1d", 2: "BatchNorm1d", 3: "BatchNorm2d", 4: "BatchNorm3d"}  # by the rank with channels
+
+
+def _bn(spec: LayerSpec, shape: Shape, index: int) -> Step:
+    """nn.BatchNorm1d (C or CxL), 2d (CxHxW), 3d (CxDxHxW): 2*C parameters, running mean/var are buffers."""
+    if len(shape) not in _BN:
+        raise GeometryError(f"{_label(spec, index)}: BatchNorm takes C, CxL, CxHxW or CxDxHxW, got "
+                            f"{_dims(shape)}")
+    step = Step(output=shape, params=2 * shape[0])
+    step.say(Topic.params, f"params: 2*{shape[0]} = {2 * shape[0]} (weight and bias; running mean/var are "
+                           "buffers)")
+    return step
+
+
+def _norm(spec: LayerSpec, shape: Shape, index: int) -> Step:
+    """nn.LayerNorm(last axis), nn.GroupNorm(G, C), nn.InstanceNorm1d/2d/3d(C) (torch.nn docs): a weight and a
+    bias per normalised feature (LayerNorm: D) or channel (GroupNorm, InstanceNorm) when affine; no MACs."""
+    label = _label(spec, index)
+    if spec.kind == "ln":
+        d = shape[-1]
+        params = (d + (d if spec["bias"] else 0)) if spec["affine"] else 0
+        what = (f"params: {d} + {d} = {params}" if spec["affine"] and spec["bias"] else f"params: {params}")
+        step = Step(output=shape, params=params)
+        step.say(Topic.params, f"{what} (LayerNorm over the last axis, {d} features"
+                 + ("" if spec["affine"] else ", elementwise_affine=false") + ")")
+        return step
+    c = shape[0]
+    if spec.kind == "gn":
+        g = spec["g"]
+        if c % g:
+            raise GeometryError(f"{label}: {g} groups do not divide the {c} channel{'s' if c != 1 else ''} "
+                                "(GroupNorm needs C % G == 0)")
+        # F.group_norm refuses a group of one value (its variance is 0)
+        if c // g * math.prod(shape[1:]) == 1:
+            raise GeometryError(f"{label}: each of the {g} groups holds one value of {_dims(shape)}; "
+                                "GroupNorm needs more to normalise")
+        params = 2 * c if spec["affine"] else 0
+        step = Step(output=shape, params=params)
+        step.say(Topic.params,
+                 f"params: {f'2*{c} = ' if params else ''}{params} (GroupNorm: {g} groups of {c // g} "
+                 "channels" + ("" if params else ", affine=false") + ")")
+        return step
+    # InstanceNorm{1,2,3}d: statistics per item and channel over space
+    rank = _any_spatial(spec, shape, index)
+    if math.prod(shape[1:]) == 1:  # F.instance_norm refuses: one value has no variance to normalise by
+        raise GeometryError(f"{label}: InstanceNorm needs more than one position per channel, got "
+                            f"{_dims(shape)}")
+    params = 2 * c if spec["affine"] else 0
+    step = Step(output=shape, params=params)
+    step.say(Topic.params, f"params: {f'2*{c} = ' if params else ''}{params} (InstanceNorm{rank}d"
+             + (", affine=true)" if params else ": no parameters unless affine=true, as in PyTorch)"))
+    return step
+
+
+# --- tokens: T tokens of D features (torchvision VisionTransformer; Vaswani et al. 2017; Dosovitskiy et al.
+# 2021)
+
+
+def _need_tokens(spec: LayerSpec, shape: Shape, index: int) -> tuple[int, int]:
+    if len(shape) != 2:
+        raise GeometryError(f"{_label(spec, index)}: needs TxD tokens (T tokens of D features), got "
+                            f"{_dims(shape)}"
+                            + (" (patch(dim, size) turns a CxHxW image into "
+                               "tokens)" if len(shape) == 3 else ""))
+    return shape  # type: ignore[return-value]
+
+
+def _attention_numbers(t: int, d: int, bias: bool) -> tuple[int, int]:
+    """nn.MultiheadAttention(D, heads) as self-attention: in_proj 3*D*D (+3D) and out_proj D*D (+D) weights;
+    MACs 4*T*D^2 for the projections, T^2*D for Q K^T and T^2*D for the weighted sum (heads change
+    neither)."""
+    return 4 * d * d + (4 * d if bias else 0), 4 * t * d * d + 2 * t * t * d
+
+
+def _attn(spec: LayerSpec, shape: Shape, index: int, heads: int, bias: bool, part: str = "") -> Step:
+    t, d = _need_tokens(spec, shape, index)
+    if d % heads:
+        raise GeometryError(f"{_label(spec, index)}: {heads} heads do not divide the {d} features (nn."
+                            "MultiheadAttention needs D % heads == 0)")
+    params, macs = _attention_numbers(t, d, bias)
+    step = Step(output=shape, params=params, macs=macs, rf_global=True)
+    step.say(Topic.params, f"{part}params: 4*{d}^2" + (f" + 4*{d}" if bias else "") + f" = {params:,}"
+             f" (in_proj 3*{d}*{d}, out_proj {d}*{d}" + (", and their biases" if bias else "") + ")")
+    step.say(Topic.macs,
+             f"{part}MACs: 4*{t}*{d}^2 + 2*{t}^2*{d} = {macs:,} (Q, K, V and out projections; Q K^T "
+             f"and the weighted sum, {heads} heads of {d // heads})")
+    return step
+
+
+def _mlp(spec: LayerSpec, shape: Shape, index: int, hidden: int, bias: bool, part: str = "") -> Step:
+    """torchvision's MLPBlock: Linear(D, hidden), GELU, Linear(hidden, D) on every token."""
+    t, d = _need_tokens(spec, shape, index)
+    params = 2 * d * hidden + ((hidden + d) if bias else 0)
+    macs = 2 * t * d * hidden
+    step = Step(output=shape, params=params, macs=macs)
+    step.say(Topic.params,
+             f"{part}params: {d}*{hidden}" + (f" + {hidden}" if bias else "") + f" + {hidden}*{d}"
+             + (f" + {d}" if bias else "") + f" = {params:,}")
+    step.say(Topic.macs, f"{part}MACs: 2*{t}*{d}*{hidden} = {macs:,}")
+    return step
+
+
+def _encoder(spec: LayerSpec, shape: Shape, index: int) -> Step:
+    """torchvision's EncoderBlock (pre-norm): x + attn(ln(x)), then x + mlp(ln(x)); the adds count no MACs."""
+    d = _need_tokens(spec, shape, index)[1]
+    attn = _attn(spec, shape, index, spec["heads"], True, "attention ")
+    mlp = _mlp(spec, shape, index, spec["mlp"], True, "mlp ")
+    step = Step(output=shape, params=4 * d + attn.params + mlp.params, macs=attn.macs + mlp.macs,
+                rf_global=True,
+                explain=attn.explain + mlp.explain)
+    step.say(Topic.params, f"params: 2*{d} + {attn.params:,} + 2*{d} + {mlp.params:,} = {step.params:,} "
+             "(ln, attention, ln, mlp)")
+    step.say(Topic.macs, f"MACs: {attn.macs:,} + {mlp.macs:,} = {step.macs:,}")
+    return step
+
+
+def _patch(spec: LayerSpec, shape: Shape, index: int) -> Step:
+    """A Conv2d(C, dim, size, stride=size) whose HxW map becomes H*W tokens of dim features (ViT's
+    conv_proj)."""
+    size = spec["size"]
+    conv = _conv(spec, shape, index, out_ch=spec["dim"], k=size, s=size, p=(0, 0), d=(1, 1), g=1,
+                 bias=spec["bias"])
+    dim, *grid = conv.output
+    tokens = math.prod(grid)
+    step = Step(output=(tokens, dim), params=conv.params, macs=conv.macs, explain=conv.explain,
+                notes=conv.notes)
+    step.say(Topic.shape, f"tokens: {_times(tuple(grid))} = {tokens} tokens of {dim} features")
+    return step
+
+
+def _tokens(spec: LayerSpec, shape: Shape, index: int) -> Step:
+    kind = spec.kind
+    if kind == "attn":
+        return _attn(spec, shape, index, spec["heads"], spec["bias"])
+    if kind == "mlp":
+        return _mlp(spec, shape, index, spec["hidden"], spec["bias"])
+    if kind == "encoder":
+        return _encoder(spec, shape, index)
+    t, d = _need_tokens(spec, shape, index)
+    if kind == "cls":  # torchvision: class_token of shape (1, 1, D), concatenated before the tokens
+        step = Step(output=(t + 1, d), params=d)
+        step.say(Topic.shape, f"{t} + 1 = {t + 1} tokens (a learned class token first)")
+        step.say(Topic.params, f"params: {d} (the class token)")
+        return step
+    if kind == "pos":  # torchvision: pos_embedding of shape (1, T, D), added to every item
+        step = Step(output=shape, params=t * d)
+        step.say(Topic.params, f"params: {t}*{d} = {t * d:,} (a learned embedding per position)")
+        return step
+    i = spec["i"]  # token(i): x[:, i], one token's features
+    if not -t <= i < t:
+        raise GeometryError(f"{_label(spec, index)}: token {i} of {t} tokens (give 0 to {t - 1}, or -1 for "
+                            "the last)")
+    step = Step(output=(d,))
+    step.say(Topic.shape, f"token {i} of {t}: {d} features")
     return step
 
 
 def apply(spec: LayerSpec, shape: Shape, index: int) -> Step:
     """The effect of one layer on an input of `shape` (no batch dimension)."""
-    kind = spec.kind
-    if kind in ("conv", "pwconv", "dwconv"):
-        c = _need_spatial(spec, shape, index)[0]
-        k, p, d = ((1, 1), (0, 0), (1, 1)) if kind == "pwconv" else (spec["k"], spec["p"], spec["d"])
+    kind, rank = spec.kind, _rank_of(spec)
+    # conv1d works as conv on one axis
+    base = kind[:-2] if kind in RANK and kind[-2:] in ("1d", "3d") else kind
+    if base in ("conv", "pwconv", "dwconv"):
+        c = _need_spatial(spec, shape, index, rank)[0]
+        one, zero = (1,) * rank, (0,) * rank
+        k, p, d = (one, zero, one) if base == "pwconv" else (spec["k"], spec["p"], spec["d"])
         # depthwise: groups = in
-        out, g = (c * spec["m"], c) if kind == "dwconv" else (spec["out"], spec["g"])
+        out, g = (c * spec["m"], c) if base == "dwconv" else (spec["out"], spec["g"])
         return _conv(spec, shape, index, out_ch=out, k=k, s=spec["s"], p=p, d=d, g=g, bias=spec["bias"])
-    if kind == "dwsep":
-        c = _need_spatial(spec, shape, index)[0]
+    if base == "dwsep":
+        c = _need_spatial(spec, shape, index, rank)[0]
+        one = (1,) * rank
         dw = _conv(spec, shape, index, out_ch=c, k=spec["k"], s=spec["s"], p=spec["p"], d=spec["d"], g=c,
                    bias=spec["bias"], part="depthwise ")
-        pw = _conv(spec, dw.output, index, out_ch=spec["out"], k=(1, 1), s=(1, 1), p=(0, 0), d=(1, 1), g=1,
+        pw = _conv(spec, dw.output, index, out_ch=spec["out"], k=one, s=one, p=(0,) * rank, d=one, g=1,
                    bias=spec["bias"], part="pointwise ")
-        return Step(output=pw.output, params=dw.params + pw.params, macs=dw.macs + pw.macs, window=dw.window,
+        step = Step(output=pw.output, params=dw.params + pw.params, macs=dw.macs + pw.macs, window=dw.window,
                     explain=dw.explain + [f for f in pw.explain if f.topic is not Topic.shape],
                     notes=dw.notes)
-    if kind == "tconv":
+        step.say(Topic.params, f"params: {dw.params:,} + {pw.params:,} = {step.params:,}")
+        step.say(Topic.macs, f"MACs: {dw.macs:,} + {pw.macs:,} = {step.macs:,}")
+        return step
+    if base == "tconv":
         return _tconv(spec, shape, index)
-    if kind in ("maxpool", "avgpool"):
-        c = _need_spatial(spec, shape, index)[0]
+    if base in ("maxpool", "avgpool"):
+        c, *sizes = _need_spatial(spec, shape, index, rank)
+        # aten's pool3d_shape_check: AvgPool3d wants the window inside the unpadded input
+        if kind == "avgpool3d":
+            for axis, size, k in zip(AXES_OF[3], sizes, spec["k"]):
+                if size < k:
+                    raise GeometryError(f"{_label(spec, index)}: input {axis}={size} is smaller than the "
+                                        f"{k}-wide "
+                                        "window (AvgPool3d checks the input before padding)")
         return _sliding(spec, shape, index, out_ch=c, k=spec["k"], s=spec["s"] or spec["k"], p=spec["p"],
-                        d=spec.get("d", (1, 1)), ceil=spec["ceil"], pooling=True)
+                        d=spec.get("d", (1,) * rank), ceil=spec["ceil"], pooling=True)
     if kind in ("gap", "adaptivepool"):
         return _adaptive(spec, shape, index)
     if kind == "flatten":
@@ -348,15 +572,17 @@ def apply(spec: LayerSpec, shape: Shape, index: int) -> Step:
     if kind == "fc":
         return _fc(spec, shape)
     if kind == "bn":
-        step = Step(output=shape, params=2 * shape[0])
-        step.say(Topic.params,
-                 f"params: 2*{shape[0]} = {2 * shape[0]} (weight and bias; running mean/var are "
-                               "buffers)")
-        return step
+        return _bn(spec, shape, index)
+    if kind in ("ln", "gn", "in"):
+        return _norm(spec, shape, index)
     if kind == "upsample":
         return _upsample(spec, shape, index)
     if kind in ("lstm", "gru", "rnn"):
         return _rnn(spec, shape)
+    if kind == "patch":
+        return _patch(spec, shape, index)
+    if kind in TOKEN_KINDS:
+        return _tokens(spec, shape, index)
     if kind == "dropout" or kind in POINTWISE:
         return Step(output=shape)
     raise SpecError(f"{_label(spec, index)}: no arithmetic for '{kind}'")  # unreachable for parsed specs
@@ -367,18 +593,23 @@ def apply(spec: LayerSpec, shape: Shape, index: int) -> Step:
 
 def grow_field(fld: Window, window: Window) -> Window:
     """One Araujo et al. (2019) step per axis: r += (k-1)*S, P += p*S, S *= s (k the dilated extent)."""
-    return tuple((r + (k - 1) * S, S * s, P + p * S) for (r, S, P), (k, s, p) in zip(fld, window))  # type: ignore
+    return tuple((r + (k - 1) * S, S * s, P + p * S) for (r, S, P), (k, s, p) in zip(fld, window))
 
 
 def to_field(fld: Window) -> Field:
-    return Field(size=(fld[0][0], fld[1][0]), stride=(fld[0][1], fld[1][1]), padding=(fld[0][2], fld[1][2]))
+    return Field(size=tuple(a[0] for a in fld), stride=tuple(a[1] for a in fld),
+                 padding=tuple(a[2] for a in fld))
 
 
 def explain_field(old: Window, window: Window) -> Formula:
+    """The first axis in full; the others only where they differ from it (W of a 2-D chain, as before)."""
     (r, S, P), (k, s, p) = old[0], window[0]
     line = (f"rf: r = {r} + ({k}-1)*{S} = {r + (k - 1) * S}, S = {S}*{s} = {S * s}, "
             f"P = {P} + {p}*{S} = {P + p * S}")
-    if old[0] != old[1] or window[0] != window[1]:
-        (r, S, P), (k, s, p) = old[1], window[1]
-        line += f"; W: r = {r + (k - 1) * S}, S = {S * s}, P = {P + p * S}"
-    return Formula(Topic.rf, line)
+    axes = AXES_OF.get(len(old), AXES_OF[2])
+    others = [f"; {axes[ax]}: r = {r + (k - 1) * S}, S = {S * s}, P = {P + p * S}"
+              for ax, ((r, S, P), (k, s, p)) in enumerate(zip(old, window))
+              if ax and (old[ax] != old[0] or window[ax] != window[0])]
+    if others and len(old) == 3:  # a 2-D chain's first axis is H by habit; a 3-D one says D
+        line = line.replace("rf: ", "rf: D: ", 1)
+    return Formula(Topic.rf, line + "".join(others))

@@ -9,12 +9,13 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 Shape = tuple[int, ...]
-Pair = tuple[int, int]
+Pair = tuple[int, ...]  # one number per spatial axis: (l,), (h, w) or (d, h, w)
 
 
 @dataclass(frozen=True)
 class Field:
-    """Receptive field of one layer's output, per axis (h, w), relative to the network input.
+    """Receptive field of one layer's output, per spatial axis ((l,), (h, w) or (d, h, w)), relative to the
+    input.
 
     Araujo, Norris & Sim, "Computing Receptive Fields of Convolutional Neural Networks", Distill 2019:
     size r, effective stride S and effective padding P, so that output position i sees input

@@ -5,6 +5,7 @@ so the two directions cannot disagree."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from nnkit.core.layers import tconv_out, window_out
 from nnkit.errors import GeometryError, UsageError
@@ -144,3 +145,54 @@ def undo(size: int, kernel: int, *, stride: int = 1, padding: int = 0, dilation:
              f"output_padding = {size} - {back} = {op}")
     return Undo(size, out, op, lines)
 
+
+
+# --- per axis (1-D, 2-D, 3-D layers): each axis is the 1-D question on its own ------------------------------
+
+_AXIS_NAMES = {1: ("L",), 2: ("H", "W"), 3: ("D", "H", "W")}
+
+
+@dataclass(frozen=True)
+class PerAxis:
+    """One answer per spatial axis, for arguments written as 3x7x7 (a 3-D layer) or 3x3 (a 2-D one)."""
+
+    axes: tuple[str, ...]
+    answers: tuple[SamePadding, ...] | tuple[MapResult, ...] | tuple[Undo, ...]
+
+
+def axis_sizes(option: str, text: str | None) -> tuple[int, ...] | None:
+    """'3' -> (3,); '3x7x7' -> (3, 7, 7): one size, or one per axis, of an option of nnkit solve."""
+    if text is None:
+        return None
+    parts = text.lower().replace("×", "x").split("x")
+    try:
+        sizes = tuple(int(p) for p in parts)
+    except ValueError:
+        raise UsageError(f"{option} {text}: expected a whole number, or one per axis such as 3x7x7") from None
+    if len(sizes) > 3:
+        raise UsageError(f"{option} {text}: at most 3 axes (DxHxW), got {len(sizes)}")
+    return sizes
+
+
+def per_axis(solve_one: Any, **options: tuple[str, tuple[int, ...] | None]) -> Any:
+    """Call a scalar solver once, or once per axis when an option has several sizes (others are broadcast).
+
+    `options` maps the solver's keyword to (the option as typed, its sizes); every multi-size option must have
+    the same number of axes.
+    """
+    ranks = {len(v) for _, v in options.values() if v is not None and len(v) > 1}
+    if len(ranks) > 1:
+        given = ", ".join(f"{o} {'x'.join(map(str, v))}" for o,
+                          v in options.values() if v is not None and len(v) > 1)
+        raise UsageError(f"{given}: every option with one size per axis needs the same number of axes")
+    if not ranks:
+        return solve_one(**{k: (v[0] if v is not None else None) for k, (_, v) in options.items()})
+    n = ranks.pop()
+    answers = []
+    for ax, name in enumerate(_AXIS_NAMES[n]):
+        try:
+            answers.append(solve_one(**{k: (None if v is None else v[ax] if len(v) > 1 else v[0])
+                                        for k, (_, v) in options.items()}))
+        except (GeometryError, UsageError) as exc:
+            raise type(exc)(f"axis {name}: {exc}") from None
+    return PerAxis(_AXIS_NAMES[n], tuple(answers))

@@ -29,7 +29,34 @@ def looks_like_shape(text: str) -> bool:
 def parse_shape(text: str) -> tuple[int | None, tuple[int, ...]]:
     """'3x32x32' -> (None, (3, 32, 32)); '32x32' -> (None, (1, 32, 32)); '8x3x32x32' -> (8, (3, 32, 32)).
 
-    One number is a feature size (for fc and recurrent layers): '128' -> (None, (128,)).
+    One number is a feature size (for fc and recurrent layers): '128' -> (None, (128,)). This is how a 2-D
+    chain (or one without spatial layers) reads its input; read_input reads it for the chain's own
+    dimensionality.
+    """
+    return read_input(text, 2)
+
+
+TOKENS = "tokens"  # the form of a chain whose first shape-bearing layer works on TxD tokens (attn, cls, ...)
+Form = int | str  # 1, 2, 3 (spatial axes after the channels) or TOKENS
+
+# What each form reads: the spellings accepted (for messages), and the sizes -> (batch, shape) rules by count.
+_FORMS: dict[Form, tuple[str, dict[int, Callable[[tuple[int, ...]], tuple[int | None, tuple[int, ...]]]]]] = {
+    1: ("CxL, L (C = 1) or NxCxL", {1: lambda d: (None, (1, *d)), 2: lambda d: (None, d),
+                                    3: lambda d: (d[0], d[1:])}),
+    2: ("CxHxW, HxW (C = 1), NxCxHxW or a feature size F",
+        {1: lambda d: (None, d), 2: lambda d: (None, (1, *d)),
+                                                            3: lambda d: (None, d),
+                                                            4: lambda d: (d[0], d[1:])}),
+    3: ("CxDxHxW, DxHxW (C = 1) or NxCxDxHxW", {3: lambda d: (None, (1, *d)), 4: lambda d: (None, d),
+                                               5: lambda d: (d[0], d[1:])}),
+    TOKENS: ("TxD (T tokens of D features) or NxTxD", {2: lambda d: (None, d), 3: lambda d: (d[0], d[1:])}),
+}
+
+
+def read_input(text: str, form: Form = 2, why: str = "") -> tuple[int | None, tuple[int, ...]]:
+    """The input shape as a chain of `form` reads it: (batch or None, shape without the batch).
+
+    `why` names the layer that set the form, for the message when the sizes do not fit it.
     """
     if not looks_like_shape(text):
         sign = " (sizes must be positive)" if text.strip().startswith("-") else ""
@@ -37,15 +64,14 @@ def parse_shape(text: str) -> tuple[int | None, tuple[int, ...]]:
     dims = tuple(int(d) for d in re.split(r"\s*[x,*×]\s*", text.strip().lower()))
     if any(d <= 0 for d in dims):
         raise SpecError(f"input '{text}': every size must be positive")
-    if len(dims) == 1:
-        return None, dims
-    if len(dims) == 2:
-        return None, (1, *dims)
-    if len(dims) == 3:
-        return None, dims
-    if len(dims) == 4:
-        return dims[0], dims[1:]
-    raise SpecError(f"input '{text}': at most 4 sizes (NxCxHxW), got {len(dims)}")
+    spellings, rules = _FORMS[form]
+    if len(dims) not in rules:
+        if form == 2:
+            raise SpecError(f"input '{text}': at most 4 sizes (NxCxHxW), got {len(dims)}")
+        kind = "a token" if form == TOKENS else f"a {form}-D"
+        raise SpecError(f"input '{text}': {kind} chain{f' ({why})' if why else ''} reads {spellings}, got "
+                        f"{len(dims)} size{'s' if len(dims) > 1 else ''}")
+    return rules[len(dims)](dims)
 
 
 # --- argument types -----------------------------------------------------------------------------------------
@@ -71,24 +97,42 @@ def _nonneg_int(v: Value, key: str) -> int:
     return v
 
 
-def _pair(check: Callable[[Value, str], int]) -> Callable[[Value, str], tuple[int, int]]:
-    def convert(v: Value, key: str) -> tuple[int, int]:
+_SPELL = {1: "one size", 2: "one size or HxW", 3: "one size or DxHxW"}
+
+
+def _sizes(n: int, check: Callable[[Value, str], int]) -> Callable[[Value, str], tuple[int, ...]]:
+    """A per-axis argument of an n-D layer: one size for every axis, or exactly one size per axis (3x7x7)."""
+    def convert(v: Value, key: str) -> tuple[int, ...]:
         if isinstance(v, tuple):
-            if len(v) != 2:
-                raise ValueError(f"{key} takes one size or HxW, got {_show(v)}")
-            return (check(v[0], key), check(v[1], key))
-        n = check(v, key)
-        return (n, n)
+            if len(v) != n:
+                raise ValueError(f"{key} takes {_SPELL[n]}, got {_show(v)}")
+            return tuple(check(x, key) for x in v)
+        return (check(v, key),) * n
 
     return convert
 
 
-def _padding(v: Value, key: str) -> tuple[int, int] | str:
-    if isinstance(v, str):
-        if v in ("same", "valid"):
-            return v
-        raise ValueError(f"{key} takes a size, HxW, 'same' or 'valid', got {_show(v)}")
-    return _pair(_nonneg_int)(v, key)
+def _pair(check: Callable[[Value, str], int]) -> Callable[[Value, str], tuple[int, ...]]:
+    return _sizes(2, check)
+
+
+def _padding_of(n: int) -> Callable[[Value, str], tuple[int, ...] | str]:
+    def convert(v: Value, key: str) -> tuple[int, ...] | str:
+        if isinstance(v, str):
+            if v in ("same", "valid"):
+                return v
+            sizes = {1: "a size", 2: "a size, HxW", 3: "a size, DxHxW"}[n]
+            raise ValueError(f"{key} takes {sizes}, 'same' or 'valid', got {_show(v)}")
+        return _sizes(n, _nonneg_int)(v, key)
+
+    return convert
+
+
+def _size_or_sizes(v: Value, key: str) -> int | tuple[int, ...]:
+    """An output size for a layer of any rank (adaptive pooling): one size, or one per axis, checked later."""
+    if isinstance(v, tuple):
+        return tuple(_pos_int(x, key) for x in v)
+    return _pos_int(v, key)
 
 
 def _bool(v: Value, key: str) -> bool:
@@ -120,7 +164,6 @@ def _show(v: Value) -> str:
 
 
 _POS_PAIR = _pair(_pos_int)
-_NONNEG_PAIR = _pair(_nonneg_int)
 
 
 @dataclass(frozen=True)
@@ -137,27 +180,36 @@ def _sig(positional: tuple[str, ...], required: int,
                      {k: t for k, (_, t) in params.items()})
 
 
-_CONV = dict(s=(1, _POS_PAIR), p=(0, _padding), d=(1, _POS_PAIR), bias=(True, _bool))
 _RNN = _sig(("hidden", "layers"), 1, hidden=(None, _pos_int), layers=(1, _pos_int), bidir=(False, _bool),
-            bias=(True, _bool))
+            bias=(True, _bool), batch_first=(False, _bool))
+
+
+def _windowed(n: int) -> dict[str, Signature]:
+    """The sliding-window layers of an n-D chain (nn.Conv{n}d, ConvTranspose{n}d, MaxPool{n}d, AvgPool{n}d),
+    each argument as its torch module takes it; per-axis arguments are n-tuples."""
+    pos, nonneg = _sizes(n, _pos_int), _sizes(n, _nonneg_int)
+    conv = {"s": (1, pos), "p": (0, _padding_of(n)), "d": (1, pos), "bias": (True, _bool)}
+    suffix = "" if n == 2 else f"{n}d"
+    sigs = {
+        "conv": _sig(("out", "k", "s", "p"), 2, out=(None, _pos_int), k=(None, pos), g=(1, _pos_int), **conv),
+        "dwconv": _sig(("k", "s", "p"), 1, k=(None, pos), m=(1, _pos_int), **conv),
+        "pwconv": _sig(("out",), 1, out=(None, _pos_int), s=(1, pos), g=(1, _pos_int), bias=(True, _bool)),
+        "dwsep": _sig(("out", "k", "s", "p"), 2, out=(None, _pos_int), k=(None, pos), **conv),
+        "tconv": _sig(("out", "k", "s", "p"), 2, out=(None, _pos_int), k=(None, pos), op=(0, nonneg),
+                      g=(1, _pos_int), s=(1, pos), p=(0, nonneg), d=(1, pos), bias=(True, _bool)),
+        "maxpool": _sig(("k", "s", "p"), 1, k=(None, pos), s=(None, pos), p=(0, nonneg), d=(1, pos),
+                        ceil=(False, _bool)),
+        "avgpool": _sig(("k", "s", "p"), 1, k=(None, pos), s=(None, pos), p=(0, nonneg), ceil=(False, _bool)),
+    }
+    return {name + suffix: sig for name, sig in sigs.items()}
+
 
 # The layers, their arguments (positional order first), defaults and types: the contract of the layer
 # language.
 SIGNATURES: dict[str, Signature] = {
-    "conv": _sig(("out", "k", "s", "p"), 2, out=(None, _pos_int), k=(None, _POS_PAIR), g=(1, _pos_int),
-                 **_CONV),
-    "dwconv": _sig(("k", "s", "p"), 1, k=(None, _POS_PAIR), m=(1, _pos_int), **_CONV),
-    "pwconv": _sig(("out",), 1, out=(None, _pos_int), s=(1, _POS_PAIR), g=(1, _pos_int), bias=(True, _bool)),
-    "dwsep": _sig(("out", "k", "s", "p"), 2, out=(None, _pos_int), k=(None, _POS_PAIR), **_CONV),
-    "tconv": _sig(("out", "k", "s", "p"), 2, out=(None, _pos_int), k=(None, _POS_PAIR), op=(0, _NONNEG_PAIR),
-                  g=(1, _pos_int), s=(1, _POS_PAIR), p=(0, _NONNEG_PAIR), d=(1, _POS_PAIR),
-                  bias=(True, _bool)),
-    "maxpool": _sig(("k", "s", "p"), 1, k=(None, _POS_PAIR), s=(None, _POS_PAIR), p=(0, _NONNEG_PAIR),
-                    d=(1, _POS_PAIR), ceil=(False, _bool)),
-    "avgpool": _sig(("k", "s", "p"), 1, k=(None, _POS_PAIR), s=(None, _POS_PAIR), p=(0, _NONNEG_PAIR),
-                    ceil=(False, _bool)),
+    **_windowed(2),
     "gap": _sig((), 0),
-    "adaptivepool": _sig(("size",), 1, size=(None, _POS_PAIR)),
+    "adaptivepool": _sig(("size",), 1, size=(None, _size_or_sizes)),
     "fc": _sig(("out",), 1, out=(None, _pos_int), bias=(True, _bool)),
     "flatten": _sig((), 0),
     "bn": _sig((), 0),
@@ -166,7 +218,28 @@ SIGNATURES: dict[str, Signature] = {
     "lstm": _RNN,
     "gru": _RNN,
     "rnn": _RNN,
+    **_windowed(1),
+    **_windowed(3),
+    # Normalisations beside bn (nn.LayerNorm over the last axis, nn.GroupNorm, nn.InstanceNorm1d/2d/3d by
+    # rank).
+    "ln": _sig((), 0, affine=(True, _bool), bias=(True, _bool)),
+    "gn": _sig(("g",), 1, g=(None, _pos_int), affine=(True, _bool)),
+    "in": _sig((), 0, affine=(False, _bool)),
+    # Transformer layers on T tokens of D features (torchvision's VisionTransformer, Dosovitskiy et al. 2021).
+    "patch": _sig(("dim", "size"), 2, dim=(None, _pos_int), size=(None, _POS_PAIR), bias=(True, _bool)),
+    "cls": _sig((), 0),
+    "pos": _sig((), 0),
+    "attn": _sig(("heads",), 1, heads=(None, _pos_int), bias=(True, _bool)),
+    "mlp": _sig(("hidden",), 1, hidden=(None, _pos_int), bias=(True, _bool)),
+    "encoder": _sig(("heads", "mlp"), 2, heads=(None, _pos_int), mlp=(None, _pos_int)),
+    "token": _sig(("i",), 0, i=(0, _int)),
 }
+# The spatial dimensionality each layer kind fixes for its chain (the rest work at any rank).
+RANK: dict[str, int] = {name + ("" if n == 2 else f"{n}d"): n for n in (1, 2, 3)
+                        for name in ("conv", "dwconv", "pwconv", "dwsep", "tconv", "maxpool", "avgpool")}
+RANK["patch"] = 2  # a Conv2d on CxHxW, whose map becomes tokens
+# Layers that take TxD tokens: a chain that starts with one reads its input as TxD.
+TOKEN_KINDS = ("cls", "pos", "attn", "mlp", "encoder", "token")
 # Shape-preserving layers that take no arguments.
 POINTWISE = ("relu", "relu6", "leakyrelu", "elu", "gelu", "silu", "swish", "hardswish", "mish", "sigmoid",
              "tanh", "softmax", "identity")
@@ -179,12 +252,18 @@ ALIASES = {
     "globalavgpool": "gap", "adaptiveavgpool": "adaptivepool", "adaptiveavgpool2d": "adaptivepool",
     "depthwise": "dwconv", "pointwise": "pwconv", "separable": "dwsep", "upsampling": "upsample",
     "dwconv2d": "dwconv",
+    "convtranspose1d": "tconv1d", "convtranspose3d": "tconv3d", "batchnorm1d": "bn", "batchnorm3d": "bn",
+    "adaptiveavgpool1d": "adaptivepool", "adaptiveavgpool3d": "adaptivepool", "layernorm": "ln",
+    "groupnorm": "gn", "instancenorm": "in", "instancenorm1d": "in", "instancenorm2d": "in",
+    "instancenorm3d": "in", "multiheadattention": "attn", "mha": "attn", "encoderblock": "encoder",
 }
 KEY_ALIASES = {
     "stride": "s", "padding": "p", "pad": "p", "dilation": "d", "groups": "g", "kernel": "k",
     "kernel_size": "k", "output_padding": "op", "ceil_mode": "ceil", "bidirectional": "bidir",
     "num_layers": "layers", "mult": "m", "multiplier": "m", "out_channels": "out", "out_features": "out",
-    "hidden_size": "hidden", "scale_factor": "scale", "output_size": "size",
+    "hidden_size": "hidden", "scale_factor": "scale", "output_size": "size", "num_groups": "g",
+    "elementwise_affine": "affine", "num_heads": "heads", "mlp_dim": "mlp", "patch_size": "size",
+    "hidden_dim": "dim", "index": "i",
 }
 
 
@@ -285,7 +364,7 @@ _REPEAT = re.compile(r"^(.*)\*(\d+)$", re.DOTALL)
 _TOKEN = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)\s*(?:\((.*)\))?$", re.DOTALL)
 _NUMBER = re.compile(r"^[+-]?\d+$")
 _FLOAT = re.compile(r"^[+-]?(\d+\.\d*|\.\d+|\d+)([eE][+-]?\d+)?$")
-_PAIR_VALUE = re.compile(r"^\d+\s*[x×]\s*\d+$", re.IGNORECASE)
+_SIZES_VALUE = re.compile(r"^\d+(\s*[x×]\s*\d+)+$", re.IGNORECASE)  # 3x3, 3x7x7: one size per axis
 
 
 def _value(raw: str) -> Value:
@@ -297,7 +376,7 @@ def _value(raw: str) -> Value:
         return False
     if _NUMBER.match(raw):
         return int(raw)
-    if _PAIR_VALUE.match(raw):
+    if _SIZES_VALUE.match(raw):
         return tuple(int(x) for x in re.split(r"\s*[x×]\s*", low))
     if _FLOAT.match(raw):
         return float(raw)
@@ -371,11 +450,16 @@ _EXAMPLES = {
     "conv": "conv(16,3) or conv(16,3,s=2,p=1)", "dwconv": "dwconv(3,s=2,p=1)", "pwconv": "pwconv(64)",
     "dwsep": "dwsep(64,3,p=1)", "tconv": "tconv(16,2,s=2)", "maxpool": "maxpool(2)", "avgpool": "avgpool(2)",
     "adaptivepool": "adaptivepool(7x7)", "fc": "fc(10)", "upsample": "upsample(2)", "lstm": "lstm(256,2)",
-    "gru": "gru(256)", "rnn": "rnn(256)",
+    "gru": "gru(256)", "rnn": "rnn(256)", "conv1d": "conv1d(32,3,p=1)", "conv3d": "conv3d(64,3x7x7,s=1x2x2)",
+    "gn": "gn(8)", "patch": "patch(768,16)", "attn": "attn(12)", "mlp": "mlp(3072)",
+    "encoder": "encoder(12,3072)",
 }
 
 
 def _example(kind: str) -> str:
+    base = kind[:-2] if kind in RANK and kind[-2:] in ("1d", "3d") else None
+    if kind not in _EXAMPLES and base in _EXAMPLES:  # maxpool1d(2), written as its 2-D form
+        return _EXAMPLES[base].replace(f"{base}(", f"{kind}(")
     return _EXAMPLES.get(kind, kind)
 
 

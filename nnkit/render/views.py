@@ -5,7 +5,8 @@ The JSON keys are a contract with users' scripts (issue 2): extend them, never r
   params {"total", "trainable", "layers": [{"spec", "params", ...}]}
   flops  {"macs", "flops", "layers": [{"spec", "macs", ...}]}
   rf     {"size": [h, w], "stride": [h, w], "padding": [h, w], "layers": [...]}
-Shapes in JSON include the batch dimension when the user gave one (NxCxHxW).
+Shapes in JSON include the batch dimension when the user gave one (NxCxHxW). Per-axis fields are lists of the
+chain's rank: [l] for a 1-D chain, [h, w] for 2-D, [d, h, w] for 3-D.
 """
 
 from __future__ import annotations
@@ -140,7 +141,7 @@ def view(a: Analysis, what: View, explain: bool = False) -> tuple[dict[str, Any]
         notes.append(f"{human(a.macs, 'MACs')}, {human(a.flops, 'FLOPs')} (FLOPs = 2 x MACs; conv, linear, "
                      "matmul and recurrent gates)")
     if what in ("rf", "summary") and a.rf_at:
-        notes.append(f"receptive field at {a.rf_at}: {a.rf.size[0]}x{a.rf.size[1]}"  # type: ignore[union-attr]
+        notes.append(f"receptive field at {a.rf_at}: {'x'.join(map(str, a.rf.size))}"  # type: ignore[union-attr]
                      + ("; the layers after it see the whole input" if a.rf_global else ""))
     total = ["", f"at {a.rf_at}" if what == "rf" and a.rf_at else "total", *(t for _, _, t in columns)]
     total += [""] * (explain + typed)
@@ -210,8 +211,11 @@ def dwsep_view(r: Any, explain: bool = False) -> tuple[dict[str, Any], Tabular]:
 
 
 def solve_view(r: Any) -> tuple[dict[str, Any], Tabular]:
-    """nnkit solve same | map | undo."""
+    """nnkit solve same | map | undo; per axis (-k 3x7x7), each key holds a list with one value per axis."""
     from nnkit.core import solve
+
+    if isinstance(r, solve.PerAxis):
+        return _solve_axes(r)
 
     if isinstance(r, solve.SamePadding):
         doc = {"kernel": r.kernel, "dilation": r.dilation, "stride": r.stride, "input": r.size,
@@ -347,3 +351,20 @@ def _mobilenet_view(r: Any) -> tuple[dict[str, Any], Tabular]:
     return doc, Tabular(columns=("network", "params", "MACs", "published"), rows=tuple(rows),
                         title=f"mobilenet_v1 width {r.width:g} on 3x{size}x{size}", notes=notes,
                         numeric=frozenset({"params", "MACs"}))
+
+
+def _solve_axes(r: Any) -> tuple[dict[str, Any], Tabular]:
+    """The answers of one axis each, merged: the same keys as one axis, their values lists over the axes
+    (explain lines are prefixed by their axis); the table has one block of rows per axis."""
+    views = [solve_view(a) for a in r.answers]
+    doc: dict[str, Any] = {"axes": list(r.axes)}
+    for key in views[0][0]:
+        values = [v[0][key] for v in views]
+        doc[key] = ([f"{axis}: {line}" for axis, v in zip(r.axes, values) for line in v] if key == "explain"
+                    else values)
+    first = views[0][1]
+    rows = tuple((axis, *row) for axis, (_, tab) in zip(r.axes, views) for row in tab.rows)
+    notes = tuple(f"{axis}: {n}" for axis, (_, tab) in zip(r.axes, views) for n in tab.notes)
+    title = "; ".join(f"{axis}: {tab.title}" for axis, (_, tab) in zip(r.axes, views) if tab.title)
+    return doc, Tabular(columns=("axis", *first.columns), rows=rows, title=title, notes=notes,
+                        numeric=first.numeric)
