@@ -4,11 +4,14 @@
 #   ./dev.sh test [pytest options]  the whole test suite, in one pytest process
 #   ./dev.sh nnkit ARGS...          any nnkit command in the environment
 #   ./dev.sh env                    print the environment's path
+#   ./dev.sh test-notorch [opts]    the tests marked "not torch" on a plain `pip install .` (no torch)
 # The virtual environment lives outside the clone, keyed by a hash of requirements/dev.txt and the Python
 # version, so a fresh clone reuses it; a missing or half-built one is built from nothing (torch 2.14.1 takes
 # about 20 minutes to install on these machines).
 set -euo pipefail
 cd "$(dirname "$0")"
+# The torch-free install has an environment of its own: no need to build torch for it.
+[ "${1:-}" = test-notorch ] && { shift; exec scripts/test_notorch.sh "$@"; }
 PY=${PYTHON:-python3}
 key=$("$PY" - <<'PYEOF'
 import hashlib, sys
@@ -39,5 +42,5 @@ case "$what" in
   test) exec "$VENV/bin/python" -m pytest "$@" ;;
   nnkit) exec "$VENV/bin/nnkit" "$@" ;;
   env) echo "$VENV" ;;
-  *) sed -n '2,6p' "$0" | sed 's/^# //'; exit 2 ;;
+  *) sed -n '2,7p' "$0" | sed 's/^# //'; exit 2 ;;
 esac

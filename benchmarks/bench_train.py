@@ -1,17 +1,17 @@
-"""Training throughput (images/s) of `nnkit train` against a plain minimal PyTorch loop and against the textbook
-torchvision pipeline (datasets.MNIST + Resize + ToTensor + Normalize + DataLoader), in one run, on the same
-model, data, batch size and optimizer.
+"""Training throughput (images/s) of `nnkit train` against a plain minimal PyTorch loop and against the
+textbook torchvision pipeline (datasets.MNIST + Resize + ToTensor + Normalize + DataLoader), in one run, on
+the same model, data, batch size and optimizer.
 
     python benchmarks/bench_train.py                      # LeNet-5 on MNIST-sized data (60,000 images, 28x28)
     python benchmarks/bench_train.py --images 20000 --epochs 2 --workers 0,2
     python benchmarks/bench_train.py --suite gpu          # resnet18 at 32x32 and resnet50 at 224, +-amp/NHWC
 
-The data are random images with a class-dependent bar, written as real MNIST IDX files (or CIFAR batches for the
-GPU suite) into a temporary folder, so each pipeline reads them the way it would read the real data set.
-Goals (issue 5): nnkit >= 0.97x the plain loop, >= 2x the textbook pipeline. Each pipeline runs --epochs epochs,
---rounds times, interleaved with the others, and reports its best epoch (the first pays for warm-up, and the
-machine may be shared); the measured region is the training steps of an epoch, device synchronised at both ends.
-Output: a markdown table on stdout, ready for BENCHMARKS.md.
+The data are random images with a class-dependent bar, written as real MNIST IDX files (or CIFAR batches for
+the GPU suite) into a temporary folder, so each pipeline reads them the way it would read the real data set.
+Goals (issue 5): nnkit >= 0.97x the plain loop, >= 2x the textbook pipeline. Each pipeline runs --epochs
+epochs, --rounds times, interleaved with the others, and reports its best epoch (the first pays for warm-up,
+and the machine may be shared); the measured region is the training steps of an epoch, device synchronised at
+both ends. Output: a markdown table on stdout, ready for BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -132,7 +132,8 @@ def run_textbook(data_dir: Path, n: int, args, workers: int) -> float:
     from nnkit.archs import build
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    tf = transforms.Compose([transforms.Resize(32), transforms.ToTensor(), transforms.Normalize((0.1307,), (0.3081,))])
+    tf = transforms.Compose([transforms.Resize(32), transforms.ToTensor(),
+                             transforms.Normalize((0.1307,), (0.3081,))])
     ds = datasets.MNIST(str(data_dir), train=True, transform=tf)
     loader = torch.utils.data.DataLoader(ds, batch_size=args.batch_size, shuffle=True, num_workers=workers,
                                          pin_memory=device.type == "cuda", drop_last=True,
@@ -162,7 +163,8 @@ def machine(device) -> str:
     import torch
 
     cpu = platform.processor() or platform.machine()
-    where = f"{os.cpu_count()} CPU cores ({cpu}), torch {torch.__version__}, {torch.get_num_threads()} threads"
+    where = (f"{os.cpu_count()} CPU cores ({cpu}), torch {torch.__version__}, "
+             f"{torch.get_num_threads()} threads")
     if device.type == "cuda":
         where = f"{torch.cuda.get_device_name(device)}; " + where
     return where
@@ -189,15 +191,16 @@ def cpu_suite(args) -> list[str]:
             runs[f"torchvision MNIST + ToTensor + DataLoader (workers={w})"] = \
                 lambda w=w: run_textbook(root, len(data.train), args, w)
         best = {name: 0.0 for name in runs}
-        for _ in range(args.rounds):  # interleaved, so that load from other processes hits every pipeline alike
+        # interleaved, so that load from other processes hits every pipeline alike
+        for _ in range(args.rounds):
             for name, fn in runs.items():
                 best[name] = max(best[name], fn())
                 print(f"{name}: {best[name]:,.0f} images/s", file=sys.stderr, flush=True)
         rows = list(best.items())
         ours = rows[0][1]
-    lines.append(f"LeNet-5 on MNIST-sized data ({len(data.train):,} training images, 28x28 read, 32x32 trained), "
-                 f"batch {args.batch_size}, AdamW, no augmentation, best epoch of {args.rounds} interleaved rounds of "
-                 f"{args.epochs} epochs; "
+    lines.append(f"LeNet-5 on MNIST-sized data ({len(data.train):,} training images, 28x28 read, 32x32 "
+                 f"trained), batch {args.batch_size}, AdamW, no augmentation, best epoch of {args.rounds} "
+                 f"interleaved rounds of {args.epochs} epochs; "
                  f"{machine(device)}; {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC")
     lines.append("")
     lines.append("| pipeline | images/s | nnkit / this |")
@@ -217,9 +220,12 @@ def gpu_suite(args) -> list[str]:
     device = torch.device(args.device or "cuda")
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     peak = next((v for k, v in PEAKS.items() if k in name), None)
-    lines = [f"{machine(device)}; {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; batch {args.batch_size}, AdamW, "
-             f"best of {args.epochs} epochs; training FLOPs = 3 x 2 x MACs per image (forward + backward)", "",
-             "| model | input | flags | nnkit images/s | plain loop images/s | nnkit / plain | fraction of peak |",
+    lines = [f"{machine(device)}; {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; batch {args.batch_size}, "
+             f"AdamW, best of {args.epochs} epochs; training FLOPs = 3 x 2 x MACs per image (forward + "
+             "backward)",
+             "",
+             "| model | input | flags | nnkit images/s | plain loop images/s | nnkit / plain | fraction of "
+             "peak |",
              "|---|---|---|---:|---:|---:|---:|"]
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -232,7 +238,8 @@ def gpu_suite(args) -> list[str]:
             data = load_data(cfg, info.min_input, info.input)
             x = (data.train.x.float() / 255 - torch.tensor(data.mean).view(1, -1, 1, 1)) / \
                 torch.tensor(data.std).view(1, -1, 1, 1)
-            macs = info.macs * (size[0] * size[1]) / (info.input[1] * info.input[2])  # conv MACs scale with area
+            # conv MACs scale with area
+            macs = info.macs * (size[0] * size[1]) / (info.input[1] * info.input[2])
             for amp, cl in ((False, False), (True, True)):
                 sub = argparse.Namespace(**{**vars(args)})
                 if dataset == "synthetic":
@@ -249,8 +256,9 @@ def gpu_suite(args) -> list[str]:
                 plain = run_plain(arch, x, data.train.y, sub, amp=amp, channels_last=cl)
                 flops = ours * 6 * macs
                 frac = f"{flops / peak[0 if amp else 1]:.1%}" if peak else "-"
-                lines.append(f"| {arch} | {size[0]}x{size[1]} | {'--amp --channels-last' if amp else '(fp32)'} | "
-                             f"{ours:,.0f} | {plain:,.0f} | {ours / plain:.2f}x | {frac} |")
+                lines.append(f"| {arch} | {size[0]}x{size[1]} | "
+                             f"{'--amp --channels-last' if amp else '(fp32)'} | {ours:,.0f} | {plain:,.0f} | "
+                             f"{ours / plain:.2f}x | {frac} |")
                 print(lines[-1], file=sys.stderr, flush=True)
     return lines
 

@@ -1,10 +1,11 @@
-"""nnkit: exact CNN arithmetic (shapes, parameters, receptive fields, MACs) and training, from the command line
-and as a library:
+"""nnkit: exact CNN arithmetic (shapes, parameters, receptive fields, MACs) and training, from the command
+line and as a library:
 
     import nnkit
-    nnkit.analyze("3x32x32 conv(6,5) maxpool(2)")      # a chain, a name ("resnet50"), file.py:Class or a module
-    nnkit.summary(model, input_size=(1, 3, 224, 224))  # torchinfo's one call
-    nnkit.dwsep("32x112x112", out=64, kernel=3), nnkit.solve("same", kernel=4), nnkit.memory("resnet18", batch=32)
+    nnkit.analyze("3x32x32 conv(6,5) maxpool(2)")      # a chain, a name ("resnet50"), file.py:Class or a
+    module nnkit.summary(model, input_size=(1, 3, 224, 224))  # torchinfo's one call
+    nnkit.dwsep("32x112x112", out=64, kernel=3), nnkit.solve("same", kernel=4), nnkit.memory("resnet18",
+    batch=32)
 
 `import nnkit` stays torch-free and fast: the functions load nnkit.api on first use.
 """

@@ -311,9 +311,9 @@ def solve(question: str, *args: int, **options: int | None) -> Any:
 
 def memory(target: Any, input: Any = None, *, batch: int | None = None, optimizer: str = "sgd", amp: bool = False,
            num_classes: int | None = None, in_channels: int | None = None, width: float | None = None) -> Memory:
-    """Training memory at `batch` (default: the input's batch, else 1): parameters, gradients, optimizer state (sgd with momentum, adam, adamw) and
-    the activations autograd saves (measured on the meta device; 16-bit under amp=True, as nnkit train --amp).
-    An estimate: no allocator overhead."""
+    """Training memory at `batch` (default: the input's batch, else 1): parameters, gradients, optimizer state
+    (sgd with momentum, adam, adamw) and the activations autograd saves (measured on the meta device; 16-bit under
+    amp=True, as nnkit train --amp). An estimate: no allocator overhead."""
     from nnkit.introspect.memory import Optimizer, estimate_target
 
     if batch is not None and batch <= 0:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -37,3 +38,34 @@ def nnkit():
         return Run(runner.invoke(app, list(args), input=input))
 
     return invoke
+
+
+GOLDEN = Path(__file__).parent / "golden"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--overwrite-golden", action="store_true",
+                     help="Rewrite tests/golden/ from the current output instead of comparing with it "
+                          "(NNKIT_OVERWRITE_GOLDEN=1 does the same).")
+
+
+@pytest.fixture()
+def golden(request: pytest.FixtureRequest):
+    """golden("name", text): text must equal tests/golden/name.txt, rewritten only when asked (torchinfo's
+    conftest.py verify_output, with its --overwrite)."""
+    import os
+
+    overwrite = request.config.getoption("--overwrite-golden") \
+        or os.environ.get("NNKIT_OVERWRITE_GOLDEN") == "1"
+
+    def check(name: str, text: str) -> None:
+        path = GOLDEN / f"{name}.txt"
+        if overwrite:
+            path.parent.mkdir(exist_ok=True)
+            path.write_text(text, encoding="utf-8")
+            return
+        assert path.exists(), f"{path} is missing: run pytest --overwrite-golden once and review the file"
+        assert text == path.read_text(encoding="utf-8"), \
+            f"{path} differs (pytest --overwrite-golden rewrites it)"
+
+    return check

@@ -1,5 +1,5 @@
-"""nnkit as a library (nnkit.api): the same numbers and documents as the CLI, displayed where notebooks look, and
-the user's module left exactly as it was."""
+"""nnkit as a library (nnkit.api): the same numbers and documents as the CLI, displayed where notebooks look,
+and the user's module left exactly as it was."""
 
 from __future__ import annotations
 
@@ -83,7 +83,8 @@ def test_errors_are_nnkit_errors():
     from nnkit.errors import NnkitError
 
     for call in (lambda: lib.analyze("3x32x32 conv(6,50)"), lambda: lib.analyze("nosuchnet"),
-                 lambda: lib.analyze(42), lambda: lib.solve("sideways", 3), lambda: lib.analyze(LENET).to_dict("x")):
+                 lambda: lib.analyze(42), lambda: lib.solve("sideways", 3),
+                 lambda: lib.analyze(LENET).to_dict("x")):
         with pytest.raises(NnkitError):
             call()
 
@@ -111,7 +112,8 @@ def test_a_live_module_is_analysed_and_left_as_it_was():
 
     import nnkit as lib
 
-    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 30 * 30, 4))
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(),
+                          nn.Linear(8 * 30 * 30, 4))
     model.train()
     model[1].eval()  # a frozen BatchNorm: its own flag must survive
     model[0].weight.requires_grad_(False)

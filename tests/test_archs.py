@@ -1,4 +1,5 @@
-"""The registry of named architectures: names without torch, builders, and exactness against published numbers.
+"""The registry of named architectures: names without torch, builders, and exactness against published
+numbers.
 
 Oracles: torchvision's weights metadata (meta["num_params"], meta["_ops"] in GMACs to 3 decimals, measured by
 torchvision at the weights' input size), LeCun et al. 1998 (LeNet-5 layout) and Howard et al. 2017 (MobileNet
@@ -15,11 +16,13 @@ import pytest
 from nnkit.archs import arch_names, get_arch, list_archs
 from nnkit.errors import UnknownNameError, UsageError
 
-REQUIRED = ["lenet5", "alexnet", "vgg11", "vgg13", "vgg16", "vgg19", "vgg11_bn", "vgg13_bn", "vgg16_bn", "vgg19_bn",
+REQUIRED = ["lenet5", "alexnet", "vgg11", "vgg13", "vgg16", "vgg19", "vgg11_bn", "vgg13_bn", "vgg16_bn",
+            "vgg19_bn",
             "googlenet", "inception_v3", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
             "mobilenet_v1", "mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large", "densenet121",
             "densenet161", "densenet169", "densenet201", "vit_b_16"]
-SLOW = {"vit_h_14", "regnet_y_128gf", "vit_l_16", "vit_l_32", "regnet_y_32gf", "efficientnet_b7", "convnext_large"}
+SLOW = {"vit_h_14", "regnet_y_128gf", "vit_l_16", "vit_l_32", "regnet_y_32gf", "efficientnet_b7",
+        "convnext_large"}
 
 
 def test_required_architectures_are_registered():
@@ -45,6 +48,7 @@ def test_listing_names_does_not_import_torch():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
+@pytest.mark.torch
 def test_every_torchvision_classifier_is_registered():
     import torchvision.models as M
     from torchvision.models import list_models
@@ -97,7 +101,8 @@ def test_build_honours_num_classes_and_in_channels():
 
     m = build_meta("resnet18", num_classes=10, in_channels=1)
     assert m.fc.out_features == 10 and m.conv1.in_channels == 1
-    assert (m.conv1.kernel_size, m.conv1.stride, m.conv1.padding, m.conv1.bias) == ((7, 7), (2, 2), (3, 3), None)
+    assert (m.conv1.kernel_size, m.conv1.stride, m.conv1.padding,
+            m.conv1.bias) == ((7, 7), (2, 2), (3, 3), None)
     v = build_meta("vit_b_16", in_channels=4)
     assert isinstance(v.conv_proj, nn.Conv2d) and v.conv_proj.in_channels == 4
     assert build_meta("lenet5", in_channels=3)[0].in_channels == 3
@@ -109,7 +114,8 @@ def test_build_honours_num_classes_and_in_channels():
 
 
 def _published(arch):
-    return pytest.param(arch.name, marks=[pytest.mark.torch] + ([pytest.mark.slow] if arch.name in SLOW else []))
+    return pytest.param(arch.name,
+                        marks=[pytest.mark.torch] + ([pytest.mark.slow] if arch.name in SLOW else []))
 
 
 @pytest.mark.parametrize("name", [_published(a) for a in list_archs() if a.published])

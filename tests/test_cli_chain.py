@@ -1,4 +1,5 @@
-"""The arithmetic commands end to end, in-process: JSON contracts, explanations, formats, stdin, exit codes."""
+"""The arithmetic commands end to end, in-process: JSON contracts, explanations, formats, stdin, exit
+codes."""
 
 from __future__ import annotations
 
@@ -54,8 +55,8 @@ def test_explain_of_a_ceil_mode_window_that_torch_drops(nnkit):
     """CONVENTIONS.md: MaxPool2d(3, stride=3, padding=1, ceil_mode=True) on 5 gives 2."""
     layer = nnkit("shape", "1x5x5", "maxpool(3,3,p=1,ceil=true)", "-e", "-f", "json").json()["layers"][0]
     assert layer["output"] == [1, 2, 2]
-    assert layer["explain"] == ["H, W: (5 - 3 + 2*1)/3 + 1 = 2.3333 -> 3 (ceil); the last window would start in "
-                                "the padding, so PyTorch drops it: 2"]
+    assert layer["explain"] == ["H, W: (5 - 3 + 2*1)/3 + 1 = 2.3333 -> 3 (ceil); the last window would start "
+                                "in the padding, so PyTorch drops it: 2"]
     assert "notes" not in layer
 
 
@@ -129,7 +130,8 @@ def test_batch_lines_may_use_tabs_and_table_cells_are_not_markup(nnkit):
 
     buf = io.StringIO()
     print_table(Tabular(("layer",), (("[conv(8,3) relu]*2",),), title="[b]x[/b]", notes=("[i]n[/i]",)), buf)
-    assert "[conv(8,3) relu]*2" in buf.getvalue() and "[b]x[/b]" in buf.getvalue() and "[i]n[/i]" in buf.getvalue()
+    assert "[conv(8,3) relu]*2" in buf.getvalue() and "[b]x[/b]" in buf.getvalue() \
+        and "[i]n[/i]" in buf.getvalue()
 
 
 def test_the_whole_chain_as_one_argument(nnkit):
@@ -141,7 +143,8 @@ def test_the_whole_chain_as_one_argument(nnkit):
     [
         (["shape", "3x32x32", "conv(6"], 2, "missing ')'"),
         (["shape", "3x32x32", "foo(3)"], 2, "unknown layer 'foo'"),
-        (["shape", "3x4x4", "conv(6,5)"], 1, "layer 1 conv(6,5): input H=4 is smaller than the 5-wide window"),
+        (["shape", "3x4x4", "conv(6,5)"], 1,
+         "layer 1 conv(6,5): input H=4 is smaller than the 5-wide window"),
         (["shape", "3x0x4", "conv(6,5)"], 2, "every size must be positive"),
         (["params", "3x32x32", "conv(6,3,g=4)"], 1, "groups=4 must divide"),
         (["shape", "3x32x32"], 2, "no layers given"),
@@ -205,7 +208,8 @@ def test_solve_same_map_undo(nnkit):
     assert {"layer": "conv", "stride": 2, "padding": 3} .items() <= mapping["solutions"][0].items()
     up = nnkit("solve", "map", "56", "112", "-k", "4", "-f", "json").json()["solutions"][0]
     assert (up["layer"], up["stride"], up["padding"], up["output_padding"]) == ("tconv", 2, 1, 0)
-    far = nnkit("solve", "map", "100", "20000", "-k", "7", "-f", "json").json()["solutions"]  # solved, not searched
+    # solved, not searched
+    far = nnkit("solve", "map", "100", "20000", "-k", "7", "-f", "json").json()["solutions"]
     assert all(s["layer"] == "tconv" for s in far) and any(s["stride"] == 202 for s in far)
     undo = nnkit("solve", "undo", "224", "-k", "3", "-s", "2", "-p", "1", "-f", "json").json()
     assert undo["conv_output"] == 112 and undo["output_padding"] == 1
@@ -219,7 +223,8 @@ def test_solve_answers_hold_in_torch(nnkit):
         conv = torch.nn.Conv2d(1, 1, 7, sol["stride"], sol["padding"])
         assert conv(torch.zeros(1, 1, 224, 224)).shape[-1] == 112
     for h in (223, 224, 225):
-        op = nnkit("solve", "undo", str(h), "-k", "3", "-s", "2", "-p", "1", "-f", "json").json()["output_padding"]
+        op = nnkit("solve", "undo", str(h), "-k", "3", "-s", "2", "-p", "1", "-f",
+                   "json").json()["output_padding"]
         x = torch.zeros(1, 1, h, h)
         y = torch.nn.Conv2d(1, 1, 3, 2, 1)(x)
         assert torch.nn.ConvTranspose2d(1, 1, 3, 2, 1, output_padding=op)(y).shape[-1] == h
@@ -236,17 +241,17 @@ def test_arithmetic_commands_never_import_torch():
         "from typer.testing import CliRunner\n"
         "from nnkit.cli import app\n"
         "r = CliRunner()\n"
-        "for args in (['shape', '3x32x32', 'conv(6,5) maxpool(2) flatten fc(10)'], ['params', '128', 'lstm(64)'],\n"
-        "             ['rf', '3x32x32', 'conv(6,5)'], ['flops', '3x32x32', 'conv(6,5)', '-f', 'json'],\n"
-        "             ['dwsep', '32x56x56', '--out', '64', '-k', '3'], ['solve', 'map', '224', '112', '-k', '7'],\n"
-        "             ['shape', '-'], ['shape', '16x100', 'conv1d(32,3,p=1) maxpool1d(2)'],\n"
-        "             ['rf', '3x16x112x112', 'conv3d(64,3x7x7,s=1x2x2,p=1x3x3) gn(8) in'],\n"
-        "             ['flops', '3x224x224', 'patch(768,16) cls pos [encoder(12,3072)]*2 ln token(0) fc(10)'],\n"
-        "             ['params', '8x50x128', 'lstm(32,batch_first=true)']):\n"
+        "for args in (['shape', '3x32x32', 'conv(6,5) maxpool(2) flatten fc(10)'], ['params', '128', "
+        "'lstm(64)'],\n             ['rf', '3x32x32', 'conv(6,5)'], ['flops', '3x32x32', 'conv(6,5)', '-f', "
+        "'json'],\n             ['dwsep', '32x56x56', '--out', '64', '-k', '3'], ['solve', 'map', '224', "
+        "'112', '-k', '7'],\n             ['shape', '-'], ['shape', '16x100', 'conv1d(32,3,p=1) "
+        "maxpool1d(2)'],\n             ['rf', '3x16x112x112', 'conv3d(64,3x7x7,s=1x2x2,p=1x3x3) gn(8) in'],\n"
+        "             ['flops', '3x224x224', 'patch(768,16) cls pos [encoder(12,3072)]*2 ln token(0) "
+        "fc(10)'],\n             ['params', '8x50x128', 'lstm(32,batch_first=true)']):\n"
         "    res = r.invoke(app, args, input='3x8x8 conv(2,3)\\n')\n"
         "    assert res.exit_code == 0, (args, res.output)\n"
-        "heavy = sorted(m for m in ('torch', 'torchvision', 'fvcore', 'torchinfo', 'matplotlib', 'sklearn', 'numpy')\n"
-        "               if m in sys.modules)\n"
+        "heavy = sorted(m for m in ('torch', 'torchvision', 'fvcore', 'torchinfo', 'matplotlib', 'sklearn', "
+        "'numpy')\n               if m in sys.modules)\n"
         "print(','.join(heavy) or 'none')\n"
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -288,7 +293,8 @@ def test_command_groups_match_what_each_module_registers():
 
 
 _ND_WORDS = st.sampled_from(["conv1d(", "conv3d(", "tconv1d(2,2,s=2)", "maxpool3d", "(2)", "gn(", "ln", "in",
-                             "attn(", "encoder(4,8)", "mlp(", "patch(8,4)", "cls", "pos", "token(", "6", "3x3x3",
+                             "attn(", "encoder(4,8)", "mlp(", "patch(8,4)", "cls", "pos", "token(", "6",
+                             "3x3x3",
                              ")", ",", "=", "d", "p", " ", "(", "-1", "0", "batch_first=true", "lstm(4"])
 
 
@@ -307,18 +313,20 @@ def test_cli_fuzz_of_the_new_layers_never_shows_a_traceback(nnkit, text, command
 
 def test_issue_10_examples_as_written(nnkit):
     """The three examples of issue 10 and the ViT line, through the CLI."""
-    assert nnkit("shape", "16x100", "conv1d(32,3,p=1) maxpool1d(2)", "-f", "json").json()["output"] == [32, 50]
+    assert nnkit("shape", "16x100", "conv1d(32,3,p=1) maxpool1d(2)", "-f",
+                 "json").json()["output"] == [32, 50]
     stem = nnkit("shape", "3x16x112x112", "conv3d(64,3x7x7,s=1x2x2,p=1x3x3,bias=false)", "-f", "json").json()
     assert stem["output"] == [64, 16, 56, 56]
-    tcn = nnkit("rf", "1x1000", "conv1d(16,2,d=1) conv1d(16,2,d=2) conv1d(16,2,d=4) conv1d(16,2,d=8)", "-f", "json")
+    tcn = nnkit("rf", "1x1000", "conv1d(16,2,d=1) conv1d(16,2,d=2) conv1d(16,2,d=4) conv1d(16,2,d=8)", "-f",
+                "json")
     assert tcn.json()["size"] == [16] and tcn.json()["stride"] == [1] and tcn.json()["padding"] == [0]
     vit = "patch(768,16) cls pos [encoder(12,3072)]*12 ln token(0) fc(1000)"
     assert nnkit("params", "3x224x224", vit, "-f", "json").json()["total"] == 86_567_656
     flops = nnkit("flops", "3x224x224", vit, "-f", "tsv")
     assert "17.564 GMACs" in flops.out or "17.564 GMACs" in flops.err
     mixed = nnkit("shape", "3x32x32", "conv(8,3) conv1d(8,3)")
-    assert mixed.code == 2 and mixed.err == ("nnkit: layer 2 conv1d(8,3): a 1-D layer in a 2-D chain (layer 1 "
-                                             "conv(8,3)); a chain keeps one dimensionality\n")
+    assert mixed.code == 2 and mixed.err == ("nnkit: layer 2 conv1d(8,3): a 1-D layer in a 2-D chain (layer "
+                                             "1 conv(8,3)); a chain keeps one dimensionality\n")
 
 
 def test_solve_per_axis_keeps_each_axis_and_todays_scalar_form(nnkit):
@@ -327,7 +335,8 @@ def test_solve_per_axis_keeps_each_axis_and_todays_scalar_form(nnkit):
     assert same["axes"] == ["D", "H", "W"] and same["padding"] == [[1, 1], [3, 3], [3, 3]]
     assert same["kernel"] == [3, 7, 7] and same["explain"][0] == "D: total padding = 1*(3-1) = 2"
     assert nnkit("solve", "same", "-k", "5", "-f", "json").json()["padding"] == [2, 2]  # one axis: as before
-    undo = nnkit("solve", "undo", "16x112x112", "-k", "3x7x7", "-s", "1x2x2", "-p", "1x3x3", "-f", "json").json()
+    undo = nnkit("solve", "undo", "16x112x112", "-k", "3x7x7", "-s", "1x2x2", "-p", "1x3x3", "-f",
+                 "json").json()
     assert undo["conv_output"] == [16, 56, 56] and undo["output_padding"] == [0, 1, 1]
     mapping = nnkit("solve", "map", "16x112x112", "16x56x56", "-k", "3x7x7", "-f", "json").json()
     assert [m[0]["stride"] for m in mapping["solutions"]] == [1, 2, 2]
@@ -345,7 +354,8 @@ def test_solve_per_axis_answers_hold_in_torch(nnkit):
     pad = [x for before, after in reversed(same) for x in (before, after)]  # F.pad: last axis first
     x = torch.nn.functional.pad(torch.zeros(1, 1, 9, 10, 11), pad)
     assert torch.nn.Conv3d(1, 1, (3, 4, 7), dilation=(1, 1, 2))(x).shape[2:] == (9, 10, 11)
-    op = nnkit("solve", "undo", "15x40", "-k", "3", "-s", "2x3", "-p", "1", "-f", "json").json()["output_padding"]
+    op = nnkit("solve", "undo", "15x40", "-k", "3", "-s", "2x3", "-p", "1", "-f",
+               "json").json()["output_padding"]
     y = torch.nn.Conv2d(1, 1, 3, (2, 3), 1)(torch.zeros(1, 1, 15, 40))
     assert torch.nn.ConvTranspose2d(1, 1, 3, (2, 3), 1, output_padding=tuple(op))(y).shape[2:] == (15, 40)
 

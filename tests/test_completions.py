@@ -1,4 +1,5 @@
-"""completions/ is generated from the app: regenerate and compare; and the bash script works in a real bash."""
+"""completions/ is generated from the app: regenerate and compare; and the bash script works in a real
+bash."""
 
 from __future__ import annotations
 

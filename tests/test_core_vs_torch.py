@@ -257,7 +257,8 @@ def test_trace_operator_shortcuts_equal_torchs_kernels(op, dims, same, k):
 @SETTINGS
 @given(c=st.integers(1, 4), h=st.integers(1, 10), o=st.integers(1, 4), k=st.integers(1, 4), s=st.integers(1, 3),
        p=st.sampled_from([0, 1, 2, (2, 0), "same", "valid"]), d=st.integers(1, 2), g=st.integers(1, 3),
-       bias=st.booleans(), mode=st.sampled_from(["zeros", "reflect", "circular"]), kind=st.sampled_from(["conv", "sub"]))
+       bias=st.booleans(), mode=st.sampled_from(["zeros", "reflect", "circular"]),
+       kind=st.sampled_from(["conv", "sub"]))
 def test_conv2d_modules_answered_without_the_dispatcher_equal_torch(c, h, o, k, s, p, d, g, bias, mode, kind):
     """The tracer answers plain 2-d convolutions with its own shape (trace._conv_shape) and grows their fields in
     one step (rf.Fields._plain_conv): output shapes and MACs equal a real CPU forward and FlopCounterMode's

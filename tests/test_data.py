@@ -1,6 +1,7 @@
 """Data sets: the readers against files written here in the real formats, splits, resizing and augmentation.
 
-Oracles: torchvision's own IDX readers, the arrays the test wrote, F.interpolate, torch.flip and plain slicing.
+Oracles: torchvision's own IDX readers, the arrays the test wrote, F.interpolate, torch.flip and plain
+slicing.
 """
 
 from __future__ import annotations
@@ -63,7 +64,8 @@ def make_cifar(root: Path, hundred: bool = False, per_batch: int = 8, byte_names
             pickle.dump({b"batch_label": b"x", key: y, "data": x}, f, protocol=2)
         written[name] = (x, y)
     meta = {"fine_label_names": [f"c{i}" for i in range(100)]} if hundred else \
-        {"label_names": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]}
+        {"label_names": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
+                         "truck"]}
     if byte_names:
         meta = {k.encode(): [n.encode() for n in v] for k, v in meta.items()}
     with open(base / ("meta" if hundred else "batches.meta"), "wb") as f:
@@ -183,14 +185,17 @@ def test_missing_data_dir_and_missing_files(nnkit, tmp_path):
     assert run.code == 2 and "needs --data-dir" in run.err, run
 
 
-# ---------------------------------------------------------------------------------------------- training on them
+# ---------------------------------------------------------------------------------------------- training on
+# them
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("dataset,folder,gz", [("mnist", "MNIST", False), ("fashion-mnist", "FashionMNIST", True)])
+@pytest.mark.parametrize("dataset,folder,gz",
+                         [("mnist", "MNIST", False), ("fashion-mnist", "FashionMNIST", True)])
 def test_train_on_idx_files(nnkit, tmp_path, dataset, folder, gz):
     make_mnist(tmp_path / "data", folder, gz=gz)
-    run = nnkit("train", "lenet5", "--dataset", dataset, "--data-dir", str(tmp_path / "data"), "--epochs", "1",
+    run = nnkit("train", "lenet5", "--dataset", dataset, "--data-dir", str(tmp_path / "data"), "--epochs",
+                "1",
                 "--batch-size", "8", "--out", str(tmp_path / "run"), "-f", "json")
     assert run.code == 0, run
     doc = run.json()
@@ -204,7 +209,8 @@ def test_train_on_idx_files(nnkit, tmp_path, dataset, folder, gz):
 @pytest.mark.slow
 def test_train_on_cifar_batches(nnkit, tmp_path):
     make_cifar(tmp_path / "data")
-    run = nnkit("train", "lenet5", "--dataset", "cifar10", "--data-dir", str(tmp_path / "data"), "--epochs", "1",
+    run = nnkit("train", "lenet5", "--dataset", "cifar10", "--data-dir", str(tmp_path / "data"), "--epochs",
+                "1",
                 "--batch-size", "8", "--out", str(tmp_path / "run"), "-f", "json")
     assert run.code == 0, run
     import torch
@@ -403,7 +409,8 @@ def test_imagefolder_run_keeps_rgb_and_test_and_finds_its_data_elsewhere(nnkit, 
     assert ev.json()["accuracy"] == pytest.approx(doc["test_accuracy"])
 
 
-# ---------------------------------------------------------------------------------------------- digits, resize
+# ---------------------------------------------------------------------------------------------- digits,
+# resize
 
 
 def test_digits_split_is_fixed_disjoint_and_complete():
@@ -520,5 +527,6 @@ def test_streamed_image_folder_trains_exactly_like_the_in_memory_one(tmp_path):
     ram = train(TrainConfig(out=str(tmp_path / "ram"), stream=False, **common))
     disk = train(TrainConfig(out=str(tmp_path / "disk"), stream=True, workers=2, **common))
     strip = [{k: v for k, v in r.items() if k not in ("seconds", "images_per_s")} for r in ram.history]
-    assert strip == [{k: v for k, v in r.items() if k not in ("seconds", "images_per_s")} for r in disk.history]
+    assert strip == [{k: v for k,
+                      v in r.items() if k not in ("seconds", "images_per_s")} for r in disk.history]
     assert ram.val_accuracy == disk.val_accuracy

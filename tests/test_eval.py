@@ -1,5 +1,5 @@
-"""nnkit eval: its numbers against a hand-written torch evaluation and scikit-learn's metrics, the JSON contract,
---plot, and bad checkpoints; plus the issue's acceptance run (default settings, >= 97% on digits).
+"""nnkit eval: its numbers against a hand-written torch evaluation and scikit-learn's metrics, the JSON
+contract, --plot, and bad checkpoints; plus the issue's acceptance run (default settings, >= 97% on digits).
 """
 
 from __future__ import annotations
@@ -60,7 +60,8 @@ def test_eval_matches_a_hand_written_evaluation(nnkit, run_dir):
     truth = val.y.numpy()
     assert doc["accuracy"] == pytest.approx((pred == truth).mean(), abs=1e-12)
     assert doc["loss"] == pytest.approx(loss, rel=1e-5)
-    assert doc["top5"] == pytest.approx(top_k_accuracy_score(truth, logits.numpy(), k=5, labels=list(range(10))))
+    assert doc["top5"] == pytest.approx(top_k_accuracy_score(truth, logits.numpy(), k=5,
+                                                             labels=list(range(10))))
     assert doc["confusion"] == confusion_matrix(truth, pred, labels=list(range(10))).tolist()
     for i, name in enumerate(ck["classes"]):
         mask = truth == i
@@ -110,7 +111,8 @@ def test_corrupt_and_foreign_checkpoints(nnkit, tmp_path, run_dir):
     hostile = tmp_path / "hostile.pt"
     torch.save({"format": "nnkit-checkpoint", "x": Payload()}, hostile, pickle_module=pickle)
     run = nnkit("eval", str(hostile))
-    assert run.code == 1 and f"{hostile}: not a plain checkpoint" in run.err and "ran code" not in run.out, run
+    assert run.code == 1 and f"{hostile}: not a plain checkpoint" in run.err \
+        and "ran code" not in run.out, run
     assert "refuses to load it for safety" in run.err and "weights_only=False" not in run.err, run
     run = nnkit("train", "lenet5", "--weights", str(hostile), "--out", str(tmp_path / "r"))
     assert run.code == 1 and f"--weights {hostile}: not a plain checkpoint" in run.err, run
@@ -123,7 +125,8 @@ def test_plot_under_a_file_names_the_file(nnkit, run_dir, tmp_path):
     out, _ = run_dir
     (tmp_path / "f").write_text("x")
     run = nnkit("eval", str(out), "--plot", str(tmp_path / "f" / "sub" / "c.png"))
-    assert run.code == 1 and f"--plot {tmp_path / 'f' / 'sub' / 'c.png'}: {tmp_path / 'f'} is a file, not a " \
+    assert run.code == 1 \
+        and f"--plot {tmp_path / 'f' / 'sub' / 'c.png'}: {tmp_path / 'f'} is a file, not a " \
                              f"directory" in run.err, run
 
 
@@ -151,7 +154,8 @@ def test_eval_refuses_a_data_set_with_another_class_count(nnkit, run_dir, tmp_pa
 
     out, _ = run_dir
     make_imagefolder(tmp_path / "imgs")
-    run = nnkit("eval", str(out / "best.pt"), "--dataset", "imagefolder", "--data-dir", str(tmp_path / "imgs"))
+    run = nnkit("eval", str(out / "best.pt"), "--dataset", "imagefolder", "--data-dir",
+                str(tmp_path / "imgs"))
     assert run.code == 1 and "the model has 10 classes, imagefolder has 3" in run.err, run
 
 

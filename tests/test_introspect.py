@@ -716,7 +716,8 @@ def test_in_place_ops_change_only_their_own_tensor_and_its_base():
     class Slice(nn.Module):  # an in-place add on a slice grows the field of the whole tensor
         def __init__(self) -> None:
             super().__init__()
-            self.c0, self.big, self.head = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 7, padding=3), nn.Conv2d(8, 8, 1)
+            self.c0, self.big = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 7, padding=3)
+            self.head = nn.Conv2d(8, 8, 1)
 
         def forward(self, x):
             y = self.c0(x)
@@ -1092,7 +1093,8 @@ def test_elementwise_in_place_through_a_flat_view_and_keyword_norms_keep_fields(
     class KwNorm(nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.stem, self.bn, self.head = nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.Conv2d(8, 8, 3, padding=1)
+            self.stem, self.bn = nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8)
+            self.head = nn.Conv2d(8, 8, 3, padding=1)
 
         def forward(self, x):
             return self.head(self.bn(input=self.stem(x)))
@@ -1100,7 +1102,8 @@ def test_elementwise_in_place_through_a_flat_view_and_keyword_norms_keep_fields(
     class SqueezeByView(nn.Module):  # x.view(b, c, -1).mean(-1): a gate, not tokens
         def __init__(self) -> None:
             super().__init__()
-            self.stem, self.fc, self.head = nn.Conv2d(3, 8, 3, padding=1), nn.Linear(8, 8), nn.Conv2d(8, 8, 3, padding=1)
+            self.stem, self.fc = nn.Conv2d(3, 8, 3, padding=1), nn.Linear(8, 8)
+            self.head = nn.Conv2d(8, 8, 3, padding=1)
 
         def forward(self, x):
             x = self.stem(x)
@@ -1137,7 +1140,8 @@ def test_a_linear_over_width_mixes_a_row_and_one_axis_nearest_resize_is_a_window
 
     assert _row(MixW(), (3, 8, 8), "mix").rf_global
     row = _row(HalfH(), (3, 8, 8), "head")
-    assert row.rf.size == (7, 5) and row.rf.stride == (2, 1) and row.rf.size[0] == _true_size(HalfH(), (3, 8, 8), "head")
+    assert row.rf.size == (7, 5) and row.rf.stride == (2, 1)
+    assert row.rf.size[0] == _true_size(HalfH(), (3, 8, 8), "head")
 
 
 def test_errors_in_the_models_own_pre_hooks_and_own_code_name_the_right_place():

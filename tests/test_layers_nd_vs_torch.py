@@ -1,7 +1,7 @@
-"""Issue 10's layer language against real torch modules: 1-D and 3-D layers, the normalisations, recurrent layers
-with batch_first, and the transformer layers on tokens (torchvision's own ViT blocks). Hypothesis draws the
-settings; nnkit either answers exactly what torch computes (shape, parameters, FlopCounterMode's MACs) or refuses
-with a one-line NnkitError exactly where torch raises or gives an empty tensor.
+"""Issue 10's layer language against real torch modules: 1-D and 3-D layers, the normalisations, recurrent
+layers with batch_first, and the transformer layers on tokens (torchvision's own ViT blocks). Hypothesis draws
+the settings; nnkit either answers exactly what torch computes (shape, parameters, FlopCounterMode's MACs) or
+refuses with a one-line NnkitError exactly where torch raises or gives an empty tensor.
 """
 
 from __future__ import annotations
@@ -29,8 +29,9 @@ def sizes(n: int, strategy: st.SearchStrategy[int]) -> st.SearchStrategy[str]:
 
 
 def check(shape: tuple[int, ...], text: str, batch: int = 1, lead: str | None = None) -> None:
-    """One layer on `shape` (no batch): nnkit's row equals the torch module's, or both refuse. `lead`, a layer that
-    keeps the shape, goes first to set how the chain reads its input (conv1d(C,1): CxL; pos: TxD tokens)."""
+    """One layer on `shape` (no batch): nnkit's row equals the torch module's, or both refuse. `lead`, a layer
+    that keeps the shape, goes first to set how the chain reads its input (conv1d(C,1): CxL; pos: TxD
+    tokens)."""
     spec = parse_layer(text)
     texts = [lead, text] if lead else [text]
     shape_text = "x".join(map(str, (batch, *shape) if batch > 1 else shape))
@@ -57,7 +58,7 @@ def lead_of(shape: tuple[int, ...]) -> str:
     return {2: "conv1d", 3: "conv", 4: "conv3d"}[len(shape)] + f"({shape[0]},1)"
 
 
-# --- 1-D and 3-D convolutions, transposed convolutions, pools -------------------------------------------------
+# --- 1-D and 3-D convolutions, transposed convolutions, pools -----------------------------------------------
 
 
 @SETTINGS
@@ -65,7 +66,8 @@ def lead_of(shape: tuple[int, ...]) -> str:
        p=st.one_of(st.integers(0, 4).map(str), st.sampled_from(["same", "valid"])), d=st.integers(1, 3),
        length=st.integers(1, 30), bias=st.booleans(), batch=st.integers(1, 2))
 def test_conv1d(g, cin, cout, k, s, p, d, length, bias, batch):
-    check((g * cin, length), f"conv1d({g * cout},{k},s={s},p={p},d={d},g={g},bias={str(bias).lower()})", batch)
+    check((g * cin, length), f"conv1d({g * cout},{k},s={s},p={p},d={d},g={g},bias={str(bias).lower()})",
+          batch)
 
 
 @SETTINGS
@@ -78,14 +80,16 @@ def test_conv3d(g, cin, cout, k, s, p, d, dhw, bias):
 
 @SETTINGS
 @given(rank=st.sampled_from([1, 3]), g=st.integers(1, 3), cin=small, cout=small, k=st.integers(1, 4),
-       s=st.integers(1, 3), p=st.integers(0, 2), op=st.integers(0, 2), d=st.integers(1, 3), size=st.integers(1, 8))
+       s=st.integers(1, 3), p=st.integers(0, 2), op=st.integers(0, 2), d=st.integers(1, 3),
+       size=st.integers(1, 8))
 def test_conv_transpose_1d_3d(rank, g, cin, cout, k, s, p, op, d, size):
     shape = (g * cin, *(size,) * rank)
     check(shape, f"tconv{rank}d({g * cout},{k},s={s},p={p},op={op},d={d},g={g})")
 
 
 @SETTINGS
-@given(rank=st.sampled_from([1, 3]), kind=st.sampled_from(["maxpool", "avgpool"]), c=small, k=st.integers(1, 4),
+@given(rank=st.sampled_from([1, 3]), kind=st.sampled_from(["maxpool", "avgpool"]), c=small,
+       k=st.integers(1, 4),
        s=st.integers(1, 3), p=st.integers(0, 2), d=st.integers(1, 2), ceil=st.booleans(),
        size=st.tuples(st.integers(1, 12), st.integers(1, 7), st.integers(1, 7)))
 def test_pooling_1d_3d(rank, kind, c, k, s, p, d, ceil, size):
@@ -107,8 +111,8 @@ def test_depthwise_pointwise_separable_1d_3d(rank, c, m, k, s, p, out, size):
 @given(rank=st.sampled_from([1, 3]), c=small, size=st.integers(1, 9), o=st.integers(1, 4),
        scale=st.sampled_from([1, 2, 1.5]))
 def test_layers_of_any_rank_in_1d_and_3d_chains(rank, c, size, o, scale):
-    """gap, adaptivepool, upsample, bn, in, dropout and activations, each as torch's module of the input's rank,
-    on a 1-D or 3-D chain (the conv1d/conv3d before them sets how the input reads)."""
+    """gap, adaptivepool, upsample, bn, in, dropout and activations, each as torch's module of the input's
+    rank, on a 1-D or 3-D chain (the conv1d/conv3d before them sets how the input reads)."""
     shape = (c, *(size,) * rank)
     lead = f"conv{rank}d({c},1)"
     for text in (f"adaptivepool({o})", "gap", f"upsample({scale})", "bn", "in", "in(affine=true)", "relu",
@@ -129,7 +133,7 @@ def test_adaptive_pool_sizes_per_axis():
         analyze_chain("8x16x32x32", "conv3d(8,1) adaptivepool(7x7)")
 
 
-# --- normalisations ---------------------------------------------------------------------------------------------
+# --- normalisations -----------------------------------------------------------------------------------------
 
 
 @SETTINGS
@@ -140,7 +144,8 @@ def test_layernorm_groupnorm_instancenorm(c, g, length, affine, bias, rank):
     flag = str(affine).lower()
     lead = lead_of(shape)
     check(shape, f"ln(affine={flag},bias={str(bias).lower()})", lead=lead)
-    check(shape, f"gn({g},affine={flag})", lead=lead)  # groups that do not divide C: torch refuses to build it
+    # groups that do not divide C: torch refuses to build it
+    check(shape, f"gn({g},affine={flag})", lead=lead)
     check(shape, f"in(affine={flag})", lead=lead)
 
 
@@ -148,17 +153,20 @@ def test_norm_parameter_counts_and_errors():
     """CONVENTIONS.md: LayerNorm over D: 2*D; GroupNorm(G, C): 2*C; InstanceNorm: 0 unless affine=True."""
     assert analyze_chain("196x768", "attn(12) ln").layers[1].params == 1536
     assert analyze_chain("64x56x56", "gn(32)").params == 128
-    assert analyze_chain("64x56x56", "in").params == 0 and analyze_chain("64x56x56", "in(affine=true)").params == 128
+    assert analyze_chain("64x56x56", "in").params == 0 \
+        and analyze_chain("64x56x56", "in(affine=true)").params == 128
     with pytest.raises(GeometryError) as info:
         analyze_chain("6x8x8", "gn(4)")
-    assert str(info.value) == "layer 1 gn(4): 4 groups do not divide the 6 channels (GroupNorm needs C % G == 0)"
+    assert str(info.value) \
+        == "layer 1 gn(4): 4 groups do not divide the 6 channels (GroupNorm needs C % G == 0)"
 
 
-# --- recurrent layers with batch_first --------------------------------------------------------------------------
+# --- recurrent layers with batch_first ----------------------------------------------------------------------
 
 
 @SETTINGS
-@given(kind=st.sampled_from(["lstm", "gru", "rnn"]), a=st.integers(1, 5), b=st.integers(1, 5), feat=st.integers(1, 9),
+@given(kind=st.sampled_from(["lstm", "gru", "rnn"]), a=st.integers(1, 5), b=st.integers(1, 5),
+       feat=st.integers(1, 9),
        hidden=st.integers(1, 9), layers=st.integers(1, 2), bidir=st.booleans(), batch_first=st.booleans())
 def test_recurrent_batch_first_against_torch(kind, a, b, feat, hidden, layers, bidir, batch_first):
     """nn.LSTM/GRU/RNN on a 3-D tensor as the user wrote it: [seq, batch, features], or [batch, seq, features]
@@ -180,18 +188,19 @@ def test_recurrent_batch_first_against_torch(kind, a, b, feat, hidden, layers, b
     assert any(("[batch " if batch_first else "[seq ") + str(a) in line for line in explain)
 
 
-# --- transformer layers -----------------------------------------------------------------------------------------
+# --- transformer layers -------------------------------------------------------------------------------------
 
 
 @SETTINGS
 @given(t=st.integers(1, 20), heads=st.integers(1, 4), per_head=st.integers(1, 8), hidden=st.integers(1, 40),
        bias=st.booleans(), batch=st.integers(1, 2), i=st.integers(-3, 3))
 def test_token_layers_against_torchvision_blocks(t, heads, per_head, hidden, bias, batch, i):
-    """attn = nn.MultiheadAttention as self-attention, mlp = torchvision's MLPBlock, encoder = its EncoderBlock;
-    params 4D^2 + 4D and MACs 4TD^2 + 2T^2D through FlopCounterMode."""
+    """attn = nn.MultiheadAttention as self-attention, mlp = torchvision's MLPBlock, encoder = its
+    EncoderBlock; params 4D^2 + 4D and MACs 4TD^2 + 2T^2D through FlopCounterMode."""
     d = heads * per_head
     flag = str(bias).lower()
-    for text in (f"attn({heads},bias={flag})", f"mlp({hidden},bias={flag})", f"encoder({heads},{hidden})", "cls",
+    for text in (f"attn({heads},bias={flag})", f"mlp({hidden},bias={flag})", f"encoder({heads},{hidden})",
+                 "cls",
                  "pos", f"token({i})", "ln", f"fc({hidden})", "gelu"):
         check((t, d), text, batch, lead="pos")
     attn = analyze_chain(f"{t}x{d}", f"attn({heads})")
@@ -216,8 +225,8 @@ VIT_B_16 = "patch(768,16) cls pos [encoder(12,3072)]*12 ln token(0) fc(1000)"
 
 
 def test_vit_b_16_line_equals_torchvision():
-    """Issue 10: this line gives vit_b_16's parameters and MACs: its weights' meta (num_params, _ops in GMACs) and
-    the model itself, built on the meta device and counted by FlopCounterMode / 2."""
+    """Issue 10: this line gives vit_b_16's parameters and MACs: its weights' meta (num_params, _ops in GMACs)
+    and the model itself, built on the meta device and counted by FlopCounterMode / 2."""
     from torch.utils.flop_counter import FlopCounterMode
     from torchvision.models import ViT_B_16_Weights, vit_b_16
 
@@ -238,17 +247,19 @@ def test_vit_b_16_line_equals_torchvision():
 def test_vit_explain_states_the_attention_formulas():
     row = analyze_chain("197x768", "attn(12)").layers[0]
     lines = [f.text for f in row.explain]
-    assert "params: 4*768^2 + 4*768 = 2,362,368 (in_proj 3*768*768, out_proj 768*768, and their biases)" in lines
+    assert ("params: 4*768^2 + 4*768 = 2,362,368 (in_proj 3*768*768, out_proj 768*768, and their biases)"
+            in lines)
     assert any(line.startswith("MACs: 4*197*768^2 + 2*197^2*768 = 524,391,936") for line in lines)
 
 
-# --- whole chains -----------------------------------------------------------------------------------------------
+# --- whole chains -------------------------------------------------------------------------------------------
 
 
 def _layers(rank: int) -> st.SearchStrategy[str]:
     r = f"{rank}d"
     return st.one_of(
-        st.builds(lambda o, k, s, p, d: f"conv{r}({o},{k},s={s},p={p},d={d})", st.integers(1, 5), st.integers(1, 4),
+        st.builds(lambda o, k, s, p, d: f"conv{r}({o},{k},s={s},p={p},d={d})", st.integers(1, 5),
+                  st.integers(1, 4),
                   st.integers(1, 2), st.integers(0, 2), st.integers(1, 2)),
         st.builds(lambda k, s: f"maxpool{r}({k},{s})", st.integers(1, 3), st.integers(1, 3)),
         st.builds(lambda k, s: f"avgpool{r}({k},{s},ceil=true)", st.integers(1, 3), st.integers(1, 3)),
@@ -272,17 +283,19 @@ def test_random_1d_and_3d_chains_against_nn_sequential(rank, c, size, data, fc):
     total_params = total_macs = 0
     for layer in mine.layers:
         out, params, macs = torch_oracle.run(parse_layer(layer.spec), shape)
-        assert layer.input == shape and (layer.output, layer.params, layer.macs) == (out, params, macs), layer.spec
+        assert layer.input == shape and (layer.output, layer.params, layer.macs) \
+            == (out, params, macs), layer.spec
         total_params += params
         total_macs += macs
         shape = out
     assert (mine.params, mine.macs, mine.output) == (total_params, total_macs, shape)
 
 
-def _support(texts: list[str], shape: tuple[int, ...]) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
-    """Gradient oracle: per axis, the extent and first index of the input that the centre output position of the
-    real chain depends on (non-negative weights and inputs; max pooling as its linear envelope, an average pool of
-    the same window, so that no position is hidden by an argmax)."""
+def _support(texts: list[str],
+             shape: tuple[int, ...]) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+    """Gradient oracle: per axis, the extent and first index of the input that the centre output position of
+    the real chain depends on (non-negative weights and inputs; max pooling as its linear envelope, an average
+    pool of the same window, so that no position is hidden by an argmax)."""
     layers, current = [], shape
     for spec in parse_chain(texts):
         if spec.kind.startswith("maxpool"):
@@ -312,7 +325,8 @@ def _support(texts: list[str], shape: tuple[int, ...]) -> tuple[tuple[int, ...],
 def _rf_layers(rank: int) -> st.SearchStrategy[str]:
     r = f"{rank}d"
     return st.one_of(
-        st.builds(lambda k, s, p, d: f"conv{r}(2,{k},s={s},p={p},d={d})", st.integers(1, 4), st.integers(1, 2),
+        st.builds(lambda k, s, p, d: f"conv{r}(2,{k},s={s},p={p},d={d})", st.integers(1, 4),
+                  st.integers(1, 2),
                   st.integers(0, 1), st.integers(1, 3)),
         st.builds(lambda k, s: f"maxpool{r}({k},{s})", st.integers(2, 3), st.integers(1, 2)),
         st.builds(lambda k, s, p: f"avgpool{r}({k},{s},p={p})", st.integers(2, 3), st.integers(1, 2),
@@ -342,14 +356,15 @@ def test_receptive_fields_of_1d_and_3d_chains_match_gradients(rank, data):
 
 
 def test_tcn_receptive_field():
-    """Issue 10: 1 + sum of (k-1)*d for a dilated stack (Bai et al. 2018), the TCN arithmetic; and the gradient."""
+    """Issue 10: 1 + sum of (k-1)*d for a dilated stack (Bai et al. 2018), the TCN arithmetic; and the
+    gradient."""
     chain = "conv1d(16,2,d=1) conv1d(16,2,d=2) conv1d(16,2,d=4) conv1d(16,2,d=8)"
     a = analyze_chain("1x1000", chain)
     assert a.rf.size == (16,) == (1 + sum((2 - 1) * d for d in (1, 2, 4, 8)),)
     assert _support(chain.split(), (1, 1000))[0] == (16,)
 
 
-# --- how chains read their input --------------------------------------------------------------------------------
+# --- how chains read their input ----------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -358,7 +373,8 @@ def test_tcn_receptive_field():
         ("16x100", "conv1d(32,3,p=1) maxpool1d(2)", (32, 50), None),  # issue 10, as written
         ("8x16x100", "conv1d(32,3,p=1) maxpool1d(2)", (32, 50), 8),
         ("100", "conv1d(4,3)", (4, 98), None),  # L alone: one channel, as HxW is 1xHxW
-        ("3x16x112x112", "conv3d(64,3x7x7,s=1x2x2,p=1x3x3,bias=false)", (64, 16, 56, 56), None),  # r3d_18's stem
+        # r3d_18's stem
+        ("3x16x112x112", "conv3d(64,3x7x7,s=1x2x2,p=1x3x3,bias=false)", (64, 16, 56, 56), None),
         ("2x3x16x112x112", "conv3d(64,3x7x7,s=1x2x2,p=1x3x3,bias=false)", (64, 16, 56, 56), 2),
         ("16x32x32", "conv3d(4,3)", (4, 14, 30, 30), None),  # DxHxW: one channel
         ("196x768", "attn(12)", (196, 768), None),
@@ -380,13 +396,17 @@ def test_r3d_18_stem_against_torch():
     ("shape", "chain", "message"),
     [
         ("3x32x32", "conv(8,3) conv1d(8,3)",
-         "layer 2 conv1d(8,3): a 1-D layer in a 2-D chain (layer 1 conv(8,3)); a chain keeps one dimensionality"),
+         "layer 2 conv1d(8,3): a 1-D layer in a 2-D chain (layer 1 conv(8,3)); a chain keeps one "
+         "dimensionality"),
         ("16x100", "relu conv1d(8,3) maxpool3d(2)",
-         "layer 3 maxpool3d(2): a 3-D layer in a 1-D chain (layer 2 conv1d(8,3)); a chain keeps one dimensionality"),
+         "layer 3 maxpool3d(2): a 3-D layer in a 1-D chain (layer 2 conv1d(8,3)); a chain keeps one "
+         "dimensionality"),
         ("16x100", "conv3d(8,3)",
-         "input '16x100': a 3-D chain (layer 1 conv3d(8,3)) reads CxDxHxW, DxHxW (C = 1) or NxCxDxHxW, got 2 sizes"),
+         "input '16x100': a 3-D chain (layer 1 conv3d(8,3)) reads CxDxHxW, DxHxW (C = 1) or NxCxDxHxW, got 2 "
+         "sizes"),
         ("768", "attn(12)",
-         "input '768': a token chain (layer 1 attn(12)) reads TxD (T tokens of D features) or NxTxD, got 1 size"),
+         "input '768': a token chain (layer 1 attn(12)) reads TxD (T tokens of D features) or NxTxD, got 1 "
+         "size"),
         ("3x32x32", "conv1d(8,3x3)", "layer 1 conv1d(8,3x3): k takes one size, got 3x3"),
         ("3x16x16x16", "conv3d(8,3x3)", "layer 1 conv3d(8,3x3): k takes one size or DxHxW, got 3x3"),
     ],
@@ -412,8 +432,8 @@ def test_new_layers_name_what_they_need():
 
 
 def test_recurrent_outputs_see_the_whole_sequence():
-    """The last step of an LSTM depends on the first input: the gradient reaches every step, so nnkit reports the
-    whole input, not the 1x1 field of a pointwise layer."""
+    """The last step of an LSTM depends on the first input: the gradient reaches every step, so nnkit reports
+    the whole input, not the 1x1 field of a pointwise layer."""
     a = analyze_chain("1x12x4", "lstm(3)")
     assert a.rf is None and a.rf_global
     m = torch.nn.LSTM(4, 3, batch_first=True)

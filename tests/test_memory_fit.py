@@ -75,7 +75,8 @@ def test_nothing_fits_and_bad_budgets(nnkit):
     assert tiny.code == 0 and tiny.json()["fits"]["batch"] == 0, tiny
     table = nnkit("summary", "resnet18", "--train", "--memory", "10MiB", "-f", "tsv")
     assert "--memory 10MiB: not even batch 1 fits" in table.err
-    for args, message in [(["--train", "--memory", "lots"], "--memory lots: expected a size such as 8GiB, 24GB or 512MiB"),
+    for args, message in [(["--train", "--memory", "lots"],
+                           "--memory lots: expected a size such as 8GiB, 24GB or 512MiB"),
                           (["--memory", "8GiB"], "--batch, --memory, --amp and --optimizer describe training "
                                                  "memory; add --train"),
                           (["--train", "--memory", "8GiB", "--batch", "4"], "--batch gives the batch, --memory "

@@ -1,4 +1,5 @@
-"""Model inputs beyond 2-D images (issue 10): 1-D and 3-D models, and the one rule for where a batch appears."""
+"""Model inputs beyond 2-D images (issue 10): 1-D and 3-D models, and the one rule for where a batch
+appears."""
 
 from __future__ import annotations
 
@@ -80,8 +81,8 @@ def test_video_models_take_clips(nnkit):
     half = nnkit("flops", "r3d_18", "--input", "3x8x112x112", "-f", "json").json()
     assert half["macs"] < one["macs"]
     bad = nnkit("params", "r3d_18", "--input", "3x112x112")
-    assert bad.code == 2 and bad.err.strip() == ("nnkit: --input 3x112x112: r3d_18 takes CxTxHxW, or NxCxTxHxW "
-                                                 "with the batch first")
+    assert bad.code == 2 and bad.err.strip() == ("nnkit: --input 3x112x112: r3d_18 takes CxTxHxW, or "
+                                                 "NxCxTxHxW with the batch first")
     shape = nnkit("shape", "r3d_18", "--depth", "1", "-f", "json").json()
     assert shape["input"] == [3, 16, 112, 112] and shape["layers"][0]["output"] == [64, 16, 56, 56]
     grey = nnkit("params", "swin3d_t", "--in-channels", "1", "-f", "json").json()

@@ -1,5 +1,6 @@
 """The model commands end to end, in-process: nnkit models | summary | crosscheck | dwsep ARCH, and the
-analysis commands on named and user models. Oracles: the registry's torchvision metadata, Howard et al. 2017."""
+analysis commands on named and user models. Oracles: the registry's torchvision metadata, Howard et al.
+2017."""
 
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ def test_models_lists_every_architecture_as_json(nnkit):
 
 def test_models_filters_by_task(nnkit):
     seg = nnkit("models", "--task", "segmentation", "-f", "json").json()
-    assert [d["name"] for d in seg] == ["deeplabv3_mobilenet_v3_large", "deeplabv3_resnet50", "deeplabv3_resnet101",
+    assert [d["name"] for d in seg] == ["deeplabv3_mobilenet_v3_large", "deeplabv3_resnet50",
+                                        "deeplabv3_resnet101",
                                         "fcn_resnet50", "fcn_resnet101", "lraspp_mobilenet_v3_large"]
     assert all(d["task"] == "segmentation" and d["input"] == [3, 520, 520] for d in seg)
     fcn = nnkit("models", "fcn*", "--task", "segmentation", "-f", "tsv")
@@ -43,20 +45,23 @@ def test_models_does_not_import_torch():
 
 @pytest.mark.torch
 def test_analyses_import_neither_torchvision_nor_dynamo_unless_the_model_does(tmp_path):
-    """`nnkit summary lenet5` and user models need torch alone: importing torch._dynamo (which torch's dispatch
-    modes do on their first operator) cost 1.2 s of 5 here. A subprocess: this process has both loaded."""
+    """`nnkit summary lenet5` and user models need torch alone: importing torch._dynamo (which torch's
+    dispatch modes do on their first operator) cost 1.2 s of 5 here. A subprocess: this process has both
+    loaded."""
     import subprocess
     import sys
 
     (tmp_path / "net.py").write_text("from torch import nn\n"
                                      "def Net():\n"
-                                     "    return nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(),\n"
-                                     "                         nn.AvgPool2d(2), nn.Flatten(), nn.Linear(8 * 15 * 15, 10))\n")
+                                     "    return nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), "
+                                     "nn.ReLU(),\n                         nn.AvgPool2d(2), nn.Flatten(), "
+                                     "nn.Linear(8 * 15 * 15, 10))\n")
     code = ("import sys; from typer.testing import CliRunner; from nnkit.cli import app\n"
-            "for args in (['summary', 'lenet5'], ['summary', 'net.py:Net', '--input', '3x32x32', '--explain']):\n"
-            "    r = CliRunner().invoke(app, args); assert r.exit_code == 0, r.output\n"
+            "for args in (['summary', 'lenet5'], ['summary', 'net.py:Net', '--input', '3x32x32', "
+            "'--explain']):\n    r = CliRunner().invoke(app, args); assert r.exit_code == 0, r.output\n"
             "print(sorted(m for m in ('torchvision', 'torch._dynamo') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=600)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "[]"
 
@@ -68,7 +73,8 @@ def test_params_and_flops_of_a_name(nnkit):
     doc = run.json()
     assert doc["total"] == 25557032 and any(x["spec"] == "layer4.2.conv3" for x in doc["layers"])
     flops = nnkit("flops", "mobilenet_v2", "-f", "json").json()
-    assert round(flops["macs"] / 1e9, 3) == 0.301 and flops["flops"] == 2 * flops["macs"]  # torchvision: 0.301
+    # torchvision: 0.301
+    assert round(flops["macs"] / 1e9, 3) == 0.301 and flops["flops"] == 2 * flops["macs"]
 
 
 @pytest.mark.torch
@@ -150,8 +156,10 @@ def test_dwsep_mobilenet_matches_howard_2017(nnkit):
     run = nnkit("dwsep", "mobilenet_v1", "-f", "json")
     assert run.code == 0, run
     doc = run.json()
-    assert round(doc["standard"]["params"] / 1e6, 1) == 29.3 and round(doc["separable"]["params"] / 1e6, 1) == 4.2
-    assert abs(doc["standard"]["macs"] - 4866e6) / 4866e6 < 0.001 and round(doc["separable"]["macs"] / 1e6) == 569
+    assert round(doc["standard"]["params"] / 1e6, 1) == 29.3 and round(doc["separable"]["params"] / 1e6, 1) \
+        == 4.2
+    assert abs(doc["standard"]["macs"] - 4866e6) / 4866e6 < 0.001 and round(doc["separable"]["macs"] / 1e6) \
+        == 569
     assert doc["ratio"]["macs"] == pytest.approx(doc["separable"]["macs"] / doc["standard"]["macs"])
     for v in doc["variants"]:  # Tables 6 and 7, printed to 0.1M params and 1M mult-adds (with some slack:
         # the paper prints 290M at 160 where conv + fc give 290.7M)
@@ -164,8 +172,8 @@ def test_dwsep_mobilenet_matches_howard_2017(nnkit):
 
 @pytest.mark.torch
 def test_dwsep_of_any_network_against_its_standard_twin(nnkit, tmp_path):
-    """Oracle: on MobileNet v1 the generic twin is Howard et al.'s Conv MobileNet, built for real (Table 4): the
-    same MACs, and the params of one BatchNorm more per pair (the twin keeps the depthwise conv's)."""
+    """Oracle: on MobileNet v1 the generic twin is Howard et al.'s Conv MobileNet, built for real (Table 4):
+    the same MACs, and the params of one BatchNorm more per pair (the twin keeps the depthwise conv's)."""
     from nnkit.archs.mobilenet_v1 import mobilenet_v1
     from nnkit.introspect import analyze_model
     from nnkit.introspect.build import on_meta
@@ -173,26 +181,31 @@ def test_dwsep_of_any_network_against_its_standard_twin(nnkit, tmp_path):
     from nnkit.introspect.target import resolve
 
     r = compare(resolve("mobilenet_v1", input=None, num_classes=None, in_channels=None, width=0.5))
-    conv = analyze_model(on_meta(lambda: mobilenet_v1(width=0.5, standard=True)), (3, 224, 224), source="conv")
+    conv = analyze_model(on_meta(lambda: mobilenet_v1(width=0.5, standard=True)), (3, 224, 224),
+                         source="conv")
     assert len(r.pairs) == 13 and not r.unpaired
     assert r.standard.macs == conv.macs
     assert r.standard.params == conv.params + sum(2 * p.depthwise.cin for p in r.pairs)
     assert r.separable.params == analyze_model(on_meta(lambda: mobilenet_v1(width=0.5)), (3, 224, 224),
                                                source="mobilenet").params
 
-    doc = nnkit("dwsep", "mobilenet_v3_small", "-f", "json").json()  # squeeze-excitation 1x1s are not pointwise
+    # squeeze-excitation 1x1s are not pointwise
+    doc = nnkit("dwsep", "mobilenet_v3_small", "-f", "json").json()
     assert len(doc["pairs"]) == 11 and doc["pairs"][0]["pointwise"] == "features.1.block.2.0"
     assert doc["ratio"]["macs"] == pytest.approx(doc["separable"]["macs"] / doc["standard"]["macs"])
-    assert 0 < doc["pairs_ratio"]["macs"] < doc["ratio"]["macs"] < 1  # the layers outside pairs stay as they are
+    # the layers outside pairs stay as they are
+    assert 0 < doc["pairs_ratio"]["macs"] < doc["ratio"]["macs"] < 1
     assert {"standard", "separable", "ratio", "theory", "variants", "pairs", "unpaired"} <= set(doc)
 
     model = tmp_path / "tiny.py"
     model.write_text("from torch import nn\n"
                      "def Net():\n"
-                     "    return nn.Sequential(nn.Conv2d(8, 8, 3, padding=1, groups=8), nn.ReLU(), nn.Conv2d(8, 16, 1))\n")
+                     "    return nn.Sequential(nn.Conv2d(8, 8, 3, padding=1, groups=8), nn.ReLU(), "
+                     "nn.Conv2d(8, 16, 1))\n")
     tiny = nnkit("dwsep", f"{model}:Net", "--input", "8x10x10", "-f", "json").json()
     assert tiny["standard"] == {"params": 3 * 3 * 8 * 16 + 16, "macs": 10 * 10 * 3 * 3 * 8 * 16}
-    assert tiny["separable"] == {"params": (9 * 8 + 8) + (8 * 16 + 16), "macs": 10 * 10 * 9 * 8 + 10 * 10 * 8 * 16}
+    assert tiny["separable"] == {"params": (9 * 8 + 8) + (8 * 16 + 16),
+                                 "macs": 10 * 10 * 9 * 8 + 10 * 10 * 8 * 16}
     # Pairs follow tensors, not shapes: at 32x32 EfficientNet's last stages are 1x1 maps, where a
     # squeeze-excitation fc has the depthwise output's shape; a block called twice has its weights once.
     small = nnkit("dwsep", "efficientnet_b0", "--input", "3x32x32", "-f", "json").json()
@@ -203,14 +216,15 @@ def test_dwsep_of_any_network_against_its_standard_twin(nnkit, tmp_path):
                      "class Net(nn.Module):\n"
                      "    def __init__(self):\n"
                      "        super().__init__()\n"
-                     "        self.dw, self.pw = nn.Conv2d(8, 8, 3, padding=1, groups=8), nn.Conv2d(8, 8, 1)\n"
-                     "        self.other = nn.Conv2d(8, 16, 1)\n"
+                     "        self.dw, self.pw = nn.Conv2d(8, 8, 3, padding=1, groups=8), nn.Conv2d(8, 8, "
+                     "1)\n        self.other = nn.Conv2d(8, 16, 1)\n"
                      "    def forward(self, x):\n"
                      "        y = self.dw(x)\n"
                      "        return self.pw(self.dw(self.pw(y))) + self.other(x)[:, :8]\n")
     twice = nnkit("dwsep", f"{model}:Net", "--input", "8x10x10", "-f", "json").json()
     assert [(p["depthwise"], p["pointwise"]) for p in twice["pairs"]] == [("dw", "pw"), ("dw", "pw")]
-    assert twice["standard"]["params"] - twice["separable"]["params"] == (9 * 8 * 8 + 8) - (9 * 8 + 8 + 8 * 8 + 8)
+    assert twice["standard"]["params"] - twice["separable"]["params"] \
+        == (9 * 8 * 8 + 8) - (9 * 8 + 8 + 8 * 8 + 8)
     run = nnkit("dwsep", "resnet18")
     assert run.code == 2 and "resnet18 has no depthwise-separable pair" in run.err
     assert len(run.err.strip().splitlines()) == 1
@@ -231,8 +245,8 @@ def test_crosscheck_and_backends(nnkit):
 @pytest.mark.torch
 def test_user_instances_stay_untouched_and_get_every_command(nnkit, tmp_path):
     f = tmp_path / "inst.py"
-    f.write_text("from torch import nn\nnet = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(),\n"
-                 "                    nn.Conv2d(8, 8, 3, stride=2))\nnet.train()\n")
+    f.write_text("from torch import nn\nnet = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), "
+                 "nn.ReLU(),\n                    nn.Conv2d(8, 8, 3, stride=2))\nnet.train()\n")
     run = nnkit("crosscheck", f"{f}:net", "--input", "3x16x16", "-f", "json")
     assert run.code == 0, run
     doc = run.json()

@@ -108,7 +108,8 @@ _ALPHABET = st.sampled_from(list("convpolfcx()=,;-> 0123456789abdgkmpst.") + ["c
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(_ALPHABET, max_size=30).map("".join), st.sampled_from(["3x32x32", "1x8x8", "64", "2x3x16x16"]))
+@given(st.lists(_ALPHABET, max_size=30).map("".join),
+       st.sampled_from(["3x32x32", "1x8x8", "64", "2x3x16x16"]))
 def test_fuzz_parser_raises_only_nnkit_errors(text, shape):
     """Random strings: an answer or a one-line NnkitError, never another exception."""
     try:
@@ -130,7 +131,8 @@ def test_repetition_expands_in_place():
     assert split_chain("conv(8,3,p=1)*2 maxpool(2)") == ["conv(8,3,p=1)", "conv(8,3,p=1)", "maxpool(2)"]
     assert split_chain("[conv(64,3,p=1) relu] * 2 maxpool(2)") == [
         "conv(64,3,p=1)", "relu", "conv(64,3,p=1)", "relu", "maxpool(2)"]
-    assert split_chain("[[conv(4,3) relu]*2 maxpool(2)]*2") == (["conv(4,3)", "relu"] * 2 + ["maxpool(2)"]) * 2
+    assert split_chain("[[conv(4,3) relu]*2 "
+                       "maxpool(2)]*2") == (["conv(4,3)", "relu"] * 2 + ["maxpool(2)"]) * 2
     vgg = analyze_chain("3x224x224", "[conv(64,3,p=1) relu]*2 maxpool(2)")
     assert vgg.output == (64, 112, 112) and vgg.params == 1792 + 36928
 
@@ -143,14 +145,17 @@ def test_repetition_errors(text):
 
 def test_dwsep_pairs_skip_squeeze_excitation_and_leave_lone_depthwise_convs():
     """nnkit.core.dwsep.pair_up on plain data: a 1x1 conv on a pooled map (squeeze-excitation) is not the
-    pointwise conv of a pair, and a depthwise conv whose output only another depthwise conv takes stays alone."""
+    pointwise conv of a pair, and a depthwise conv whose output only another depthwise conv takes stays
+    alone."""
     from nnkit.core.dwsep import ConvLayer, pair_up
 
     def conv(path, cin, cout, k, groups, hw_in, hw_out, source=None):
-        return ConvLayer(path, cin, cout, (k, k), (1, 1), groups, False, (cin, hw_in, hw_in), (cout, hw_out, hw_out),
+        return ConvLayer(path, cin, cout, (k, k), (1, 1), groups, False, (cin, hw_in, hw_in),
+                         (cout, hw_out, hw_out),
                          0, 0, source)
 
-    layers = [conv("dw1", 16, 16, 3, 16, 8, 8), conv("se.fc1", 16, 4, 1, 1, 1, 1), conv("se.fc2", 4, 16, 1, 1, 1, 1),
+    layers = [conv("dw1", 16, 16, 3, 16, 8, 8), conv("se.fc1", 16, 4, 1, 1, 1, 1),
+              conv("se.fc2", 4, 16, 1, 1, 1, 1),
               conv("pw1", 16, 32, 1, 1, 8, 8, "dw1"), conv("dw2", 32, 32, 5, 32, 8, 8),
               conv("dw3", 32, 32, 3, 32, 8, 8, "dw2"), conv("pw3", 32, 64, 1, 1, 8, 8, "dw3")]
     pairs, alone = pair_up(layers)
@@ -159,10 +164,13 @@ def test_dwsep_pairs_skip_squeeze_excitation_and_leave_lone_depthwise_convs():
     assert pairs[1].standard.params == 3 * 3 * 32 * 64 and pairs[1].standard.macs == 8 * 8 * 3 * 3 * 32 * 64
 
 
-_ND_WORDS = st.sampled_from(["conv1d(", "conv3d(", "tconv1d(", "tconv3d(", "maxpool1d(", "maxpool3d(", "avgpool1d(",
+_ND_WORDS = st.sampled_from(["conv1d(", "conv3d(", "tconv1d(", "tconv3d(", "maxpool1d(", "maxpool3d(",
+                             "avgpool1d(",
                              "avgpool3d(", "dwsep1d(", "dwconv3d(", "gn(", "ln", "in(", "affine=", "attn(",
-                             "encoder(", "mlp(", "patch(", "cls", "pos", "token(", "batch_first=", "lstm(", "gap",
-                             "adaptivepool(", "upsample(", "bn", "3x3x3", "2x1", "16", "3", "0", "-1", ",", ")", "(",
+                             "encoder(", "mlp(", "patch(", "cls", "pos", "token(", "batch_first=", "lstm(",
+                             "gap",
+                             "adaptivepool(", "upsample(", "bn", "3x3x3", "2x1", "16", "3", "0", "-1", ",",
+                             ")", "(",
                              " ", "true", "s=", "p=", "d=", "op=", "g=", "same", "*2", "[", "]"])
 
 
@@ -181,7 +189,8 @@ def test_fuzz_new_layers_raise_only_nnkit_errors(text, shape):
     ("text", "kind", "args"),
     [
         ("conv1d(32,3,p=1)", "conv1d", {"k": (3,), "p": (1,), "s": (1,), "d": (1,)}),
-        ("conv3d(64,3x7x7,s=1x2x2,p=1x3x3,bias=false)", "conv3d", {"k": (3, 7, 7), "s": (1, 2, 2), "bias": False}),
+        ("conv3d(64,3x7x7,s=1x2x2,p=1x3x3,bias=false)", "conv3d",
+         {"k": (3, 7, 7), "s": (1, 2, 2), "bias": False}),
         ("ConvTranspose3d(8,2,stride=2)", "tconv3d", {"k": (2, 2, 2), "s": (2, 2, 2)}),
         ("maxpool1d(3,2,ceil_mode=true)", "maxpool1d", {"k": (3,), "s": (2,), "ceil": True}),
         ("GroupNorm(num_groups=8)", "gn", {"g": 8, "affine": True}),
@@ -203,21 +212,27 @@ def test_new_layers_parse_with_torch_argument_names(text, kind, args):
 @pytest.mark.parametrize(
     ("shape", "chain"),
     [
-        ("16x100", "conv1d(32,3,s=2,p=1,g=2)"), ("16x100", "tconv1d(8,4,s=2,p=1,op=1)"), ("16x100", "maxpool1d(3,2)"),
+        ("16x100", "conv1d(32,3,s=2,p=1,g=2)"), ("16x100", "tconv1d(8,4,s=2,p=1,op=1)"),
+        ("16x100", "maxpool1d(3,2)"),
         ("16x100", "avgpool1d(2,ceil=true)"), ("16x100", "dwconv1d(3,m=2)"), ("16x100", "pwconv1d(8)"),
-        ("16x100", "dwsep1d(8,3)"), ("3x16x32x32", "conv3d(8,3x5x5,s=1x2x2)"), ("3x8x16x16", "tconv3d(4,2,s=2)"),
+        ("16x100", "dwsep1d(8,3)"), ("3x16x32x32", "conv3d(8,3x5x5,s=1x2x2)"),
+        ("3x8x16x16", "tconv3d(4,2,s=2)"),
         ("3x8x16x16", "maxpool3d(2)"), ("3x8x16x16", "avgpool3d(2)"), ("3x8x16x16", "dwsep3d(6,3,p=1)"),
         ("3x8x16x16", "conv3d(4,1) adaptivepool(2x4x4)"), ("3x8x16x16", "conv3d(4,1) upsample(2)"),
-        ("3x8x16x16", "conv3d(4,1) bn"), ("16x100", "conv1d(8,1) gap"), ("8x16x16", "gn(4)"), ("8x16x16", "ln"),
-        ("8x16x16", "in(affine=true)"), ("3x224x224", "patch(768,16)"), ("196x768", "cls"), ("197x768", "pos"),
-        ("197x768", "attn(12)"), ("197x768", "mlp(3072)"), ("197x768", "encoder(12,3072)"), ("197x768", "token(0)"),
+        ("3x8x16x16", "conv3d(4,1) bn"), ("16x100", "conv1d(8,1) gap"), ("8x16x16", "gn(4)"),
+        ("8x16x16", "ln"),
+        ("8x16x16", "in(affine=true)"), ("3x224x224", "patch(768,16)"), ("196x768", "cls"),
+        ("197x768", "pos"),
+        ("197x768", "attn(12)"), ("197x768", "mlp(3072)"), ("197x768", "encoder(12,3072)"),
+        ("197x768", "token(0)"),
         ("8x50x128", "lstm(64,batch_first=true)"),
     ],
 )
 def test_every_new_layer_explains_its_numbers(shape, chain):
     """--explain: a formula with the numbers put in for what the layer changes (shape, parameters, MACs)."""
     row = analyze_chain(shape, chain).layers[-1]
-    lines = {topic: [f.text for f in row.explain if f.topic.value == topic] for topic in ("shape", "params", "macs")}
+    lines = {topic: [f.text for f in row.explain if f.topic.value == topic]
+             for topic in ("shape", "params", "macs")}
     # What changes besides the channels (their number is the layer's own argument): sizes, tokens, the rank.
     if len(row.output) != len(row.input):
         changed = [row.output[-1]]

@@ -12,13 +12,16 @@ from nnkit.core.chain import analyze_chain
     [
         # CS231n: 10 filters of 5x5x3 -> 10*5*5*3 + 10 = 760
         ("3x32x32", "conv(10,5)", (10, 28, 28), 760),
-        # AlexNet conv1 (Krizhevsky et al. 2012, as CS231n computes it): (227 - 11)/4 + 1 = 55, 96*11*11*3 + 96
+        # AlexNet conv1 (Krizhevsky et al. 2012, as CS231n computes it): (227 - 11)/4 + 1 = 55, 96*11*11*3 +
+        # 96
         ("3x227x227", "conv(96,11,s=4)", (96, 55, 55), 34944),
-        # VGG-16 first block: 3x3 convs with padding 1 keep 224; 64*3*3*3 + 64 = 1,792 and 64*3*3*64 + 64 = 36,928
+        # VGG-16 first block: 3x3 convs with padding 1 keep 224; 64*3*3*3 + 64 = 1,792 and 64*3*3*64 + 64 =
+        # 36,928
         ("3x224x224", "conv(64,3,p=1) relu conv(64,3,p=1) relu maxpool(2)", (64, 112, 112), 1792 + 36928),
         # ResNet stem: 7x7/2 conv with padding 3 then 3x3/2 max pool with padding 1: 224 -> 112 -> 56, no bias
         ("3x224x224", "conv(64,7,s=2,p=3,bias=false) bn maxpool(3,2,p=1)", (64, 56, 56), 9408 + 128),
-        # LeNet-5 (LeCun et al. 1998) on 1x32x32: C1 156, C3 2,416 (full connection table), C5 48,120, F6 10,164
+        # LeNet-5 (LeCun et al. 1998) on 1x32x32: C1 156, C3 2,416 (full connection table), C5 48,120, F6
+        # 10,164
         ("1x32x32", "conv(6,5) avgpool(2) conv(16,5) avgpool(2) conv(120,5) flatten fc(84) fc(10)", (10,),
          156 + 2416 + 48120 + 10164 + 850),
         # torch.nn docs: nn.LSTM(10, 20, 2)

@@ -30,7 +30,8 @@ def _rank(rank: int, world: int, port: int, out: str, errors) -> None:
         import torch
 
         torch.set_num_threads(1)
-        os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1",
+        os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world),
+                          MASTER_ADDR="127.0.0.1",
                           MASTER_PORT=str(port))
         from nnkit.train.config import TrainConfig
         from nnkit.train.loop import train

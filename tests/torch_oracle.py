@@ -70,7 +70,8 @@ def module(spec: LayerSpec, shape: tuple[int, ...]) -> nn.Module:
                              conv(c, spec["out"], 1, bias=spec["bias"]))
     if k == "tconv":
         cls = {1: nn.ConvTranspose1d, 2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}[n]
-        return cls(c, spec["out"], spec["k"], spec["s"], spec["p"], spec["op"], spec["g"], spec["bias"], spec["d"])
+        return cls(c, spec["out"], spec["k"], spec["s"], spec["p"], spec["op"], spec["g"], spec["bias"],
+                   spec["d"])
     if k == "maxpool":
         cls = {1: nn.MaxPool1d, 2: nn.MaxPool2d, 3: nn.MaxPool3d}[n]
         return cls(spec["k"], spec["s"], spec["p"], spec["d"], ceil_mode=spec["ceil"])
@@ -106,13 +107,15 @@ def module(spec: LayerSpec, shape: tuple[int, ...]) -> nn.Module:
 
 
 def _token_module(spec: LayerSpec, shape: tuple[int, ...]) -> nn.Module | None:
-    """The transformer layers as torchvision's VisionTransformer builds them (torchvision.models.vision_transformer)."""
+    """The transformer layers as torchvision's VisionTransformer builds them
+    (torchvision.models.vision_transformer)."""
     from torchvision.models.vision_transformer import EncoderBlock, MLPBlock
 
     k = spec.kind
     if k == "patch":
         proj = nn.Conv2d(shape[0], spec["dim"], spec["size"], stride=spec["size"], bias=spec["bias"])
-        return nn.Sequential(proj, nn.Flatten(2), _Lambda(lambda m, x: x.transpose(1, 2)))  # conv_proj, reshape
+        # conv_proj, reshape
+        return nn.Sequential(proj, nn.Flatten(2), _Lambda(lambda m, x: x.transpose(1, 2)))
     if k == "cls":
         return _Lambda(lambda m, x: torch.cat([m.class_token.expand(x.shape[0], -1, -1), x], dim=1),
                        class_token=nn.Parameter(torch.zeros(1, 1, shape[-1])))
@@ -132,8 +135,8 @@ def _token_module(spec: LayerSpec, shape: tuple[int, ...]) -> nn.Module | None:
     return None
 
 
-# FlopCounterMode counts these on the meta device only: on CPU, aten.lstm and the fused CPU attention kernel have
-# no flop formula, while on meta they decompose into the matmuls it counts.
+# FlopCounterMode counts these on the meta device only: on CPU, aten.lstm and the fused CPU attention kernel
+# have no flop formula, while on meta they decompose into the matmuls it counts.
 META_KINDS = ("lstm", "gru", "rnn", "attn", "encoder")
 
 

@@ -1,9 +1,9 @@
 """The registry of named architectures: names, defaults and a dotted path to each builder.
 
 Listing names, shell completion and `nnkit models` never import torch: what they show comes from the generated
-table in nnkit/archs/_table.py (regenerate with `python -m nnkit.archs._generate`; tests/test_archs.py fails when
-it drifts). `build` imports torch and the builder only when a model is wanted. Stock models are delegated to
-torchvision's own registry (STYLE.md, practice 3); lenet5 and mobilenet_v1 are ours.
+table in nnkit/archs/_table.py (regenerate with `python -m nnkit.archs._generate`; tests/test_archs.py fails
+when it drifts). `build` imports torch and the builder only when a model is wanted. Stock models are delegated
+to torchvision's own registry (STYLE.md, practice 3); lenet5 and mobilenet_v1 are ours.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ class ArchInfo:
     min_input: tuple[int, int]  # smallest (H, W) the network accepts
     family: str
     params: int  # at default settings
-    macs: int  # at the default input (conv + linear + matmul, CONVENTIONS.md)
+    macs: int  # at the default input (conv + linear + matmul, docs/conventions.md)
     weights: str | None = None  # torchvision weights enum member, e.g. "ResNet50_Weights.IMAGENET1K_V2"
     options: tuple[str, ...] = ("num_classes", "in_channels")
     kwargs: tuple[tuple[str, Any], ...] = field(default=())  # builder arguments that make the default model

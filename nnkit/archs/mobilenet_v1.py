@@ -24,7 +24,8 @@ def _channels(c: int, alpha: float) -> int:
     return max(1, int(c * alpha))
 
 
-def mobilenet_v1(num_classes: int = 1000, in_channels: int = 3, width: float = 1.0, standard: bool = False) -> Any:
+def mobilenet_v1(num_classes: int = 1000, in_channels: int = 3, width: float = 1.0,
+                 standard: bool = False) -> Any:
     from torch import nn
 
     def cbr(cin: int, cout: int, stride: int, groups: int = 1, kernel: int = 3) -> list[Any]:

@@ -16,9 +16,15 @@ from nnkit.errors import ExitCode, NnkitError, UnknownOptionError, one_line
 
 
 def _is_usage_error(exc: BaseException) -> bool:
-    """click's ClickException family (vendored in typer >= 0.26, a dependency before): duck-typed, no private import."""
+    """click's ClickException family (vendored in typer >= 0.26, a dependency before): duck-typed, no private
+    import."""
     return type(exc).__module__.split(".")[0] in ("typer", "click") and hasattr(exc, "format_message") \
         and hasattr(exc, "exit_code")
+
+
+# The modules of the [torch] extra (pyproject.toml), by import name: the package pip installs for each.
+TORCH_EXTRA = {"torch": "torch", "torchvision": "torchvision", "torchinfo": "torchinfo", "fvcore": "fvcore",
+               "matplotlib": "matplotlib", "sklearn": "scikit-learn", "numpy": "numpy"}
 
 
 class _Boundary(TyperGroup):
@@ -71,6 +77,17 @@ class _Boundary(TyperGroup):
         except BrokenPipeError:  # `nnkit ... | head`: the reader left; that is not an error
             sys.stderr.close()
             ctx.exit(0)
+        except ModuleNotFoundError as exc:
+            # On the torch-free install (`pip install .`) every command that needs torch ends here, whichever
+            # of its modules imports it first: one line that says how to install it.
+            missing = (exc.name or "").partition(".")[0]
+            if DEBUG["on"] or missing not in TORCH_EXTRA:
+                raise
+            from nnkit.errors import MissingDependencyError
+
+            message = MissingDependencyError(TORCH_EXTRA[missing], ctx.invoked_subcommand or "this command")
+            typer.echo(f"nnkit: {message}", err=True)
+            ctx.exit(int(message.exit_code))
         except Exception as exc:  # noqa: BLE001 - the boundary: no traceback without --debug
             # typer's own signals (Exit, Abort, usage errors; click's in older typer) pass through.
             if DEBUG["on"] or type(exc).__module__.split(".")[0] in ("typer", "click"):
@@ -124,8 +141,8 @@ def build_app(only: str | None = None) -> typer.Typer:
     new = typer.Typer(
         cls=_Boundary,
         name="nnkit",
-        help="Exact CNN arithmetic (shapes, parameters, receptive fields, MACs) and training, from the command "
-             "line.",
+        help="Exact CNN arithmetic (shapes, parameters, receptive fields, MACs) and training, from the "
+             "command line.",
         no_args_is_help=True,
         pretty_exceptions_enable=False,
         context_settings={"help_option_names": ["-h", "--help"]},

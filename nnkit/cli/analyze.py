@@ -1,8 +1,8 @@
 """nnkit shape | params | flops | rf, nnkit dwsep and nnkit solve: the arithmetic commands.
 
-A target whose first word is a shape is a chain, analysed by nnkit.core without torch; anything else is a named
-architecture or a user model, analysed by nnkit.introspect (torch, imported only then). '-' reads one target per
-line from stdin and answers line by line.
+A target whose first word is a shape is a chain, analysed by nnkit.core without torch; anything else is a
+named architecture or a user model, analysed by nnkit.introspect (torch, imported only then). '-' reads one
+target per line from stdin and answers line by line.
 """
 
 import json
@@ -13,6 +13,7 @@ import typer
 
 from nnkit.cli.common import (
     DEBUG,
+    ColumnsOpt,
     DepthOpt,
     ExplainOpt,
     FormatOpt,
@@ -33,8 +34,8 @@ from nnkit.render.views import SUMMARY_COLUMNS, View, dwsep_view, solve_view, su
 TargetArg = Annotated[
     str,
     typer.Argument(help="An input shape (CxHxW, HxW, NxCxHxW, or a feature size) followed by layers; an "
-                        "architecture name (nnkit models); a user model file.py:Class; or - to read one per line "
-                        "from stdin.", autocompletion=complete_target, show_default=False),
+                        "architecture name (nnkit models); a user model file.py:Class; or - to read one per "
+                        "line from stdin.", autocompletion=complete_target, show_default=False),
 ]
 LayersArg = Annotated[
     Optional[list[str]],
@@ -44,23 +45,27 @@ LayersArg = Annotated[
 BackendOpt = Annotated[Backend, typer.Option("--backend", help="Who counts, for named and user models.")]
 AtOpt = Annotated[
     Optional[str],
-    typer.Option("--at", help="Stop at this layer: its number or text in a chain, its module path in a model.",
+    typer.Option("--at",
+                 help="Stop at this layer: its number or text in a chain, its module path in a model.",
                  show_default=False),
 ]
 
 
 def _batch(what: View, fmt: OutputFormat | None, explain: bool,
-           analyse: Callable[[str, list[str] | None], Analysis]) -> None:
+           analyse: Callable[[str, list[str] | None], Analysis], columns: str | None = None) -> None:
     """One target per stdin line, answered as soon as it is read; a bad line is reported and the rest go on.
 
     JSON: one object per line (JSON lines). CSV/TSV: one row of totals per line under one header. Table: the
     line's whole table.
     """
     fmt = resolve(fmt)
+    if columns and fmt is not OutputFormat.table:
+        raise UsageError("--columns picks the columns of a table; with - each line is one row of fixed "
+                         "columns")
     worst = ExitCode.OK
-    columns = ("line", "source", *SUMMARY_COLUMNS[what])
+    header = ("line", "source", *SUMMARY_COLUMNS[what])
     if fmt in (OutputFormat.tsv, OutputFormat.csv):
-        sys.stdout.write(to_delimited(Tabular(columns, ()), DELIMITERS[fmt]))
+        sys.stdout.write(to_delimited(Tabular(header, ()), DELIMITERS[fmt]))
     for number, raw in enumerate(sys.stdin, start=1):
         line = raw.split("#", 1)[0].strip()
         if not line:
@@ -73,9 +78,9 @@ def _batch(what: View, fmt: OutputFormat | None, explain: bool,
                 text = json.dumps(finite_json({"line": number, **doc}), ensure_ascii=False, allow_nan=False) + "\n"
             elif fmt is OutputFormat.table:
                 text = None
-                emit(*view(a, what, explain), fmt)
+                emit(*view(a, what, explain), fmt, columns=columns)
             else:
-                text = to_delimited(Tabular(columns, ((number, a.source, *summary_line(a, what)),)),
+                text = to_delimited(Tabular(header, ((number, a.source, *summary_line(a, what)),)),
                                     DELIMITERS[fmt], header=False)
         except NnkitError as exc:
             sys.stderr.write(f"nnkit: line {number}: {one_line(str(exc))}\n")
@@ -100,7 +105,8 @@ def _batch(what: View, fmt: OutputFormat | None, explain: bool,
 _HELP = {
     "shape": "Output size of every layer: (H - F + 2P)/S + 1 and its PyTorch generalisations.",
     "params": "Parameters per layer and in total (10 filters of 5x5x3: 10*5*5*3 + 10 = 760).",
-    "flops": "MACs and FLOPs per layer and in total (FLOPs = 2 x MACs; conv, linear, matmul, recurrent gates).",
+    "flops": "MACs and FLOPs per layer and in total (FLOPs = 2 x MACs; conv, linear, matmul, recurrent "
+             "gates).",
     "rf": "Receptive field (size, effective stride, effective padding) of every layer (Araujo et al. 2019).",
 }
 
@@ -118,6 +124,7 @@ def _make(what: View) -> Callable[..., None]:
         width: WidthOpt = None,
         backend: BackendOpt = Backend.nnkit,
         at: AtOpt = None,
+        columns: ColumnsOpt = None,
     ) -> None:
         def analyse(t: str, lay: list[str] | None) -> Analysis:
             return analyze_target(t, lay, input=input, depth=depth, num_classes=num_classes,
@@ -128,10 +135,10 @@ def _make(what: View) -> Callable[..., None]:
             if layers:
                 raise UsageError(f"'-' reads one target per line from stdin; the words after it "
                                  f"({' '.join(layers)}) would be ignored: put them on the lines, or drop the '-'")
-            _batch(what, fmt, explain, analyse)
+            _batch(what, fmt, explain, analyse, columns)
             return
         doc, tab = view(analyse(target, layers), what, explain)
-        emit(doc, tab, fmt)
+        emit(doc, tab, fmt, columns=columns)
 
     command.__doc__ = _HELP[what]
     command.__name__ = what
@@ -140,18 +147,21 @@ def _make(what: View) -> Callable[..., None]:
 
 def dwsep(
     target: Annotated[str, typer.Argument(help="Input shape CxHxW of one layer, or a network (mobilenet_v1, "
-                                               "efficientnet_b0, model.py:Net) to compare with its standard twin.",
+                                               "efficientnet_b0, model.py:Net) to compare with its standard "
+                                               "twin.",
                                           autocompletion=complete_target, show_default=False)],
     out: Annotated[Optional[int], typer.Option("--out", "-n", help="Output channels N.")] = None,
     kernel: Annotated[Optional[str], typer.Option("-k", "--kernel", help="Kernel size K (or KhxKw).")] = None,
     stride: Annotated[str, typer.Option("-s", "--stride", help="Stride.")] = "1",
-    padding: Annotated[str, typer.Option("-p", "--padding", help="Padding (a size, HxW, same or valid).")] = "0",
+    padding: Annotated[str, typer.Option("-p", "--padding",
+                                         help="Padding (a size, HxW, same or valid).")] = "0",
     bias: Annotated[bool, typer.Option("--bias/--no-bias", help="Count biases (Howard et al. 2017 do not: "
                                                                  "BatchNorm follows every conv).")] = False,
     input: InputOpt = None,
     width: WidthOpt = None,
     fmt: FormatOpt = None,
     explain: ExplainOpt = False,
+    columns: ColumnsOpt = None,
 ) -> None:
     """Depthwise-separable against standard convolution: params, MACs, their ratio and 1/N + 1/K^2."""
     if not looks_like_shape(target):
@@ -166,14 +176,14 @@ def dwsep(
             from nnkit.errors import MissingDependencyError
 
             raise MissingDependencyError(exc.name or "torch", f"comparing '{target}'") from None
-        emit(*result.view(), fmt)
+        emit(*result.view(), fmt, columns=columns)
         return
     if out is None or kernel is None:
         raise UsageError("one layer needs --out N and -k K, e.g. nnkit dwsep 32x112x112 --out 64 -k 3")
     from nnkit.core.dwsep import compare
 
     result = compare(target, out=out, kernel=kernel, stride=stride, padding=padding, bias=bias)
-    emit(*dwsep_view(result, explain), fmt)
+    emit(*dwsep_view(result, explain), fmt, columns=columns)
 
 
 solve_app = typer.Typer(help="Inverse questions: which padding keeps the size, which stride and padding map "
@@ -188,16 +198,19 @@ def solve_same(
     kernel: Annotated[str, typer.Option("-k", "--kernel", help="Kernel size" + _PER_AXIS + ".")],
     dilation: Annotated[str, typer.Option("-d", "--dilation", help="Dilation.")] = "1",
     stride: Annotated[str, typer.Option("-s", "--stride", help="Stride.")] = "1",
-    input: Annotated[Optional[str], typer.Option("--input", "-i", help="Input size H (needed when stride > 1).")]
+    input: Annotated[Optional[str], typer.Option("--input", "-i",
+                                                 help="Input size H (needed when stride > 1).")]
     = None,
     fmt: FormatOpt = None,
+    columns: ColumnsOpt = None,
 ) -> None:
     """Padding that keeps the size (stride 1), or gives ceil(H/S) as TensorFlow's 'same' does (stride > 1)."""
     from nnkit.core.solve import axis_sizes, per_axis, same
 
     emit(*solve_view(per_axis(same, kernel=("-k", axis_sizes("-k", kernel)),
-                              dilation=("-d", axis_sizes("-d", dilation)), stride=("-s", axis_sizes("-s", stride)),
-                              size=("--input", axis_sizes("--input", input)))), fmt)
+                              dilation=("-d", axis_sizes("-d", dilation)),
+                              stride=("-s", axis_sizes("-s", stride)),
+                              size=("--input", axis_sizes("--input", input)))), fmt, columns=columns)
 
 
 @solve_app.command("map")
@@ -207,6 +220,7 @@ def solve_map(
     kernel: Annotated[str, typer.Option("-k", "--kernel", help="Kernel size.")],
     dilation: Annotated[str, typer.Option("-d", "--dilation", help="Dilation.")] = "1",
     fmt: FormatOpt = None,
+    columns: ColumnsOpt = None,
 ) -> None:
     """Every stride and padding that maps H to the wanted size (a transposed conv when it grows)."""
     from nnkit.core.solve import axis_sizes, map_size, per_axis
@@ -214,7 +228,7 @@ def solve_map(
     emit(*solve_view(per_axis(map_size, size_in=("input", axis_sizes("input", size_in)),
                               size_out=("output", axis_sizes("output", size_out)),
                               kernel=("-k", axis_sizes("-k", kernel)),
-                              dilation=("-d", axis_sizes("-d", dilation)))), fmt)
+                              dilation=("-d", axis_sizes("-d", dilation)))), fmt, columns=columns)
 
 
 @solve_app.command("undo")
@@ -226,13 +240,16 @@ def solve_undo(
     padding: Annotated[str, typer.Option("-p", "--padding", help="Padding.")] = "0",
     dilation: Annotated[str, typer.Option("-d", "--dilation", help="Dilation.")] = "1",
     fmt: FormatOpt = None,
+    columns: ColumnsOpt = None,
 ) -> None:
     """The output_padding that makes tconv(k, s, p) give back H after conv(k, s, p)."""
     from nnkit.core.solve import axis_sizes, per_axis, undo
 
-    emit(*solve_view(per_axis(undo, size=("input", axis_sizes("input", size)), kernel=("-k", axis_sizes("-k", kernel)),
-                              stride=("-s", axis_sizes("-s", stride)), padding=("-p", axis_sizes("-p", padding)),
-                              dilation=("-d", axis_sizes("-d", dilation)))), fmt)
+    emit(*solve_view(per_axis(undo, size=("input", axis_sizes("input", size)),
+                              kernel=("-k", axis_sizes("-k", kernel)),
+                              stride=("-s", axis_sizes("-s", stride)),
+                              padding=("-p", axis_sizes("-p", padding)),
+                              dilation=("-d", axis_sizes("-d", dilation)))), fmt, columns=columns)
 
 
 _EXAMPLES = {

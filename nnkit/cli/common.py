@@ -13,7 +13,8 @@ DEBUG = {"on": bool(os.environ.get("NNKIT_DEBUG"))}
 
 FormatOpt = Annotated[
     Optional[OutputFormat],
-    typer.Option("--format", "-f", help="table (on a terminal), tsv (when piped), json or csv.", show_default=False),
+    typer.Option("--format", "-f", help="table (on a terminal), tsv (when piped), json or csv.",
+                 show_default=False),
 ]
 ExplainOpt = Annotated[
     bool, typer.Option("--explain", "-e", help="Show each formula with the numbers put in.")
@@ -37,6 +38,13 @@ def _positive_finite(value: Optional[float]) -> Optional[float]:
 
 WidthOpt = Annotated[Optional[float], typer.Option("--width", help="Width multiplier (alpha) where it applies.",
                                                     callback=_positive_finite)]
+ColumnsOpt = Annotated[
+    Optional[str],
+    typer.Option("--columns",
+                 help="Columns to show, comma-separated (e.g. params,MACs,type), or all; a terminal "
+                                   "too narrow for every column leaves some out and says which.",
+                 show_default=False),
+]
 DepthOpt = Annotated[
     Optional[int], typer.Option("--depth", help="Fold modules nested deeper than this (named models).")
 ]

@@ -6,6 +6,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from nnkit.cli.common import (
+    ColumnsOpt,
     DepthOpt,
     ExplainOpt,
     FormatOpt,
@@ -23,8 +24,9 @@ from nnkit.introspect.memory import Optimizer  # pure Python: an Enum, no torch
 from nnkit.render import OutputFormat, Tabular, emit
 from nnkit.train.config import Head
 
-TargetArg = Annotated[str, typer.Argument(help="An architecture (nnkit models), a user model file.py:Class or "
-                                               "package.module:name, or an input shape followed by layers.",
+TargetArg = Annotated[str, typer.Argument(help="An architecture (nnkit models), a user model file.py:Class "
+                                               "or package.module:name, or an input shape followed by "
+                                               "layers.",
                                           autocompletion=complete_target, show_default=False)]
 
 
@@ -35,6 +37,7 @@ def models(
                                                                "classification or segmentation.",
                                                 show_default=False)] = None,
     fmt: FormatOpt = None,
+    columns: ColumnsOpt = None,
 ) -> None:
     """Every named architecture with its default input, parameters and MACs (no torch needed)."""
     from nnkit.archs import list_archs
@@ -45,12 +48,13 @@ def models(
            for a in archs]
     human_cells = fmt in (None, OutputFormat.table)
     rows = tuple((a.name, a.input, human(a.params) if human_cells else a.params,
-                  human(a.macs) if human_cells else a.macs, a.family, ", ".join(a.options), a.task) for a in archs)
+                  human(a.macs) if human_cells else a.macs, a.family, ", ".join(a.options),
+                  a.task) for a in archs)
     wanted = " and ".join(x for x in (f"'{pattern}'" if pattern else "", f"task {task}" if task else "") if x)
     notes = () if archs else (f"no architecture matches {wanted}",)
     emit(doc, Tabular(columns=("name", "input", "params", "MACs", "family", "options", "task"), rows=rows,
                       title=f"{len(archs)} architectures", notes=notes,
-                      numeric=frozenset({"params", "MACs"})), fmt)
+                      numeric=frozenset({"params", "MACs"})), fmt, columns=columns)
 
 
 def summary(
@@ -69,9 +73,10 @@ def summary(
     batch: Annotated[Optional[int], typer.Option("--batch", "-b", help="Batch size for --train.")] = None,
     train: Annotated[bool, typer.Option("--train", help="Estimate training memory: parameters, gradients, "
                                                         "optimizer state and saved activations.")] = False,
-    optimizer: Annotated[Optional[Optimizer], typer.Option("--optimizer", help="Optimizer state for --train: sgd "
-                                                                               "(with momentum), adam or adamw "
-                                                                               "[default: sgd].",
+    optimizer: Annotated[Optional[Optimizer], typer.Option("--optimizer",
+                                                           help="Optimizer state for --train: sgd "
+                                                                               "(with momentum), adam or "
+                                                                               "adamw [default: sgd].",
                                                            show_default=False)] = None,
     memory: Annotated[Optional[str], typer.Option(
         "--memory", help="With --train: the largest batch whose training memory fits in this much, e.g. 8GiB, "
@@ -81,6 +86,7 @@ def summary(
     freeze: FreezeOpt = "none",
     trainable: TrainableOpt = None,
     head: HeadOpt = Head.own,
+    columns: ColumnsOpt = None,
 ) -> None:
     """Every column at once: output shape, params, trainable, MACs, receptive field, activation memory."""
     from nnkit.api import analyze_target
@@ -128,7 +134,7 @@ def summary(
         path = plot_analysis(a, plot)
         tab = replace(tab, notes=(*tab.notes, f"plot written to {path}"))
         doc["plot"] = str(path)
-    emit(doc, tab, fmt)
+    emit(doc, tab, fmt, columns=columns)
 
 
 def _fits(fit: Any, given: str) -> str:
@@ -186,6 +192,7 @@ def crosscheck(
     num_classes: NumClassesOpt = None,
     in_channels: InChannelsOpt = None,
     width: WidthOpt = None,
+    columns: ColumnsOpt = None,
 ) -> None:
     """nnkit, fvcore, torchinfo and torchvision's metadata side by side, with every difference named."""
     from nnkit.introspect.backends import crosscheck as check
@@ -206,7 +213,7 @@ def crosscheck(
                   else c.macs[tool] - c.macs["nnkit"]) for tool in tools)  # type: ignore[operator]
     emit(doc, Tabular(columns=("tool", "params", "MACs", "MACs - nnkit"), rows=rows,
                       title=f"{c.name} on {'x'.join(map(str, c.input))}", notes=c.differences,
-                      numeric=frozenset({"params", "MACs", "MACs - nnkit"})), fmt)
+                      numeric=frozenset({"params", "MACs", "MACs - nnkit"})), fmt, columns=columns)
 
 
 def register(app: typer.Typer) -> None:

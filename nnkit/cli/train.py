@@ -39,7 +39,8 @@ DataDirOpt = Annotated[
 
 
 def _progress(enabled: bool) -> Any:
-    """A rich progress bar on stderr, or no bar when stderr is not a terminal; notes go to stderr either way."""
+    """A rich progress bar on stderr, or no bar when stderr is not a terminal; notes go to stderr either
+    way."""
     from nnkit.train.loop import Hooks
 
     class Notes(Hooks):
@@ -84,7 +85,8 @@ RESUME_OPTIONS = frozenset({"ctx", "arch", "dataset", "resume", "epochs", "devic
 
 
 def _augment_names(text: str) -> tuple[str, ...]:
-    """--augment's value, every word checked: an unknown or empty name is refused with the valid ones listed."""
+    """--augment's value, every word checked: an unknown or empty name is refused with the valid ones
+    listed."""
     import difflib
 
     from nnkit.errors import UsageError
@@ -94,7 +96,8 @@ def _augment_names(text: str) -> tuple[str, ...]:
         return ()
     words = [w.strip().lower() for w in text.split(",")]
     if not all(words):
-        raise UsageError(f"--augment '{text}': an empty name in the list; give comma-separated names from {valid}")
+        raise UsageError(f"--augment '{text}': an empty name in the list; give comma-separated names from "
+                         f"{valid}")
     for word in words:
         if word not in AUGMENTS:
             close = difflib.get_close_matches(word, AUGMENTS, n=2, cutoff=0.5)
@@ -110,7 +113,8 @@ def _resume_config(ctx: typer.Context, p: dict[str, Any]) -> tuple[TrainConfig, 
     from nnkit.train.loop import resume_config
 
     given = [q for q in ctx.command.params if q.name not in RESUME_OPTIONS
-             and getattr(ctx.get_parameter_source(q.name), "name", "DEFAULT") not in ("DEFAULT", "DEFAULT_MAP")]
+             and getattr(ctx.get_parameter_source(q.name), "name",
+                         "DEFAULT") not in ("DEFAULT", "DEFAULT_MAP")]
     if given:
         flags = ", ".join(q.opts[0] for q in given)
         raise UsageError(f"--resume continues a run with its own settings; {flags} cannot change them (only "
@@ -173,14 +177,16 @@ def train_cmd(
     download: Annotated[bool, typer.Option("--download", help="Fetch the data set into --data-dir.")] = False,
     val_split: Annotated[Optional[float], typer.Option(
         "--val-split", help="Fraction of the training set held out for validation where the data set has no "
-                            "validation set (default 0.1; mnist, fashion-mnist, cifar10/100, imagefolder without val/).",
+                            "validation set (default 0.1; mnist, fashion-mnist, cifar10/100, imagefolder "
+                            "without val/).",
         show_default=False)] = _D.val_split,
-    out: Annotated[Optional[str], typer.Option("--out", "-o", help="Run directory (default: runs/ARCH-DATASET)",
+    out: Annotated[Optional[str], typer.Option("--out", "-o",
+                                               help="Run directory (default: runs/ARCH-DATASET)",
                                                show_default=False)] = None,
     epochs: Annotated[Optional[int], typer.Option("--epochs", help="Total epochs (with --resume too: a run "
-                                                   "extended this way continues its schedule stretched to the "
-                                                   "new total, so a cosine schedule's learning rate rises "
-                                                   f"again). (default: {_D.epochs})",
+                                                   "extended this way continues its schedule stretched to "
+                                                   "the new total, so a cosine schedule's learning rate "
+                                                   f"rises again). (default: {_D.epochs})",
                                                   show_default=False)] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Global batch size.")] = _D.batch_size,
     optimizer: Annotated[Optimizer, typer.Option("--optimizer")] = _D.optimizer,
@@ -191,11 +197,13 @@ def train_cmd(
     weight_decay: Annotated[float, typer.Option("--weight-decay")] = _D.weight_decay,
     label_smoothing: Annotated[float, typer.Option("--label-smoothing")] = _D.label_smoothing,
     schedule: Annotated[Schedule, typer.Option("--schedule", help="Learning-rate schedule.")] = _D.schedule,
-    warmup_epochs: Annotated[float, typer.Option("--warmup-epochs", help="Linear warmup.")] = _D.warmup_epochs,
+    warmup_epochs: Annotated[float, typer.Option("--warmup-epochs",
+                                                 help="Linear warmup.")] = _D.warmup_epochs,
     seed: Annotated[int, typer.Option("--seed")] = _D.seed,
     augment: Annotated[Optional[str], typer.Option(
         "--augment", help=f"Comma-separated: {','.join(AUGMENTS)}, or none (default: crop for digits and "
-                          f"(fashion-)mnist, flip,crop for cifar and imagefolder)", show_default=False)] = None,
+                          f"(fashion-)mnist, flip,crop for cifar and imagefolder)",
+        show_default=False)] = None,
     patience: Annotated[Optional[int], typer.Option("--patience", help="Stop after N epochs without a better "
                                                                        "validation accuracy.")] = None,
     weights: Annotated[Optional[str], typer.Option("--weights", help="Start from these weights (a local "
@@ -209,13 +217,15 @@ def train_cmd(
         show_default=False)] = None,
     width: WidthOpt = None,
     device: DeviceOpt = None,
-    amp: Annotated[bool, typer.Option("--amp", help="Mixed precision (bf16, or fp16 on older GPUs).")] = False,
+    amp: Annotated[bool, typer.Option("--amp",
+                                      help="Mixed precision (bf16, or fp16 on older GPUs).")] = False,
     channels_last: Annotated[bool, typer.Option("--channels-last", help="NHWC memory format.")] = False,
     compile_: Annotated[bool, typer.Option("--compile", help="torch.compile the model.")] = False,
     synthetic_size: Annotated[int, typer.Option("--synthetic-size", help="Images in --dataset synthetic.")
                               ] = _D.synthetic_size,
     stream: Annotated[Optional[bool], typer.Option(
-        "--stream/--in-memory", help="imagefolder: decode images from disk every epoch in DataLoader workers, "
+        "--stream/--in-memory",
+        help="imagefolder: decode images from disk every epoch in DataLoader workers, "
                                      "or hold them in memory (default: stream above 4 GiB decoded)",
         show_default=False)] = None,
     workers: Annotated[Optional[int], typer.Option("--workers", help="DataLoader workers for --stream "
@@ -277,7 +287,8 @@ def eval_cmd(
            "per_class": {name: {"images": n, "accuracy": acc} for name, n, acc in r.per_class},
            "confusion": [list(row) for row in r.confusion], "classes": list(r.classes),
            "checkpoint": r.checkpoint, "arch": r.arch, "dataset": r.dataset, "split": r.split}
-    notes = [f"loss {r.loss:.4f}, top-1 {r.accuracy:.2%}" + (f", top-5 {r.top5:.2%}" if r.top5 is not None else "")
+    notes = [f"loss {r.loss:.4f}, top-1 {r.accuracy:.2%}" + (", top-5 "
+                                                             f"{r.top5:.2%}" if r.top5 is not None else "")
              + f" on {r.images} {r.split} images"]
     if plot:
         notes.append(f"confusion matrix: {plot}")
@@ -338,7 +349,8 @@ def _plot(path: Path, r: Any) -> None:
 def register(app: typer.Typer) -> None:
     app.command("train", help="Train an architecture into a run directory (checkpoints, metrics, curves).")(
         train_cmd)
-    app.command("eval", help="Evaluate a checkpoint: loss, top-1/top-5, per-class accuracy, confusion matrix.")(
+    app.command("eval",
+                help="Evaluate a checkpoint: loss, top-1/top-5, per-class accuracy, confusion matrix.")(
         eval_cmd)
 
 

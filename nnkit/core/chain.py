@@ -1,4 +1,5 @@
-"""Analyse a chain written in the layer language: every layer's shape, parameters, MACs and receptive field."""
+"""Analyse a chain written in the layer language: every layer's shape, parameters, MACs and receptive
+field."""
 
 from __future__ import annotations
 
@@ -18,8 +19,8 @@ def chain_form(specs: list[LayerSpec]) -> tuple[Form, str]:
     """How the chain reads its input, and why: the first layer with a dimensionality (conv1d: 1-D, conv: 2-D,
     conv3d: 3-D, patch: a 2-D image) or one on tokens (attn, cls, ...) decides; none of them: 2-D, as always.
 
-    A spatial layer of another dimensionality than the chain's is refused: nothing in the language turns a 1-D map
-    into a 2-D one, so such a chain is a typo (conv where conv1d was meant), not a network.
+    A spatial layer of another dimensionality than the chain's is refused: nothing in the language turns a 1-D
+    map into a 2-D one, so such a chain is a typo (conv where conv1d was meant), not a network.
     """
     form: Form | None = None
     rank: tuple[int, int, LayerSpec] | None = None  # the first spatial layer: its rank, index and spec
@@ -30,8 +31,8 @@ def chain_form(specs: list[LayerSpec]) -> tuple[Form, str]:
             if rank is None:
                 rank = (layer_rank, index, spec)
             elif layer_rank != rank[0]:
-                raise SpecError(f"layer {index} {spec.text}: a {layer_rank}-D layer in a {rank[0]}-D chain (layer "
-                                f"{rank[1]} {rank[2].text}); a chain keeps one dimensionality")
+                raise SpecError(f"layer {index} {spec.text}: a {layer_rank}-D layer in a {rank[0]}-D chain "
+                                f"(layer {rank[1]} {rank[2].text}); a chain keeps one dimensionality")
         if form is None and (layer_rank is not None or spec.kind in TOKEN_KINDS):
             form = layer_rank if layer_rank is not None else TOKENS
             why = f"layer {index} {spec.text}"
@@ -46,7 +47,8 @@ def analyze_chain(input_text: str, chain: str | list[str] | tuple[str, ...] | li
         raise SpecError(f"input {input_text}: no layers given (e.g. \"conv(6,5) maxpool(2)\")")
     form, why = chain_form(specs)  # type: ignore[arg-type]
     batch, shape = read_input(input_text, form, why)
-    rank = form if isinstance(form, int) else 2  # token chains have no spatial field; fields start 2-D as ever
+    # token chains have no spatial field; fields start 2-D as ever
+    rank = form if isinstance(form, int) else 2
     n = batch or 1
     rows: list[LayerReport] = []
     fld: L.Window = ((1, 1, 0),) * rank  # per axis: size r, stride S, padding P of the identity
@@ -74,13 +76,15 @@ def analyze_chain(input_text: str, chain: str | list[str] | tuple[str, ...] | li
         ))
         current = step.output
     rf_notes: tuple[str, ...] = () if fld_ok else (
-        "receptive fields stop at the first upsampling layer (tconv, upsample): Araujo et al. (2019) define them "
-        "for downsampling chains",)
+        "receptive fields stop at the first upsampling layer (tconv, upsample): Araujo et al. (2019) define "
+        "them for downsampling chains",)
     if form == TOKENS or any(s.kind == "patch" for s in specs):
-        rf_notes += ("tokens (TxD) have no spatial receptive field: each patch token sees its own patch, and after "
-                     "attention every output sees the whole input",)
-    return _totals(Analysis(source=f"{input_text} {' '.join(s.text for s in specs)}", input=shape, output=current,
-                            layers=tuple(rows), params=0, trainable=0, macs=0, batch=batch, rf_notes=rf_notes))
+        rf_notes += ("tokens (TxD) have no spatial receptive field: each patch token sees its own patch, and "
+                     "after attention every output sees the whole input",)
+    return _totals(Analysis(source=f"{input_text} {' '.join(s.text for s in specs)}", input=shape,
+                            output=current,
+                            layers=tuple(rows), params=0, trainable=0, macs=0, batch=batch,
+                            rf_notes=rf_notes))
 
 
 def _totals(a: Analysis) -> Analysis:
@@ -96,5 +100,6 @@ def truncate(a: Analysis, at: str) -> Analysis:
     """A chain analysed up to layer `at`: its 1-based number or its text."""
     match = [x for x in a.layers if str(x.index) == at or x.spec.replace(" ", "") == at.replace(" ", "")]
     if not match:
-        raise SpecError(f"--at {at}: no such layer in the chain (give its number 1-{len(a.layers)} or its text)")
+        raise SpecError(f"--at {at}: no such layer in the chain (give its number 1-{len(a.layers)} or its "
+                        "text)")
     return _totals(replace(a, layers=a.layers[:match[0].index]))

@@ -84,7 +84,8 @@ def compare(input_text: str, *, out: int, kernel: str, stride: str = "1", paddin
         return parse_layer(text)
 
     std = analyze_chain(input_text, [spec("conv", out=n, k=k, s=s, p=p, bias=bias)])
-    sep = analyze_chain(input_text, [spec("dwconv", k=k, s=s, p=p, bias=bias), spec("pwconv", out=n, bias=bias)])
+    sep = analyze_chain(input_text,
+                        [spec("dwconv", k=k, s=s, p=p, bias=bias), spec("pwconv", out=n, bias=bias)])
     conv, (dw, pw) = std.layers[0], sep.layers
     kh, kw = k  # type: ignore[misc]
     c = std.input[0]
@@ -96,7 +97,8 @@ def compare(input_text: str, *, out: int, kernel: str, stride: str = "1", paddin
     explain.append(f"ratio (MACs): ({kh}*{kw}*{c}*H*W + {c}*{n}*H*W)/({kh}*{kw}*{c}*{n}*H*W) = 1/{n} + "
                    f"1/{kh * kw} = {theory:.4f}; measured {measured:.4f}")
     return DwsepComparison(input=std.input, output=std.output, out=n, kernel=(kh, kw), bias=bias,  # type: ignore
-                           standard=standard, depthwise=depthwise, pointwise=pointwise, explain=tuple(explain))
+                           standard=standard, depthwise=depthwise, pointwise=pointwise,
+                           explain=tuple(explain))
 
 
 def _text(v: object) -> str:
@@ -108,11 +110,11 @@ def _text(v: object) -> str:
 
 
 # Whole networks (`nnkit dwsep ARCH`): the network as built against its "standard twin", where each depthwise
-# convolution and the pointwise (1x1) convolution that consumes its output are one standard convolution with the
-# depthwise kernel, stride and padding, from the depthwise input channels to the pointwise output channels
-# (Howard et al. 2017, Table 4's "Conv MobileNet", generalised). Everything else stays: BatchNorm, activations,
-# squeeze-excitation, expansions. The layers come from a traced model (nnkit.introspect.dwsep), so this part
-# needs no torch either.
+# convolution and the pointwise (1x1) convolution that consumes its output are one standard convolution with
+# the depthwise kernel, stride and padding, from the depthwise input channels to the pointwise output channels
+# (Howard et al. 2017, Table 4's "Conv MobileNet", generalised). Everything else stays: BatchNorm,
+# activations, squeeze-excitation, expansions. The layers come from a traced model (nnkit.introspect.dwsep),
+# so this part needs no torch either.
 
 @dataclass(frozen=True)
 class ConvLayer:
@@ -171,8 +173,8 @@ class NetworkComparison:
 
     @property
     def standard(self) -> Cost:
-        """MACs change at every call of a pair; params once per pair of modules (a block called twice shares its
-        weights, and so would its twin)."""
+        """MACs change at every call of a pair; params once per pair of modules (a block called twice shares
+        its weights, and so would its twin)."""
         once = {(p.depthwise.path, p.pointwise.path): p for p in self.pairs}.values()
         return Cost(self.separable.params + sum(p.standard.params - p.separable.params for p in once),
                     self.separable.macs + sum(p.standard.macs - p.separable.macs for p in self.pairs))
@@ -191,13 +193,14 @@ class NetworkComparison:
     def theory(self) -> float:
         """1/N + 1/K^2 per pair (Howard et al. 2017, 3.1), weighted by the pair's standard MACs."""
         total = sum(p.standard.macs for p in self.pairs)
-        return sum(p.standard.macs * (1 / p.pointwise.cout + 1 / (p.depthwise.kernel[0] * p.depthwise.kernel[1]))
+        return sum(p.standard.macs * (1 / p.pointwise.cout
+                                      + 1 / (p.depthwise.kernel[0] * p.depthwise.kernel[1]))
                    for p in self.pairs) / total
 
 
 def pair_up(convs: list[ConvLayer]) -> tuple[list[Pair], list[ConvLayer]]:
-    """Each depthwise conv call with the first later 1x1 conv that takes its output (ConvLayer.source, followed
-    through shape-keeping ops by the tracer) at the same spatial size."""
+    """Each depthwise conv call with the first later 1x1 conv that takes its output (ConvLayer.source,
+    followed through shape-keeping ops by the tracer) at the same spatial size."""
     pairs: list[Pair] = []
     waiting: dict[str, ConvLayer] = {}  # depthwise path -> its latest call not yet paired
     alone: list[ConvLayer] = []
@@ -211,10 +214,11 @@ def pair_up(convs: list[ConvLayer]) -> tuple[list[Pair], list[ConvLayer]]:
     return pairs, alone + list(waiting.values())
 
 
-def compare_network(source: str, input: Shape, params: int, macs: int, convs: list[ConvLayer]) -> NetworkComparison:
+def compare_network(source: str, input: Shape, params: int, macs: int,
+                    convs: list[ConvLayer]) -> NetworkComparison:
     pairs, alone = pair_up(convs)
     if not pairs:
-        raise UsageError(f"{source} has no depthwise-separable pair (a depthwise conv whose output a 1x1 conv "
-                         "takes): nothing to compare; nnkit dwsep CxHxW --out N -k K compares one layer")
+        raise UsageError(f"{source} has no depthwise-separable pair (a depthwise conv whose output a 1x1 "
+                         "conv takes): nothing to compare; nnkit dwsep CxHxW --out N -k K compares one layer")
     return NetworkComparison(source=source, input=input, separable=Cost(params, macs), pairs=tuple(pairs),
                              unpaired=tuple(c.path for c in alone))

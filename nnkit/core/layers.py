@@ -18,7 +18,8 @@ from nnkit.core.report import Field, Formula, Shape, Topic
 from nnkit.core.spec import POINTWISE, RANK, TOKEN_KINDS, LayerSpec
 from nnkit.errors import GeometryError, SpecError
 
-# Axis names and what one unit of each is called, by the number of spatial axes (1-D: L; 2-D: H, W; 3-D: D, H, W).
+# Axis names and what one unit of each is called, by the number of spatial axes (1-D: L; 2-D: H, W; 3-D: D, H,
+# W).
 AXES_OF = {1: ("L",), 2: ("H", "W"), 3: ("D", "H", "W")}
 UNITS_OF = {"L": ("position", "positions"), "D": ("slice", "slices"), "H": ("row", "rows"),
             "W": ("column", "columns")}
@@ -29,7 +30,8 @@ Window = tuple[tuple[int, int, int], ...]  # per axis: (dilated extent, stride, 
 # --- the two size formulas, shared with nnkit.core.solve ----------------------------------------------------
 
 
-def window_out(size: int, k: int, s: int, pl: int, pr: int, d: int = 1, ceil: bool = False) -> tuple[int, int]:
+def window_out(size: int, k: int, s: int, pl: int, pr: int, d: int = 1,
+               ceil: bool = False) -> tuple[int, int]:
     """Sliding-window output length (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d docs; aten pooling_output_shape).
 
     out = floor((H + pl + pr - d*(k-1) - 1)/s) + 1. With ceil_mode: ceil instead of floor, but a last window
@@ -44,11 +46,12 @@ def window_out(size: int, k: int, s: int, pl: int, pr: int, d: int = 1, ceil: bo
 
 
 def tconv_out(size: int, k: int, s: int, p: int, op: int = 0, d: int = 1) -> int:
-    """nn.ConvTranspose2d: (H-1)*s - 2p + d*(k-1) + output_padding + 1 (Dumoulin & Visin's a = output_padding)."""
+    """nn.ConvTranspose2d: (H-1)*s - 2p + d*(k-1) + output_padding + 1 (Dumoulin & Visin's a =
+    output_padding)."""
     return (size - 1) * s - 2 * p + d * (k - 1) + op + 1
 
 
-# --- one layer ------------------------------------------------------------------------------------------------
+# --- one layer ----------------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -80,7 +83,8 @@ def _need_spatial(spec: LayerSpec, shape: Shape, index: int, rank: int = 2) -> S
     """The input of an n-D layer: channels and then exactly `rank` spatial sizes."""
     if len(shape) != rank + 1:
         hint = " (a feature vector: is there a flatten or fc before it?)" if len(shape) == 1 else ""
-        raise GeometryError(f"{_label(spec, index)}: needs a {INPUT_OF[rank]} input, got {_dims(shape)}{hint}")
+        raise GeometryError(f"{_label(spec, index)}: needs a {INPUT_OF[rank]} input, got "
+                            f"{_dims(shape)}{hint}")
     return shape
 
 
@@ -172,14 +176,16 @@ def _merge_notes(notes: list[str]) -> list[str]:
 
 
 def _axes(lines: list[str]) -> list[str]:
-    """'H: ... = 32' and 'W: ... = 32' with the same formula become one 'H, W: ...' line, as a textbook writes."""
+    """'H: ... = 32' and 'W: ... = 32' with the same formula become one 'H, W: ...' line, as a textbook
+    writes."""
     if len(lines) > 1 and all(line[3:] == lines[0][3:] for line in lines):  # every axis name is one letter
         return [", ".join(line[0] for line in lines) + ": " + lines[0][3:]]
     return lines
 
 
 def _sliding(spec: LayerSpec, shape: Shape, index: int, *, out_ch: int, k: tuple[int, ...],
-             s: tuple[int, ...], p: tuple[int, ...] | str, d: tuple[int, ...], ceil: bool, pooling: bool) -> Step:
+             s: tuple[int, ...], p: tuple[int, ...] | str, d: tuple[int, ...], ceil: bool,
+             pooling: bool) -> Step:
     rank = len(k)
     sizes = _need_spatial(spec, shape, index, rank)[1:]
     label = _label(spec, index)
@@ -197,7 +203,8 @@ def _sliding(spec: LayerSpec, shape: Shape, index: int, *, out_ch: int, k: tuple
                                     "PyTorch requires p <= k/2 for pooling")
     outs, lines, notes = [], [], []
     for ax, size in enumerate(sizes):
-        o, line, note = _window_axis(AXES_OF[rank][ax], size, k[ax], s[ax], pl[ax], pr[ax], d[ax], ceil, pooling,
+        o, line, note = _window_axis(AXES_OF[rank][ax], size, k[ax], s[ax], pl[ax], pr[ax], d[ax], ceil,
+                                     pooling,
                                      label)
         outs.append(o)
         lines.append(line)
@@ -215,7 +222,8 @@ def _times(sizes: tuple[int, ...]) -> str:
 
 def _conv(spec: LayerSpec, shape: Shape, index: int, *, out_ch: int, k: tuple[int, ...], s: tuple[int, ...],
           p: tuple[int, ...] | str, d: tuple[int, ...], g: int, bias: bool, part: str = "") -> Step:
-    """nn.Conv1d/2d/3d: out*(in/groups)*prod(k) weights (+ out biases); MACs that many at every output position."""
+    """nn.Conv1d/2d/3d: out*(in/groups)*prod(k) weights (+ out biases); MACs that many at every output
+    position."""
     c = _need_spatial(spec, shape, index, len(k))[0]
     if c % g or out_ch % g:
         raise GeometryError(f"{_label(spec, index)}: groups={g} must divide both the {c} input and {out_ch} "
@@ -228,24 +236,27 @@ def _conv(spec: LayerSpec, shape: Shape, index: int, *, out_ch: int, k: tuple[in
     cin = f"{per}" if g in (1, c) else f"({c}/{g})"
     step.say(Topic.params, f"{part}params: {out_ch}*{_times(k)}*{cin}" + (f" + {out_ch}" if bias else "")
              + f" = {step.params:,}" + ("" if bias else " (no bias)"))
-    step.say(Topic.macs, f"{part}MACs: {out_ch}*{_times(positions)} outputs * {_times(k)}*{cin} = {step.macs:,}")
+    step.say(Topic.macs,
+             f"{part}MACs: {out_ch}*{_times(positions)} outputs * {_times(k)}*{cin} = {step.macs:,}")
     return step
 
 
 def _tconv(spec: LayerSpec, shape: Shape, index: int) -> Step:
-    """ConvTranspose1d/2d/3d; MACs use the input volume: every input element meets every weight of its group once."""
+    """ConvTranspose1d/2d/3d; MACs use the input volume: every input element meets every weight of its group
+    once."""
     out_ch, k, s, p, op, d, g, bias = (spec[x] for x in ("out", "k", "s", "p", "op", "d", "g", "bias"))
     rank = len(k)
     c, *sizes = _need_spatial(spec, shape, index, rank)
     label = _label(spec, index)
     if c % g or out_ch % g:
-        raise GeometryError(f"{label}: groups={g} must divide both the {c} input and {out_ch} output channels")
+        raise GeometryError(f"{label}: groups={g} must divide both the {c} input and {out_ch} output "
+                            "channels")
     outs, lines = [], []
     for ax, size in enumerate(sizes):
         axis = AXES_OF[rank][ax]
         if op[ax] >= max(s[ax], d[ax]):
-            raise GeometryError(f"{label}: output padding {op[ax]} must be smaller than the stride {s[ax]} or "
-                                f"the dilation {d[ax]}")
+            raise GeometryError(f"{label}: output padding {op[ax]} must be smaller than the stride {s[ax]} "
+                                f"or the dilation {d[ax]}")
         o = tconv_out(size, k[ax], s[ax], p[ax], op[ax], d[ax])
         if o <= 0:
             raise GeometryError(f"{label}: output {axis} would be {o}: padding {p[ax]} is too large")
@@ -257,17 +268,20 @@ def _tconv(spec: LayerSpec, shape: Shape, index: int) -> Step:
     cout = f"{per_out}" if g == 1 else f"({out_ch}/{g})"
     step = Step(output=(out_ch, *outs), params=params, macs=macs, rf_undefined=True)
     step.say(Topic.shape, *_axes(lines))
-    step.say(Topic.params, f"params: {c}*{cout}*{_times(k)}" + (f" + {out_ch}" if bias else "") + f" = {params:,}")
+    step.say(Topic.params,
+             f"params: {c}*{cout}*{_times(k)}" + (f" + {out_ch}" if bias else "") + f" = {params:,}")
     step.say(Topic.macs, f"MACs: {c}*{_times(tuple(sizes))} inputs * {cout}*{_times(k)} = {macs:,}")
     return step
 
 
 def _rnn(spec: LayerSpec, shape: Shape) -> Step:
-    """nn.LSTM/GRU/RNN: per layer and direction, gates*hidden*(input + hidden) weights + 2*gates*hidden biases.
+    """nn.LSTM/GRU/RNN: per layer and direction, gates*hidden*(input + hidden) weights + 2*gates*hidden
+    biases.
 
-    The last dimension is the feature size; the leading ones are the sequence and the batch (their product is the
-    number of steps, 1 for a single feature vector): [seq, batch, features] as nn.LSTM reads a 3-D input, or
-    [batch, seq, features] with batch_first=true. MACs: gates*hidden*(input + hidden) per step, layer, direction.
+    The last dimension is the feature size; the leading ones are the sequence and the batch (their product is
+    the number of steps, 1 for a single feature vector): [seq, batch, features] as nn.LSTM reads a 3-D input,
+    or [batch, seq, features] with batch_first=true. MACs: gates*hidden*(input + hidden) per step, layer,
+    direction.
     """
     gates = {"lstm": 4, "gru": 3, "rnn": 1}[spec.kind]
     hidden, layers, bidir, bias = spec["hidden"], spec["layers"], spec["bidir"], spec["bias"]
@@ -278,7 +292,8 @@ def _rnn(spec: LayerSpec, shape: Shape) -> Step:
     if len(shape) == 3:
         a, b, f = shape
         layout = (f"[batch {a}, seq {b}, features {f}] (batch_first=true)" if spec["batch_first"] else
-                  f"[seq {a}, batch {b}, features {f}] (batch_first=false, as nn.{spec.kind.upper()} reads it)")
+                  f"[seq {a}, batch {b}, features {f}] (batch_first=false, as nn.{spec.kind.upper()} reads "
+                  "it)")
         step.say(Topic.shape, f"input {_dims(shape)} is {layout} -> {_dims(step.output)}")
     inp = shape[-1]
     for layer in range(layers):
@@ -289,8 +304,10 @@ def _rnn(spec: LayerSpec, shape: Shape) -> Step:
         step.say(Topic.params, f"layer {layer + 1}: ({gates}*{hidden}*({inp}+{hidden}){bias_txt})"
                  + (f" * {dirs} directions" if dirs > 1 else "") + f" = {per_dir * dirs:,}")
         inp = hidden * dirs
-    step.say(Topic.params, f"params: {step.params:,} ({gates} gate{'s' if gates > 1 else ''}, {spec.kind.upper()})")
-    step.say(Topic.macs, f"MACs: {step.macs:,} = sum over layers and directions of {gates}*{hidden}*(input+{hidden})"
+    step.say(Topic.params,
+             f"params: {step.params:,} ({gates} gate{'s' if gates > 1 else ''}, {spec.kind.upper()})")
+    step.say(Topic.macs,
+             f"MACs: {step.macs:,} = sum over layers and directions of {gates}*{hidden}*(input+{hidden})"
              f" * {steps} step{'s' if steps > 1 else ''}")
     return step
 
@@ -309,13 +326,14 @@ def _adaptive(spec: LayerSpec, shape: Shape, index: int) -> Step:
     if tuple(outs) == tuple(sizes):
         return step
     if all(h % o == 0 for h, o in zip(sizes, outs)):
-        # Each output cell averages an (H/oh)x(W/ow) block: exactly a pool with k = s = H/oh (aten adaptive pool).
+        # Each output cell averages an (H/oh)x(W/ow) block: exactly a pool with k = s = H/oh (aten adaptive
+        # pool).
         step.window = tuple((h // o, h // o, 0) for h, o in zip(sizes, outs))
         step.rf_global = all(o == 1 for o in outs)
     else:
         step.rf_global = True
-        step.notes.append(f"adaptive windows on {'x'.join(map(str, sizes))} -> {'x'.join(map(str, outs))} overlap "
-                          "unevenly")
+        step.notes.append(f"adaptive windows on {'x'.join(map(str, sizes))} -> {'x'.join(map(str, outs))} "
+                          "overlap unevenly")
     return step
 
 
@@ -327,8 +345,8 @@ def _fc(spec: LayerSpec, shape: Shape) -> Step:
     step.say(Topic.params, f"params: {out}*{feat}" + (f" + {out}" if spec["bias"] else "") + f" = {params:,}")
     step.say(Topic.macs, f"MACs: {f'{rows}*' if rows > 1 else ''}{out}*{feat} = {step.macs:,}")
     if len(shape) > 1:
-        step.notes.append(f"fc acts on the last axis ({feat}) of {_dims(shape)}, as nn.Linear does; put flatten "
-                          "before it to connect every input")
+        step.notes.append(f"fc acts on the last axis ({feat}) of {_dims(shape)}, as nn.Linear does; put "
+                          "flatten before it to connect every input")
     return step
 
 
@@ -354,7 +372,8 @@ _BN = {1: "BatchNorm1d", 2: "BatchNorm1d", 3: "BatchNorm2d", 4: "BatchNorm3d"}  
 def _bn(spec: LayerSpec, shape: Shape, index: int) -> Step:
     """nn.BatchNorm1d (C or CxL), 2d (CxHxW), 3d (CxDxHxW): 2*C parameters, running mean/var are buffers."""
     if len(shape) not in _BN:
-        raise GeometryError(f"{_label(spec, index)}: BatchNorm takes C, CxL, CxHxW or CxDxHxW, got {_dims(shape)}")
+        raise GeometryError(f"{_label(spec, index)}: BatchNorm takes C, CxL, CxHxW or CxDxHxW, got "
+                            f"{_dims(shape)}")
     step = Step(output=shape, params=2 * shape[0])
     step.say(Topic.params, f"params: 2*{shape[0]} = {2 * shape[0]} (weight and bias; running mean/var are "
                            "buffers)")
@@ -379,17 +398,21 @@ def _norm(spec: LayerSpec, shape: Shape, index: int) -> Step:
         if c % g:
             raise GeometryError(f"{label}: {g} groups do not divide the {c} channel{'s' if c != 1 else ''} "
                                 "(GroupNorm needs C % G == 0)")
-        if c // g * math.prod(shape[1:]) == 1:  # F.group_norm refuses a group of one value (its variance is 0)
-            raise GeometryError(f"{label}: each of the {g} groups holds one value of {_dims(shape)}; GroupNorm "
-                                "needs more to normalise")
+        # F.group_norm refuses a group of one value (its variance is 0)
+        if c // g * math.prod(shape[1:]) == 1:
+            raise GeometryError(f"{label}: each of the {g} groups holds one value of {_dims(shape)}; "
+                                "GroupNorm needs more to normalise")
         params = 2 * c if spec["affine"] else 0
         step = Step(output=shape, params=params)
-        step.say(Topic.params, f"params: {f'2*{c} = ' if params else ''}{params} (GroupNorm: {g} groups of {c // g} "
+        step.say(Topic.params,
+                 f"params: {f'2*{c} = ' if params else ''}{params} (GroupNorm: {g} groups of {c // g} "
                  "channels" + ("" if params else ", affine=false") + ")")
         return step
-    rank = _any_spatial(spec, shape, index)  # InstanceNorm{1,2,3}d: statistics per item and channel over space
+    # InstanceNorm{1,2,3}d: statistics per item and channel over space
+    rank = _any_spatial(spec, shape, index)
     if math.prod(shape[1:]) == 1:  # F.instance_norm refuses: one value has no variance to normalise by
-        raise GeometryError(f"{label}: InstanceNorm needs more than one position per channel, got {_dims(shape)}")
+        raise GeometryError(f"{label}: InstanceNorm needs more than one position per channel, got "
+                            f"{_dims(shape)}")
     params = 2 * c if spec["affine"] else 0
     step = Step(output=shape, params=params)
     step.say(Topic.params, f"params: {f'2*{c} = ' if params else ''}{params} (InstanceNorm{rank}d"
@@ -397,19 +420,23 @@ def _norm(spec: LayerSpec, shape: Shape, index: int) -> Step:
     return step
 
 
-# --- tokens: T tokens of D features (torchvision VisionTransformer; Vaswani et al. 2017; Dosovitskiy et al. 2021)
+# --- tokens: T tokens of D features (torchvision VisionTransformer; Vaswani et al. 2017; Dosovitskiy et al.
+# 2021)
 
 
 def _need_tokens(spec: LayerSpec, shape: Shape, index: int) -> tuple[int, int]:
     if len(shape) != 2:
-        raise GeometryError(f"{_label(spec, index)}: needs TxD tokens (T tokens of D features), got {_dims(shape)}"
-                            + (" (patch(dim, size) turns a CxHxW image into tokens)" if len(shape) == 3 else ""))
+        raise GeometryError(f"{_label(spec, index)}: needs TxD tokens (T tokens of D features), got "
+                            f"{_dims(shape)}"
+                            + (" (patch(dim, size) turns a CxHxW image into "
+                               "tokens)" if len(shape) == 3 else ""))
     return shape  # type: ignore[return-value]
 
 
 def _attention_numbers(t: int, d: int, bias: bool) -> tuple[int, int]:
     """nn.MultiheadAttention(D, heads) as self-attention: in_proj 3*D*D (+3D) and out_proj D*D (+D) weights;
-    MACs 4*T*D^2 for the projections, T^2*D for Q K^T and T^2*D for the weighted sum (heads change neither)."""
+    MACs 4*T*D^2 for the projections, T^2*D for Q K^T and T^2*D for the weighted sum (heads change
+    neither)."""
     return 4 * d * d + (4 * d if bias else 0), 4 * t * d * d + 2 * t * t * d
 
 
@@ -422,7 +449,8 @@ def _attn(spec: LayerSpec, shape: Shape, index: int, heads: int, bias: bool, par
     step = Step(output=shape, params=params, macs=macs, rf_global=True)
     step.say(Topic.params, f"{part}params: 4*{d}^2" + (f" + 4*{d}" if bias else "") + f" = {params:,}"
              f" (in_proj 3*{d}*{d}, out_proj {d}*{d}" + (", and their biases" if bias else "") + ")")
-    step.say(Topic.macs, f"{part}MACs: 4*{t}*{d}^2 + 2*{t}^2*{d} = {macs:,} (Q, K, V and out projections; Q K^T "
+    step.say(Topic.macs,
+             f"{part}MACs: 4*{t}*{d}^2 + 2*{t}^2*{d} = {macs:,} (Q, K, V and out projections; Q K^T "
              f"and the weighted sum, {heads} heads of {d // heads})")
     return step
 
@@ -433,7 +461,8 @@ def _mlp(spec: LayerSpec, shape: Shape, index: int, hidden: int, bias: bool, par
     params = 2 * d * hidden + ((hidden + d) if bias else 0)
     macs = 2 * t * d * hidden
     step = Step(output=shape, params=params, macs=macs)
-    step.say(Topic.params, f"{part}params: {d}*{hidden}" + (f" + {hidden}" if bias else "") + f" + {hidden}*{d}"
+    step.say(Topic.params,
+             f"{part}params: {d}*{hidden}" + (f" + {hidden}" if bias else "") + f" + {hidden}*{d}"
              + (f" + {d}" if bias else "") + f" = {params:,}")
     step.say(Topic.macs, f"{part}MACs: 2*{t}*{d}*{hidden} = {macs:,}")
     return step
@@ -444,7 +473,8 @@ def _encoder(spec: LayerSpec, shape: Shape, index: int) -> Step:
     d = _need_tokens(spec, shape, index)[1]
     attn = _attn(spec, shape, index, spec["heads"], True, "attention ")
     mlp = _mlp(spec, shape, index, spec["mlp"], True, "mlp ")
-    step = Step(output=shape, params=4 * d + attn.params + mlp.params, macs=attn.macs + mlp.macs, rf_global=True,
+    step = Step(output=shape, params=4 * d + attn.params + mlp.params, macs=attn.macs + mlp.macs,
+                rf_global=True,
                 explain=attn.explain + mlp.explain)
     step.say(Topic.params, f"params: 2*{d} + {attn.params:,} + 2*{d} + {mlp.params:,} = {step.params:,} "
              "(ln, attention, ln, mlp)")
@@ -453,12 +483,15 @@ def _encoder(spec: LayerSpec, shape: Shape, index: int) -> Step:
 
 
 def _patch(spec: LayerSpec, shape: Shape, index: int) -> Step:
-    """A Conv2d(C, dim, size, stride=size) whose HxW map becomes H*W tokens of dim features (ViT's conv_proj)."""
+    """A Conv2d(C, dim, size, stride=size) whose HxW map becomes H*W tokens of dim features (ViT's
+    conv_proj)."""
     size = spec["size"]
-    conv = _conv(spec, shape, index, out_ch=spec["dim"], k=size, s=size, p=(0, 0), d=(1, 1), g=1, bias=spec["bias"])
+    conv = _conv(spec, shape, index, out_ch=spec["dim"], k=size, s=size, p=(0, 0), d=(1, 1), g=1,
+                 bias=spec["bias"])
     dim, *grid = conv.output
     tokens = math.prod(grid)
-    step = Step(output=(tokens, dim), params=conv.params, macs=conv.macs, explain=conv.explain, notes=conv.notes)
+    step = Step(output=(tokens, dim), params=conv.params, macs=conv.macs, explain=conv.explain,
+                notes=conv.notes)
     step.say(Topic.shape, f"tokens: {_times(tuple(grid))} = {tokens} tokens of {dim} features")
     return step
 
@@ -483,7 +516,8 @@ def _tokens(spec: LayerSpec, shape: Shape, index: int) -> Step:
         return step
     i = spec["i"]  # token(i): x[:, i], one token's features
     if not -t <= i < t:
-        raise GeometryError(f"{_label(spec, index)}: token {i} of {t} tokens (give 0 to {t - 1}, or -1 for the last)")
+        raise GeometryError(f"{_label(spec, index)}: token {i} of {t} tokens (give 0 to {t - 1}, or -1 for "
+                            "the last)")
     step = Step(output=(d,))
     step.say(Topic.shape, f"token {i} of {t}: {d} features")
     return step
@@ -492,12 +526,14 @@ def _tokens(spec: LayerSpec, shape: Shape, index: int) -> Step:
 def apply(spec: LayerSpec, shape: Shape, index: int) -> Step:
     """The effect of one layer on an input of `shape` (no batch dimension)."""
     kind, rank = spec.kind, _rank_of(spec)
-    base = kind[:-2] if kind in RANK and kind[-2:] in ("1d", "3d") else kind  # conv1d works as conv on one axis
+    # conv1d works as conv on one axis
+    base = kind[:-2] if kind in RANK and kind[-2:] in ("1d", "3d") else kind
     if base in ("conv", "pwconv", "dwconv"):
         c = _need_spatial(spec, shape, index, rank)[0]
         one, zero = (1,) * rank, (0,) * rank
         k, p, d = (one, zero, one) if base == "pwconv" else (spec["k"], spec["p"], spec["d"])
-        out, g = (c * spec["m"], c) if base == "dwconv" else (spec["out"], spec["g"])  # depthwise: groups = in
+        # depthwise: groups = in
+        out, g = (c * spec["m"], c) if base == "dwconv" else (spec["out"], spec["g"])
         return _conv(spec, shape, index, out_ch=out, k=k, s=spec["s"], p=p, d=d, g=g, bias=spec["bias"])
     if base == "dwsep":
         c = _need_spatial(spec, shape, index, rank)[0]
@@ -507,7 +543,8 @@ def apply(spec: LayerSpec, shape: Shape, index: int) -> Step:
         pw = _conv(spec, dw.output, index, out_ch=spec["out"], k=one, s=one, p=(0,) * rank, d=one, g=1,
                    bias=spec["bias"], part="pointwise ")
         step = Step(output=pw.output, params=dw.params + pw.params, macs=dw.macs + pw.macs, window=dw.window,
-                    explain=dw.explain + [f for f in pw.explain if f.topic is not Topic.shape], notes=dw.notes)
+                    explain=dw.explain + [f for f in pw.explain if f.topic is not Topic.shape],
+                    notes=dw.notes)
         step.say(Topic.params, f"params: {dw.params:,} + {pw.params:,} = {step.params:,}")
         step.say(Topic.macs, f"MACs: {dw.macs:,} + {pw.macs:,} = {step.macs:,}")
         return step
@@ -515,10 +552,12 @@ def apply(spec: LayerSpec, shape: Shape, index: int) -> Step:
         return _tconv(spec, shape, index)
     if base in ("maxpool", "avgpool"):
         c, *sizes = _need_spatial(spec, shape, index, rank)
-        if kind == "avgpool3d":  # aten's pool3d_shape_check: AvgPool3d wants the window inside the unpadded input
+        # aten's pool3d_shape_check: AvgPool3d wants the window inside the unpadded input
+        if kind == "avgpool3d":
             for axis, size, k in zip(AXES_OF[3], sizes, spec["k"]):
                 if size < k:
-                    raise GeometryError(f"{_label(spec, index)}: input {axis}={size} is smaller than the {k}-wide "
+                    raise GeometryError(f"{_label(spec, index)}: input {axis}={size} is smaller than the "
+                                        f"{k}-wide "
                                         "window (AvgPool3d checks the input before padding)")
         return _sliding(spec, shape, index, out_ch=c, k=spec["k"], s=spec["s"] or spec["k"], p=spec["p"],
                         d=spec.get("d", (1,) * rank), ceil=spec["ceil"], pooling=True)
@@ -558,13 +597,15 @@ def grow_field(fld: Window, window: Window) -> Window:
 
 
 def to_field(fld: Window) -> Field:
-    return Field(size=tuple(a[0] for a in fld), stride=tuple(a[1] for a in fld), padding=tuple(a[2] for a in fld))
+    return Field(size=tuple(a[0] for a in fld), stride=tuple(a[1] for a in fld),
+                 padding=tuple(a[2] for a in fld))
 
 
 def explain_field(old: Window, window: Window) -> Formula:
     """The first axis in full; the others only where they differ from it (W of a 2-D chain, as before)."""
     (r, S, P), (k, s, p) = old[0], window[0]
-    line = f"rf: r = {r} + ({k}-1)*{S} = {r + (k - 1) * S}, S = {S}*{s} = {S * s}, P = {P} + {p}*{S} = {P + p * S}"
+    line = (f"rf: r = {r} + ({k}-1)*{S} = {r + (k - 1) * S}, S = {S}*{s} = {S * s}, "
+            f"P = {P} + {p}*{S} = {P + p * S}")
     axes = AXES_OF.get(len(old), AXES_OF[2])
     others = [f"; {axes[ax]}: r = {r + (k - 1) * S}, S = {S * s}, P = {P + p * S}"
               for ax, ((r, S, P), (k, s, p)) in enumerate(zip(old, window))

@@ -14,7 +14,8 @@ Pair = tuple[int, ...]  # one number per spatial axis: (l,), (h, w) or (d, h, w)
 
 @dataclass(frozen=True)
 class Field:
-    """Receptive field of one layer's output, per spatial axis ((l,), (h, w) or (d, h, w)), relative to the input.
+    """Receptive field of one layer's output, per spatial axis ((l,), (h, w) or (d, h, w)), relative to the
+    input.
 
     Araujo, Norris & Sim, "Computing Receptive Fields of Convolutional Neural Networks", Distill 2019:
     size r, effective stride S and effective padding P, so that output position i sees input
@@ -60,7 +61,7 @@ class LayerReport:
 
     @property
     def flops(self) -> int:
-        return 2 * self.macs  # CONVENTIONS.md: FLOPs = 2 x MACs
+        return 2 * self.macs  # docs/conventions.md: FLOPs = 2 x MACs
 
 
 @dataclass(frozen=True)

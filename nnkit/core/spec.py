@@ -3,9 +3,9 @@
     nnkit shape 3x32x32 "conv(6,5) maxpool(2) conv(16,5) maxpool(2) flatten fc(120) fc(84) fc(10)"
 
 A chain is a list of layers separated by white space, ';', '->' or commas outside parentheses. A layer is a
-name, optionally followed by (positional, ..., key=value, ...). Names and keys are case-insensitive. This module
-only parses and validates the arguments of each layer on its own; whether a layer fits its input is decided in
-nnkit.core.layers.
+name, optionally followed by (positional, ..., key=value, ...). Names and keys are case-insensitive. This
+module only parses and validates the arguments of each layer on its own; whether a layer fits its input is
+decided in nnkit.core.layers.
 """
 
 from __future__ import annotations
@@ -31,8 +31,9 @@ def looks_like_shape(text: str) -> bool:
 def parse_shape(text: str) -> tuple[int | None, tuple[int, ...]]:
     """'3x32x32' -> (None, (3, 32, 32)); '32x32' -> (None, (1, 32, 32)); '8x3x32x32' -> (8, (3, 32, 32)).
 
-    One number is a feature size (for fc and recurrent layers): '128' -> (None, (128,)). This is how a 2-D chain
-    (or one without spatial layers) reads its input; read_input reads it for the chain's own dimensionality.
+    One number is a feature size (for fc and recurrent layers): '128' -> (None, (128,)). This is how a 2-D
+    chain (or one without spatial layers) reads its input; read_input reads it for the chain's own
+    dimensionality.
     """
     return read_input(text, 2)
 
@@ -44,8 +45,10 @@ Form = int | str  # 1, 2, 3 (spatial axes after the channels) or TOKENS
 _FORMS: dict[Form, tuple[str, dict[int, Callable[[tuple[int, ...]], tuple[int | None, tuple[int, ...]]]]]] = {
     1: ("CxL, L (C = 1) or NxCxL", {1: lambda d: (None, (1, *d)), 2: lambda d: (None, d),
                                     3: lambda d: (d[0], d[1:])}),
-    2: ("CxHxW, HxW (C = 1), NxCxHxW or a feature size F", {1: lambda d: (None, d), 2: lambda d: (None, (1, *d)),
-                                                            3: lambda d: (None, d), 4: lambda d: (d[0], d[1:])}),
+    2: ("CxHxW, HxW (C = 1), NxCxHxW or a feature size F",
+        {1: lambda d: (None, d), 2: lambda d: (None, (1, *d)),
+                                                            3: lambda d: (None, d),
+                                                            4: lambda d: (d[0], d[1:])}),
     3: ("CxDxHxW, DxHxW (C = 1) or NxCxDxHxW", {3: lambda d: (None, (1, *d)), 4: lambda d: (None, d),
                                                5: lambda d: (d[0], d[1:])}),
     TOKENS: ("TxD (T tokens of D features) or NxTxD", {2: lambda d: (None, d), 3: lambda d: (d[0], d[1:])}),
@@ -78,7 +81,7 @@ def read_input(text: str, form: Form = 2, why: str = "") -> tuple[int | None, tu
     return rules[len(dims)](dims)
 
 
-# --- argument types ---------------------------------------------------------------------------------------------
+# --- argument types -----------------------------------------------------------------------------------------
 
 
 def _int(v: Value, key: str) -> int:
@@ -178,8 +181,10 @@ class Signature:
     types: dict[str, Callable[[Value, str], Any]]
 
 
-def _sig(positional: tuple[str, ...], required: int, **params: tuple[Any, Callable[[Value, str], Any]]) -> Signature:
-    return Signature(positional, required, {k: d for k, (d, _) in params.items()}, {k: t for k, (_, t) in params.items()})
+def _sig(positional: tuple[str, ...], required: int,
+         **params: tuple[Any, Callable[[Value, str], Any]]) -> Signature:
+    return Signature(positional, required, {k: d for k, (d, _) in params.items()},
+                     {k: t for k, (_, t) in params.items()})
 
 
 _RNN = _sig(("hidden", "layers"), 1, hidden=(None, _pos_int), layers=(1, _pos_int), bidir=(False, _bool),
@@ -206,7 +211,8 @@ def _windowed(n: int) -> dict[str, Signature]:
     return {name + suffix: sig for name, sig in sigs.items()}
 
 
-# The layers, their arguments (positional order first), defaults and types: the contract of the layer language.
+# The layers, their arguments (positional order first), defaults and types: the contract of the layer
+# language.
 SIGNATURES: dict[str, Signature] = {
     **_windowed(2),
     "gap": _sig((), 0),
@@ -221,7 +227,8 @@ SIGNATURES: dict[str, Signature] = {
     "rnn": _RNN,
     **_windowed(1),
     **_windowed(3),
-    # Normalisations beside bn (nn.LayerNorm over the last axis, nn.GroupNorm, nn.InstanceNorm1d/2d/3d by rank).
+    # Normalisations beside bn (nn.LayerNorm over the last axis, nn.GroupNorm, nn.InstanceNorm1d/2d/3d by
+    # rank).
     "ln": _sig((), 0, affine=(True, _bool), bias=(True, _bool)),
     "gn": _sig(("g",), 1, g=(None, _pos_int), affine=(True, _bool)),
     "in": _sig((), 0, affine=(False, _bool)),
@@ -282,7 +289,7 @@ class LayerSpec:
         return dict(self.args).get(key, default)
 
 
-# --- tokenizing -------------------------------------------------------------------------------------------------
+# --- tokenizing ---------------------------------------------------------------------------------------------
 
 
 def _flat(buf: list[str]) -> str:
@@ -369,7 +376,8 @@ def split_chain(text: str | list[str] | tuple[str, ...]) -> list[str]:
                             f"{_cut(m.group(2))}")
         inner = split_chain(body[1:-1]) if body.startswith("[") and body.endswith("]") else [body]
         if len(expanded) + len(inner) * times > MAX_LAYERS:
-            raise SpecError(f"layer {len(expanded) + 1} '{tok}': the chain would have more than {MAX_LAYERS:,} "
+            raise SpecError(f"layer {len(expanded) + 1} '{tok}': the chain would have more than "
+                            f"{MAX_LAYERS:,} "
                             "layers")
         expanded += inner * times
     return expanded
@@ -420,7 +428,8 @@ def parse_layer(token: str, index: int | None = None) -> LayerSpec:
         import difflib
 
         close = difflib.get_close_matches(name, list(SIGNATURES) + list(ALIASES), n=3, cutoff=0.6)
-        hint = f"; did you mean {', '.join(close)}?" if close else f"; known layers: {', '.join(sorted(SIGNATURES))}"
+        hint = f"; did you mean {', '.join(close)}?" if close \
+            else f"; known layers: {', '.join(sorted(SIGNATURES))}"
         raise SpecError(f"{where}'{token}': unknown layer '{name}'{hint}")
     given: dict[str, Value] = {}
     if argtext is not None and argtext.strip():
@@ -472,7 +481,8 @@ _EXAMPLES = {
     "dwsep": "dwsep(64,3,p=1)", "tconv": "tconv(16,2,s=2)", "maxpool": "maxpool(2)", "avgpool": "avgpool(2)",
     "adaptivepool": "adaptivepool(7x7)", "fc": "fc(10)", "upsample": "upsample(2)", "lstm": "lstm(256,2)",
     "gru": "gru(256)", "rnn": "rnn(256)", "conv1d": "conv1d(32,3,p=1)", "conv3d": "conv3d(64,3x7x7,s=1x2x2)",
-    "gn": "gn(8)", "patch": "patch(768,16)", "attn": "attn(12)", "mlp": "mlp(3072)", "encoder": "encoder(12,3072)",
+    "gn": "gn(8)", "patch": "patch(768,16)", "attn": "attn(12)", "mlp": "mlp(3072)",
+    "encoder": "encoder(12,3072)",
 }
 
 

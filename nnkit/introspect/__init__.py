@@ -7,7 +7,7 @@
 
 Models are built on the meta device (no weights allocated, no arithmetic done) and traced once: every module
 call recorded, and a dispatch mode that counts MACs with torch.utils.flop_counter's formulas (conv, mm, addmm,
-bmm, attention: MACs as CONVENTIONS.md counts them) and follows receptive fields operator by operator
+bmm, attention: MACs as docs/conventions.md counts them) and follows receptive fields operator by operator
 (nnkit.introspect.rf).
 """
 
@@ -23,7 +23,8 @@ from nnkit.errors import UnknownNameError, UsageError
 BACKENDS = ("nnkit", "fvcore", "torchinfo")
 
 
-def analyze(target: str, *, input: str | None = None, depth: int | None = None, num_classes: int | None = None,
+def analyze(target: str, *, input: str | None = None, depth: int | None = None,
+            num_classes: int | None = None,
             in_channels: int | None = None, width: float | None = None, backend: str = "nnkit",
             at: str | None = None, batch: int | None = None, fields: bool = True,
             explain: bool = True) -> Analysis:
@@ -36,7 +37,8 @@ def analyze(target: str, *, input: str | None = None, depth: int | None = None, 
     if depth is not None and depth < 0:
         raise UsageError(f"--depth must be 0 or more, got {depth}")
     t = resolve(target, input=input, num_classes=num_classes, in_channels=in_channels, width=width)
-    return _analyze_target(t, depth=depth, backend=backend, at=at, batch=batch, fields=fields, explain=explain)
+    return _analyze_target(t, depth=depth, backend=backend, at=at, batch=batch, fields=fields,
+                           explain=explain)
 
 
 def analyze_module(model: Any, input: str, *, depth: int | None = None, backend: str = "nnkit",
@@ -63,7 +65,8 @@ def _analyze_target(t: Any, *, depth: int | None, backend: str, at: str | None, 
 
 
 def meta_copy(model: Any) -> Any:
-    """The model itself when it already lives on the meta device; else a meta copy (the user's stays as is)."""
+    """The model itself when it already lives on the meta device; else a meta copy (the user's stays as
+    is)."""
     return _on_meta(model)[0]
 
 
@@ -92,7 +95,8 @@ def _field(state: Any) -> tuple[Field | None, bool]:
     return to_field(state[0]), False
 
 
-def smallest_input(rebuild: Any, shape: tuple[int, ...], start: int = 1, limit: int = 4096) -> tuple[int, int] | None:
+def smallest_input(rebuild: Any, shape: tuple[int, ...], start: int = 1,
+                   limit: int = 4096) -> tuple[int, int] | None:
     """The smallest square H = W (from `start` up) on which the model runs: doubling, then bisection."""
     from nnkit.introspect import trace
 
@@ -116,8 +120,8 @@ def smallest_input(rebuild: Any, shape: tuple[int, ...], start: int = 1, limit: 
 
 @contextlib.contextmanager
 def training_flags(model: Any, named: list[tuple[str, Any]], mode: bool) -> Iterator[None]:
-    """model.train(mode) for the duration, then every module's own training flag back as it was (a model training
-    with frozen BatchNorm layers keeps them frozen; model.train(was) would not)."""
+    """model.train(mode) for the duration, then every module's own training flag back as it was (a model
+    training with frozen BatchNorm layers keeps them frozen; model.train(was) would not)."""
     from torch import nn
 
     modules = [m for _, m in named]
@@ -143,7 +147,8 @@ def analyze_model(model: Any, shape: tuple[int, ...], *, source: str, depth: int
     from nnkit.introspect import trace
 
     model, named = _on_meta(model)
-    with training_flags(model, named, False):  # torchvision's numbers are for inference; train mode adds aux heads
+    # torchvision's numbers are for inference; train mode adds aux heads
+    with training_flags(model, named, False):
         try:
             tr = trace.run(model, shape, source, fields=fields, named=named)
         except trace._Failure as failure:
@@ -195,15 +200,18 @@ def _report(named: list[tuple[str, Any]], tr: Any, shape: tuple[int, ...], *, so
         whole = leaf or folded
         if not whole and self_macs:  # computes with its children's weights itself (Swin V2's qkv and proj)
             called = {tr.calls[i].path for i in c.children}
-            own += [p for path, child in module.named_children() if f"{c.path}.{path}".lstrip(".") not in called
+            own += [p for path,
+                    child in module.named_children() if f"{c.path}.{path}".lstrip(".") not in called
                     for p in child.parameters()]
-        # A leaf of the computation may still own submodules (nn.MultiheadAttention's out_proj): all of them count.
+        # A leaf of the computation may still own submodules (nn.MultiheadAttention's out_proj): all of them
+        # count.
         params, trainable = count(module.parameters() if whole and module._modules else own)  # noqa: SLF001
         key = id(c.rf)  # rows of BatchNorm and activations share their conv's state: one Field for all
         if key not in fields_of:
             fields_of[key] = _field(c.rf)
         rf, covers = fields_of[key]
-        formulas = _explain(module, c, params, c.macs if whole else self_macs, rf) if whole and explain else ()
+        formulas = _explain(module, c, params, c.macs if whole else self_macs,
+                            rf) if whole and explain else ()
         row_notes: tuple[str, ...] = ()
         if not whole:
             names = [name for name, _ in module.named_parameters(recurse=False)]
@@ -218,22 +226,25 @@ def _report(named: list[tuple[str, Any]], tr: Any, shape: tuple[int, ...], *, so
     trainable_total = sum(n for n, grad in sizes.values() if grad)
     unused = total - sum(r.params for r in rows)
     if unused:
-        notes.append(f"{unused:,} parameters sit in modules the forward pass never calls (counted in the total)")
+        notes.append(f"{unused:,} parameters sit in modules the forward pass never calls (counted in the "
+                     "total)")
     if tr.misaligned:
         first = tr.misaligned[0]
-        notes.append(f"{len(tr.misaligned)} merge(s) join paths whose receptive fields are misaligned (first at "
-                     f"{first}); the union of the fields is shown (Araujo et al. 2019)")
+        notes.append(f"{len(tr.misaligned)} merge(s) join paths whose receptive fields are misaligned (first "
+                     f"at {first}); the union of the fields is shown (Araujo et al. 2019)")
     if tr.upsampled:
         notes.append(f"receptive fields stop at the first upsampling or interpolating layer "
-                     f"({tr.upsampled[0] or 'the model'}): Araujo et al. (2019) define them for downsampling networks")
+                     f"({tr.upsampled[0] or 'the model'}): Araujo et al. (2019) define them for downsampling "
+                     "networks")
     regrouped = getattr(tr.rf, "where", None)  # the output's whole-input state began at a regrouping view
     if regrouped is not None:
         notes.append(f"receptive fields from {regrouped or 'the model'} on are shown as the whole input: "
-                     "positions are regrouped there (tokens, attention windows); an upper bound where attention "
-                     "sees only a window, as in Swin")
+                     "positions are regrouped there (tokens, attention windows); an upper bound where "
+                     "attention sees only a window, as in Swin")
     if tr.elsewhere:
-        notes.append(f"{tr.elsewhere} call(s) of the model's modules ran in other threads (a thread pool in its "
-                     "forward): the analysis sees its own thread only, so their rows and MACs are missing")
+        notes.append(f"{tr.elsewhere} call(s) of the model's modules ran in other threads (a thread pool in "
+                     "its forward): the analysis sees its own thread only, so their rows and MACs are "
+                     "missing")
     if tr.gates:
         notes.append(f"{tr.gates} squeeze-excitation gate(s) multiply by a value computed from the whole "
                      "input; the receptive fields shown are those of the gated features, without the gates")
@@ -246,11 +257,12 @@ def _report(named: list[tuple[str, Any]], tr: Any, shape: tuple[int, ...], *, so
     return Analysis(source=source, input=shape, output=output, layers=tuple(rows), params=total,
                     trainable=trainable_total, macs=macs, batch=batch,
                     rf=with_field[-1].rf if with_field else out_rf,
-                    rf_at=with_field[-1].spec if with_field else None, rf_global=out_global, notes=tuple(notes))
+                    rf_at=with_field[-1].spec if with_field else None, rf_global=out_global,
+                    notes=tuple(notes))
 
 
 def _explain(module: Any, c: Any, params: int, macs: int, rf: Field | None) -> tuple[Formula, ...]:
-    """The formulas of CONVENTIONS.md with this module's numbers put in (one item)."""
+    """The formulas of docs/conventions.md with this module's numbers put in (one item)."""
     from torch import nn
 
     if not (macs or params or isinstance(module, (nn.MaxPool2d, nn.AvgPool2d))):
@@ -261,27 +273,35 @@ def _explain(module: Any, c: Any, params: int, macs: int, rf: Field | None) -> t
     if isinstance(module, nn.Conv2d) and len(out) == 3:
         o, i, g = module.out_channels, module.in_channels, module.groups
         kh, kw = module.kernel_size
-        s, p, d = ((v, v) if isinstance(v, int) else v for v in (module.stride, module.padding, module.dilation))
+        s, p, d = ((v, v) if isinstance(v, int) else v for v in (module.stride, module.padding,
+                                                                 module.dilation))
         if c.input and not isinstance(p, str):
             h = c.input[1]
-            lines.append(Formula(Topic.shape, f"H: ({h} + 2*{p[0]} - {d[0]}*({kh}-1) - 1)/{s[0]} + 1 = {out[1]}"))
+            lines.append(Formula(Topic.shape,
+                                 f"H: ({h} + 2*{p[0]} - {d[0]}*({kh}-1) - 1)/{s[0]} + 1 = {out[1]}"))
         lines.append(Formula(Topic.params, f"params: {o}*{kh}*{kw}*{i // g}" + (f" + {o}" if bias else "")
                              + f" = {params:,}"))
-        lines.append(Formula(Topic.macs, f"MACs: {o}*{out[1]}*{out[2]} outputs * {kh}*{kw}*{i // g} = {macs:,}"))
+        lines.append(Formula(Topic.macs,
+                             f"MACs: {o}*{out[1]}*{out[2]} outputs * {kh}*{kw}*{i // g} = {macs:,}"))
     elif isinstance(module, nn.Linear) and out:
         positions = 1
         for dim in out[:-1]:
             positions *= dim
         lines.append(Formula(Topic.params, f"params: {module.out_features}*{module.in_features}"
                              + (f" + {module.out_features}" if bias else "") + f" = {params:,}"))
-        lines.append(Formula(Topic.macs, f"MACs: {positions}*{module.out_features}*{module.in_features} = {macs:,}"))
-    elif isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.LayerNorm, nn.GroupNorm)) and params:
-        lines.append(Formula(Topic.params, f"params: weight + bias = {params:,} (running statistics are buffers)"))
+        lines.append(Formula(Topic.macs,
+                             f"MACs: {positions}*{module.out_features}*{module.in_features} = {macs:,}"))
+    elif isinstance(module,
+                    (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.LayerNorm, nn.GroupNorm)) and params:
+        lines.append(Formula(Topic.params,
+                             f"params: weight + bias = {params:,} (running statistics are buffers)"))
     elif macs:
-        lines.append(Formula(Topic.macs, f"MACs: {macs:,} (torch.utils.flop_counter: conv, matmul, attention inside "
+        lines.append(Formula(Topic.macs,
+                             f"MACs: {macs:,} (torch.utils.flop_counter: conv, matmul, attention inside "
                                          "this module)"))
     if rf is not None and isinstance(module, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)):
-        lines.append(Formula(Topic.rf, f"rf: r = {rf.size[0]}, S = {rf.stride[0]}, P = {rf.padding[0]} (Araujo et al. "
+        lines.append(Formula(Topic.rf,
+                             f"rf: r = {rf.size[0]}, S = {rf.stride[0]}, P = {rf.padding[0]} (Araujo et al. "
                                        "2019, followed through the traced graph)"))
     return tuple(lines)
 
@@ -295,7 +315,8 @@ def _truncate(rows: list[LayerReport], at: str, modules: dict[str, Any], tr: Any
     notes = [x for x in notes if "the forward pass never calls" not in x]  # totals here are the kept rows'
 
     rf, covers = _field(next((c.rf for c in reversed(tr.calls) if c.path == at), None))
-    return Analysis(source=f"{source} --at {at}", input=shape, output=kept[-1].output or (), layers=tuple(kept),
+    return Analysis(source=f"{source} --at {at}", input=shape, output=kept[-1].output or (),
+                    layers=tuple(kept),
                     params=sum(r.params for r in kept), trainable=sum(r.trainable for r in kept),
                     macs=sum(r.macs for r in kept), batch=batch, rf=rf, rf_at=at if rf else None,
                     rf_global=covers, notes=tuple(notes))

@@ -14,7 +14,8 @@ from nnkit.errors import MissingDependencyError
 
 
 def _cpu_copy(t: Any) -> Any:
-    """fvcore traces with torch.jit, which cannot run on meta tensors: allocate (uninitialised) CPU storage."""
+    """fvcore traces with torch.jit, which cannot run on meta tensors: allocate (uninitialised) CPU
+    storage."""
     import copy
 
     model = t.rebuild()
@@ -100,10 +101,11 @@ def analyze(backend: str, t: Any, *, depth: int | None, batch: int | None) -> An
                                     params=params.get(path, 0), trainable=params.get(path, 0),
                                     macs=by_module.get(path, 0) * n, depth=level))
         total = params.get("", 0)
-        return Analysis(source=f"{t.name} (fvcore)", input=t.input, output=(), layers=tuple(rows), params=total,
+        return Analysis(source=f"{t.name} (fvcore)", input=t.input, output=(), layers=tuple(rows),
+                        params=total,
                         trainable=total, macs=flops.total() * n, batch=batch,
-                        notes=("fvcore: one 'flop' is one multiply-add; it counts BatchNorm and some pooling, and "
-                               "skips operators it does not know",))
+                        notes=("fvcore: one 'flop' is one multiply-add; it counts BatchNorm and some "
+                               "pooling, and skips operators it does not know",))
     stats = torchinfo_stats(t)
     for info in stats.summary_list:
         if info.depth == 0:
@@ -114,15 +116,17 @@ def analyze(backend: str, t: Any, *, depth: int | None, batch: int | None) -> An
             continue
         out = tuple(info.output_size[1:]) if info.output_size else None
         inp = tuple(info.input_size[1:]) if info.input_size else None
-        rows.append(LayerReport(index=len(rows) + 1, spec=_path(info), kind=info.class_name, input=inp, output=out,
+        rows.append(LayerReport(index=len(rows) + 1, spec=_path(info), kind=info.class_name, input=inp,
+                                output=out,
                                 params=info.num_params, trainable=info.trainable_params, macs=info.macs * n,
                                 depth=info.depth))
-    return Analysis(source=f"{t.name} (torchinfo)", input=t.input, output=tuple(stats.summary_list[0].output_size
+    return Analysis(source=f"{t.name} (torchinfo)", input=t.input,
+                    output=tuple(stats.summary_list[0].output_size
                                                                                 [1:]) if stats.summary_list[0]
                     .output_size else (), layers=tuple(rows), params=stats.total_params,
                     trainable=stats.trainable_params, macs=stats.total_mult_adds * n, batch=batch,
-                    notes=("torchinfo: mult-adds of module parameters times output positions; it adds biases and "
-                           "BatchNorm, and misses matmuls written as functions (attention)",))
+                    notes=("torchinfo: mult-adds of module parameters times output positions; it adds biases "
+                           "and BatchNorm, and misses matmuls written as functions (attention)",))
 
 
 def _path(info: Any) -> str:
@@ -181,7 +185,8 @@ def crosscheck(t: Any, info: Any | None) -> Crosscheck:
                          "module)")
     except Exception as exc:  # noqa: BLE001 - one tool failing must not hide the others
         params["fvcore"] = macs["fvcore"] = None
-        diffs.append(f"fvcore failed: {type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''}")
+        diffs.append(f"fvcore failed: {type(exc).__name__}: "
+                     f"{str(exc).splitlines()[0][:120] if str(exc) else ''}")
     try:
         stats = torchinfo_stats(t)
         params["torchinfo"], macs["torchinfo"] = stats.total_params, stats.total_mult_adds
@@ -199,14 +204,16 @@ def crosscheck(t: Any, info: Any | None) -> Crosscheck:
                        "Conv2d": "conv bias at every output position"}.get(kind, "its own formula")
                 diffs.append(f"torchinfo counts {kind}: +{d:,} ({why})")
             elif d < 0:
-                why = ("it multiplies weights by output positions once per item, not per token" if kind == "Linear"
+                why = ("it multiplies weights by output positions once per item, not per "
+                       "token" if kind == "Linear"
                        else "matmuls inside the module's forward that no weight times output accounts for")
                 diffs.append(f"torchinfo undercounts {kind}: {d:,} ({why})")
         if params["torchinfo"] != ours.params:
             diffs.append(f"torchinfo params: {params['torchinfo'] - ours.params:+,}")
     except Exception as exc:  # noqa: BLE001
         params["torchinfo"] = macs["torchinfo"] = None
-        diffs.append(f"torchinfo failed: {type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''}")
+        diffs.append(f"torchinfo failed: {type(exc).__name__}: "
+                     f"{str(exc).splitlines()[0][:120] if str(exc) else ''}")
     published = info.published if info is not None else None
     if published and tuple(t.input) == tuple(info.input):
         params["torchvision"] = published[0]
@@ -216,7 +223,8 @@ def crosscheck(t: Any, info: Any | None) -> Crosscheck:
         if published[1] is not None and round(ours.macs / 1e9, 3) != published[1]:
             diffs.append(f"torchvision meta _ops {published[1]} GMACs vs nnkit {ours.macs / 1e9:.3f}")
         else:
-            diffs.append(f"torchvision's published {published[1]} GMACs (rounded to 0.001 G) and {published[0]:,} "
+            diffs.append(f"torchvision's published {published[1]} GMACs (rounded to 0.001 G) and "
+                         f"{published[0]:,} "
                          "params match nnkit")
     else:
         params["torchvision"] = macs["torchvision"] = None

@@ -3,7 +3,9 @@
 
 Each tensor carries, per spatial axis, (size r, effective stride S, effective padding P) and the (H, W) it
 tracks; after upsampling (interpolation, transposed convolution) it carries no field but still its (H, W), as
-Araujo et al. define fields for downsampling networks only (and chains in nnkit.core stop there too). The tracer (nnkit.introspect.trace) hands every aten operator to `Fields.op` with its inputs and output:
+Araujo et al. define fields for downsampling networks only (chains in nnkit.core carry them through upsampling;
+models do not yet). The tracer (nnkit.introspect.trace) hands every aten operator to `Fields.op` with its inputs
+and output:
 convolutions, pooling and padding grow the field (nnkit.core.layers.grow_field); operators whose output keeps
 the tracked (H, W) as two consecutive dimensions (activations, adds, concatenations, splits, channel shuffles,
 channels-last permutes) pass it on; anything else (flatten, global pooling, attention over tokens) makes the

@@ -1,4 +1,5 @@
-"""Turn a target (an architecture name, file.py:Name or package.module:name) into a model on the meta device."""
+"""Turn a target (an architecture name, file.py:Name or package.module:name) into a model on the meta
+device."""
 
 from __future__ import annotations
 
@@ -53,7 +54,8 @@ def _load_object(target: str) -> Any:
     except (Exception, SystemExit) as exc:  # noqa: BLE001 - any failure inside the user's module is one line;
         # sys.exit() at import time too, which would otherwise end nnkit silently with the module's exit code
         frames = [f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.startswith("<frozen")]
-        user = [f for f in frames if where.endswith(".py") and Path(f.filename).resolve() == Path(where).resolve()]
+        user = [f for f in frames
+                if where.endswith(".py") and Path(f.filename).resolve() == Path(where).resolve()]
         frame = (user or frames or [None])[-1]
         loc = f"{frame.filename}, line {frame.lineno}: " if frame else ""
         raise ModelError(f"{loc}{type(exc).__name__}: {exc} (importing {where})") from None
@@ -75,8 +77,9 @@ def parse_input(text: str | None, channels: int | None, rank: int | None = 3, na
     sequences CxL; None when the model has no convolution or pooling to tell): (batch or None, one item).
 
     The rule: --input is one item, without the batch (--batch N gives that). Two forms are kept from the 2-D
-    days: one size more than an item is the batch first (NxCxHxW), and an image's HxW takes the model's channels
-    (1 for a user model). A model of unknown rank takes its item as given, except four sizes (NxCxHxW, as before).
+    days: one size more than an item is the batch first (NxCxHxW), and an image's HxW takes the model's
+    channels (1 for a user model). A model of unknown rank takes its item as given, except four sizes
+    (NxCxHxW, as before).
     """
     if text is None:
         return None, None
@@ -140,11 +143,12 @@ def resolve(target: str, *, input: str | None, num_classes: int | None, in_chann
                              + ("" if in_channels else " (--in-channels changes that)"))
 
         def make() -> Any:
-            return on_meta(lambda: build(info.name, num_classes=num_classes, in_channels=in_channels, width=width))
+            return on_meta(lambda: build(info.name, num_classes=num_classes, in_channels=in_channels,
+                                         width=width))
 
         return Target(info.name, make(), shape, batch, info.min_input, make)
-    given = [o for o, v in (("--num-classes", num_classes), ("--in-channels", in_channels), ("--width", width))
-             if v is not None]
+    given = [o for o, v in (("--num-classes", num_classes), ("--in-channels", in_channels),
+                            ("--width", width)) if v is not None]
     if given:
         raise UsageError(f"{', '.join(given)} apply to named architectures; a user model is built as written")
     if input is None:
@@ -165,7 +169,8 @@ def resolve(target: str, *, input: str | None, num_classes: int | None, in_chann
             raise ModelError(f"model '{target}': calling {obj!r} exited (SystemExit {exc.code!r}) instead of "
                              f"returning a torch.nn.Module") from None
         except Exception as exc:  # noqa: BLE001
-            raise ModelError(f"model '{target}': calling {obj!r} failed: {type(exc).__name__}: {exc}") from None
+            raise ModelError(f"model '{target}': calling {obj!r} failed: {type(exc).__name__}: "
+                             f"{exc}") from None
         if not isinstance(model, nn.Module):
             raise ModelError(f"model '{target}': {type(obj).__name__} gave a {type(model).__name__}, "
                              "not a torch.nn.Module")
@@ -177,7 +182,8 @@ def resolve(target: str, *, input: str | None, num_classes: int | None, in_chann
 
 
 def module_target(model: Any, input: str | None) -> Target:
-    """A live nn.Module as a target (nnkit.analyze(model, input=...)): analysed on a meta copy, never changed."""
+    """A live nn.Module as a target (nnkit.analyze(model, input=...)): analysed on a meta copy, never
+    changed."""
     if input is None:
         raise UsageError(f"{type(model).__name__}: give its input, e.g. input='3x224x224'")
     batch, shape = parse_input(input, None, item_rank(model))

@@ -117,11 +117,12 @@ def view(a: Analysis, what: View, explain: bool = False) -> tuple[dict[str, Any]
                    padding=list(f.padding) if f else None, at=a.rf_at, covers_input=a.rf_global)
     if a.batch:
         doc["batch"] = a.batch
-    doc["notes"] = list(notes)  # what the whole analysis needs said (merges, gates, upsampling, unused params)
+    # what the whole analysis needs said (merges, gates, upsampling, unused params)
+    doc["notes"] = list(notes)
     doc["layers"] = [_layer_doc(a, layer, what, explain) for layer in a.layers]
 
-    # Model rows are module paths: their class (Conv2d, ...) is worth a column; a chain's layer says it itself.
-    # It comes last, so that chains and models put every other column at the same place for scripts.
+    # Model rows are module paths: their class (Conv2d, ...) is worth a column; a chain's layer says it
+    # itself. It comes last, so that chains and models put every other column at the same place for scripts.
     typed = not looks_like_shape(a.source.split(" ", 1)[0])
     columns = _columns(a, what)
     rows = []
@@ -146,8 +147,14 @@ def view(a: Analysis, what: View, explain: bool = False) -> tuple[dict[str, Any]
     total += [""] * (explain + typed)
     header = ["#", "layer", *(name for name, _, _ in columns)] + ["formula"] * explain + ["type"] * typed
     numeric = frozenset({"#", "params", "MACs", "rf size", "rf stride", "rf padding", "activations"})
+    # r/S/P: size, effective stride and padding, as --explain writes them (Araujo et al. 2019)
+    merge = (("rf", "rf r/S/P", ("rf size", "rf stride", "rf padding")),) if what == "summary" else ()
     return doc, Tabular(columns=tuple(header), rows=tuple(rows), title=a.source,
-                        footer=(tuple(total),) if what != "shape" else (), notes=tuple(notes), numeric=numeric)
+                        footer=(tuple(total),) if what != "shape" else (), notes=tuple(notes),
+                        numeric=numeric,
+                        key=2, merge=merge,
+                        # the formulas are what --explain asked for: the other columns make way for them
+                        drop=tuple(c for c in reversed(header[2:]) if c != "formula") if explain else None)
 
 
 def summary_line(a: Analysis, what: View) -> tuple[Any, ...]:
@@ -194,7 +201,8 @@ def dwsep_view(r: Any, explain: bool = False) -> tuple[dict[str, Any], Tabular]:
     notes = [f"separable / standard: params {r.ratio.params:.4f}, MACs {r.ratio.macs:.4f}; "
              f"theory 1/N + 1/K^2 = 1/{r.out} + 1/{r.kernel[0] * r.kernel[1]} = {r.theory:.4f}"]
     if not r.bias:
-        notes.append("biases not counted (Howard et al. 2017: BatchNorm follows every conv); --bias counts them")
+        notes.append("biases not counted (Howard et al. 2017: BatchNorm follows every conv); --bias counts "
+                     "them")
     if explain:
         notes += list(r.explain)
     title = f"{'x'.join(map(str, r.input))} -> {'x'.join(map(str, r.output))}"
@@ -240,7 +248,8 @@ VIEWS: tuple[str, ...] = ("shape", "params", "flops", "rf", "summary")
 
 
 def layer_rows(a: Analysis) -> list[dict[str, Any]]:
-    """One flat dict per layer, for pandas.DataFrame(rows): shapes and per-axis fields as lists, no nesting."""
+    """One flat dict per layer, for pandas.DataFrame(rows): shapes and per-axis fields as lists, no
+    nesting."""
     rows = []
     for x in a.layers:
         f = x.rf
@@ -286,13 +295,14 @@ def _cost(c: Any) -> dict[str, Any]:
 
 
 def dwsep_network_view(r: Any, width: float | None = None) -> tuple[dict[str, Any], Tabular]:
-    """`nnkit dwsep ARCH`: mobilenet_v1 against the paper's Conv MobileNet (Howard et al. 2017, Tables 4, 6, 7), or
-    any network against its standard twin, pair by pair."""
+    """`nnkit dwsep ARCH`: mobilenet_v1 against the paper's Conv MobileNet (Howard et al. 2017, Tables 4, 6,
+    7), or any network against its standard twin, pair by pair."""
     if hasattr(r, "variants"):
         return _mobilenet_view(r)
     std, sep = r.standard, r.separable
     doc: dict[str, Any] = {
-        "name": r.source, "input": list(r.input), "width": width, "standard": _cost(std), "separable": _cost(sep),
+        "name": r.source, "input": list(r.input), "width": width, "standard": _cost(std),
+        "separable": _cost(sep),
         "ratio": vars(r.ratio), "theory": r.theory, "paper": None, "pairs_ratio": vars(r.pairs_ratio),
         "variants": [],
         "pairs": [{"depthwise": p.depthwise.path, "pointwise": p.pointwise.path,
@@ -301,20 +311,22 @@ def dwsep_network_view(r: Any, width: float | None = None) -> tuple[dict[str, An
                    "ratio": vars(p.separable.per(p.standard))} for p in r.pairs],
         "unpaired": list(r.unpaired)}
     rows = tuple((f"{p.depthwise.path} + {p.pointwise.path}", f"{p.depthwise.cin}->{p.pointwise.cout}",
-                  "x".join(map(str, p.depthwise.kernel)), p.standard.params, p.standard.macs, p.separable.params,
+                  "x".join(map(str, p.depthwise.kernel)), p.standard.params, p.standard.macs,
+                  p.separable.params,
                   p.separable.macs, f"{p.separable.per(p.standard).macs:.4f}") for p in r.pairs)
     footer = (("whole network", "", "", std.params, std.macs, sep.params, sep.macs, f"{r.ratio.macs:.4f}"),)
-    notes = [f"standard twin: each depthwise conv and the 1x1 conv that takes its output replaced by one standard "
-             f"conv with the depthwise kernel and stride ({len(r.pairs)} pairs); BatchNorm, activations and the "
-             "rest kept (Howard et al. 2017, Table 4, generalised)",
-             f"separable / standard, whole network: params {r.ratio.params:.4f}, MACs {r.ratio.macs:.4f}; the pairs "
-             f"alone: MACs {r.pairs_ratio.macs:.4f}, theory sum(1/N + 1/K^2) weighted by each pair's standard MACs "
-             f"= {r.theory:.4f}"]
+    notes = ["standard twin: each depthwise conv and the 1x1 conv that takes its output replaced by one "
+             f"standard conv with the depthwise kernel and stride ({len(r.pairs)} pairs); BatchNorm, "
+             "activations and the rest kept (Howard et al. 2017, Table 4, generalised)",
+             f"separable / standard, whole network: params {r.ratio.params:.4f}, MACs {r.ratio.macs:.4f}; "
+             f"the pairs alone: MACs {r.pairs_ratio.macs:.4f}, theory sum(1/N + 1/K^2) weighted by each "
+             f"pair's standard MACs = {r.theory:.4f}"]
     if r.unpaired:
-        notes.append(f"{len(r.unpaired)} depthwise conv(s) no 1x1 conv takes directly, kept as they are (first: "
-                     f"{r.unpaired[0]})")
+        notes.append(f"{len(r.unpaired)} depthwise conv(s) no 1x1 conv takes directly, kept as they are "
+                     f"(first: {r.unpaired[0]})")
     return doc, Tabular(columns=("pair", "channels", "kernel", "standard params", "standard MACs",
-                                 "separable params", "separable MACs", "MACs ratio"), rows=rows, footer=footer,
+                                 "separable params", "separable MACs", "MACs ratio"), rows=rows,
+                        footer=footer,
                         title=f"{r.source} on {'x'.join(map(str, r.input))}: as built vs its standard twin",
                         notes=tuple(notes), numeric=frozenset({"standard params", "standard MACs",
                                                                "separable params", "separable MACs"}))
@@ -324,26 +336,29 @@ def _mobilenet_view(r: Any) -> tuple[dict[str, Any], Tabular]:
     size = r.input[1]
     variants = [{"width": v.width, "input": list(v.input), **_cost(v.cost),
                  "paper": _cost(v.paper) if v.paper else None} for v in r.variants]
-    doc: dict[str, Any] = {"name": r.name, "input": list(r.input), "width": r.width, "standard": _cost(r.standard),
+    doc: dict[str, Any] = {"name": r.name, "input": list(r.input), "width": r.width,
+                           "standard": _cost(r.standard),
                            "separable": _cost(r.separable), "ratio": vars(r.ratio), "theory": r.theory,
                            "paper": {k: _cost(c) for k, c in r.paper.items()} if r.paper else None,
                            "variants": variants}
     rows = [("Conv MobileNet (standard)", r.standard.params, r.standard.macs, ""),
             ("MobileNet (separable)", r.separable.params, r.separable.macs, "")]
     rows += [(f"MobileNet {v['width']:g} @ {v['input'][1]}", v["params"], v["macs"],
-              f"paper {v['paper']['params'] / 1e6:.1f}M / {v['paper']['macs'] / 1e6:.0f}M" if v["paper"] else "")
+              f"paper {v['paper']['params'] / 1e6:.1f}M / "
+              f"{v['paper']['macs'] / 1e6:.0f}M" if v["paper"] else "")
              for v in variants]
     notes = (f"separable / standard: params {r.ratio.params:.4f}, MACs {r.ratio.macs:.4f}; theory "
              f"sum(1/N + 1/9) weighted by each layer's MACs = {r.theory:.4f} (Howard et al. 2017, 3.1)",
-             "Howard et al. 2017 Table 4: Conv MobileNet 29.3M params / 4866M mult-adds, MobileNet 4.2M / 569M")
+             "Howard et al. 2017 Table 4: Conv MobileNet 29.3M params / 4866M mult-adds, MobileNet 4.2M / "
+             "569M")
     return doc, Tabular(columns=("network", "params", "MACs", "published"), rows=tuple(rows),
                         title=f"mobilenet_v1 width {r.width:g} on 3x{size}x{size}", notes=notes,
                         numeric=frozenset({"params", "MACs"}))
 
 
 def _solve_axes(r: Any) -> tuple[dict[str, Any], Tabular]:
-    """The answers of one axis each, merged: the same keys as one axis, their values lists over the axes (explain
-    lines are prefixed by their axis); the table has one block of rows per axis."""
+    """The answers of one axis each, merged: the same keys as one axis, their values lists over the axes
+    (explain lines are prefixed by their axis); the table has one block of rows per axis."""
     views = [solve_view(a) for a in r.answers]
     doc: dict[str, Any] = {"axes": list(r.axes)}
     for key in views[0][0]:

@@ -1,7 +1,9 @@
-"""Checkpoints and run-directory files: written atomically (temp file + os.replace), read with weights_only=True.
+"""Checkpoints and run-directory files: written atomically (temp file + os.replace), read with
+weights_only=True.
 
-A checkpoint is a dict of tensors, numbers, strings and lists only, so `torch.load(weights_only=True)` reads it
-and a checkpoint from elsewhere can never run code. FORMAT marks ours; anything else is a foreign checkpoint.
+A checkpoint is a dict of tensors, numbers, strings and lists only, so `torch.load(weights_only=True)` reads
+it and a checkpoint from elsewhere can never run code. FORMAT marks ours; anything else is a foreign
+checkpoint.
 """
 
 from __future__ import annotations
@@ -59,8 +61,8 @@ def save(obj: dict[str, Any], path: Path) -> None:
 
 
 def _torch_load(p: Path, map_location: Any, what: str) -> Any:
-    """torch.load(weights_only=True), its failures as one sentence of ours (torch's own advice for pickled code
-    is to load the file unsafely, which nnkit never does)."""
+    """torch.load(weights_only=True), its failures as one sentence of ours (torch's own advice for pickled
+    code is to load the file unsafely, which nnkit never does)."""
     import pickle
     import zipfile
 

@@ -1,4 +1,5 @@
-"""Every setting of a training run, as one frozen dataclass that round-trips through JSON (the run's `config`).
+"""Every setting of a training run, as one frozen dataclass that round-trips through JSON (the run's
+`config`).
 
 Pure Python: the CLI builds a TrainConfig, validates it here, and only then imports torch.
 """
@@ -57,14 +58,15 @@ class Split(str, Enum):
 
 
 AUGMENTS = ("flip", "vflip", "rotate", "crop", "scale", "noise")
-# Without --augment, each data set gets its reference recipe: random crop with padding for digits (measured: test
-# accuracy of LeNet-5 from 96.7-97.5% to 97.8-98.3% over seeds 0-3), flips only where mirror images are the same
-# class (CIFAR, photos), none for synthetic timing data.
+# Without --augment, each data set gets its reference recipe: random crop with padding for digits (measured:
+# test accuracy of LeNet-5 from 96.7-97.5% to 97.8-98.3% over seeds 0-3), flips only where mirror images are
+# the same class (CIFAR, photos), none for synthetic timing data.
 DEFAULT_AUGMENT = {
     "digits": ("crop",), "mnist": ("crop",), "fashion-mnist": ("crop",), "cifar10": ("flip", "crop"),
     "cifar100": ("flip", "crop"), "imagefolder": ("flip", "crop"), "synthetic": (),
 }
-NEEDS_DATA_DIR = {Dataset.mnist, Dataset.fashion_mnist, Dataset.cifar10, Dataset.cifar100, Dataset.imagefolder}
+NEEDS_DATA_DIR = {Dataset.mnist, Dataset.fashion_mnist, Dataset.cifar10, Dataset.cifar100,
+                  Dataset.imagefolder}
 # Digits has a fixed 70/10/20 split and synthetic data its own random validation set: --val-split means
 # nothing there.
 HAS_FIXED_SPLIT = {Dataset.digits, Dataset.synthetic}
@@ -88,7 +90,8 @@ def parse_augment(text: str | None) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """The defaults train LeNet-5 on digits to >= 97% test accuracy in well under a minute on two slow cores."""
+    """The defaults train LeNet-5 on digits to >= 97% test accuracy in well under a minute on two slow
+    cores."""
 
     arch: str = "lenet5"
     dataset: Dataset = Dataset.digits
@@ -184,7 +187,8 @@ class TrainConfig:
         if self.workers is not None and self.workers < 0:
             raise UsageError(f"--workers must not be negative, got {self.workers}")
         if self.stream and self.dataset is not Dataset.imagefolder:
-            raise UsageError(f"--stream applies to --dataset imagefolder; {self.dataset.value} is held in memory")
+            raise UsageError(f"--stream applies to --dataset imagefolder; {self.dataset.value} is held in "
+                             "memory")
         if self.synthetic_size < 8:
             raise UsageError(f"--synthetic-size must be at least 8, got {self.synthetic_size}")
         return self

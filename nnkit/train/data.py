@@ -1,4 +1,5 @@
-"""Data sets as uint8 tensors in memory: read from their standard formats, split, resized, ready for the device.
+"""Data sets as uint8 tensors in memory: read from their standard formats, split, resized, ready for the
+device.
 
 Small data sets (digits, MNIST, Fashion-MNIST, CIFAR) are a few hundred MB at most as uint8, so they live as
 tensors on the training device and batches are index gathers there, with no DataLoader, no per-sample PIL
@@ -119,7 +120,8 @@ def read_cifar_batch(path: Path) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------- the data sets
 
 _MNIST_FOLDERS = {Dataset.mnist: "MNIST", Dataset.fashion_mnist: "FashionMNIST"}
-_FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+_FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
+                    "Bag",
                     "Ankle boot")
 
 
@@ -154,7 +156,8 @@ def _cifar(cfg: TrainConfig, root: Path) -> tuple[tuple[Any, Any], tuple[Any, An
             [f"data_batch_{i}" for i in range(1, 6)], "labels", "label_names"
         meta_file, test_files = "batches.meta", ["test_batch"]
     else:
-        base, train_files, key, meta_key = root / "cifar-100-python", ["train"], "fine_labels", "fine_label_names"
+        base, train_files, key, meta_key = root / "cifar-100-python", ["train"], "fine_labels", \
+            "fine_label_names"
         meta_file, test_files = "meta", ["test"]
     if not base.is_dir():
         raise DataError(f"{root}: no {base.name} folder (the CIFAR python version; --download fetches it)")
@@ -179,7 +182,8 @@ def _cifar(cfg: TrainConfig, root: Path) -> tuple[tuple[Any, Any], tuple[Any, An
                     for c in meta.get(meta_key, []))
     n = 10 if cfg.dataset is Dataset.cifar10 else 100
     if len(classes) != n:
-        raise DataError(f"{base / meta_file}: expected {n} class names under '{meta_key}', found {len(classes)}")
+        raise DataError(f"{base / meta_file}: expected {n} class names under '{meta_key}', found "
+                        f"{len(classes)}")
     return train, test, classes
 
 
@@ -423,7 +427,8 @@ def load_data(cfg: TrainConfig, min_input: tuple[int, int], default_input: tuple
         _download(cfg, root)
     if not root.is_dir():
         raise DataError(f"{root}: no such data directory" + ("" if cfg.dataset is Dataset.imagefolder
-                                                              else " (--download fetches the data set there)"))
+                                                              else " (--download fetches the data set "
+                                                                   "there)"))
     if cfg.dataset in _MNIST_FOLDERS:
         (x, y), (xte, yte), classes = _mnist(cfg, root)
         test = (xte, yte)
@@ -471,7 +476,8 @@ def _finish(cfg: TrainConfig, classes: tuple[str, ...], train: Split, val: Split
 
 
 def _download(cfg: TrainConfig, root: Path) -> None:
-    """Fetch through torchvision into `root`, in the layout the readers above expect (only with --download)."""
+    """Fetch through torchvision into `root`, in the layout the readers above expect (only with
+    --download)."""
     from torchvision import datasets
 
     cls = {Dataset.mnist: datasets.MNIST, Dataset.fashion_mnist: datasets.FashionMNIST,
@@ -481,6 +487,7 @@ def _download(cfg: TrainConfig, root: Path) -> None:
         for train in (True, False):
             cls(str(root), train=train, download=True)
     except Exception as exc:  # noqa: BLE001 - network and disk errors of every kind
-        raise DataError(f"{root}: downloading {cfg.dataset.value} failed ({type(exc).__name__}: {exc})") from exc
+        raise DataError(f"{root}: downloading {cfg.dataset.value} failed ({type(exc).__name__}: "
+                        f"{exc})") from exc
 
 

@@ -1,6 +1,7 @@
 """torchrun support: one process per device, gloo on CPU and nccl on CUDA, rank 0 writes every file.
 
-torchrun sets RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT; without them nnkit runs as one process.
+torchrun sets RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT; without them nnkit runs as one
+process.
 """
 
 from __future__ import annotations
@@ -52,7 +53,8 @@ def init(d: Dist, device: Any, timeout_s: float = 300.0) -> None:
                                    f"(torchrun --nproc_per_node={d.world} -m nnkit train ...)")
     backend = "nccl" if device.type == "cuda" else "gloo"
     try:
-        dist.init_process_group(backend, rank=d.rank, world_size=d.world, timeout=timedelta(seconds=timeout_s),
+        dist.init_process_group(backend, rank=d.rank, world_size=d.world,
+                                timeout=timedelta(seconds=timeout_s),
                                 **({"device_id": device} if device.type == "cuda" else {}))
     except Exception as exc:  # noqa: BLE001 - c10d raises RuntimeError, DistStoreError, TimeoutError
         raise DistributedError(f"rank {d.rank}: cannot join the process group at {os.environ['MASTER_ADDR']}:"
