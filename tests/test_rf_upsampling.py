@@ -200,3 +200,16 @@ def test_chains_without_upsampling_keep_their_integer_fields():
     assert (a.rf.size, a.rf.stride, a.rf.padding) == ((16, 16), (4, 4), (0, 0))
     assert all(type(x) is int for x in (*a.rf.stride, *a.rf.padding))
     assert not any("upsampling" in n for n in a.rf_notes)
+
+
+def test_cli_states_the_mode_the_rule_and_a_fractional_stride(nnkit):
+    doc = nnkit("rf", "3x32x32", "conv(8,3) upsample(2,mode=bilinear) conv(8,3)", "-e", "-f", "json").json()
+    assert (doc["size"], doc["stride"], doc["padding"]) == ([5, 5], ["1/2", "1/2"], [0, 0])
+    up = doc["layers"][1]
+    assert up["stride"] == ["1/2", "1/2"] and any(line.startswith("rf: bilinear x2: output j reads floor(x)")
+                                                  for line in up["explain"])
+    assert any("Dumoulin & Visin 2016" in n for n in doc["notes"])
+    shape = nnkit("shape", "3x32x32", "upsample(2)", "-e", "-f", "json").json()["layers"][0]["explain"]
+    assert any(line.startswith("mode nearest: output j copies input floor(j/scale)") for line in shape)
+    bad = nnkit("shape", "3x32x32", "upsample(2,mode=bicubic)")
+    assert bad.code == 2 and "mode must be nearest or bilinear, got bicubic" in bad.err
