@@ -16,7 +16,7 @@ from nnkit.core.spec import parse_chain, parse_layer
 from nnkit.errors import GeometryError
 
 torch = pytest.importorskip("torch")
-from tests import torch_oracle  # noqa: E402
+from tests import torch_oracle
 
 pytestmark = pytest.mark.torch
 
