@@ -96,7 +96,7 @@ def test_json_carries_the_analysis_notes(nnkit):
     doc = nnkit("rf", "mobilenet_v3_small", "-f", "json").json()
     assert any("squeeze-excitation gate(s)" in n for n in doc["notes"])
     chain = nnkit("rf", "3x32x32", "conv(8,3) upsample(2) conv(8,3)", "-f", "json").json()
-    assert any(n.startswith("receptive fields stop at the first upsampling layer") for n in chain["notes"])
+    assert any(n.startswith("through upsampling, output j's field is composed") for n in chain["notes"])
     assert nnkit("params", "3x32x32", "conv(8,3)", "-f", "json").json()["notes"] == []
 
 

@@ -98,7 +98,12 @@ def module(spec: LayerSpec, shape: tuple[int, ...]) -> nn.Module:
     if k == "softmax":
         return nn.Softmax(dim=1)
     if k == "upsample":
-        return nn.Upsample(scale_factor=spec["scale"])
+        mode = spec.get("mode", "nearest")
+        if mode == "nearest":
+            return nn.Upsample(scale_factor=spec["scale"])
+        # nnkit's bilinear is per axis at any rank: PyTorch names it linear (1-D) and trilinear (3-D)
+        return nn.Upsample(scale_factor=spec["scale"], mode={1: "linear", 2: "bilinear", 3: "trilinear"}[n],
+                           align_corners=False)
     if k in ("lstm", "gru", "rnn"):
         cls = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}[k]
         return _Rnn(cls(shape[-1], spec["hidden"], spec["layers"], bias=spec["bias"], batch_first=True,

@@ -7,12 +7,30 @@ import math
 from dataclasses import replace
 
 from nnkit.core import layers as L
-from nnkit.core.report import Analysis, LayerReport
 from nnkit.core.numbers import MAX_ELEMENTS, MAX_SIZE
+from nnkit.core.report import Analysis, Field, Formula, LayerReport, Topic
 from nnkit.core.spec import RANK, TOKEN_KINDS, TOKENS, Form, LayerSpec, parse_chain, parse_shape, read_input
 from nnkit.errors import GeometryError, SpecError
 
 BYTES_PER_ELEMENT = 4  # float32 activations
+# After upsampling a field is composed per output position, layer by layer: (positions per axis, summed) x layers
+# is the work. A 4096x4096 map through 100 layers is 819,200; beyond this bound (astronomical sizes that the
+# arithmetic still answers) the fields are left out with a note instead of running for minutes.
+FIELD_WORK = 1 << 20
+UPSAMPLING_RULE = (
+    "through upsampling, output j's field is composed layer by layer from which inputs each output reads: a "
+    "tconv is a conv on the zero-interleaved input (Dumoulin & Visin 2016), nearest copies input floor(j/scale), "
+    "bilinear (align_corners=false) mixes floor(x) and floor(x)+1 at x = (j+0.5)/scale - 0.5 (PyTorch "
+    "nn.Upsample); S is a fraction (1/scale per upsampling), r the largest over output positions, P = -(first "
+    "input of output 0)")
+
+
+def _explain_positions(reads: tuple[L.AxisMap, ...] | None, rf: Field, sizes: tuple[int, ...]) -> Formula:
+    """After upsampling the field is not one multiply-add per layer: say the layer's rule and the result."""
+    rule = f"{reads[0].describe()}; " if reads is not None else ""
+    shown = "x".join(map(str, sizes))
+    return Formula(Topic.rf, f"rf: {rule}over the {shown} outputs: r = {'x'.join(map(str, rf.size))} (largest), "
+                             f"S = {'x'.join(map(str, rf.stride))}, P = {'x'.join(map(str, rf.padding))}")
 
 
 def chain_form(specs: list[LayerSpec]) -> tuple[Form, str]:
@@ -52,7 +70,13 @@ def analyze_chain(input_text: str, chain: str | list[str] | tuple[str, ...] | li
     n = batch or 1
     rows: list[LayerReport] = []
     fld: L.Window = ((1, 1, 0),) * rank  # per axis: size r, stride S, padding P of the identity
-    fld_ok, covers = True, False
+    # Every layer's reads so far, for the position-wise rule once the chain upsamples (None until it does): the
+    # Araujo et al. arithmetic above stays exactly as it was for chains that never upsample.
+    maps: list[tuple[L.AxisMap, ...]] = []
+    upsampled, covers = False, False
+    last: Field | None = None
+    too_many: str | None = None  # the note when the fields stop being followed (FIELD_WORK)
+    rf_notes: tuple[str, ...] = ()
     current = shape
     for index, spec in enumerate(specs, start=1):
         step = L.apply(spec, current, index)
@@ -61,23 +85,43 @@ def analyze_chain(input_text: str, chain: str | list[str] | tuple[str, ...] | li
             raise GeometryError(f"layer {index} {spec.text}: output {'x'.join(map(str, step.output))[:60]} is "
                                 f"beyond any tensor (a size above {MAX_SIZE:,} or more than 2**63 elements)")
         explain = list(step.explain)
-        if step.rf_undefined:
-            fld_ok = False
-        elif step.window is not None and fld_ok and not covers and len(step.window) == rank:
-            explain.append(L.explain_field(fld, step.window))
-            fld = L.grow_field(fld, step.window)
+        notes = list(step.notes)
+        rf: Field | None = None
+        reads = step.resample or step.taps or (L.window_map(step.window) if step.window is not None else None)
+        if reads is not None and not covers and len(reads) == rank:
+            maps.append(reads)
+            if step.resample is not None:
+                upsampled = True
+            if not upsampled:
+                explain.append(L.explain_field(fld, step.window))  # type: ignore[arg-type]
+                fld = L.grow_field(fld, step.window)  # type: ignore[arg-type]
         covers = covers or step.rf_global
+        if not covers and len(step.output) == rank + 1:
+            if upsampled and too_many is None and sum(step.output[1:]) * len(maps) > FIELD_WORK:
+                too_many = (f"receptive fields from layer {index} {spec.text} on are not followed: its "
+                            f"{'x'.join(map(str, step.output[1:]))} outputs through {len(maps)} layers are more "
+                            f"than nnkit composes position by position ({FIELD_WORK:,} reads)")
+            if too_many is not None:
+                rf = None
+            elif upsampled and (reads is not None or last is None):
+                rf, differ = L.field_over_positions(maps, step.output[1:])
+                if reads is not None:
+                    explain.append(_explain_positions(reads, rf, step.output[1:]))
+                notes += differ
+            elif upsampled:
+                rf = last  # a pointwise layer reads its own position: the field of the layer before
+            else:
+                rf = L.to_field(fld)
+        last = rf
         rows.append(LayerReport(
             index=index, spec=spec.text, kind=spec.kind, input=current, output=step.output,
             params=step.params, trainable=step.params, macs=step.macs * n,
-            rf=L.to_field(fld) if fld_ok and not covers and len(step.output) == rank + 1 else None,
-            rf_global=covers, activation_bytes=math.prod(step.output) * BYTES_PER_ELEMENT,
-            explain=tuple(explain), notes=tuple(step.notes),
+            rf=rf, rf_global=covers, activation_bytes=math.prod(step.output) * BYTES_PER_ELEMENT,
+            explain=tuple(explain), notes=tuple(notes),
         ))
         current = step.output
-    rf_notes: tuple[str, ...] = () if fld_ok else (
-        "receptive fields stop at the first upsampling layer (tconv, upsample): Araujo et al. (2019) define "
-        "them for downsampling chains",)
+    if upsampled and not covers:
+        rf_notes += (UPSAMPLING_RULE,) + ((too_many,) if too_many else ())
     if form == TOKENS or any(s.kind == "patch" for s in specs):
         rf_notes += ("tokens (TxD) have no spatial receptive field: each patch token sees its own patch, and "
                      "after attention every output sees the whole input",)
@@ -85,6 +129,28 @@ def analyze_chain(input_text: str, chain: str | list[str] | tuple[str, ...] | li
                             output=current,
                             layers=tuple(rows), params=0, trainable=0, macs=0, batch=batch,
                             rf_notes=rf_notes))
+
+
+def position_fields(input_text: str, chain: str | list[str]) -> list[list[tuple[int, int] | None]]:
+    """Per spatial axis of the chain's output, each output position's first and last input position (None where it
+    reads no input): the intervals whose largest is the reported field. Chains that upsample need them, since their
+    positions differ; for the others every interval is [j*S - P, j*S - P + r - 1]."""
+    specs = parse_chain(chain)
+    form, why = chain_form(specs)
+    _, shape = read_input(input_text, form, why)
+    if not isinstance(form, int):
+        raise SpecError(f"input {input_text}: a token chain has no spatial receptive field")
+    maps: list[tuple[L.AxisMap, ...]] = []
+    current = shape
+    for index, spec in enumerate(specs, start=1):
+        step = L.apply(spec, current, index)
+        if step.rf_global:
+            raise SpecError(f"layer {index} {spec.text}: its output sees the whole input; no per-position field")
+        reads = step.resample or step.taps or (L.window_map(step.window) if step.window is not None else None)
+        if reads is not None:
+            maps.append(reads)
+        current = step.output
+    return [L.position_spans(maps, ax, n) for ax, n in enumerate(current[1:])]
 
 
 def _totals(a: Analysis) -> Analysis:

@@ -5,7 +5,7 @@ Every formula states its source and convention once (see ../shared/CONVENTIONS.m
   Dumoulin & Visin, "A guide to convolution arithmetic for deep learning" (2016);
 - MACs: multiply-accumulates of conv (grouped, depthwise, transposed), linear and recurrent gates; bias,
   BatchNorm, activations and pooling count zero (torchvision's GFLOPS column, MobileNet's Mult-Adds);
-- receptive fields: Araujo, Norris & Sim, Distill 2019.
+- receptive fields: Araujo, Norris & Sim, Distill 2019; through upsampling, nnkit's rule (see `AxisMap`).
 Shapes exclude the batch dimension; MACs are for one item (nnkit.core.chain multiplies by the batch).
 """
 
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from fractions import Fraction
 
 from nnkit.core.report import Field, Formula, Shape, Topic
 from nnkit.core.spec import POINTWISE, RANK, TOKEN_KINDS, LayerSpec
@@ -63,7 +64,9 @@ class Step:
     macs: int = 0
     window: Window | None = None  # receptive-field transform; None for pointwise layers
     rf_global: bool = False  # the output depends on the whole input
-    rf_undefined: bool = False  # upsampling: no integer receptive field (Araujo et al. cover downsampling)
+    # upsampling (tconv, upsample): per axis, which inputs each output reads
+    resample: tuple[AxisMap, ...] | None = None
+    taps: tuple[AxisMap, ...] | None = None  # the same for a sliding window, with its dilation (for the rule above)
     explain: list[Formula] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -211,7 +214,8 @@ def _sliding(spec: LayerSpec, shape: Shape, index: int, *, out_ch: int, k: tuple
         if note:
             notes.append(note)
     step = Step(output=(out_ch, *outs), notes=_merge_notes(notes),
-                window=tuple((d[ax] * (k[ax] - 1) + 1, s[ax], pl[ax]) for ax in range(rank)))
+                window=tuple((d[ax] * (k[ax] - 1) + 1, s[ax], pl[ax]) for ax in range(rank)),
+                taps=tuple(AxisMap("window", k[ax], s[ax], pl[ax], d[ax]) for ax in range(rank)))
     step.say(Topic.shape, *_axes(pre), *_axes(lines))
     return step
 
@@ -266,7 +270,8 @@ def _tconv(spec: LayerSpec, shape: Shape, index: int) -> Step:
     params = c * per_out * math.prod(k) + (out_ch if bias else 0)
     macs = c * math.prod(sizes) * per_out * math.prod(k)
     cout = f"{per_out}" if g == 1 else f"({out_ch}/{g})"
-    step = Step(output=(out_ch, *outs), params=params, macs=macs, rf_undefined=True)
+    step = Step(output=(out_ch, *outs), params=params, macs=macs,
+                resample=tuple(AxisMap("tconv", k[ax], s[ax], p[ax], d[ax], n=sizes[ax]) for ax in range(rank)))
     step.say(Topic.shape, *_axes(lines))
     step.say(Topic.params,
              f"params: {c}*{cout}*{_times(k)}" + (f" + {out_ch}" if bias else "") + f" = {params:,}")
@@ -357,10 +362,19 @@ def _upsample(spec: LayerSpec, shape: Shape, index: int) -> Step:
     dims = tuple(math.floor(x * scale) for x in shape[1:])
     if min(dims) < 1:
         raise GeometryError(f"{_label(spec, index)}: scale {scale} leaves an empty output")
-    step = Step(output=(shape[0], *dims), rf_undefined=True)
+    mode = spec.get("mode", "nearest")
+    step = Step(output=(shape[0], *dims), resample=tuple(AxisMap(mode, scale=_fraction(scale), n=x) for x in shape[1:]))
     step.say(Topic.shape, *_axes([f"{AXES_OF[rank][i]}: floor({x}*{scale:g}) = {o}"
                                   for i, (x, o) in enumerate(zip(shape[1:], dims))]))
+    step.say(Topic.shape, f"mode {mode}: " + (
+        "output j copies input floor(j/scale) (nn.Upsample's default)" if mode == "nearest" else
+        "output j mixes inputs floor(x) and floor(x)+1, x = (j + 0.5)/scale - 0.5 (align_corners=false)"))
     return step
+
+
+def _fraction(scale: float) -> Fraction:
+    """2 -> 2, 1.5 -> 3/2: the scale as written, not its binary expansion."""
+    return Fraction(str(scale))
 
 
 # --- normalisations -----------------------------------------------------------------------------------------
@@ -543,7 +557,7 @@ def apply(spec: LayerSpec, shape: Shape, index: int) -> Step:
         pw = _conv(spec, dw.output, index, out_ch=spec["out"], k=one, s=one, p=(0,) * rank, d=one, g=1,
                    bias=spec["bias"], part="pointwise ")
         step = Step(output=pw.output, params=dw.params + pw.params, macs=dw.macs + pw.macs, window=dw.window,
-                    explain=dw.explain + [f for f in pw.explain if f.topic is not Topic.shape],
+                    taps=dw.taps, explain=dw.explain + [f for f in pw.explain if f.topic is not Topic.shape],
                     notes=dw.notes)
         step.say(Topic.params, f"params: {dw.params:,} + {pw.params:,} = {step.params:,}")
         step.say(Topic.macs, f"MACs: {dw.macs:,} + {pw.macs:,} = {step.macs:,}")
@@ -589,6 +603,156 @@ def apply(spec: LayerSpec, shape: Shape, index: int) -> Step:
 
 
 # --- receptive fields ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AxisMap:
+    """Which input positions one output position of a layer reads, along one axis: nnkit's receptive-field rule for
+    layers Araujo et al. (2019) do not cover, written so that it also covers the ones they do.
+
+    - window (conv, pooling; Araujo et al.): output j reads [j*s - p, j*s - p + k - 1] (k the dilated extent).
+    - tconv: per Dumoulin & Visin (2016), section 4, a transposed conv is a direct conv on the input with s-1 zeros
+      between its elements; equivalently (the PyTorch ConvTranspose docs' scatter form) input i adds into outputs
+      i*s - p + t*d, t = 0..k-1, so output o reads the inputs i with o + p - i*s in {0, d, ..., (k-1)*d}: none, one
+      or several, depending on o (an output that no tap reaches is its bias alone).
+    - nearest (nn.Upsample's default, aten's nearest_idx): output j copies input floor(j/scale).
+    - bilinear with align_corners=false (aten's area_pixel_compute_source_index): x = (j + 0.5)/scale - 0.5,
+      output j mixes inputs floor(x) and floor(x) + 1.
+    Upsamplings read only their real input: PyTorch clamps x into it (and at x < 0 the second weight is zero), and
+    a tconv has no input past its ends. Windows keep Araujo et al.'s convention and read into their padding. So a
+    field that lies inside the input is exact, and one that crosses its border may overstate it, never understate.
+    """
+
+    kind: str  # "window", "tconv", "nearest" or "bilinear"
+    k: int = 1  # kernel (window: already dilated)
+    s: int = 1
+    p: int = 0
+    d: int = 1
+    scale: Fraction = Fraction(1)
+    n: int = 0  # the input's length on this axis (upsamplings read only inside it)
+
+    @property
+    def stride(self) -> Fraction:
+        """How far, in input positions, the window moves per output position: s, 1/s (tconv) or 1/scale."""
+        if self.kind == "window":
+            return Fraction(self.s)
+        return Fraction(1, self.s) if self.kind == "tconv" else 1 / self.scale
+
+    def reads(self, j: int) -> list[tuple[int, int]]:
+        """The input positions output j reads, as sorted disjoint intervals; [] where it reads none."""
+        return self.span(j, j)
+
+    def span(self, first: int, last: int) -> list[tuple[int, int]]:
+        """The input positions outputs first..last read, as sorted disjoint intervals ([] where they read none):
+        a dilated window or tconv leaves gaps, and a hull would let later layers fill them.
+
+        Outputs past the borders (a later conv's padding) are allowed: a window reads into its own padding, as
+        Araujo et al. count it; the upsamplings read only their real input, clamped as PyTorch clamps.
+        """
+        if self.kind == "window":  # tap t of output j reads j*s - p + t*d
+            start, end = first * self.s - self.p, last * self.s - self.p + (self.k - 1) * self.d
+            if self.d == 1 and (self.k >= self.s or first == last):  # the taps overlap: no gaps
+                return [(start, end)]
+            if self.d == 1:  # windows narrower than the stride leave the skipped inputs out
+                return [(j * self.s - self.p, j * self.s - self.p + self.k - 1) for j in range(first, last + 1)]
+            return _merge([(j * self.s - self.p + t * self.d,) * 2 for j in range(first, last + 1)
+                           for t in range(self.k)] if self.s > 1 else
+                          [(start + t * self.d, last - self.p + t * self.d) for t in range(self.k)])
+        top = self.n - 1
+        if self.kind == "nearest":
+            lo, hi = math.floor(first / self.scale), math.floor(last / self.scale)
+            return [(min(max(lo, 0), top), min(max(hi, 0), top))]
+        if self.kind == "bilinear":
+            lo = math.floor((first + Fraction(1, 2)) / self.scale - Fraction(1, 2))
+            hi = math.floor((last + Fraction(1, 2)) / self.scale - Fraction(1, 2)) + 1
+            return [(min(max(lo, 0), top), min(max(hi, 0), top))]
+        # tconv: input i reaches outputs i*s - p + t*d; for each tap t the inputs reaching first..last are an
+        # interval, and the union of those k intervals is exact.
+        spans = []
+        for t in range(self.k):
+            lo = max(-((-(first + self.p - t * self.d)) // self.s), 0)
+            hi = min((last + self.p - t * self.d) // self.s, top)
+            if lo <= hi:
+                spans.append((lo, hi))
+        return _merge(spans)
+
+    def describe(self) -> str:
+        if self.kind == "window":
+            return f"window k={self.k}, s={self.s}, p={self.p}" + (f", d={self.d}" if self.d > 1 else "")
+        if self.kind == "tconv":
+            return (f"tconv: output o reads inputs i with o + {self.p} - i*{self.s} in {{0, {self.d}, ..., "
+                    f"{(self.k - 1) * self.d}}} (Dumoulin & Visin 2016)")
+        if self.kind == "nearest":
+            return f"nearest x{self.scale}: output j reads input floor(j/{self.scale})"
+        return (f"bilinear x{self.scale}: output j reads floor(x) and floor(x)+1, x = (j + 0.5)/{self.scale} - 0.5 "
+                "(align_corners=false)")
+
+
+def window_map(window: Window) -> tuple[AxisMap, ...]:
+    return tuple(AxisMap("window", k, s, p) for k, s, p in window)
+
+
+def _merge(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Sorted disjoint intervals covering the same integers (touching ones join)."""
+    out: list[tuple[int, int]] = []
+    for lo, hi in sorted(spans):
+        if out and lo <= out[-1][1] + 1:
+            out[-1] = (out[-1][0], max(out[-1][1], hi))
+        else:
+            out.append((lo, hi))
+    return out
+
+
+def _exact(x: Fraction) -> int | Fraction:
+    return int(x) if x.denominator == 1 else x
+
+
+def position_spans(maps: list[tuple[AxisMap, ...]], ax: int, n: int) -> list[tuple[int, int] | None]:
+    """Along axis `ax`, the first and last input position each of the n output positions reads (None: none),
+    composing the layers' reads from the output down to the input. Positions past an input's borders are kept, as
+    Araujo et al. keep a conv's padding in its field."""
+    spans: list[tuple[int, int] | None] = []
+    for j in range(n):
+        reached = [(j, j)]
+        for layer in reversed(maps):
+            reached = _merge([x for lo, hi in reached for x in layer[ax].span(lo, hi)])
+            if not reached:
+                break
+        spans.append((reached[0][0], reached[-1][1]) if reached else None)
+    return spans
+
+
+def field_over_positions(maps: list[tuple[AxisMap, ...]], sizes: tuple[int, ...]) -> tuple[Field, list[str]]:
+    """The field of a chain with upsampling, from every layer's per-axis reads (input layer first) and the output's
+    sizes: per axis, each output position's interval of input positions, composed layer by layer down to the input.
+
+    r is the largest interval over output positions; S the product of the layers' strides (a fraction after
+    upsampling); P = j0*S - first input of output j0, j0 the first output position that reads any input (0 nearly
+    always). Where positions differ in size, a note says by how much.
+    """
+    size, stride, padding, notes = [], [], [], []
+    for ax, n in enumerate(sizes):
+        extents: list[int] = []
+        first_start: tuple[int, int] | None = None
+        for j, span in enumerate(position_spans(maps, ax, n)):
+            if span is None:
+                continue
+            extents.append(span[1] - span[0] + 1)
+            if first_start is None:
+                first_start = (j, span[0])
+        S = math.prod((layer[ax].stride for layer in maps), start=Fraction(1))
+        if not extents or first_start is None:  # every output is bias alone: it reads nothing
+            size.append(0)
+            padding.append(0)
+        else:
+            size.append(max(extents))
+            padding.append(_exact(first_start[0] * S - first_start[1]))
+            if min(extents) != max(extents):
+                axes = AXES_OF.get(len(sizes), AXES_OF[2])
+                notes.append(f"{axes[ax]}: output positions differ in field ({min(extents)} to {max(extents)} input "
+                             f"{UNITS_OF[axes[ax]][1]}); r is the largest")
+        stride.append(_exact(S))
+    return Field(size=tuple(size), stride=tuple(stride), padding=tuple(padding)), notes
 
 
 def grow_field(fld: Window, window: Window) -> Window:

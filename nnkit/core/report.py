@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
+from fractions import Fraction
 
 Shape = tuple[int, ...]
 Pair = tuple[int, ...]  # one number per spatial axis: (l,), (h, w) or (d, h, w)
@@ -19,12 +20,13 @@ class Field:
 
     Araujo, Norris & Sim, "Computing Receptive Fields of Convolutional Neural Networks", Distill 2019:
     size r, effective stride S and effective padding P, so that output position i sees input
-    positions [i*S - P, i*S - P + r - 1].
+    positions [i*S - P, i*S - P + r - 1]. After upsampling (nnkit.core.layers.AxisMap) S may be a fraction, r is
+    the largest field over output positions and P is minus the first input position output 0 reads.
     """
 
     size: Pair
-    stride: Pair
-    padding: Pair
+    stride: tuple[int | Fraction, ...]  # a Fraction only after upsampling (1/2 after a x2 upsampling)
+    padding: tuple[int | Fraction, ...]
 
 
 class Topic(str, Enum):

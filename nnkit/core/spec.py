@@ -162,6 +162,15 @@ def _scale(v: Value, key: str) -> float:
     return v
 
 
+UPSAMPLE_MODES = ("nearest", "bilinear")
+
+
+def _mode(v: Value, key: str) -> str:
+    if not isinstance(v, str) or v not in UPSAMPLE_MODES:
+        raise ValueError(f"{key} must be {' or '.join(UPSAMPLE_MODES)}, got {_show(v)}")
+    return v
+
+
 def _show(v: Value) -> str:
     if isinstance(v, tuple):
         return "x".join(str(x) for x in v)
@@ -221,7 +230,7 @@ SIGNATURES: dict[str, Signature] = {
     "flatten": _sig((), 0),
     "bn": _sig((), 0),
     "dropout": _sig(("p",), 0, p=(0.5, _prob)),
-    "upsample": _sig(("scale",), 1, scale=(None, _scale)),
+    "upsample": _sig(("scale",), 1, scale=(None, _scale), mode=("nearest", _mode)),
     "lstm": _RNN,
     "gru": _RNN,
     "rnn": _RNN,

@@ -34,12 +34,17 @@ def _shape(a: Analysis, shape: tuple[int, ...] | None) -> list[int] | None:
     return [a.batch, *shape] if a.batch else list(shape)
 
 
+def _numbers(values: tuple[Any, ...]) -> list[Any]:
+    """JSON numbers stay numbers; a fractional stride after upsampling is exact as a string: "1/2"."""
+    return [v if isinstance(v, int) else str(v) for v in values]
+
+
 def _field(layer: LayerReport) -> dict[str, Any]:
     f = layer.rf
     return {
         "size": list(f.size) if f else None,
-        "stride": list(f.stride) if f else None,
-        "padding": list(f.padding) if f else None,
+        "stride": _numbers(f.stride) if f else None,
+        "padding": _numbers(f.padding) if f else None,
         "global": layer.rf_global,
     }
 
@@ -113,8 +118,8 @@ def view(a: Analysis, what: View, explain: bool = False) -> tuple[dict[str, Any]
         doc.update(macs=a.macs, flops=a.flops)
     if what in ("rf", "summary"):
         f = a.rf
-        doc.update(size=list(f.size) if f else None, stride=list(f.stride) if f else None,
-                   padding=list(f.padding) if f else None, at=a.rf_at, covers_input=a.rf_global)
+        doc.update(size=list(f.size) if f else None, stride=_numbers(f.stride) if f else None,
+                   padding=_numbers(f.padding) if f else None, at=a.rf_at, covers_input=a.rf_global)
     if a.batch:
         doc["batch"] = a.batch
     # what the whole analysis needs said (merges, gates, upsampling, unused params)
