@@ -93,6 +93,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "analyze": ("shape", "params", "flops", "rf", "dwsep", "solve"),
     "models": ("models", "summary", "crosscheck"),
     "train": ("train", "eval"),
+    "tune": ("tune", "runs"),
 }
 
 

@@ -110,6 +110,11 @@ class Hooks:
     def note(self, text: str) -> None:
         """Something the user should know that is not an error (the CLI prints it on stderr)."""
 
+    def should_stop(self, row: dict[str, Any]) -> bool:
+        """Asked after each epoch, once its checkpoints are written: True ends the run there as early stopping
+        does (best weights restored, test split measured, summary written). nnkit tune's pruner stops this way."""
+        return False
+
 
 # ---------------------------------------------------------------------------------------------- pieces
 
@@ -557,7 +562,8 @@ def _train(cfg: TrainConfig, resume: dict[str, Any] | None, hooks: Hooks, d: D.D
         ckpt.write_json(run_dir / "config.json", {**cfg.to_dict(), "val_from": data.val_from,
                                                   "test_from": data.test_from,
                                                   "classes": list(data.classes), "input": [c, h, w],
-                                                  "world_size": d.world, "device": str(device)})
+                                                  "world_size": d.world, "device": str(device),
+                                                  "params": params})  # nnkit runs reads it without torch
     stopped_early = False
     images_seen, train_time = 0, 0.0
     ctx = (lambda: torch.autocast(device.type, dtype=amp)) if amp is not None else contextlib.nullcontext
@@ -669,6 +675,9 @@ def _train(cfg: TrainConfig, resume: dict[str, Any] | None, hooks: Hooks, d: D.D
                 write_metrics(run_dir, history)
             completed = 0  # last.pt now holds this epoch whole
             hooks.epoch_end(row)
+            if hooks.should_stop(row):
+                stopped_early = True
+                break
         else:
             epoch = cfg.epochs
     except (KeyboardInterrupt, _Stop) as exc:
