@@ -194,6 +194,21 @@ def test_the_pruner_stops_a_trial_that_falls_behind(tmp_path, monkeypatch):
     assert r.epochs_spent == 3 and r.best.number == by_lr[3e-3].number
 
 
+def test_val_loss_is_minimised_with_hyperband_and_timeout_stops_new_trials(nnkit, tmp_path):
+    run = nnkit("tune", "lenet5", "--metric", "val_loss", "--pruner", "hyperband", "--lr", "1e-3..1e-2:log",
+                "--trials", "2", "--epochs", "2", *FAST, "--out", str(tmp_path / "s"), "-f", "json")
+    assert run.code == 0, run
+    doc = run.json()
+    assert doc["direction"] == "minimize" and doc["pruner"] == "hyperband"
+    for t in doc["trials"]:
+        losses = [json.loads(x)["val_loss"] for x in (Path(t["run_dir"]) / "metrics.jsonl").read_text().splitlines()]
+        assert t["value"] == (min(losses) if t["state"] == "COMPLETE" else losses[-1])
+    assert doc["best"]["value"] == min(t["value"] for t in doc["trials"] if t["state"] == "COMPLETE")
+    late = nnkit("tune", "lenet5", "--lr", "1e-3..1e-2:log", "--trials", "5", "--epochs", "1", *FAST,
+                 "--timeout", "0.001", "--out", str(tmp_path / "t"), "-f", "json")
+    assert late.code == 0 and len(late.json()["trials"]) <= 1, late
+
+
 def test_the_loop_hook_stops_a_run_like_early_stopping(tmp_path):
     from nnkit.train.config import TrainConfig
     from nnkit.train.loop import Hooks, train

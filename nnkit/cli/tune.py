@@ -8,14 +8,17 @@ from typing import Annotated, Any, List, Optional
 import typer
 
 from nnkit.cli.common import DeviceOpt, FormatOpt
-from nnkit.cli.train import ArchArg, DataDirOpt, DatasetOpt
+from nnkit.cli.train import DataDirOpt, DatasetOpt, _complete_arch
 from nnkit.render import emit
 from nnkit.train.config import Dataset, Freeze, TrainConfig
+from nnkit.train.tune import Metric, Pruner, Sampler
 
 _D = TrainConfig()
 _SPACE = "a value, a list (a,b,c) or a range (low..high, low..high:log)"
 
 Space = Optional[List[str]]
+ArchArg = Annotated[Optional[str], typer.Argument(help="Architecture to train in every trial (nnkit models).",
+                                                  show_default=False, autocompletion=_complete_arch)]
 
 
 def _opt(flag: str, what: str) -> Any:
@@ -31,16 +34,16 @@ def tune_cmd(
     out: Annotated[Optional[str], typer.Option("--out", "-o", help="Study folder: the SQLite study and a run "
                                                "directory per trial (default: runs/tune-ARCH-DATASET); the "
                                                "same command again continues it.", show_default=False)] = None,
-    sampler: Annotated[str, typer.Option("--sampler", help="grid, random or tpe (Bayesian, Optuna's TPE).")
-                       ] = "tpe",
+    sampler: Annotated[Sampler, typer.Option("--sampler", help="tpe is Bayesian (Optuna's TPE).")
+                       ] = Sampler.tpe,
     trials: Annotated[Optional[int], typer.Option("--trials", "-n", help="The study's total number of trials "
                                                   "(again with a larger N adds the missing ones; default: the "
                                                   "whole grid, or 20).", show_default=False)] = None,
-    pruner: Annotated[Optional[str], typer.Option("--pruner", help="median, hyperband or none, fed by each "
-                                                  "epoch's --metric (default: median; none for a grid).",
+    pruner: Annotated[Optional[Pruner], typer.Option("--pruner", help="Fed by each epoch's --metric "
+                                                     "(default: median; none for a grid).",
                                                   show_default=False)] = None,
-    metric: Annotated[str, typer.Option("--metric", help="val_accuracy (maximised) or val_loss (minimised).")
-                      ] = "val_accuracy",
+    metric: Annotated[Metric, typer.Option("--metric", help="val_accuracy is maximised, val_loss minimised.")
+                      ] = Metric.val_accuracy,
     timeout: Annotated[Optional[float], typer.Option("--timeout", help="Seconds after which no new trial "
                                                      "starts.", show_default=False)] = None,
     jobs: Annotated[int, typer.Option("--jobs", "-j", help="Worker processes on this machine.")] = 1,
@@ -117,8 +120,8 @@ def _spec(p: dict[str, Any]) -> Any:
                        channels_last=p["channels_last"], synthetic_size=p["synthetic_size"], workers=p["workers"],
                        **fixed)
     out = p["out"] or f"runs/tune-{name}-{ds.value}"
-    return TuneSpec(base=base, space=tuple(space), out=out, sampler=p["sampler"].lower(),
-                    pruner=p["pruner"].lower() if p["pruner"] else None, metric=p["metric"], trials=p["trials"],
+    return TuneSpec(base=base, space=tuple(space), out=out, sampler=p["sampler"].value,
+                    pruner=p["pruner"].value if p["pruner"] else None, metric=p["metric"].value, trials=p["trials"],
                     timeout=p["timeout"], jobs=p["jobs"], storage=p["storage"], study=p["study"])
 
 

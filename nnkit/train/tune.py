@@ -29,6 +29,7 @@ import socket
 import time
 import warnings
 from dataclasses import dataclass, field, replace
+from enum import Enum
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -41,6 +42,9 @@ __all__ = ["Param", "TuneSpec", "TuneHooks", "TrialRow", "TuneResult", "parse_pa
 SAMPLERS = ("grid", "random", "tpe")
 PRUNERS = ("median", "hyperband", "none")
 METRICS = {"val_accuracy": "maximize", "val_loss": "minimize"}  # each epoch's value feeds the pruner
+Sampler = Enum("Sampler", {s: s for s in SAMPLERS}, type=str)  # closed vocabularies: typer lists and completes
+Pruner = Enum("Pruner", {s: s for s in PRUNERS}, type=str)
+Metric = Enum("Metric", {s: s for s in METRICS}, type=str)
 # The options a search may vary, by TrainConfig field: the value type, and the flag the user wrote.
 SPACE_OPTIONS: dict[str, tuple[type, str]] = {
     "lr": (float, "--lr"), "batch_size": (int, "--batch-size"), "optimizer": (str, "--optimizer"),
