@@ -222,6 +222,26 @@ def test_the_loop_hook_stops_a_run_like_early_stopping(tmp_path):
     assert json.loads((tmp_path / "r" / "config.json").read_text())["params"] == r.params == 61706
 
 
+def test_dropout_sets_every_dropout_layer_and_is_refused_where_there_is_none(nnkit, tmp_path):
+    import torch
+
+    from nnkit.train.config import TrainConfig
+    from nnkit.train.loop import _build_model
+
+    model = _build_model(TrainConfig(arch="alexnet", dropout=0.3), 10, 3)
+    drops = [m for m in model.modules() if isinstance(m, torch.nn.Dropout)]
+    assert len(drops) == 2 and {m.p for m in drops} == {0.3}  # torchvision's AlexNet has two, at 0.5
+    reference = _build_model(TrainConfig(arch="alexnet"), 10, 3)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), reference.state_dict().values()))
+    run = nnkit("train", "lenet5", "--dropout", "0.2", "--epochs", "1", "--out", str(tmp_path / "r"))
+    assert run.code == 2 and run.err == "nnkit: --dropout: lenet5 has no dropout layer\n", run
+    run = nnkit("train", "lenet5", "--dropout", "1.5", "--out", str(tmp_path / "r"))
+    assert run.code == 2 and "--dropout must be in [0, 1), got 1.5" in run.err, run
+    from nnkit.train.tune import parse_param
+
+    assert parse_param("dropout", ["0..0.5"])[0].low == 0.0
+
+
 # ---------------------------------------------------------------------------------------------- consistency
 
 

@@ -136,7 +136,7 @@ def _new_config(p: dict[str, Any]) -> TrainConfig:
         augment=_augment_names(p["augment"]) if p["augment"] is not None else None, patience=p["patience"],
         weights=p["weights"], freeze=p["freeze"], width=p["width"], device=p["device"], amp=p["amp"],
         channels_last=p["channels_last"], compile=p["compile_"], synthetic_size=p["synthetic_size"],
-        stream=p["stream"], workers=p["workers"],
+        stream=p["stream"], workers=p["workers"], dropout=p["dropout"],
     ).validate()
 
 
@@ -191,6 +191,9 @@ def train_cmd(
                                                                      "state dict or nnkit checkpoint).")] = None,
     freeze: Annotated[Freeze, typer.Option("--freeze", help="Train only the classifier head.")] = Freeze.none,
     width: WidthOpt = None,
+    dropout: Annotated[Optional[float], typer.Option("--dropout", help="Every dropout layer's probability "
+                                                     "(architectures that have dropout).", show_default=False)
+                       ] = None,
     device: DeviceOpt = None,
     amp: Annotated[bool, typer.Option("--amp", help="Mixed precision (bf16, or fp16 on older GPUs).")] = False,
     channels_last: Annotated[bool, typer.Option("--channels-last", help="NHWC memory format.")] = False,

@@ -68,6 +68,7 @@ def tune_cmd(
     augment: Annotated[Space, typer.Option("--augment", help="Augmentation (flip,crop or none); given several "
                                            "times, each is one choice.", show_default=False)] = None,
     label_smoothing: Annotated[Space, _opt("--label-smoothing", "Label smoothing")] = None,
+    dropout: Annotated[Space, _opt("--dropout", "Dropout probability (architectures with dropout)")] = None,
     warmup_epochs: Annotated[float, typer.Option("--warmup-epochs")] = _D.warmup_epochs,
     seed: Annotated[int, typer.Option("--seed", help="Every trial's seed, and the samplers'.")] = _D.seed,
     patience: Annotated[Optional[int], typer.Option("--patience", show_default=False)] = None,

@@ -294,12 +294,21 @@ def _build_model(cfg: TrainConfig, nclass: int, channels: int) -> Any:
 
     torch.manual_seed(cfg.seed)
     try:
-        return build(cfg.arch, num_classes=nclass, in_channels=channels, width=cfg.width)
+        model = build(cfg.arch, num_classes=nclass, in_channels=channels, width=cfg.width)
     except NnkitError:  # build's own one-line refusals (--width on an architecture without it, ...)
         raise
     except Exception as exc:  # noqa: BLE001 - a builder that rejects the class count or the input
         raise UsageError(f"{cfg.arch} cannot be built for {nclass} classes and {channels} input channels "
                          f"({type(exc).__name__}: {first_line(exc)})") from exc
+    if cfg.dropout is not None:  # the layers' own p: no parameter changes, so eval builds the model without it
+        nn = torch.nn
+        kinds = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
+        drops = [m for m in model.modules() if isinstance(m, kinds)]
+        if not drops:
+            raise UsageError(f"--dropout: {cfg.arch} has no dropout layer")
+        for m in drops:
+            m.p = cfg.dropout
+    return model
 
 
 def _optimizer(cfg: TrainConfig, params: list[Any]) -> Any:

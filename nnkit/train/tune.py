@@ -50,7 +50,7 @@ SPACE_OPTIONS: dict[str, tuple[type, str]] = {
     "lr": (float, "--lr"), "batch_size": (int, "--batch-size"), "optimizer": (str, "--optimizer"),
     "weight_decay": (float, "--weight-decay"), "momentum": (float, "--momentum"), "width": (float, "--width"),
     "epochs": (int, "--epochs"), "schedule": (str, "--schedule"), "augment": (str, "--augment"),
-    "label_smoothing": (float, "--label-smoothing"),
+    "label_smoothing": (float, "--label-smoothing"), "dropout": (float, "--dropout"),
 }
 _ENUMS = {"optimizer": Optimizer, "schedule": Schedule}
 # Settings that may differ between the runs of one study: where and how fast it trains, not what.
