@@ -3,8 +3,9 @@
     python benchmarks/bench_tune.py [--epochs 4] [--tpe-trials 8] [--seeds 0,1,2]
 
 The space is the grid's: learning rate x batch size x optimizer (4 x 2 x 2 = 16 combinations), every trial
-LeNet-5 for --epochs epochs; TPE picks from the same values, with half the grid's trials. Printed: the best validation accuracy each search finds,
-the test accuracy of its best trial, the epochs it trained in all, and its wall time.
+LeNet-5 for --epochs epochs; TPE picks from the same values, with half the grid's trials. Printed: the best
+validation accuracy each search finds, the test accuracy of its best trial, the epochs it trained in all, and
+its wall time.
 """
 
 from __future__ import annotations

@@ -122,7 +122,8 @@ def _spec(p: dict[str, Any]) -> Any:
                        **fixed)
     out = p["out"] or f"runs/tune-{name}-{ds.value}"
     return TuneSpec(base=base, space=tuple(space), out=out, sampler=p["sampler"].value,
-                    pruner=p["pruner"].value if p["pruner"] else None, metric=p["metric"].value, trials=p["trials"],
+                    pruner=p["pruner"].value if p["pruner"] else None, metric=p["metric"].value,
+                    trials=p["trials"],
                     timeout=p["timeout"], jobs=p["jobs"], storage=p["storage"], study=p["study"])
 
 

@@ -618,7 +618,8 @@ def _run_trial(study: Any, spec: TuneSpec, trial: Any, out: Path, hooks: TuneHoo
     hist = r.history
     best = (max if METRICS[spec.metric] == "maximize" else min)(row[spec.metric] for row in hist)
     for k, v in (("best_val_accuracy", r.val_accuracy), ("epochs_run", r.epochs_run),
-                 ("seconds", sum(row["seconds"] for row in hist)), ("checkpoint", str(Path(r.best_checkpoint).resolve())),
+                 ("seconds", sum(row["seconds"] for row in hist)),
+                 ("checkpoint", str(Path(r.best_checkpoint).resolve())),
                  ("test_accuracy", r.test_accuracy), ("images_per_s", r.images_per_s)):
         trial.set_user_attr(k, v)
     if not obj.pruned and not math.isfinite(best):
