@@ -139,12 +139,16 @@ def test_tune_json_contract_and_every_trial_is_a_run_directory(grid_study):
     assert doc["best"]["number"] == best["number"] and doc["best"]["checkpoint"] == best["checkpoint"]
 
 
-def test_eval_and_resume_work_on_a_trial(nnkit, grid_study):
+def test_eval_and_resume_work_on_a_trial(nnkit, grid_study, tmp_path):
+    import shutil
+
     out, doc, _ = grid_study
     trial = out / "trial-0001"
     ev = nnkit("eval", str(trial), "-f", "json")
     assert ev.code == 0 and ev.json()["accuracy"] == doc["trials"][1]["best_val_accuracy"], ev
-    more = nnkit("train", "--resume", str(trial), "--epochs", "2", "-f", "json")
+    copy = tmp_path / "trial"  # resumed as a copy: the study stays as the other tests expect it
+    shutil.copytree(trial, copy)
+    more = nnkit("train", "--resume", str(copy), "--epochs", "2", "-f", "json")
     assert more.code == 0 and more.json()["epochs_run"] == 2, more
 
 
