@@ -276,12 +276,15 @@ def test_an_interrupted_grid_is_completed_exactly_once(tmp_path):
                                                    for lr in (3e-3, 1e-2) for b in (128, 256)})
 
 
-def _wait_for(predicate, timeout: float = 120.0) -> None:
+def _wait_for(predicate, proc, timeout: float = 300.0) -> None:
+    """Poll once a second (each poll opens the study) until predicate() holds; fail at once if proc ended."""
     end = time.time() + timeout
     while time.time() < end:
         if predicate():
             return
-        time.sleep(0.2)
+        if proc.poll() is not None:
+            raise AssertionError(f"the worker ended first (exit {proc.returncode})")
+        time.sleep(1.0)
     raise AssertionError("timed out")
 
 
@@ -302,9 +305,10 @@ def test_a_killed_worker_leaves_a_consistent_study(tmp_path):
     db = f"sqlite:///{out / 'study.db'}"
     args = [sys.executable, "-m", "nnkit", "tune", "lenet5", "--sampler", "grid", "--lr", "0.003,0.01",
             "--epochs", "3", *FAST, "--out", str(out), "-f", "json"]
-    proc = subprocess.Popen(args, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # stderr to a file: a pipe nobody reads while the test waits could fill and stall the worker
+    proc = subprocess.Popen(args, env=_env(), stdout=subprocess.DEVNULL, stderr=(tmp_path / "err").open("w"))
     try:
-        _wait_for(lambda: _training(out))
+        _wait_for(lambda: _training(out), proc)
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
@@ -321,10 +325,11 @@ def test_ctrl_c_on_the_command_marks_the_trial_failed_and_exits_130(tmp_path):
     db = f"sqlite:///{out / 'study.db'}"
     args = [sys.executable, "-m", "nnkit", "tune", "lenet5", "--lr", "1e-3..1e-2:log", "--trials", "3",
             "--epochs", "4", *FAST, "--out", str(out)]
-    proc = subprocess.Popen(args, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    _wait_for(lambda: _training(out))
+    proc = subprocess.Popen(args, env=_env(), stdout=subprocess.DEVNULL, stderr=(tmp_path / "err").open("w"))
+    _wait_for(lambda: _training(out), proc)
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
+    proc.wait(timeout=300)
+    err = (tmp_path / "err").read_text()
     assert proc.returncode == 130, err
     assert err.strip().splitlines()[-1].startswith("nnkit: interrupted in trial 0 (told failed")
     assert [t.state.name for t in _trials(db)] == ["FAIL"]
