@@ -1,3 +1,4 @@
+import os
 import signal
 import sys
 
@@ -13,6 +14,9 @@ try:
     from nnkit.cli import main
 except KeyboardInterrupt:
     sys.stderr.write("nnkit: interrupted\n")
-    sys.exit(130)
+    sys.stderr.flush()
+    # Nothing ran yet, so nothing needs cleaning up; and the interpreter, interrupted inside an import, has been
+    # seen to end by SIGINT (-2) after a plain sys.exit(130) here: leave at once, with 130.
+    os._exit(130)
 
 main()

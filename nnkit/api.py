@@ -190,7 +190,7 @@ def analyze_target(target: str, layers: list[str] | None, *, input: str | None =
         model_opts = {"--depth": depth, "--num-classes": num_classes, "--in-channels": in_channels,
                       "--width": width, "--input": input}
         given = [k for k, v in model_opts.items() if v is not None]
-        if Backend(backend) is not Backend.nnkit:
+        if _backend(backend) is not Backend.nnkit:
             given.append("--backend")
         if given:
             raise UsageError(f"{', '.join(given)} appl{'y' if len(given) > 1 else 'ies'} to named and user models, "
@@ -211,9 +211,16 @@ def analyze_target(target: str, layers: list[str] | None, *, input: str | None =
     except ModuleNotFoundError as exc:
         raise MissingDependencyError(exc.name or "torch", f"analysing '{target}'") from None
     return analyze(target, input=input, depth=depth, num_classes=num_classes, in_channels=in_channels,
-                   width=width, backend=Backend(backend).value, at=at, fields=fields, explain=explain)
+                   width=width, backend=_backend(backend).value, at=at, fields=fields, explain=explain)
 
 
+
+
+def _backend(name: Any) -> Backend:
+    try:
+        return Backend(name)
+    except ValueError:
+        raise UsageError(f"backend '{name}': one of {', '.join(b.value for b in Backend)}") from None
 
 
 def _input_text(input: Any) -> str | None:
@@ -256,7 +263,7 @@ def analyze(target: Any, input: Any = None, *, depth: int | None = None, num_cla
             from nnkit.introspect import analyze_module
         except ModuleNotFoundError as exc:  # a module without torch cannot be, but its import may lack a part
             raise MissingDependencyError(exc.name or "torch", "analysing a module") from None
-        a = analyze_module(target, text, depth=depth, at=at, backend=Backend(backend).value, fields=fields,
+        a = analyze_module(target, text, depth=depth, at=at, backend=_backend(backend).value, fields=fields,
                            explain=explain)
         return _as(Analysis, a)
     if not isinstance(target, str):
@@ -322,5 +329,15 @@ def memory(target: Any, input: Any = None, *, batch: int | None = None, optimize
         opt = Optimizer(optimizer)
     except ValueError:
         raise UsageError(f"optimizer '{optimizer}': one of {', '.join(o.value for o in Optimizer)}") from None
+    given = [o for o, v in (("num_classes", num_classes), ("in_channels", in_channels), ("width", width))
+             if v is not None]
+    if given and not (isinstance(target, str) and not looks_like_shape(target.strip().split(None, 1)[0])):
+        raise UsageError(f"{', '.join(given)} apply to named architectures; a module or chain is estimated as it is")
+    if isinstance(target, str) and looks_like_shape(target.strip().split(None, 1)[0]):
+        from nnkit.introspect.memory import estimate
+        from nnkit.train.chain_model import chain_target  # the module nnkit train builds for the chain
+
+        t = chain_target(target)
+        return Memory(estimate(t.model, t.input, batch=batch or t.batch or 1, optimizer=opt, amp=amp))
     return Memory(estimate_target(target, _input_text(input), batch=batch, optimizer=opt, num_classes=num_classes,
                                   in_channels=in_channels, width=width, amp=amp))

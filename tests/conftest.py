@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings
+
+# CI runs the property tests on a fixed seed, so that a submission's result does not depend on the draw; a local
+# run explores new examples each time (NNKIT_HYPOTHESIS=explore in CI does too).
+settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("CI") and os.environ.get("NNKIT_HYPOTHESIS") != "explore":
+    settings.load_profile("ci")
 
 
 class Run:

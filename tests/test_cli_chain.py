@@ -307,6 +307,8 @@ def test_cli_fuzz_of_the_new_layers_never_shows_a_traceback(nnkit, text, command
     assert "Traceback" not in run.err and "internal error" not in run.err
     if run.code:
         assert run.err.startswith("nnkit: ") and run.err.count("\n") == 1
+    elif text.startswith("-") and "h" in text and "Usage:" in run.out:
+        pass  # click reads '-1batch...' as a cluster of short options, -h among them: the help is the answer
     else:
         json.loads(run.out)
 

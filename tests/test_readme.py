@@ -44,7 +44,7 @@ def needs_torch(args: list[str]) -> bool:
 
 def shrink(args: list[str]) -> list[str]:
     """Training examples with their epochs cut (see the module's docstring); the rest as written."""
-    if args[0] != "train":
+    if args[0] != "train" or "--resume" in args:  # a resumed run's --epochs is its total: the example's own
         return args
     if "--epochs" in args:
         i = args.index("--epochs") + 1

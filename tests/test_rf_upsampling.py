@@ -7,6 +7,8 @@ one output position gives a gradient whose non-zero input positions are exactly 
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
@@ -82,17 +84,30 @@ def _check(texts: list[str], shape: tuple[int, ...], positions: list[int] | None
     for ax, spans in enumerate(fields):
         seen = _gradient_spans(texts, shape, ax, positions)
         n = shape[1 + ax]
+        # The oracle holds the other axes at their centre: where that centre reads no input (a gap a stride-2 tconv
+        # leaves), no position of this axis can reach any, whatever this axis's own spans are.
+        gap = any(other[len(other) // 2] is None for o, other in enumerate(fields) if o != ax)
         for j, got in seen.items():
+            if gap:
+                assert got is None, (texts, ax, j, got)
+                continue
             want = _clip(spans[j], n)
-            if spans[j] is not None and 0 <= spans[j][0] and spans[j][1] < n:
+            # An inner layer's padding is counted as Araujo et al. count a conv's padding: paths through it may make
+            # nnkit's interval larger than what the gradient reaches (an overstatement, never an understatement).
+            # Without inner padding the two are equal wherever the interval lies inside the input.
+            inner_padding = any(re.search(r"p=[1-9]", t) for t in texts[1:])
+            if spans[j] is not None and 0 <= spans[j][0] and spans[j][1] < n and not inner_padding:
                 assert want == got, (texts, ax, j, spans[j], got)
+            elif spans[j] is not None and 0 <= spans[j][0] and spans[j][1] < n:
+                assert got is None or (want[0] <= got[0] and got[1] <= want[1]), (texts, ax, j, spans[j], got)
             else:
                 assert got is None or (want is not None and want[0] <= got[0] and got[1] <= want[1]), (
                     texts, ax, j, spans[j], got)
         sizes = [s[1] - s[0] + 1 for s in spans if s is not None]
         assert a.rf is not None and a.rf.size[ax] == (max(sizes) if sizes else 0)
-        first = next((j, s) for j, s in enumerate(spans) if s is not None)
-        assert a.rf.padding[ax] == first[0] * a.rf.stride[ax] - first[1][0]
+        first = next(((j, s) for j, s in enumerate(spans) if s is not None), None)
+        if first is not None:  # else every output is bias alone: size 0 (checked above)
+            assert a.rf.padding[ax] == first[0] * a.rf.stride[ax] - first[1][0]
 
 
 def test_unet_chain_field_matches_the_gradient_at_every_row():

@@ -131,6 +131,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "models": ("models", "summary", "crosscheck"),
     "train": ("train", "eval"),
     "code": ("code",),
+    "tune": ("tune", "runs"),
 }
 
 

@@ -156,9 +156,10 @@ def parse_bytes(text: str) -> int:
     units = {"": 1, "b": 1, "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40, "kb": 10 ** 3,
              "mb": 10 ** 6, "gb": 10 ** 9, "tb": 10 ** 12, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
     m = re.fullmatch(r"\s*(\d+(?:\.\d*)?(?:e\d+)?)\s*([a-z]*)\s*", text.lower())
-    if not m or m.group(2) not in units or float(m.group(1)) <= 0:
+    value = float(m.group(1)) * units.get(m.group(2), 0) if m else 0.0
+    if not m or m.group(2) not in units or not 0 < value < 2**63:  # 1e999 is infinite: no int of it
         raise UsageError(f"--memory {text}: expected a size such as 8GiB, 24GB or 512MiB")
-    return int(float(m.group(1)) * units[m.group(2)])
+    return int(value)
 
 
 def _target(target: str, input: str | None, num_classes: int | None, in_channels: int | None,

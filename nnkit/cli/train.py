@@ -151,7 +151,7 @@ def _new_config(p: dict[str, Any]) -> TrainConfig:
         weights=p["weights"], freeze=p["freeze"], trainable=parse_modules(p["trainable"]), head=p["head"],
         clip_grad=p["clip_grad"], width=p["width"], device=p["device"], amp=p["amp"],
         channels_last=p["channels_last"], compile=p["compile_"], synthetic_size=p["synthetic_size"],
-        stream=p["stream"], workers=p["workers"],
+        stream=p["stream"], workers=p["workers"], dropout=p["dropout"],
     ).validate()
 
 
@@ -216,6 +216,9 @@ def train_cmd(
                             "is recorded per epoch either way (grad_norm_mean, grad_norm_max).",
         show_default=False)] = None,
     width: WidthOpt = None,
+    dropout: Annotated[Optional[float], typer.Option("--dropout", help="Every dropout layer's probability "
+                                                     "(architectures that have dropout).", show_default=False)
+                       ] = None,
     device: DeviceOpt = None,
     amp: Annotated[bool, typer.Option("--amp",
                                       help="Mixed precision (bf16, or fp16 on older GPUs).")] = False,

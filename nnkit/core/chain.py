@@ -13,10 +13,11 @@ from nnkit.core.spec import RANK, TOKEN_KINDS, TOKENS, Form, LayerSpec, parse_ch
 from nnkit.errors import GeometryError, SpecError
 
 BYTES_PER_ELEMENT = 4  # float32 activations
-# After upsampling a field is composed per output position, layer by layer: (positions per axis, summed) x layers
-# is the work. A 4096x4096 map through 100 layers is 819,200; beyond this bound (astronomical sizes that the
+# After upsampling a field is composed per output position, layer by layer, and every layer recomposes the maps
+# before it: the work is the sum over layers of (positions per axis, summed) x layers so far. A 512x512 U-Net of
+# 20 layers is about 200,000; beyond this bound (long chains on large maps, astronomical sizes that the
 # arithmetic still answers) the fields are left out with a note instead of running for minutes.
-FIELD_WORK = 1 << 20
+FIELD_WORK = 1 << 22
 UPSAMPLING_RULE = (
     "through upsampling, output j's field is composed layer by layer from which inputs each output reads: a "
     "tconv is a conv on the zero-interleaved input (Dumoulin & Visin 2016), nearest copies input floor(j/scale), "
@@ -76,6 +77,7 @@ def analyze_chain(input_text: str, chain: str | list[str] | tuple[str, ...] | li
     upsampled, covers = False, False
     last: Field | None = None
     too_many: str | None = None  # the note when the fields stop being followed (FIELD_WORK)
+    field_work = 0
     rf_notes: tuple[str, ...] = ()
     current = shape
     for index, spec in enumerate(specs, start=1):
@@ -97,7 +99,9 @@ def analyze_chain(input_text: str, chain: str | list[str] | tuple[str, ...] | li
                 fld = L.grow_field(fld, step.window)  # type: ignore[arg-type]
         covers = covers or step.rf_global
         if not covers and len(step.output) == rank + 1:
-            if upsampled and too_many is None and sum(step.output[1:]) * len(maps) > FIELD_WORK:
+            if upsampled and too_many is None:  # every layer recomposes all the maps so far: the work adds up
+                field_work += sum(step.output[1:]) * len(maps)
+            if upsampled and too_many is None and field_work > FIELD_WORK:
                 too_many = (f"receptive fields from layer {index} {spec.text} on are not followed: its "
                             f"{'x'.join(map(str, step.output[1:]))} outputs through {len(maps)} layers are more "
                             f"than nnkit composes position by position ({FIELD_WORK:,} reads)")

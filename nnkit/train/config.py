@@ -126,6 +126,7 @@ class TrainConfig:
     stream: bool | None = None  # image folders: decode from disk each epoch (None: when above 4 GiB decoded)
     workers: int | None = None  # DataLoader workers for streamed images (None: min(8, CPU cores))
     synthetic_size: int = 2048  # images in the synthetic training set (val and test get a quarter each)
+    dropout: float | None = None  # every dropout layer's probability (None: the architecture's own)
 
     def __post_init__(self) -> None:
         if isinstance(self.freeze, Enum):  # Freeze.backbone and "backbone" are one setting
@@ -189,6 +190,8 @@ class TrainConfig:
         if self.stream and self.dataset is not Dataset.imagefolder:
             raise UsageError(f"--stream applies to --dataset imagefolder; {self.dataset.value} is held in "
                              "memory")
+        if self.dropout is not None and not (math.isfinite(self.dropout) and 0 <= self.dropout < 1):
+            raise UsageError(f"--dropout must be in [0, 1), got {self.dropout:g}")
         if self.synthetic_size < 8:
             raise UsageError(f"--synthetic-size must be at least 8, got {self.synthetic_size}")
         return self

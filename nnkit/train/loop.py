@@ -135,6 +135,11 @@ class Hooks:
     def note(self, text: str) -> None:
         """Something the user should know that is not an error (the CLI prints it on stderr)."""
 
+    def should_stop(self, row: dict[str, Any]) -> bool:
+        """Asked after each epoch, once its checkpoints are written: True ends the run there as early stopping
+        does (best weights restored, test split measured, summary written). nnkit tune's pruner stops this way."""
+        return False
+
 
 # ---------------------------------------------------------------------------------------------- pieces
 
@@ -308,6 +313,25 @@ def _network(arch: str, nclass: int, channels: int, width: float | None) -> Any:
                          f"({type(exc).__name__}: {first_line(exc)})") from exc
 
 
+def _set_dropout(model: Any, cfg: TrainConfig, frozen: list[Any] | tuple[Any, ...] = ()) -> None:
+    """--dropout: every dropout layer's p (no parameter changes, so eval builds the model without it). Layers a
+    transfer mode freezes stay in eval mode, where dropout does nothing: --dropout with only those is refused."""
+    if cfg.dropout is None:
+        return
+    from torch import nn
+
+    kinds = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
+    drops = [m for m in model.modules() if isinstance(m, kinds)]
+    if not drops:
+        raise UsageError(f"--dropout: {cfg.arch} has no dropout layer")
+    still = {id(sub) for f in frozen for sub in f.modules()}
+    if all(id(m) in still for m in drops):
+        raise UsageError(f"--dropout: every dropout layer of {cfg.arch} is frozen (--head new, --freeze, "
+                         "--trainable), and frozen layers stay in eval mode, where dropout does nothing")
+    for m in drops:
+        m.p = cfg.dropout
+
+
 @dataclass
 class Built:
     model: Any
@@ -338,6 +362,7 @@ def _build_model(cfg: TrainConfig, nclass: int, channels: int, resume: dict[str,
         if state is not None:
             transfer.load_whole(base, state, cfg.weights or "")
         options.update(head=Head.new.value, base_outputs=outputs)
+        _set_dropout(base, cfg, [base])
         return Built(transfer.new_head(base, outputs, nclass), [m for _, m in base.named_modules()], options)
     model = _network(cfg.arch, nclass, channels, cfg.width)
     note = None
@@ -350,6 +375,7 @@ def _build_model(cfg: TrainConfig, nclass: int, channels: int, resume: dict[str,
 
     frozen = transfer.select(model, freeze=cfg.freeze, trainable=cfg.trainable,
                              what="the chain" if is_chain(cfg.arch) else cfg.arch)
+    _set_dropout(model, cfg, frozen)
     return Built(model, frozen, options, note)
 
 
@@ -678,7 +704,8 @@ def _train(cfg: TrainConfig, resume: dict[str, Any] | None, hooks: Hooks, d: D.D
         ckpt.write_json(run_dir / "config.json", {**cfg.to_dict(), "val_from": data.val_from,
                                                   "test_from": data.test_from,
                                                   "classes": list(data.classes), "input": [c, h, w],
-                                                  "world_size": d.world, "device": str(device)})
+                                                  "world_size": d.world, "device": str(device),
+                                                  "params": params})  # nnkit runs reads it without torch
     stopped_early = False
     images_seen, train_time = 0, 0.0
     ctx = (lambda: torch.autocast(device.type, dtype=amp)) if amp is not None else contextlib.nullcontext
@@ -813,6 +840,9 @@ def _train(cfg: TrainConfig, resume: dict[str, Any] | None, hooks: Hooks, d: D.D
                 write_metrics(run_dir, history)
             completed = 0  # last.pt now holds this epoch whole
             hooks.epoch_end(row)
+            if hooks.should_stop(row):
+                stopped_early = True
+                break
         else:
             epoch = cfg.epochs
     except (KeyboardInterrupt, _Stop) as exc:
@@ -848,7 +878,7 @@ def _train(cfg: TrainConfig, resume: dict[str, Any] | None, hooks: Hooks, d: D.D
         test_acc = test_loss = None
         if data.test is not None:
             ev = evaluate(model, data.test.x, data.test.y, a, b, nclass, max(gb, 256), device, cfg.channels_last,
-                          amp)
+                          amp, cfg.workers)
             test_acc, test_loss = ev["accuracy"], ev["loss"]
         if d.main:
             write_metrics(run_dir, history)
