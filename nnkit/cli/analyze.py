@@ -88,6 +88,16 @@ def _batch(what: View, fmt: OutputFormat | None, explain: bool,
             continue
         except (KeyboardInterrupt, BrokenPipeError):  # the user or the reader ends the batch, not a line
             raise
+        except ModuleNotFoundError as exc:  # the torch-free install: this line needs torch (as the boundary says)
+            from nnkit.cli import TORCH_EXTRA
+            from nnkit.errors import MissingDependencyError
+
+            missing = (exc.name or "").partition(".")[0]
+            if DEBUG["on"] or missing not in TORCH_EXTRA:
+                raise
+            sys.stderr.write(f"nnkit: line {number}: {MissingDependencyError(TORCH_EXTRA[missing], first)}\n")
+            worst = max(worst, ExitCode.ERROR)
+            continue
         except Exception as exc:  # noqa: BLE001 - one line's failure, whatever it is, must not end the batch
             if DEBUG["on"]:
                 raise
