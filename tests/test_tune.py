@@ -230,7 +230,7 @@ def test_dropout_sets_every_dropout_layer_and_is_refused_where_there_is_none(nnk
     import torch
 
     from nnkit.train.config import TrainConfig
-    from nnkit.train.loop import _build_model
+    from nnkit.train.model import build_model as _build_model
 
     model = _build_model(TrainConfig(arch="alexnet", dropout=0.3), 10, 3).model
     drops = [m for m in model.modules() if isinstance(m, torch.nn.Dropout)]

@@ -270,7 +270,7 @@ def eval_cmd(
 ) -> None:
     """Evaluate a checkpoint: loss, top-1, top-5, per-class accuracy and the confusion matrix."""
     from nnkit.errors import UsageError
-    from nnkit.train.loop import evaluate_checkpoint, evaluate_ensemble
+    from nnkit.train.evaluation import evaluate_checkpoint, evaluate_ensemble
 
     if batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1, got {batch_size}")

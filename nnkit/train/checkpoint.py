@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from nnkit.core.numbers import MAX_ELEMENTS, MAX_SIZE, finite_json
-from nnkit.errors import CheckpointError, RunDirError, first_line
+from nnkit.errors import CheckpointError, RunDirError, UsageError, first_line
+from nnkit.train.config import TrainConfig
 
 FORMAT = "nnkit-checkpoint"
 VERSION = 1
@@ -138,3 +139,15 @@ def load_state_dict(path: str | Path) -> dict[str, Any]:
 
 def write_json(path: Path, doc: Any) -> None:
     atomic_text(path, json.dumps(finite_json(doc), indent=2, allow_nan=False) + "\n")
+
+
+def saved_config(state: dict[str, Any]) -> TrainConfig:
+    """The TrainConfig a checkpoint recorded; an edited one (a wrong type, an unknown choice, a value that
+    makes no sense) is a CheckpointError, not an internal error."""
+    try:
+        return TrainConfig.from_dict(state["config"]).validate()
+    except UsageError as exc:
+        raise CheckpointError(f"{state['path']}: its recorded settings do not hold ({exc}); edited?") from None
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise CheckpointError(f"{state['path']}: its recorded settings are malformed ({first_line(exc, 80)}); "
+                              f"edited?") from None

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gzip
 import math
+import os
 import zlib
 import pickle
 import struct
@@ -247,6 +248,25 @@ class Files:
         if isinstance(i, int):
             return torch.from_numpy(_read_one(self.paths[i], self.size, self.channels))
         return Files(tuple(self.paths[int(k)] for k in i), self.size, self.channels)
+
+
+def loader(files: Files, batches: list[list[int]], workers: int | None, device: Any) -> Any:
+    """A DataLoader that decodes `files` in the given batches (the loop's own order), in worker processes,
+    into pinned memory, two batches ahead per worker."""
+    import torch
+
+    w = min(8, os.cpu_count() or 1) if workers is None else workers
+    return torch.utils.data.DataLoader(files, batch_sampler=batches, num_workers=w,
+                                       pin_memory=device.type == "cuda", prefetch_factor=2 if w else None)
+
+
+def normaliser(mean: tuple[float, ...], std: tuple[float, ...], device: Any) -> tuple[Any, Any]:
+    """uint8 -> (x/255 - mean)/std as one multiply-add: x*a + b."""
+    import torch
+
+    s = torch.tensor(std, device=device).view(1, -1, 1, 1)
+    m = torch.tensor(mean, device=device).view(1, -1, 1, 1)
+    return 1.0 / (255.0 * s), -m / s
 
 
 def _read_images(items: list[tuple[Path, int]], size: tuple[int, int], channels: int,

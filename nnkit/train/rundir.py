@@ -9,6 +9,9 @@ with the same --out or --resume, a second tuning trial) is refused in one line n
 epoch ended), it takes away the files it wrote and the directory if it made it, so that `--out` accepts the
 same path again; a run that saved last.pt leaves everything for `--resume`.
 
+`check_run_dir` is what a new run's --out may be (new or empty) and `prepare_run_dir` claims it once the data and
+the model were checked, checking again under the lock.
+
 Pure Python (no torch): nnkit tune's trials use it too.
 """
 
@@ -23,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from nnkit.errors import RunDirError
+from nnkit.train import checkpoint as ckpt
+from nnkit.train.config import TrainConfig
 
 LOCK_NAME = ".nnkit-lock"
 # Files a run writes before its first checkpoint (and the temp files of atomic writes, .NAME.*.tmp): the only
@@ -168,6 +173,49 @@ class RunDir:
     def _busy(self) -> RunDirError:
         return RunDirError(f"{self.option} {self.path}: in use by another run ({holder(self.path)}); wait for it "
                            f"to end or choose another directory")
+
+
+def default_run_dir(cfg: TrainConfig) -> Path:
+    from nnkit.train.chain_model import is_chain
+
+    base = Path("runs") / f"{'chain' if is_chain(cfg.arch) else cfg.arch}-{cfg.dataset.value}"
+    p, i = base, 2
+    while p.exists():
+        p, i = Path(f"{base}-{i}"), i + 1
+    return p
+
+
+def check_run_dir(path: Path, resuming: bool) -> None:
+    """Refuse, touching nothing, a --out that is a file or a directory holding anything (a new run goes into a
+    new or empty directory; only --resume writes into a run directory again)."""
+    if path.exists() and not path.is_dir():
+        raise RunDirError(f"--out {path}: exists and is not a directory")
+    if resuming or not path.is_dir():
+        return
+    try:
+        entries = sorted(p.name for p in path.iterdir() if p.name != LOCK_NAME)  # a dead run's lock is no file
+    except OSError as exc:
+        raise RunDirError(f"--out {path}: cannot read the directory ({exc.strerror or exc})") from exc
+    if "last.pt" in entries:
+        raise RunDirError(f"--out {path}: holds a run already (last.pt); continue it with --resume {path} "
+                          f"or choose another --out")
+    if entries:
+        shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
+        raise RunDirError(f"--out {path}: not empty ({len(entries)} entr{'y' if len(entries) == 1 else 'ies'}: "
+                          f"{shown}); a new run is written only into a new or empty directory, so choose "
+                          f"another --out")
+
+
+def prepare_run_dir(rundir: RunDir, resume: dict[str, Any] | None = None) -> Path:
+    """Create the directory and own it (after the data and the model were checked, before training): writing
+    the lock proves it writable. Whatever another run did before the lock was taken is checked again under it:
+    a new run still needs an empty directory, a resumed one the checkpoint it loaded."""
+    rundir.claim()
+    check_run_dir(rundir.path, resuming=resume is not None)
+    if resume is not None and "file_id" in resume and ckpt.file_id(resume["path"]) != resume["file_id"]:
+        raise RunDirError(f"--resume {rundir.path}: {resume['path']} changed since it was read (another run "
+                          f"wrote it meanwhile); run the same command again to continue from the new state")
+    return rundir.path
 
 
 def _try_lock(fd: int, rd: RunDir, patience: float = 0.0) -> bool:

@@ -445,9 +445,9 @@ def _check_same_search(study: Any, saved: dict[str, Any], name: str) -> None:
 
 
 def _mix(*parts: int) -> int:
-    from nnkit.train.loop import _mix as mix
+    from nnkit.train.loop import mix_seed
 
-    return mix(*parts) & 0xFFFFFFFF  # numpy's RandomState, under Optuna's samplers, takes 32-bit seeds
+    return mix_seed(*parts) & 0xFFFFFFFF  # numpy's RandomState, under Optuna's samplers, takes 32-bit seeds
 
 
 def _sampler(spec: TuneSpec, next_number: int) -> Any:
