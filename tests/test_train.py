@@ -450,7 +450,7 @@ def test_progress_bar_carries_the_last_epoch_into_the_next(tmp_path):
 
     from rich.console import Console
 
-    from nnkit.cli.train import _progress
+    from nnkit.render.train import train_progress as _progress
 
     hooks, progress = _progress(True)
     progress.live.console = Console(file=io.StringIO(), force_terminal=True, width=100)

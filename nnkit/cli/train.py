@@ -8,7 +8,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from nnkit.cli.common import DeviceOpt, FormatOpt, FreezeOpt, HeadOpt, TrainableOpt, WidthOpt
-from nnkit.render import OutputFormat, Tabular, emit
+from nnkit.render import OutputFormat, emit
 from nnkit.train.config import AUGMENTS, Dataset, Freeze, Head, Optimizer, Schedule, Split, TrainConfig, parse_augment
 
 _D = TrainConfig()
@@ -36,46 +36,6 @@ DatasetOpt = Annotated[
 DataDirOpt = Annotated[
     Optional[str], typer.Option("--data-dir", help="Folder holding the data set in its standard format.")
 ]
-
-
-def _progress(enabled: bool) -> Any:
-    """A rich progress bar on stderr, or no bar when stderr is not a terminal; notes go to stderr either
-    way."""
-    from nnkit.train.loop import Hooks
-
-    class Notes(Hooks):
-        def note(self, text: str) -> None:
-            typer.echo(f"note: {text}", err=True)
-
-    if not enabled:
-        return Notes(), None
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    progress = Progress(TextColumn("epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
-                        TimeRemainingColumn(), TextColumn("{task.fields[last]}"),
-                        console=Console(stderr=True), transient=False)
-
-    class Bar(Notes):
-        task: Any = None
-        last = ""
-
-        def epoch_start(self, epoch: int, epochs: int, steps: int, done: int) -> None:
-            if self.task is None:
-                self.task = progress.add_task("train", total=steps, epoch=f"{epoch}/{epochs}", last="")
-            progress.reset(self.task, total=steps, completed=done, epoch=f"{epoch}/{epochs}", last=self.last)
-
-        def step(self, epoch: int, step: int) -> None:
-            progress.advance(self.task)
-
-        def epoch_end(self, row: dict[str, Any]) -> None:
-            self.last = f"loss {row['train_loss']:.4f}  val {row['val_accuracy']:.2%}"
-            progress.update(self.task, last=self.last)
-
-        def note(self, text: str) -> None:
-            progress.console.print(f"note: {text}", markup=False, highlight=False)
-
-    return Bar(), progress
 
 
 # What may be given again with --resume: it does not change what is trained (arch and dataset are checked
@@ -155,20 +115,6 @@ def _new_config(p: dict[str, Any]) -> TrainConfig:
     ).validate()
 
 
-def _summary(r: Any) -> tuple[dict[str, Any], Tabular]:
-    last = r.history[-1] if r.history else {}
-    doc = {"val_accuracy": r.val_accuracy, "best_epoch": r.best_epoch, "epochs_run": r.epochs_run,
-           "test_accuracy": r.test_accuracy, "test_loss": r.test_loss, "stopped_early": r.stopped_early,
-           "best_checkpoint": r.best_checkpoint, "last_checkpoint": r.last_checkpoint, "run_dir": r.run_dir,
-           "arch": r.arch, "dataset": r.dataset, "params": r.params, "device": r.device,
-           "world_size": r.world_size, "train_loss": last.get("train_loss"),
-           "train_accuracy": last.get("train_accuracy"), "images_per_s": r.images_per_s, "seconds": r.seconds}
-    pct = {"val_accuracy", "test_accuracy", "train_accuracy"}
-    rows = tuple((k, f"{v:.2%}" if k in pct and v is not None else f"{v:,.0f}" if k == "images_per_s" else
-                  (f"{v:.4g}" if isinstance(v, float) else v)) for k, v in doc.items())
-    return doc, Tabular(("setting", "value"), rows, title=f"{r.arch} on {r.dataset}")
-
-
 def train_cmd(
     ctx: typer.Context,
     arch: ArchArg = None,
@@ -240,17 +186,17 @@ def train_cmd(
 ) -> None:
     """Train an architecture (default: on digits, bundled, no download) into a run directory."""
     p = dict(locals())  # the options as typer converted them (enums), by parameter name
+    from nnkit.render.train import train_progress, train_view
     from nnkit.train.dist import from_env
     from nnkit.train.loop import train
 
     cfg, state = _resume_config(ctx, p) if resume else (_new_config(p), None)
     main = from_env().main
-    hooks, progress = _progress(sys.stderr.isatty() and main)  # one bar under torchrun, rank 0's
+    hooks, progress = train_progress(sys.stderr.isatty() and main)  # one bar under torchrun, rank 0's
     with progress if progress is not None else contextlib.nullcontext():
         r = train(cfg, resume=state, hooks=hooks)  # Ctrl-C and SIGTERM: a resumable checkpoint, Interrupted
     if main:  # under torchrun, rank 0 speaks for all
-        doc, table = _summary(r)
-        emit(doc, table, fmt)
+        emit(*train_view(r), fmt)
 
 
 def eval_cmd(
@@ -270,6 +216,7 @@ def eval_cmd(
 ) -> None:
     """Evaluate a checkpoint: loss, top-1, top-5, per-class accuracy and the confusion matrix."""
     from nnkit.errors import UsageError
+    from nnkit.render.train import eval_view
     from nnkit.train.evaluation import evaluate_checkpoint, evaluate_ensemble
 
     if batch_size < 1:
@@ -286,56 +233,20 @@ def eval_cmd(
     r = evaluate_checkpoint(paths[0], **where)
     if plot:
         _plot(Path(plot).expanduser(), r)
-    doc = {"accuracy": r.accuracy, "top5": r.top5, "loss": r.loss, "images": r.images,
-           "per_class": {name: {"images": n, "accuracy": acc} for name, n, acc in r.per_class},
-           "confusion": [list(row) for row in r.confusion], "classes": list(r.classes),
-           "checkpoint": r.checkpoint, "arch": r.arch, "dataset": r.dataset, "split": r.split}
-    notes = [f"loss {r.loss:.4f}, top-1 {r.accuracy:.2%}" + (", top-5 "
-                                                             f"{r.top5:.2%}" if r.top5 is not None else "")
-             + f" on {r.images} {r.split} images"]
-    if plot:
-        notes.append(f"confusion matrix: {plot}")
-    tab = Tabular(("class", "images", "accuracy"),
-                  tuple((name, n, "-" if acc is None else f"{acc:.2%}") for name, n, acc in r.per_class),
-                  title=f"{r.arch} on {r.dataset} ({r.split})",
-                  footer=(("all", r.images, f"{r.accuracy:.2%}"),), notes=tuple(notes),
-                  numeric=frozenset({"images", "accuracy"}))
-    emit(doc, tab, fmt)
+    emit(*eval_view(r, plot), fmt)
 
 
 def _ensemble(e: Any, plot: str | None, fmt: Any) -> None:
-    """The ensemble's evaluation with the same keys as one checkpoint's, and "members" beside it."""
-    r = e.ensemble
+    from nnkit.render.train import ensemble_view
+
     if plot:
-        _plot(Path(plot).expanduser(), r)
-
-    def scores(m: Any) -> dict[str, Any]:
-        return {"checkpoint": m.checkpoint, "arch": m.arch, "accuracy": m.accuracy, "top5": m.top5, "loss": m.loss}
-
-    doc = {"accuracy": r.accuracy, "top5": r.top5, "loss": r.loss, "images": r.images,
-           "per_class": {name: {"images": n, "accuracy": acc} for name, n, acc in r.per_class},
-           "confusion": [list(row) for row in r.confusion], "classes": list(r.classes), "checkpoint": r.checkpoint,
-           "arch": r.arch, "dataset": r.dataset, "split": r.split, "members": [scores(m) for m in e.members]}
-    best = max(m.accuracy for m in e.members)
-    notes = [f"ensemble: the mean of {len(e.members)} members' probabilities on {r.images} {r.split} images; "
-             f"top-1 {r.accuracy:.2%} against the best member's {best:.2%} ({r.accuracy - best:+.2%})"]
-    if plot:
-        notes.append(f"confusion matrix of the ensemble: {plot}")
-
-    def pct(v: float | None) -> str:
-        return "-" if v is None else f"{v:.2%}"
-
-    # the ensemble is a row, not a footer: TSV and CSV carry rows only
-    rows = tuple((m.checkpoint, m.arch, pct(m.accuracy), pct(m.top5), f"{m.loss:.4f}") for m in (*e.members, r))
-    tab = Tabular(("member", "arch", "accuracy", "top5", "loss"), rows,
-                  title=f"ensemble of {len(e.members)} on {r.dataset} ({r.split})", notes=tuple(notes),
-                  numeric=frozenset({"accuracy", "top5", "loss"}))
-    emit(doc, tab, fmt)
+        _plot(Path(plot).expanduser(), e.ensemble)
+    emit(*ensemble_view(e, plot), fmt)
 
 
 def _plot(path: Path, r: Any) -> None:
     from nnkit.errors import RunDirError
-    from nnkit.train.metrics import plot_confusion
+    from nnkit.render.plot import plot_confusion
 
     for parent in path.parents:  # the nearest existing folder above must be a folder
         if parent.exists():

@@ -615,7 +615,8 @@ def _fit(run: _Run, hooks: Hooks, stop: StopRequest) -> None:
 
 def _finish(run: _Run, stop: StopRequest, started: float) -> TrainResult:
     """The best weights restored and measured on the test split, the curves and summary.json written."""
-    from nnkit.train.metrics import plot_curves, write_metrics
+    from nnkit.render.plot import plot_curves  # the run directory's picture, drawn where every picture is
+    from nnkit.train.metrics import write_metrics
 
     cfg, d, device, run_dir, data, history = run.cfg, run.d, run.device, run.run_dir, run.data, run.history
     stop.deferring = False  # no step to finish any more: a signal during the test and plots stops at once
