@@ -21,7 +21,7 @@ from nnkit.cli.common import (
     InputOpt,
     NumClassesOpt,
     WidthOpt,
-    complete_target,
+    target_arg,
 )
 from nnkit.api import Backend, analyze_target
 from nnkit.core.report import Analysis
@@ -31,12 +31,9 @@ from nnkit.render import DELIMITERS, OutputFormat, Tabular, emit, finite_json, r
 from nnkit.render.views import SUMMARY_COLUMNS, View, dwsep_view, solve_view, summary_line, view
 
 
-TargetArg = Annotated[
-    str,
-    typer.Argument(help="An input shape (CxHxW, HxW, NxCxHxW, or a feature size) followed by layers; an "
-                        "architecture name (nnkit models); a user model file.py:Class; or - to read one per "
-                        "line from stdin.", autocompletion=complete_target, show_default=False),
-]
+TargetArg = target_arg("An input shape (CxHxW, HxW, NxCxHxW, or a feature size) followed by layers; an "
+                       "architecture name (nnkit models); a user model file.py:Class; or - to read one per line "
+                       "from stdin.")
 LayersArg = Annotated[
     Optional[list[str]],
     typer.Argument(help='Layers, as one quoted string or separate words: "conv(6,5) maxpool(2) fc(10)".',
@@ -156,10 +153,8 @@ def _make(what: View) -> Callable[..., None]:
 
 
 def dwsep(
-    target: Annotated[str, typer.Argument(help="Input shape CxHxW of one layer, or a network (mobilenet_v1, "
-                                               "efficientnet_b0, model.py:Net) to compare with its standard "
-                                               "twin.",
-                                          autocompletion=complete_target, show_default=False)],
+    target: target_arg("Input shape CxHxW of one layer, or a network (mobilenet_v1, efficientnet_b0, "
+                       "model.py:Net) to compare with its standard twin."),
     out: Annotated[Optional[int], typer.Option("--out", "-n", help="Output channels N.")] = None,
     kernel: Annotated[Optional[str], typer.Option("-k", "--kernel", help="Kernel size K (or KhxKw).")] = None,
     stride: Annotated[str, typer.Option("-s", "--stride", help="Stride.")] = "1",

@@ -2,7 +2,7 @@
 
 import math
 import os
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -72,3 +72,9 @@ def complete_target(incomplete: str) -> list[str]:
     from nnkit.archs import arch_names
 
     return [n for n in arch_names() if n.startswith(incomplete.lower())]
+
+
+def target_arg(help: str) -> Any:
+    """The target every analysis command takes first (its help says which forms that command reads): shell
+    completion of architecture names, nothing shown as a default."""
+    return Annotated[str, typer.Argument(help=help, autocompletion=complete_target, show_default=False)]

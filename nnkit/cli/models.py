@@ -17,17 +17,15 @@ from nnkit.cli.common import (
     NumClassesOpt,
     TrainableOpt,
     WidthOpt,
-    complete_target,
+    target_arg,
 )
 from nnkit.errors import UsageError
-from nnkit.introspect.memory import Optimizer  # pure Python: an Enum, no torch
+from nnkit.core.optim import Optimizer
 from nnkit.render import OutputFormat, Tabular, emit
 from nnkit.train.config import Head
 
-TargetArg = Annotated[str, typer.Argument(help="An architecture (nnkit models), a user model file.py:Class "
-                                               "or package.module:name, or an input shape followed by "
-                                               "layers.",
-                                          autocompletion=complete_target, show_default=False)]
+TargetArg = target_arg("An architecture (nnkit models), a user model file.py:Class or package.module:name, or "
+                       "an input shape followed by layers.")
 
 
 def models(

@@ -7,24 +7,18 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from nnkit.cli.common import DeviceOpt, FormatOpt, FreezeOpt, HeadOpt, TrainableOpt, WidthOpt
+from nnkit.cli.common import DeviceOpt, FormatOpt, FreezeOpt, HeadOpt, TrainableOpt, WidthOpt, complete_target
 from nnkit.render import OutputFormat, emit
 from nnkit.train.config import AUGMENTS, Dataset, Freeze, Head, Optimizer, Schedule, Split, TrainConfig, parse_augment
 
 _D = TrainConfig()
 
 
-def _complete_arch(incomplete: str) -> list[str]:
-    from nnkit.archs import arch_names
-
-    return [n for n in arch_names() if n.startswith(incomplete.lower())]
-
-
 ArchArg = Annotated[
     Optional[str],
     typer.Argument(help="Architecture to train (nnkit models), or a chain in the layer language as one quoted "
                         "argument, e.g. \"1x8x8 conv(8,3,p=1) relu flatten fc(10)\"; optional with --resume.",
-                   show_default=False, autocompletion=_complete_arch),
+                   show_default=False, autocompletion=complete_target),
 ]
 
 
@@ -42,28 +36,6 @@ DataDirOpt = Annotated[
 # against the run). Every other training option is refused rather than silently ignored.
 RESUME_OPTIONS = frozenset({"ctx", "arch", "dataset", "resume", "epochs", "device", "data_dir", "workers",
                             "stream", "fmt"})
-
-
-def _augment_names(text: str) -> tuple[str, ...]:
-    """--augment's value, every word checked: an unknown or empty name is refused with the valid ones
-    listed."""
-    import difflib
-
-    from nnkit.errors import UsageError
-
-    valid = f"{', '.join(AUGMENTS)}, or none"
-    if text.strip().lower() == "none":
-        return ()
-    words = [w.strip().lower() for w in text.split(",")]
-    if not all(words):
-        raise UsageError(f"--augment '{text}': an empty name in the list; give comma-separated names from "
-                         f"{valid}")
-    for word in words:
-        if word not in AUGMENTS:
-            close = difflib.get_close_matches(word, AUGMENTS, n=2, cutoff=0.5)
-            hint = f" (did you mean {', '.join(close)}?)" if close else ""
-            raise UsageError(f"--augment: unknown augmentation '{word}'{hint}; valid: {valid}")
-    return parse_augment(text)
 
 
 def _resume_config(ctx: typer.Context, p: dict[str, Any]) -> tuple[TrainConfig, dict[str, Any]]:
@@ -107,7 +79,7 @@ def _new_config(p: dict[str, Any]) -> TrainConfig:
         optimizer=p["optimizer"], lr=p["lr"], momentum=p["momentum"], nesterov=p["nesterov"],
         weight_decay=p["weight_decay"], label_smoothing=p["label_smoothing"], schedule=p["schedule"],
         warmup_epochs=p["warmup_epochs"], seed=p["seed"],
-        augment=_augment_names(p["augment"]) if p["augment"] is not None else None, patience=p["patience"],
+        augment=parse_augment(p["augment"]) if p["augment"] is not None else None, patience=p["patience"],
         weights=p["weights"], freeze=p["freeze"], trainable=parse_modules(p["trainable"]), head=p["head"],
         clip_grad=p["clip_grad"], width=p["width"], device=p["device"], amp=p["amp"],
         channels_last=p["channels_last"], compile=p["compile_"], synthetic_size=p["synthetic_size"],

@@ -7,8 +7,8 @@ from typing import Annotated, Any, List, Optional
 
 import typer
 
-from nnkit.cli.common import DeviceOpt, FormatOpt
-from nnkit.cli.train import DataDirOpt, DatasetOpt, _complete_arch
+from nnkit.cli.common import DeviceOpt, FormatOpt, complete_target
+from nnkit.cli.train import DataDirOpt, DatasetOpt
 from nnkit.render import emit
 from nnkit.train.config import Dataset, Freeze, TrainConfig
 from nnkit.train.tune import Metric, Pruner, Sampler
@@ -18,7 +18,7 @@ _SPACE = "a value, a list (a,b,c) or a range (low..high, low..high:log)"
 
 Space = Optional[List[str]]
 ArchArg = Annotated[Optional[str], typer.Argument(help="Architecture to train in every trial (nnkit models).",
-                                                  show_default=False, autocompletion=_complete_arch)]
+                                                  show_default=False, autocompletion=complete_target)]
 
 
 def _opt(flag: str, what: str) -> Any:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from nnkit.core.chain import analyze_chain
 from nnkit.core.report import Shape, Topic
-from nnkit.core.spec import LayerSpec, parse_layer
+from nnkit.core.spec import SIGNATURES, LayerSpec, parse_layer, read_value, value_text
 from nnkit.errors import UsageError
 
 
@@ -64,10 +64,8 @@ class DwsepComparison:
 
 def _option(kind: str, option: str, key: str, value: str) -> object:
     """One command-line option read with the layer language's own types, the error naming the option."""
-    from nnkit.core.spec import SIGNATURES, _value
-
     try:
-        return SIGNATURES[kind].types[key](_value(value), key)
+        return SIGNATURES[kind].types[key](read_value(value), key)
     except ValueError as exc:
         raise UsageError(f"{option} {value}: {str(exc).replace(key + ' ', '', 1)}") from None
 
@@ -80,7 +78,7 @@ def compare(input_text: str, *, out: int, kernel: str, stride: str = "1", paddin
     p = _option("conv", "-p", "p", padding)
 
     def spec(kind: str, **args: object) -> LayerSpec:  # built from checked values, not pasted text
-        text = f"{kind}(" + ",".join(f"{key}={_text(v)}" for key, v in args.items()) + ")"
+        text = f"{kind}(" + ",".join(f"{key}={value_text(v)}" for key, v in args.items()) + ")"
         return parse_layer(text)
 
     std = analyze_chain(input_text, [spec("conv", out=n, k=k, s=s, p=p, bias=bias)])
@@ -99,14 +97,6 @@ def compare(input_text: str, *, out: int, kernel: str, stride: str = "1", paddin
     return DwsepComparison(input=std.input, output=std.output, out=n, kernel=(kh, kw), bias=bias,  # type: ignore
                            standard=standard, depthwise=depthwise, pointwise=pointwise,
                            explain=tuple(explain))
-
-
-def _text(v: object) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, tuple):
-        return "x".join(map(str, v))
-    return str(v)
 
 
 # Whole networks (`nnkit dwsep ARCH`): the network as built against its "standard twin", where each depthwise

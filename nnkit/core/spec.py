@@ -86,7 +86,7 @@ def read_input(text: str, form: Form = 2, why: str = "") -> tuple[int | None, tu
 
 def _int(v: Value, key: str) -> int:
     if isinstance(v, bool) or not isinstance(v, int):
-        raise ValueError(f"{key} must be a whole number, got {_show(v)}")
+        raise ValueError(f"{key} must be a whole number, got {value_text(v)}")
     return v
 
 
@@ -112,7 +112,7 @@ def _sizes(n: int, check: Callable[[Value, str], int]) -> Callable[[Value, str],
     def convert(v: Value, key: str) -> tuple[int, ...]:
         if isinstance(v, tuple):
             if len(v) != n:
-                raise ValueError(f"{key} takes {_SPELL[n]}, got {_show(v)}")
+                raise ValueError(f"{key} takes {_SPELL[n]}, got {value_text(v)}")
             return tuple(check(x, key) for x in v)
         return (check(v, key),) * n
 
@@ -129,7 +129,7 @@ def _padding_of(n: int) -> Callable[[Value, str], tuple[int, ...] | str]:
             if v in ("same", "valid"):
                 return v
             sizes = {1: "a size", 2: "a size, HxW", 3: "a size, DxHxW"}[n]
-            raise ValueError(f"{key} takes {sizes}, 'same' or 'valid', got {_show(v)}")
+            raise ValueError(f"{key} takes {sizes}, 'same' or 'valid', got {value_text(v)}")
         return _sizes(n, _nonneg_int)(v, key)
 
     return convert
@@ -147,18 +147,18 @@ def _bool(v: Value, key: str) -> bool:
         return v
     if v in (0, 1):
         return bool(v)
-    raise ValueError(f"{key} must be true or false, got {_show(v)}")
+    raise ValueError(f"{key} must be true or false, got {value_text(v)}")
 
 
 def _prob(v: Value, key: str) -> float:
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1:
-        raise ValueError(f"{key} must be a probability between 0 and 1, got {_show(v)}")
+        raise ValueError(f"{key} must be a probability between 0 and 1, got {value_text(v)}")
     return float(v)
 
 
 def _scale(v: Value, key: str) -> float:
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < 1e6:
-        raise ValueError(f"{key} must be a positive number below a million, got {_show(v)}")
+        raise ValueError(f"{key} must be a positive number below a million, got {value_text(v)}")
     return v
 
 
@@ -167,11 +167,12 @@ UPSAMPLE_MODES = ("nearest", "bilinear")
 
 def _mode(v: Value, key: str) -> str:
     if not isinstance(v, str) or v not in UPSAMPLE_MODES:
-        raise ValueError(f"{key} must be {' or '.join(UPSAMPLE_MODES)}, got {_show(v)}")
+        raise ValueError(f"{key} must be {' or '.join(UPSAMPLE_MODES)}, got {value_text(v)}")
     return v
 
 
-def _show(v: Value) -> str:
+def value_text(v: Value) -> str:
+    """A value as the layer language writes it: 3x7x7, true, 0.5."""
     if isinstance(v, tuple):
         return "x".join(str(x) for x in v)
     if isinstance(v, bool):
@@ -401,7 +402,9 @@ _FLOAT = re.compile(r"^[+-]?(\d+\.\d*|\.\d+|\d+)([eE][+-]?\d+)?$")
 _SIZES_VALUE = re.compile(r"^\d+(\s*[x×]\s*\d+)+$", re.IGNORECASE)  # 3x3, 3x7x7: one size per axis
 
 
-def _value(raw: str) -> Value:
+def read_value(raw: str) -> Value:
+    """One argument's value as the layer language reads it: true/false, a whole number, sizes per axis (3x7x7),
+    a number, else the word itself."""
     raw = raw.strip()
     low = raw.lower()
     if low in ("true", "yes", "on"):
@@ -466,7 +469,7 @@ def parse_layer(token: str, index: int | None = None) -> LayerSpec:
             if key in given:
                 raise SpecError(f"{where}{token}: '{key}' given twice")
             try:
-                given[key] = _value(raw)
+                given[key] = read_value(raw)
             except ValueError as exc:
                 raise SpecError(f"{where}{token}: {exc}") from None
     missing = [k for k in sig.positional[: sig.required] if k not in given]

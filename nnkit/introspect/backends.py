@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from nnkit.core.report import Analysis, LayerReport
-from nnkit.errors import MissingDependencyError
+from nnkit.errors import MissingDependencyError, first_line
 
 
 def _cpu_copy(t: Any) -> Any:
@@ -185,8 +185,7 @@ def crosscheck(t: Any, info: Any | None) -> Crosscheck:
                          "module)")
     except Exception as exc:  # noqa: BLE001 - one tool failing must not hide the others
         params["fvcore"] = macs["fvcore"] = None
-        diffs.append(f"fvcore failed: {type(exc).__name__}: "
-                     f"{str(exc).splitlines()[0][:120] if str(exc) else ''}")
+        diffs.append(f"fvcore failed: {type(exc).__name__}: {first_line(exc, 120)}")
     try:
         stats = torchinfo_stats(t)
         params["torchinfo"], macs["torchinfo"] = stats.total_params, stats.total_mult_adds
@@ -212,8 +211,7 @@ def crosscheck(t: Any, info: Any | None) -> Crosscheck:
             diffs.append(f"torchinfo params: {params['torchinfo'] - ours.params:+,}")
     except Exception as exc:  # noqa: BLE001
         params["torchinfo"] = macs["torchinfo"] = None
-        diffs.append(f"torchinfo failed: {type(exc).__name__}: "
-                     f"{str(exc).splitlines()[0][:120] if str(exc) else ''}")
+        diffs.append(f"torchinfo failed: {type(exc).__name__}: {first_line(exc, 120)}")
     published = info.published if info is not None else None
     if published and tuple(t.input) == tuple(info.input):
         params["torchvision"] = published[0]

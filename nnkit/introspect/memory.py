@@ -14,17 +14,11 @@ routes unmasked attention through the fused kernel's autograd formula, as traini
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
 from typing import Any
 
-
-class Optimizer(str, Enum):
-    sgd = "sgd"  # with momentum: one buffer per parameter (plain SGD holds none)
-    adam = "adam"  # exp_avg and exp_avg_sq
-    adamw = "adamw"
+from nnkit.core.optim import STATE_PER_PARAM, Optimizer
 
 
-STATE_PER_PARAM = {Optimizer.sgd: 1, Optimizer.adam: 2, Optimizer.adamw: 2}
 
 
 @dataclass(frozen=True)

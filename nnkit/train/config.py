@@ -6,6 +6,7 @@ Pure Python: the CLI builds a TrainConfig, validates it here, and only then impo
 
 from __future__ import annotations
 
+import difflib
 import math
 import os
 from dataclasses import asdict, dataclass, fields
@@ -13,6 +14,7 @@ from enum import Enum
 from typing import Any
 
 from nnkit.core.numbers import physical_memory
+from nnkit.core.optim import Optimizer
 from nnkit.errors import UnknownNameError, UsageError
 
 
@@ -24,12 +26,6 @@ class Dataset(str, Enum):
     cifar100 = "cifar100"
     imagefolder = "imagefolder"
     synthetic = "synthetic"
-
-
-class Optimizer(str, Enum):
-    sgd = "sgd"
-    adam = "adam"
-    adamw = "adamw"
 
 
 class Schedule(str, Enum):
@@ -74,18 +70,21 @@ DEFAULT_VAL_SPLIT = 0.1
 
 
 def parse_augment(text: str | None) -> tuple[str, ...]:
-    """'flip,crop' -> ('flip', 'crop'); '' or 'none' -> ()."""
-    if not text or text.strip().lower() == "none":
+    """--augment 'flip,crop' -> ('flip', 'crop') (a name given twice counts once); 'none' or None -> (). An
+    unknown or empty name is refused with the valid ones listed (nnkit train and nnkit tune alike)."""
+    if text is None or text.strip().lower() == "none":
         return ()
-    out: list[str] = []
-    for word in (w.strip().lower() for w in text.split(",")):
-        if not word:
-            continue
+    valid = f"{', '.join(AUGMENTS)}, or none"
+    words = [w.strip().lower() for w in text.split(",")]
+    if not all(words):
+        raise UsageError(f"--augment '{text}': an empty name in the list; give comma-separated names from "
+                         f"{valid}")
+    for word in words:
         if word not in AUGMENTS:
-            raise UnknownNameError("augmentation", word, AUGMENTS)
-        if word not in out:
-            out.append(word)
-    return tuple(out)
+            close = difflib.get_close_matches(word, AUGMENTS, n=2, cutoff=0.5)
+            hint = f" (did you mean {', '.join(close)}?)" if close else ""
+            raise UsageError(f"--augment: unknown augmentation '{word}'{hint}; valid: {valid}")
+    return tuple(dict.fromkeys(words))
 
 
 @dataclass(frozen=True)
