@@ -25,9 +25,11 @@ from nnkit.core import report
 from nnkit.core import solve as _solve
 from nnkit.core.dwsep import DwsepComparison
 from nnkit.core.spec import looks_like_shape
-from nnkit.errors import MissingDependencyError, UnknownOptionError, UsageError
+from nnkit.errors import MissingDependencyError, UnknownOptionError, UsageError, refuse_given
 
 __all__ = ["Analysis", "analyze", "dwsep", "memory", "solve", "summary"]
+
+NOT_FOR_CHAINS = "to named and user models, not to a chain (write the shape first, then the layers)"
 
 
 class _Shown:
@@ -187,14 +189,9 @@ def analyze_target(target: str, layers: list[str] | None, *, input: str | None =
     if looks_like_shape(target):
         from nnkit.core.chain import analyze_chain, truncate
 
-        model_opts = {"--depth": depth, "--num-classes": num_classes, "--in-channels": in_channels,
-                      "--width": width, "--input": input}
-        given = [k for k, v in model_opts.items() if v is not None]
-        if _backend(backend) is not Backend.nnkit:
-            given.append("--backend")
-        if given:
-            raise UsageError(f"{', '.join(given)} appl{'y' if len(given) > 1 else 'ies'} to named and user models, "
-                             "not to a chain (write the shape first, then the layers)")
+        refuse_given((("--depth", depth), ("--num-classes", num_classes), ("--in-channels", in_channels),
+                      ("--width", width), ("--input", input),
+                      ("--backend", None if _backend(backend) is Backend.nnkit else backend)), NOT_FOR_CHAINS)
         options = [x for x in layers or [] if x.startswith("--")]
         if options:
             raise UnknownOptionError(options[0])
@@ -329,10 +326,9 @@ def memory(target: Any, input: Any = None, *, batch: int | None = None, optimize
         opt = Optimizer(optimizer)
     except ValueError:
         raise UsageError(f"optimizer '{optimizer}': one of {', '.join(o.value for o in Optimizer)}") from None
-    given = [o for o, v in (("num_classes", num_classes), ("in_channels", in_channels), ("width", width))
-             if v is not None]
-    if given and not (isinstance(target, str) and not looks_like_shape(target.strip().split(None, 1)[0])):
-        raise UsageError(f"{', '.join(given)} apply to named architectures; a module or chain is estimated as it is")
+    if not (isinstance(target, str) and not looks_like_shape(target.strip().split(None, 1)[0])):
+        refuse_given((("num_classes", num_classes), ("in_channels", in_channels), ("width", width)),
+                     "to named architectures; a module or chain is estimated as it is")
     if isinstance(target, str) and looks_like_shape(target.strip().split(None, 1)[0]):
         from nnkit.introspect.memory import estimate
         from nnkit.train.chain_model import chain_target  # the module nnkit train builds for the chain
@@ -341,3 +337,26 @@ def memory(target: Any, input: Any = None, *, batch: int | None = None, optimize
         return Memory(estimate(t.model, t.input, batch=batch or t.batch or 1, optimizer=opt, amp=amp))
     return Memory(estimate_target(target, _input_text(input), batch=batch, optimizer=opt, num_classes=num_classes,
                                   in_channels=in_channels, width=width, amp=amp))
+
+
+def training_target(target: str, *, input: str | None = None, num_classes: int | None = None,
+                    in_channels: int | None = None, width: float | None = None, freeze: str = "none",
+                    trainable: str | None = None, head: str = "own") -> Any:
+    """The model `nnkit train` would train, on the meta device, with its transfer mode applied (which part
+    trains): an architecture, a user model or a chain (as the module nnkit train builds for it, rows named
+    conv1, relu2, ... as nnkit code writes them). nnkit summary --train and --freeze analyse it."""
+    from nnkit.core.torchplan import is_chain
+    from nnkit.introspect.target import resolve
+    from nnkit.train.transfer import parse_modules, transferred
+
+    new = head == "new"
+    if is_chain(target):
+        refuse_given((("--input", input), ("--in-channels", in_channels), ("--width", width),
+                      ("--num-classes", None if new else num_classes)), NOT_FOR_CHAINS)
+        from nnkit.train.chain_model import chain_target
+
+        t = chain_target(target)
+    else:
+        t = resolve(target, input=input, num_classes=None if new else num_classes, in_channels=in_channels,
+                    width=width)
+    return transferred(t, freeze=freeze, trainable=parse_modules(trainable), head=head, num_classes=num_classes)

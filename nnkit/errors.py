@@ -8,6 +8,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 from enum import IntEnum
+from typing import Any
 
 
 class ExitCode(IntEnum):
@@ -110,3 +111,11 @@ def first_line(exc: BaseException, limit: int = 160) -> str:
     if len(text) > limit:
         text = text[:limit].rsplit(" ", 1)[0] + " ..."
     return text
+
+
+def refuse_given(options: Iterable[tuple[str, Any]], where: str) -> None:
+    """A UsageError naming every option given (not None) that means nothing here, as one sentence: '--input,
+    --width apply to named and user models, not to a chain'. `where` is what they apply to, and why not here."""
+    given = [name for name, value in options if value is not None]
+    if given:
+        raise UsageError(f"{', '.join(given)} appl{'y' if len(given) > 1 else 'ies'} {where}")

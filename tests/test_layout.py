@@ -60,3 +60,62 @@ def test_archs_train_and_tune_complete_names_with_one_function():
 
     arch = [p for p in (train.ArchArg.__metadata__ + tune.ArchArg.__metadata__)]
     assert all(p.autocompletion is common.complete_target for p in arch)
+
+
+# The one reach left: the architecture table's generator measures models for introspect/dwsep.py too; it moves
+# out of archs/ with its measure() once the registry's own changes have landed.
+KNOWN_REACHES = {("nnkit/introspect/dwsep.py", "nnkit.archs._generate")}
+
+
+def _private_reaches(path: Path) -> list[tuple[str, str]]:
+    """(what, where from) for each private name `path` uses from outside its own package: `from a._b import c`,
+    `from a import _b`, `a._b` on an imported nnkit module. Inside a package its modules share what they like."""
+    own = ".".join(path.relative_to(PKG.parent).with_suffix("").parts[:-1])
+    found = []
+
+    def check(dotted: str, where: str) -> None:
+        parts = dotted.split(".")
+        for i, part in enumerate(parts):
+            if part.startswith("_") and not part.startswith("__"):
+                home = ".".join(parts[:i])
+                if not (own == home or own.startswith(home + ".")):
+                    found.append((dotted, where))
+                return
+
+    modules: dict[str, str] = {}
+    tree = ast.parse(path.read_text(), str(path))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("nnkit"):
+            check(node.module, node.module)
+            for a in node.names:
+                check(f"{node.module}.{a.name}", node.module)
+                modules[a.asname or a.name] = f"{node.module}.{a.name}"
+        elif isinstance(node, ast.Import):
+            for a in node.names:
+                if a.name.startswith("nnkit"):
+                    check(a.name, a.name)
+                    modules[a.asname or a.name] = a.name
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in modules:
+            check(f"{modules[node.value.id]}.{node.attr}", modules[node.value.id])
+    return found
+
+
+def test_no_module_uses_another_packages_private_names():
+    found = {(str(p.relative_to(PKG.parent)), where): what for p in _modules() for what, where in _private_reaches(p)}
+    assert {k: v for k, v in found.items() if k not in KNOWN_REACHES} == {}
+    assert set(found) >= KNOWN_REACHES  # one fixed: take it off the list
+
+
+def test_an_analysis_says_whether_it_is_a_chain():
+    """Views read Analysis.chain (a model's rows get a type column) instead of re-parsing its source."""
+    from nnkit.core.chain import analyze_chain, truncate
+    from nnkit.render.views import view
+
+    a = analyze_chain("3x32x32", ["conv(6,5) relu"])
+    assert a.chain and truncate(a, "1").chain
+    doc, tab = view(a, "shape")
+    assert "type" not in tab.columns
+    from dataclasses import replace
+
+    assert "type" in view(replace(a, chain=False), "shape")[1].columns  # the same rows, as a model's

@@ -20,7 +20,8 @@ CONFIG: tuple[tuple[int, int], ...] = (
 )
 
 
-def _channels(c: int, alpha: float) -> int:
+def channels(c: int, alpha: float) -> int:
+    """A layer's channels at width multiplier alpha (Howard et al. 2017, section 4.2), at least one."""
     return max(1, int(c * alpha))
 
 
@@ -32,10 +33,10 @@ def mobilenet_v1(num_classes: int = 1000, in_channels: int = 3, width: float = 1
         return [nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False),
                 nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
 
-    c = _channels(32, width)
+    c = channels(32, width)
     layers: list[Any] = [nn.Sequential(*cbr(in_channels, c, 2))]
     for out, stride in CONFIG:
-        o = _channels(out, width)
+        o = channels(out, width)
         if standard:
             layers.append(nn.Sequential(*cbr(c, o, stride)))
         else:

@@ -87,7 +87,7 @@ def summary(
     columns: ColumnsOpt = None,
 ) -> None:
     """Every column at once: output shape, params, trainable, MACs, receptive field, activation memory."""
-    from nnkit.api import analyze_target
+    from nnkit.api import analyze_target, training_target
     from nnkit.render.views import view
 
     if (batch is not None or optimizer is not None or memory is not None or amp) and not train:
@@ -100,8 +100,9 @@ def summary(
     transfer = freeze != "none" or trainable is not None or head is Head.new
     t = None
     if transfer or train:
-        t = _target(" ".join([target, *(layers or [])]), input, num_classes, in_channels, width, freeze,
-                    trainable, head)
+        t = training_target(" ".join([target, *(layers or [])]), input=input, num_classes=num_classes,
+                            in_channels=in_channels, width=width, freeze=freeze, trainable=trainable,
+                            head=head.value)
     if transfer:
         from nnkit.introspect import analyze_model
 
@@ -158,30 +159,6 @@ def parse_bytes(text: str) -> int:
     if not m or m.group(2) not in units or not 0 < value < 2**63:  # 1e999 is infinite: no int of it
         raise UsageError(f"--memory {text}: expected a size such as 8GiB, 24GB or 512MiB")
     return int(value)
-
-
-def _target(target: str, input: str | None, num_classes: int | None, in_channels: int | None,
-            width: float | None, freeze: str, trainable: str | None, head: Head) -> Any:
-    """The model on the meta device with the transfer mode of `nnkit train` applied (its trainable split)."""
-    from nnkit.core.torchplan import is_chain
-    from nnkit.introspect.target import resolve
-    from nnkit.train.transfer import parse_modules, transferred
-
-    new = head is Head.new
-    if is_chain(target):  # the module nnkit train builds for it (rows named conv1, relu2, ... as nnkit code does)
-        given = [k for k, v in (("--input", input), ("--in-channels", in_channels), ("--width", width),
-                                ("--num-classes", None if new else num_classes)) if v is not None]
-        if given:
-            raise UsageError(f"{', '.join(given)} appl{'y' if len(given) > 1 else 'ies'} to named and user models, "
-                             "not to a chain (write the shape first, then the layers)")
-        from nnkit.train.chain_model import chain_target
-
-        t = chain_target(target)
-    else:
-        t = resolve(target, input=input, num_classes=None if new else num_classes, in_channels=in_channels,
-                    width=width)
-    return transferred(t, freeze=freeze, trainable=parse_modules(trainable), head=head.value,
-                       num_classes=num_classes)
 
 
 def crosscheck(

@@ -132,7 +132,7 @@ def analyze_chain(input_text: str, chain: str | list[str] | tuple[str, ...] | li
     return _totals(Analysis(source=f"{input_text} {' '.join(s.text for s in specs)}", input=shape,
                             output=current,
                             layers=tuple(rows), params=0, trainable=0, macs=0, batch=batch,
-                            rf_notes=rf_notes))
+                            rf_notes=rf_notes, chain=True))
 
 
 def position_fields(input_text: str, chain: str | list[str]) -> list[list[tuple[int, int] | None]]:

@@ -87,6 +87,7 @@ class Analysis:
     rf_global: bool = False  # the final output depends on the whole input
     notes: tuple[str, ...] = field(default=())
     rf_notes: tuple[str, ...] = field(default=())  # remarks about receptive fields, shown by rf and summary
+    chain: bool = False  # a chain in the layer language (rows are its layers), not a built model (module paths)
 
     @property
     def flops(self) -> int:

@@ -104,7 +104,7 @@ def smallest_input(rebuild: Any, shape: tuple[int, ...], start: int = 1,
         try:
             trace.run(meta_copy(rebuild()).eval(), (shape[0], s, s), fields=False)
             return True
-        except trace._Failure:
+        except trace.TraceFailure:
             return False
 
     lo, hi = start - 1, max(start, 1)
@@ -151,7 +151,7 @@ def analyze_model(model: Any, shape: tuple[int, ...], *, source: str, depth: int
     with training_flags(model, named, False):
         try:
             tr = trace.run(model, shape, source, fields=fields, named=named)
-        except trace._Failure as failure:
+        except trace.TraceFailure as failure:
             smallest = min_input
             if rebuild is not None and smallest is None:
                 smallest = smallest_input(rebuild, shape)

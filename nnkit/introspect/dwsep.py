@@ -76,7 +76,7 @@ def convolutions(model: Any, shape: tuple[int, ...], source: str, *, min_input: 
     with training_flags(model, named, False):
         try:
             tr = trace.run(model, shape, source, fields=False, named=named, tracker=sources)
-        except trace._Failure as failure:  # noqa: SLF001
+        except trace.TraceFailure as failure:
             smallest = min_input or smallest_input(rebuild or (lambda: model), shape)
             raise trace.failure_message(source, shape, failure, smallest) from None
     ops = follower[0].inputs
@@ -149,7 +149,7 @@ def _mobilenet_cost(width: float, size: int, standard: bool = False) -> Cost:
 
 
 def compare_mobilenet(width: float | None, shape: tuple[int, ...]) -> MobileNetComparison:
-    from nnkit.archs.mobilenet_v1 import CONFIG, _channels
+    from nnkit.archs.mobilenet_v1 import CONFIG, channels
 
     alpha = 1.0 if width is None else width
     if alpha <= 0:
@@ -159,9 +159,9 @@ def compare_mobilenet(width: float | None, shape: tuple[int, ...]) -> MobileNetC
                          "3x224x224")
     size = shape[1]
     weight = total = 0.0
-    c, h = _channels(32, alpha), (size + 1) // 2
+    c, h = channels(32, alpha), (size + 1) // 2
     for out, stride in CONFIG:  # Howard et al. 3.1: 1/N + 1/K^2 per separable layer
-        o = _channels(out, alpha)
+        o = channels(out, alpha)
         h = (h - 1) // stride + 1
         std_macs = h * h * 9 * c * o
         weight += std_macs * (1 / o + 1 / 9)

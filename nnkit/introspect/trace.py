@@ -485,11 +485,17 @@ def run(model: Any, shape: tuple[int, ...], name: str = "model", fields: bool = 
                  upsampled=tracker.upsampled if tracker is not None else [])
 
 
-class _Failure(Exception):
+class TraceFailure(Exception):
+    """The model's forward failed during the trace: the call it failed in (None: outside any module's) and the
+    exception, for failure_message to put in one line."""
+
     def __init__(self, call: Call | None, exc: BaseException) -> None:
         super().__init__(str(exc))
         self.call = call
         self.exc = exc
+
+
+_Failure = TraceFailure  # the former name, for code that still catches it
 
 
 def failure_message(target: str, shape: tuple[int, ...], failure: _Failure, smallest: tuple[int, int] | None) -> \

@@ -14,7 +14,6 @@ from __future__ import annotations
 from typing import Any, Callable, Literal
 
 from nnkit.core.report import Analysis, Field, LayerReport, Topic
-from nnkit.core.spec import looks_like_shape
 from nnkit.render import Tabular
 
 View = Literal["shape", "params", "flops", "rf", "summary"]
@@ -128,7 +127,7 @@ def view(a: Analysis, what: View, explain: bool = False) -> tuple[dict[str, Any]
 
     # Model rows are module paths: their class (Conv2d, ...) is worth a column; a chain's layer says it
     # itself. It comes last, so that chains and models put every other column at the same place for scripts.
-    typed = not looks_like_shape(a.source.split(" ", 1)[0])
+    typed = not a.chain
     columns = _columns(a, what)
     rows = []
     for layer in a.layers:
