@@ -158,3 +158,14 @@ def test_a_fitted_table_never_cuts_a_number(data, width):
             value = row[columns.index(col)]
             if kind == "int":
                 assert f"{value:,}" in body or compact(value) in body, (value, text)
+
+
+@pytest.mark.torch
+def test_a_bad_column_in_stdin_table_mode_is_one_lines_error(nnkit):
+    """--columns is checked against each line's own table: a column a model has and a chain lacks fails the
+    chain's line only, in one line naming it, and the batch goes on (exit 2 at the end, as for any bad line)."""
+    run = nnkit("shape", "-", "--columns", "type", "-f", "table", input="3x32x32 conv(6,5)\nlenet5\n")
+    assert run.code == 2, run
+    assert run.err == ("nnkit: line 1: --columns type: this table has no column 'type'; it has input, output "
+                       "(or all)\n"), run
+    assert "Conv2d" in run.out and "lenet5" in run.out
