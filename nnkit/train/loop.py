@@ -262,14 +262,14 @@ class _Run:
     scale: float
     g: Any  # augmentation's generator
     shuffle: Any
-    history: list[dict[str, Any]]
-    best_acc: float
-    best_epoch: int
-    start_epoch: int
-    start_step: int
     partial: Any  # this epoch's sums so far, at an interruption (epoch_sums)
-    partial_seconds: float
-    patience_left: int | None
+    partial_seconds: float = 0.0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_acc: float = -1.0
+    best_epoch: int = 0
+    start_epoch: int = 1
+    start_step: int = 0
+    patience_left: int | None = None
     stopped_early: bool = False
     images_seen: int = 0
     train_time: float = 0.0
@@ -286,6 +286,22 @@ class _Run:
 
         return torch.autocast(self.device.type, dtype=self.amp) if self.amp is not None else \
             contextlib.nullcontext()
+
+    def restore(self, resume: dict[str, Any]) -> None:
+        """A resumed run's weights, optimizer (and scaler) state, history, and its place in the epoch it was in."""
+        import torch
+
+        self.model.load_state_dict(resume["model"])
+        self.opt.load_state_dict(resume["optimizer"])
+        if self.scaler is not None and resume.get("scaler"):
+            self.scaler.load_state_dict(resume["scaler"])
+        self.history = [dict(r) for r in resume["history"]]
+        self.best_acc, self.best_epoch = float(resume["best_val_accuracy"]), int(resume["best_epoch"])
+        self.start_epoch, self.start_step = int(resume["epoch"]) + 1, int(resume.get("step", 0))
+        if self.start_step:  # an epoch cut short by Ctrl-C: `epoch` counts the completed ones, `step` this one's
+            partial = resume["partial"].to(dtype=torch.float64)
+            self.partial = torch.cat([partial, torch.zeros(PARTIAL - len(partial), dtype=torch.float64)])  # older runs
+            self.partial_seconds = float(resume.get("partial_seconds", 0.0))
 
     def rng_state(self) -> dict[str, Any]:
         import torch
@@ -408,44 +424,27 @@ def _setup(cfg: TrainConfig, resume: dict[str, Any] | None, hooks: Hooks, d: D.D
     if cfg.compile:
         net = torch.compile(net)
 
-    history: list[dict[str, Any]] = []
-    best_acc, best_epoch, start_epoch, start_step = -1.0, 0, 1, 0
-    partial = torch.zeros(PARTIAL, dtype=torch.float64)
-    partial_seconds = 0.0
-    if resume is not None:
-        model.load_state_dict(resume["model"])
-        opt.load_state_dict(resume["optimizer"])
-        if scaler is not None and resume.get("scaler"):
-            scaler.load_state_dict(resume["scaler"])
-        history = [dict(r) for r in resume["history"]]
-        best_acc, best_epoch = float(resume["best_val_accuracy"]), int(resume["best_epoch"])
-        start_epoch, start_step = int(resume["epoch"]) + 1, int(resume.get("step", 0))
-        if start_step:  # an epoch cut short by Ctrl-C: `epoch` counts the completed ones, `step` this one's
-            partial = resume["partial"].to(dtype=torch.float64)
-            partial = torch.cat([partial, torch.zeros(PARTIAL - len(partial), dtype=torch.float64)])  # older runs
-            partial_seconds = float(resume.get("partial_seconds", 0.0))
-
-    if d.main:
-        ckpt.write_json(run_dir / "config.json", {**cfg.to_dict(), "val_from": data.val_from,
-                                                  "test_from": data.test_from,
-                                                  "classes": list(data.classes), "input": [c, h, w],
-                                                  "world_size": d.world, "device": str(device),
-                                                  "params": params})  # nnkit runs reads it without torch
     lo = d.rank * gb // d.world  # this rank's share of every global batch
     hi = (d.rank + 1) * gb // d.world
-    patience_left = None
-    if cfg.patience is not None:
-        patience_left = cfg.patience - (len(history) - best_epoch if history else 0)
-    return _Run(
+    run = _Run(
         cfg=cfg, resume=resume, d=d, device=device, amp=amp, run_dir=run_dir, data=data, input=[c, h, w],
         built=built, net=net, opt=opt, scaler=scaler, trainable=trainable, params=params, a=a, b=b, xtr=xtr,
         ytr=ytr, xva=xva, yva=yva, streamed=streamed, dense=dense, gb=gb, steps=steps, lo=lo, hi=hi,
         # DDP averages gradients over ranks, so this rank's mean loss times world*share/gb gives the mean over the
         # global batch; 1 when the batch splits evenly (always in one process), and then no multiply at all.
         scale=d.world * (hi - lo) / gb,
-        g=torch.Generator(device=device), shuffle=torch.Generator(), history=history, best_acc=best_acc,
-        best_epoch=best_epoch, start_epoch=start_epoch, start_step=start_step, partial=partial,
-        partial_seconds=partial_seconds, patience_left=patience_left)
+        g=torch.Generator(device=device), shuffle=torch.Generator(), partial=torch.zeros(PARTIAL, dtype=torch.float64))
+    if resume is not None:
+        run.restore(resume)
+    if d.main:
+        ckpt.write_json(run_dir / "config.json", {**cfg.to_dict(), "val_from": data.val_from,
+                                                  "test_from": data.test_from,
+                                                  "classes": list(data.classes), "input": [c, h, w],
+                                                  "world_size": d.world, "device": str(device),
+                                                  "params": params})  # nnkit runs reads it without torch
+    if cfg.patience is not None:
+        run.patience_left = cfg.patience - (len(run.history) - run.best_epoch if run.history else 0)
+    return run
 
 
 def train_one_epoch(run: _Run, epoch: int, hooks: Hooks, stop: StopRequest) -> tuple[Any, float]:
