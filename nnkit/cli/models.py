@@ -33,8 +33,8 @@ TargetArg = Annotated[str, typer.Argument(help="An architecture (nnkit models), 
 def models(
     pattern: Annotated[Optional[str], typer.Argument(help="Shell wildcard, e.g. 'resnet*' or '*_bn'.",
                                                      show_default=False)] = None,
-    task: Annotated[Optional[str], typer.Option("--task", help="Only architectures for this task: "
-                                                               "classification or segmentation.",
+    task: Annotated[Optional[str], typer.Option("--task", help="Only architectures for this task: classification, "
+                                                               "segmentation, video, detection or flow.",
                                                 show_default=False)] = None,
     fmt: FormatOpt = None,
     columns: ColumnsOpt = None,
