@@ -153,6 +153,14 @@ def test_raft_two_images_against_a_real_forward():
     images = torch.rand(2, 1, 3, 128, 128)
     assert a.macs == _real_macs(model, images[0], images[1])
     assert a.params == sum(p.numel() for p in model.parameters())
+    from nnkit.errors import GeometryError
+    from nnkit.introspect import detection
+
+    same = detection.analyze(model, (3, 128, 128), source="raft", second=(3, 128, 128), fields=False)
+    assert same.macs == a.macs
+    with pytest.raises(GeometryError, match="raft on 3x128x128: the model .RAFT.: input images should have the "
+                                            "same shape"):
+        detection.analyze(model, (3, 128, 128), source="raft", second=(3, 128, 136), fields=False)
 
 
 def test_num_classes_and_what_does_not_apply(nnkit):
@@ -183,6 +191,14 @@ def test_views_show_the_parts(nnkit):
     assert any(n.startswith("protocol: nonzero and boolean masks keep every element") for n in explained["notes"])
 
 
+def test_crosscheck_of_raft_matches_torchvision(nnkit):
+    doc = nnkit("crosscheck", "raft_small", "-f", "json").json()
+    assert doc["macs"]["torchvision"] == 47_655_000_000 and round(doc["macs"]["nnkit"] / 1e9, 3) == 47.655
+    assert [p["name"] for p in doc["parts"]] == ["feature encoder", "context encoder", "correlation volume",
+                                                 "update block"]
+    assert any("equal nnkit's under the protocol" in d for d in doc["differences"])
+
+
 def test_crosscheck_puts_torchvision_beside_and_explains(nnkit):
     run = nnkit("crosscheck", "fasterrcnn_mobilenet_v3_large_320_fpn", "-f", "json")
     assert run.code == 0, run
@@ -191,6 +207,7 @@ def test_crosscheck_puts_torchvision_beside_and_explains(nnkit):
     assert doc["macs"]["torchvision"] == 719_000_000
     said = " ".join(doc["differences"])
     assert "heads on 0 proposals (nnkit: 150" in said and "nnkit head: box head (150 proposals)" in said
+    assert sum(p["macs"] for p in doc["parts"]) == doc["macs"]["nnkit"]
     assert doc["params"]["torchinfo"] == doc["params"]["nnkit"]
     assert math.isclose(doc["macs"]["torchinfo"], doc["macs"]["nnkit"], rel_tol=0.01)  # plus biases and norms
 

@@ -144,6 +144,7 @@ class Crosscheck:
     params: dict[str, int | None]  # nnkit, fvcore, torchinfo, torchvision
     macs: dict[str, int | None]
     differences: tuple[str, ...]  # one sentence per named difference
+    parts: tuple[Any, ...] = ()  # detectors and flow models: nnkit's backbone, neck and heads (core.report.Part)
 
 
 _FV_NAMES = {"conv": "conv", "linear": "matmul", "matmul": "matmul", "bmm": "matmul", "einsum": "matmul",

@@ -196,10 +196,10 @@ def _largest_mode() -> Any:
     return Largest
 
 
-def _driver(model: Any, what: str) -> Any:
+def _driver(model: Any, what: str, second: tuple[int, ...] | None = None) -> Any:
     """A module whose forward(x) runs `model` as the protocol says: R-CNN without transform.postprocess, RAFT on
-    two images of x's shape, the others as they are. The model is its child `model` (torchinfo walks it); the
-    tracer is given the model's own module paths."""
+    two images (the second of shape `second`, x's own by default), the others as they are. The model is its child
+    `model` (torchinfo walks it); the tracer is given the model's own module paths."""
     from torch import nn
     from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
 
@@ -214,7 +214,8 @@ def _driver(model: Any, what: str) -> Any:
             if what == "flow":
                 import torch
 
-                out = m(x, torch.empty_like(x))
+                out = m(x, torch.empty((x.shape[0], *second), dtype=x.dtype, device=x.device) if second
+                        else torch.empty_like(x))
             elif isinstance(m, GeneralizedRCNN):  # GeneralizedRCNN.forward in eval, up to its postprocess
                 images, _ = m.transform(x)
                 features = m.backbone(images.tensors)
@@ -241,14 +242,15 @@ def _output(result: Any, what: str) -> tuple[int, ...] | None:
 
 def analyze(model: Any, shape: tuple[int, ...], *, source: str, depth: int | None = None, at: str | None = None,
             batch: int | None = None, fields: bool = True, explain: bool = True,
-            min_input: tuple[int, int] | None = None) -> Analysis:
-    """analyze_model for a detector or RAFT, under the protocol of the module docstring."""
+            min_input: tuple[int, int] | None = None, second: tuple[int, ...] | None = None) -> Analysis:
+    """analyze_model for a detector or RAFT, under the protocol of the module docstring. `second`: RAFT's second
+    image, one item without the batch (the first image's shape when None), for a several-input --input."""
     from nnkit.introspect import _on_meta, _report, training_flags
     from nnkit.introspect import trace as tracing
 
     what = kind(model)
     model, named = _on_meta(model)
-    drive = _driver(model, what or "detection")
+    drive = _driver(model, what or "detection", second)
     with training_flags(model, named, False):
         specs = part_specs(model)  # in eval: the limits eval uses
         try:
@@ -413,4 +415,4 @@ def crosscheck(t: Any, info: Any | None) -> Any:
             diffs.append(explain_difference(ours, specs, published[1]))
     else:
         params["torchvision"] = macs["torchvision"] = None
-    return Crosscheck(t.name, t.input, params, macs, tuple(diffs))
+    return Crosscheck(t.name, t.input, params, macs, tuple(diffs), ours.parts)
