@@ -156,6 +156,7 @@ def _largest_mode() -> Any:
     aten = torch.ops.aten
     nms = torch.ops.torchvision.nms.default
     long, masks = torch.long, (torch.bool, torch.uint8)
+    resizes = (aten.upsample_bicubic2d.default, aten.upsample_bilinear2d.default)
 
     def meta(*ts: Any) -> bool:
         return all(isinstance(t, torch.Tensor) and t.is_meta for t in ts)
@@ -168,6 +169,10 @@ def _largest_mode() -> Any:
                 return torch.empty((x.numel(), x.dim()), dtype=long, device="meta")
             if func is aten.index.Tensor and meta(args[0]) and any(
                     i is not None and i.dtype in masks for i in args[1]):  # a boolean mask selects everything
+                x, given = args[0], args[1]
+                if len(given) == 1 and tuple(given[0].shape) == tuple(x.shape[:given[0].dim()]):
+                    # x[mask], the post-processing's per-class filter: torch's meta kernel is Python (0.1 ms)
+                    return torch.empty((given[0].numel(), *x.shape[given[0].dim():]), dtype=x.dtype, device="meta")
                 indices: list[Any] = []
                 for i in args[1]:
                     if i is not None and i.dtype in masks:
@@ -186,9 +191,10 @@ def _largest_mode() -> Any:
                         torch.empty((1,) if counts else (0,), dtype=long, device="meta"))
             if func is aten._local_scalar_dense.default and meta(args[0]):  # noqa: SLF001 - .item()
                 return True if args[0].dtype == torch.bool else 1
-            if func is aten.upsample_bicubic2d.default and meta(args[0]) and not kwargs:
-                # keypoint heat maps, once per detection: torch's meta kernel is a Python decomposition
-                # (0.1 s a call), and the output's shape is all an analysis needs
+            if func in resizes and meta(args[0]) and not kwargs and len(args) > 1 and args[1] is not None \
+                    and args[0].is_contiguous():
+                # the transform's resize, keypoint heat maps once per detection: torch's meta kernels are Python
+                # decompositions (bicubic 0.1 s a call), and the output's shape is all an analysis needs
                 x, size = args[0], args[1]
                 return torch.empty((*x.shape[:2], *size), dtype=x.dtype, device="meta")
             return func(*args, **kwargs)
