@@ -33,8 +33,8 @@ TargetArg = Annotated[str, typer.Argument(help="An architecture (nnkit models), 
 def models(
     pattern: Annotated[Optional[str], typer.Argument(help="Shell wildcard, e.g. 'resnet*' or '*_bn'.",
                                                      show_default=False)] = None,
-    task: Annotated[Optional[str], typer.Option("--task", help="Only architectures for this task: "
-                                                               "classification or segmentation.",
+    task: Annotated[Optional[str], typer.Option("--task", help="Only architectures for this task: classification, "
+                                                               "segmentation, video, detection or flow.",
                                                 show_default=False)] = None,
     fmt: FormatOpt = None,
     columns: ColumnsOpt = None,
@@ -209,6 +209,9 @@ def crosscheck(
     tools = ("nnkit", "fvcore", "torchinfo", "torchvision")
     doc = {"name": c.name, "input": list(c.input), "params": c.params, "macs": c.macs,
            "differences": list(c.differences)}
+    if c.parts:  # detectors and flow models (nnkit.introspect.detection)
+        doc["parts"] = [{"name": p.name, "role": p.role, "modules": list(p.modules), "runs_on": p.runs_on,
+                         "params": p.params, "macs": p.macs} for p in c.parts]
     rows = tuple((tool, c.params.get(tool), c.macs.get(tool),
                   None if c.macs.get(tool) is None or c.macs["nnkit"] is None
                   else c.macs[tool] - c.macs["nnkit"]) for tool in tools)  # type: ignore[operator]

@@ -144,8 +144,11 @@ def training_flags(model: Any, named: list[tuple[str, Any]], mode: bool) -> Iter
 def analyze_model(model: Any, shape: tuple[int, ...], *, source: str, depth: int | None = None,
                   at: str | None = None, batch: int | None = None, min_input: tuple[int, int] | None = None,
                   rebuild: Any = None, fields: bool = True, explain: bool = True) -> Analysis:
-    from nnkit.introspect import trace
+    from nnkit.introspect import detection, trace
 
+    if detection.kind(model):  # work that depends on the image: analysed under nnkit's stated protocol
+        return detection.analyze(model, shape, source=source, depth=depth, at=at, batch=batch, fields=fields,
+                                 explain=explain, min_input=min_input)
     model, named = _on_meta(model)
     # torchvision's numbers are for inference; train mode adds aux heads
     with training_flags(model, named, False):

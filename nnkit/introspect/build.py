@@ -50,10 +50,30 @@ def _building_mode(everything: bool) -> Any:
     return Building()
 
 
+def _without_downloads(make: Callable[[], Any]) -> Callable[[], Any]:
+    """torchvision's detection and segmentation builders default weights_backbone to ImageNet weights, so a user
+    target such as torchvision.models.detection:fasterrcnn_resnet50_fpn would download them when called as is:
+    nnkit never downloads, it calls them with weights_backbone=None (the weights themselves default to None)."""
+    import functools
+    import inspect
+
+    if not getattr(make, "__module__", "").startswith("torchvision."):
+        return make
+    try:
+        given = inspect.signature(make).parameters.get("weights_backbone")
+    except (TypeError, ValueError):  # a builtin or a C callable: nothing to pass
+        return make
+    if given is None or given.default in (None, inspect.Parameter.empty):
+        return make
+    return functools.partial(make, weights_backbone=None)
+
+
 def on_meta(make: Callable[[], Any]) -> Any:
-    """make() with every tensor on the meta device; falls back to making only parameters and buffers there."""
+    """make() with every tensor on the meta device; falls back to making only parameters and buffers there.
+    torchvision's builders never download backbone weights here (_without_downloads)."""
     from torch import nn
 
+    make = _without_downloads(make)
     try:
         with _building_mode(everything=True):
             return make()
