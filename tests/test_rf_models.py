@@ -305,3 +305,73 @@ def test_conv1d_and_conv3d_model_fields_in_json_are_lists_of_the_models_rank(nnk
     assert (one["size"], one["stride"], one["padding"], one["covers_input"]) == ([17], [4], [0], False)
     three = nnkit("rf", f"{path}:clip", "--input", "3x16x112x112", "-f", "json").json()
     assert (three["size"], three["stride"]) == ([3, 7, 7], [1, 2, 2])
+
+
+class Resize(nn.Module):
+    """A conv, F.interpolate to a size that is no whole multiple (or a scale factor), a conv: every mode nnkit has a
+    rule for."""
+
+    def __init__(self, mode, corners, size=None, scale=None) -> None:
+        super().__init__()
+        self.a, self.b = nn.Conv2d(2, 2, 3), nn.Conv2d(2, 2, 2)
+        self.how = dict(mode=mode, size=size, scale_factor=scale)
+        if mode != "nearest":
+            self.how["align_corners"] = corners
+
+    def forward(self, x):
+        return self.b(nn.functional.interpolate(self.a(x), **self.how))
+
+
+@pytest.mark.parametrize("mode, corners, size, scale", [
+    ("bilinear", True, (19, 31), None),   # x = j*(in-1)/(out-1): whole at some j, where float32 rounds
+    ("bilinear", True, None, 3.0),
+    ("bilinear", True, (4, 5), None),     # downsampling
+    ("bilinear", False, (22, 16), None),  # in/out scales 9/22 and 11/16: x is never a whole number
+    ("bilinear", False, None, 2.5),
+    ("nearest", False, (20, 29), None),
+    ("nearest", False, (5, 4), None),     # nearest downsampling by a non-integer factor: gaps between reads
+])
+def test_interpolation_to_any_size_matches_the_gradient_at_every_position(mode, corners, size, scale):
+    fields = _check(lambda: Resize(mode, corners, size, scale), (2, 11, 13))
+    a = analyze_model(Resize(mode, corners, size, scale), (2, 11, 13), source="resize")
+    assert a.rf.size == _largest(fields) and a.rf_at == "b"
+    assert not any("stop" in n for n in a.notes)
+
+
+def test_interpolation_where_x_is_whole_counts_both_neighbours():
+    """9 -> 23 rows: at j = 11, x = 11.5*9/23 - 0.5 = 4 exactly; float32 lands on 4, a hair below or above it
+    depending on the CPU's rounding, and PyTorch reads 4, 3 and 4, or 4 and 5. nnkit counts 3 to 5 there: never
+    less than PyTorch reads (the gradient), and exactly it at the other positions."""
+    fields = _check(lambda: Resize("bilinear", False, (23, 17), None), (2, 11, 13), exact=False)
+    model = _real_copy(lambda: Resize("bilinear", False, (23, 17), None))
+    seen = _gradient_spans(model, (2, 11, 13), 0, list(range(22)), lambda y: y)
+    exact = [j for j in range(22) if seen[j] == (max(fields[0][j][0], 0), min(fields[0][j][1], 10))]
+    assert len(exact) >= 20  # rows 10 and 11 read output 11 of the resize
+
+
+@pytest.mark.parametrize("shape, chain", [
+    ((1, 40, 40), "conv(4,3,p=1) maxpool(2) conv(4,3,p=1) maxpool(2) conv(4,3,p=1) tconv(4,2,s=2) conv(4,3,p=1) "
+                  "tconv(4,2,s=2) conv(4,3,p=1) conv(2,1)"),
+    ((2, 13, 13), "conv(2,3) upsample(2,mode=bilinear) conv(2,3)"),
+    ((2, 13, 13), "conv(2,3) tconv(2,3,s=2,p=1,op=1) upsample(3)"),
+    ((2, 13, 13), "tconv(2,3,s=3,d=2) conv(2,3)"),
+    ((2, 20), "conv1d(2,3,p=1) maxpool1d(2) tconv1d(2,4,s=2,p=1) upsample(2,mode=bilinear)"),
+    ((2, 6, 8, 8), "conv3d(2,3,p=1) maxpool3d(2) tconv3d(2,3,s=2,p=1,op=1) upsample(2,mode=bilinear)"),
+])
+def test_a_model_and_the_same_chain_have_the_same_fields(shape, chain):
+    """One rule: a chain written in the layer language and the nn.Sequential it stands for, traced as a model."""
+    from nnkit.core.chain import analyze_chain
+    from nnkit.core.chain import position_fields as chain_fields
+    from nnkit.core.spec import parse_chain
+    from tests import torch_oracle
+
+    layers, current = [], shape
+    for spec in parse_chain(chain):
+        m = torch_oracle.module(spec, current)
+        layers.append(m)
+        current = tuple(m(torch.zeros(1, *current)).shape[1:])
+    model = nn.Sequential(*layers)
+    text = "x".join(map(str, shape))
+    a, c = analyze_model(model, shape, source="seq"), analyze_chain(text, chain)
+    assert (a.rf.size, a.rf.stride, a.rf.padding) == (c.rf.size, c.rf.stride, c.rf.padding)
+    assert position_fields(model, shape) == chain_fields(text, chain)

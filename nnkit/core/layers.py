@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import struct
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
@@ -632,6 +633,7 @@ class AxisMap:
     d: int = 1
     scale: Fraction = Fraction(1)
     n: int = 0  # the input's length on this axis (upsamplings read only inside it)
+    corners: bool = False  # bilinear with align_corners=true: scale is (out - 1)/(in - 1)
 
     @property
     def stride(self) -> Fraction:
@@ -662,11 +664,12 @@ class AxisMap:
                           [(start + t * self.d, last - self.p + t * self.d) for t in range(self.k)])
         top = self.n - 1
         if self.kind == "nearest":
-            lo, hi = math.floor(first / self.scale), math.floor(last / self.scale)
+            lo, hi = _nearest(first, self.scale), _nearest(last, self.scale)
             return [(min(max(lo, 0), top), min(max(hi, 0), top))]
+        if self.kind == "bilinear" and self.corners:
+            return [(_corner_reads(first, self.n, self.scale)[0], _corner_reads(last, self.n, self.scale)[1])]
         if self.kind == "bilinear":
-            lo = math.floor((first + Fraction(1, 2)) / self.scale - Fraction(1, 2))
-            hi = math.floor((last + Fraction(1, 2)) / self.scale - Fraction(1, 2)) + 1
+            lo, hi = _linear_reads(first, self.scale)[0], _linear_reads(last, self.scale)[1]
             return [(min(max(lo, 0), top), min(max(hi, 0), top))]
         # tconv: input i reaches outputs i*s - p + t*d; for each tap t the inputs reaching first..last are an
         # interval, and the union of those k intervals is exact.
@@ -686,8 +689,58 @@ class AxisMap:
                     f"{(self.k - 1) * self.d}}} (Dumoulin & Visin 2016)")
         if self.kind == "nearest":
             return f"nearest x{self.scale}: output j reads input floor(j/{self.scale})"
+        if self.corners:
+            return (f"bilinear, align_corners=true: output j reads floor(x), and floor(x)+1 unless x is a whole "
+                    f"number, x = j/{self.scale} in float32 as PyTorch computes it")
         return (f"bilinear x{self.scale}: output j reads floor(x) and floor(x)+1, x = (j + 0.5)/{self.scale} - 0.5 "
                 "(align_corners=false)")
+
+
+def _f32(x: float) -> float:
+    """x rounded to float32. An operation on float32 values done in float64 and rounded once to float32 is the
+    correctly rounded float32 result (float64 has more than 2*24 + 2 bits), so this is PyTorch's arithmetic."""
+    return struct.unpack("f", struct.pack("f", x))[0]
+
+
+def _nearest(j: int, scale: Fraction) -> int:
+    """The input output j of a nearest resize copies, as PyTorch computes it (aten's nearest_idx): j itself at
+    scale 1, j >> 1 at scale 2, else floorf(j * (1/scale)) in float32, one multiplication that float32
+    reproduces exactly (a whole j/scale that float32 rounds down reads the input before it)."""
+    if scale == 1:
+        return j
+    if scale == 2:
+        return j >> 1
+    return math.floor(_f32(_f32(float(j)) * _f32(float(1 / scale))))
+
+
+# How far float32 may move x = (j + 0.5)/scale - 0.5 from its exact value, relative to |x| + 1: PyTorch computes it
+# in float32 (with or without a fused multiply-add, by CPU), a few units of 2**-24.
+_SLACK = Fraction(1, 1 << 20)
+
+
+def _linear_reads(j: int, scale: Fraction) -> tuple[int, int]:
+    """The first and last input of output j of a linear resize with align_corners=false: floor(x) and floor(x) + 1
+    at x = (j + 0.5)/scale - 0.5 (aten's area_pixel_compute_source_index). Where x is within float32's rounding
+    of a whole number w, PyTorch reads w - 1 and w, or w and w + 1, by how its CPU rounds: both are counted, so
+    that the field never leaves out an input PyTorch reads."""
+    x = (j + Fraction(1, 2)) / scale - Fraction(1, 2)
+    w = round(x)
+    if abs(x - w) <= (abs(x) + 1) * _SLACK:
+        return w - 1, w + 1
+    return math.floor(x), math.floor(x) + 1
+
+
+def _corner_reads(j: int, n: int, scale: Fraction) -> tuple[int, int]:
+    """The first and last input of output j of a bilinear resize with align_corners=true, as PyTorch computes it
+    (aten's area_pixel_compute_scale and compute_source_index_and_lambda, in float32): x = j * ((in-1)/(out-1)),
+    input trunc(x) always, and the next one only where its weight x - trunc(x) is not zero. Exact rationals would
+    be wrong both ways where float32 rounds a whole x below or above it."""
+    top = n - 1
+    out = scale * top + 1
+    ratio = _f32(top / (out - 1)) if out > 1 else 0.0
+    x = _f32(ratio * j)
+    i = min(max(int(x), 0), top)
+    return i, (i + 1 if i < top and x - i > 0 else i)
 
 
 def window_map(window: Window) -> tuple[AxisMap, ...]:

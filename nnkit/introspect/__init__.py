@@ -245,7 +245,7 @@ def _report(named: list[tuple[str, Any]], tr: Any, shape: tuple[int, ...], *, so
     if tr.upsampled:
         op = follower.stopped[0] if follower is not None and getattr(follower, "stopped", None) else "a resampling"
         notes.append(f"receptive fields stop at {tr.upsampled[0] or 'the model'} ({op}): nnkit follows them "
-                     "through nearest and bilinear (align_corners=false) interpolation and transposed "
+                     "through nearest and bilinear (linear, trilinear) interpolation and transposed "
                      "convolutions, not through this one")
     regrouped = getattr(tr.rf, "where", None)  # the output's whole-input state began at a regrouping view
     if regrouped is not None:

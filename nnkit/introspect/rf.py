@@ -148,9 +148,9 @@ def _resize(kind: str | None) -> Callable[..., Any]:
     """Interpolation: the same size is the identity; nearest-neighbour downsampling by integer factors k (1 on an
     axis that keeps its size) is a window of 1 with stride k (at offset floor(k/2) for 'nearest-exact'), unless a
     scale factor other than 1/k was given (torch then maps indices by that scale). Otherwise 'nearest' and
-    'bilinear' (and linear, trilinear) with align_corners=false read per nnkit.core.layers.AxisMap, at torch's
-    scale; the rest (bicubic, antialiased, nearest-exact or align_corners=true upsampling) has no rule and ends
-    the field. kind: "nearest", "exact" (nearest-exact), "linear" or None (no rule)."""
+    'bilinear' (and linear, trilinear) read per nnkit.core.layers.AxisMap, at torch's scale (align_corners=true
+    too); the rest (bicubic, antialiased, nearest-exact upsampling) has no rule and ends the field.
+    kind: "nearest", "exact" (nearest-exact), "linear" or None (no rule)."""
     def rule(args: tuple[Any, ...], sp_in: tuple[int, ...], sp_out: tuple[int, ...]) -> Any:
         n = len(sp_in)
         if sp_out == sp_in:
@@ -167,6 +167,9 @@ def _resize(kind: str | None) -> Callable[..., Any]:
         if kind == "nearest" or (kind == "linear" and not _arg(args, 2, False)):
             mode = "nearest" if kind == "nearest" else "bilinear"
             return tuple(AxisMap(mode, scale=_scale(sc, i, o), n=i) for i, o, sc in zip(sp_in, sp_out, scales))
+        if kind == "linear":  # align_corners=true: x = j*(in-1)/(out-1), whatever scale factor was given
+            return tuple(AxisMap("bilinear", scale=Fraction(o - 1, i - 1), n=i, corners=True) if i > 1 and o > 1
+                         else AxisMap("nearest", scale=Fraction(o, i), n=i) for i, o in zip(sp_in, sp_out))
         return UPSAMPLING
     return rule
 
