@@ -156,6 +156,8 @@ def test_deeplabv3_sees_the_whole_input_through_its_aspp_pooling_branch():
     assert a.rf_global
     assert rows["classifier.0.convs.4.0"].rf_global  # ASPPPooling's global average
     assert rows["classifier.0.convs.0.0"].rf is not None  # the 1x1 branch still has a local field
+    assert any(n.startswith("the output 'out' sees the whole input: a path through classifier.0.convs.4.0 pools")
+               for n in a.notes)
 
 
 # --- a U-Net model file ----------------------------------------------------------------------------------------

@@ -618,9 +618,11 @@ class AxisMap:
       between its elements; equivalently (the PyTorch ConvTranspose docs' scatter form) input i adds into outputs
       i*s - p + t*d, t = 0..k-1, so output o reads the inputs i with o + p - i*s in {0, d, ..., (k-1)*d}: none, one
       or several, depending on o (an output that no tap reaches is its bias alone).
-    - nearest (nn.Upsample's default, aten's nearest_idx): output j copies input floor(j/scale).
+    - nearest (nn.Upsample's default, aten's nearest_idx): output j copies input floor(j/scale), as PyTorch's
+      float32 computes it (_nearest).
     - bilinear with align_corners=false (aten's area_pixel_compute_source_index): x = (j + 0.5)/scale - 0.5,
-      output j mixes inputs floor(x) and floor(x) + 1.
+      output j mixes inputs floor(x) and floor(x) + 1 (both neighbours of a whole x that float32 may round
+      across: _linear_reads); with align_corners=true (models), x = j*(in-1)/(out-1) in float32 (_corner_reads).
     Upsamplings read only their real input: PyTorch clamps x into it (and at x < 0 the second weight is zero), and
     a tconv has no input past its ends. Windows keep Araujo et al.'s convention and read into their padding. So a
     field that lies inside the input is exact, and one that crosses its border may overstate it, never understate.

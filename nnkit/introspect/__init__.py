@@ -248,6 +248,12 @@ def _report(named: list[tuple[str, Any]], tr: Any, shape: tuple[int, ...], *, so
                      "through nearest and bilinear (linear, trilinear) interpolation and transposed "
                      "convolutions, not through this one")
     regrouped = getattr(tr.rf, "where", None)  # the output's whole-input state began at a regrouping view
+    pooled = getattr(tr.rf, "pooled_at", None)
+    if pooled is not None:
+        regrouped = None
+        if tr.outputs:  # a dense predictor whose map sees the whole input says why (a classifier's pool is plain)
+            notes.append(f"the output '{tr.outputs[0]}' sees the whole input: a path through "
+                         f"{pooled or 'the model'} pools globally (as DeepLabV3's ASPP does) and joins it")
     if regrouped is not None:
         notes.append(f"receptive fields from {regrouped or 'the model'} on are shown as the whole input: "
                      "positions are regrouped there (tokens, attention windows); an upper bound where "

@@ -1,18 +1,20 @@
 """Receptive fields through branching graphs, followed tensor by tensor during the traced forward pass
-(Araujo, Norris & Sim 2019).
+(Araujo, Norris & Sim 2019), and through upsampling by nnkit's rule (nnkit.core.layers.AxisMap).
 
-Each tensor carries, per spatial axis, (size r, effective stride S, effective padding P) and the (H, W) it
-tracks; after upsampling (interpolation, transposed convolution) it carries no field but still its (H, W), as
-Araujo et al. define fields for downsampling networks only (chains in nnkit.core carry them through upsampling;
-models do not yet). The tracer (nnkit.introspect.trace) hands every aten operator to `Fields.op` with its inputs
-and output:
-convolutions, pooling and padding grow the field (nnkit.core.layers.grow_field); operators whose output keeps
-the tracked (H, W) as two consecutive dimensions (activations, adds, concatenations, splits, channel shuffles,
-channels-last permutes) pass it on; anything else (flatten, global pooling, attention over tokens) makes the
-output depend on the whole input. A multiplication by a global gate (squeeze-and-excitation in MobileNetV3,
-EfficientNet, RegNetY) keeps the local field: the gate scales channels, it does not move the window; analyses
-say so in a note. At a merge the field is the union of the incoming ones: P = max P_i, r = max(r_i - P_i) + P;
-when the paths' strides or centres ((r - 1)/2 - P) differ, the merge is reported as misaligned.
+Each tensor carries, per spatial axis of the model's input (L; H, W; D, H, W), a field and the sizes it tracks.
+While no path has resampled the field is Araujo et al.'s (size r, effective stride S, effective padding P); once
+one does (nearest, bilinear, linear or trilinear interpolation, a transposed convolution) it is a
+nnkit.core.layers.Resampled node, composed position by position by the same rule as chains. The tracer
+(nnkit.introspect.trace) hands every aten operator to `Fields.op` with its inputs and output:
+convolutions, pooling, padding and crops grow the field; operators whose output keeps the tracked sizes as
+consecutive dimensions (activations, adds, concatenations, splits, channel shuffles, channels-last permutes) pass
+it on; anything else (flatten, global pooling, attention over tokens, a product of two tensors computed from the
+input) makes the output depend on the whole input. A multiplication by a global gate (squeeze-and-excitation in
+MobileNetV3, EfficientNet, RegNetY) keeps the local field: the gate scales channels, it does not move the window;
+analyses say so in a note. At a merge the field is the union of the incoming ones: P = max P_i,
+r = max(r_i - P_i) + P; when the paths' strides or centres ((r - 1)/2 - P) differ, the merge is reported as
+misaligned. A merge with an upsampled path (a U-Net's skip, an FPN's or LRASPP's sum) is a Resampled union: each
+output position reads what every path reads at that position.
 
 Following the operators that really run, rather than a torch.fx graph, costs one dictionary lookup per
 operator, needs no second pass, and works for models fx cannot trace (Python control flow on shapes); in-place
@@ -36,6 +38,13 @@ UPSAMPLING = "upsampling"  # a window rule's answer for a resampling nnkit has n
 class Regrouped(str):
     """A whole-input state (any str state is one) that began where a view regrouped positions into tokens or
     attention windows; `where` names that module, for the note (ViT, Swin)."""
+    where = ""
+
+
+class Pooled(str):
+    """A whole-input state that began at a global pooling; `where` names that module, for the note on a model whose
+    output map sees the whole input (DeepLabV3's ASPP pooling branch)."""
+    pooled_at = property(lambda self: self.where)
     where = ""
 
 
@@ -400,7 +409,9 @@ class Fields(Follower):
             sp_out = first[-n:]
             win = rule(args, sp, sp_out)
             if win == GLOBAL:
-                return [GLOBAL]
+                pooled = Pooled(GLOBAL)
+                pooled.where = self.where()
+                return [pooled]
             if win == UPSAMPLING:
                 if axes is not None:
                     self.upsampled.append(self.where())
@@ -418,6 +429,10 @@ class Fields(Follower):
             regrouped = Regrouped(GLOBAL)
             regrouped.where = self.where()
             out = [regrouped if s == GLOBAL else s for s in out]
+        elif GLOBAL in out and len(first) >= 2 and first[1:] and all(d == 1 for d in first[2:]):
+            pooled = Pooled(GLOBAL)  # a mean over the positions (adaptive pooling to 1 runs as aten.mean)
+            pooled.where = self.where()
+            out = [pooled if s == GLOBAL else s for s in out]
         return out
 
     def _folded(self, packet: Any, args: tuple[Any, ...], live: list[Any], first: tuple[int, ...]) -> list[Any] | None:
