@@ -84,15 +84,24 @@ def _on_meta(model: Any) -> tuple[Any, list[tuple[str, Any]]]:
 
 
 def _field(state: Any) -> tuple[Field | None, bool]:
-    from nnkit.core.layers import to_field
+    return _field_notes(state)[:2]  # type: ignore[return-value]
+
+
+def _field_notes(state: Any) -> tuple[Field | None, bool, list[str]]:
+    """The Field of a tensor's state (nnkit.introspect.rf), whether it covers the whole input, and the notes on
+    output positions that differ in field (after upsampling)."""
+    from nnkit.core.layers import Resampled, resampled_field, to_field
 
     if state is None:
-        return None, False
+        return None, False, []
     if isinstance(state, str):  # rf.GLOBAL
-        return None, True
-    if state[0] is None:  # after upsampling
-        return None, False
-    return to_field(state[0]), False
+        return None, True, []
+    if state[0] is None:  # after a resampling nnkit has no rule for
+        return None, False, []
+    if isinstance(state[0], Resampled):  # composed position by position: the largest over the positions
+        fld, differ = resampled_field(state[0], state[1])
+        return fld, False, differ
+    return to_field(state[0]), False, []
 
 
 def smallest_input(rebuild: Any, shape: tuple[int, ...], start: int = 1,
@@ -235,11 +244,19 @@ def _report(named: list[tuple[str, Any]], tr: Any, shape: tuple[int, ...], *, so
         first = tr.misaligned[0]
         notes.append(f"{len(tr.misaligned)} merge(s) join paths whose receptive fields are misaligned (first "
                      f"at {first}); the union of the fields is shown (Araujo et al. 2019)")
+    follower = tr.follower
     if tr.upsampled:
-        notes.append(f"receptive fields stop at the first upsampling or interpolating layer "
-                     f"({tr.upsampled[0] or 'the model'}): Araujo et al. (2019) define them for downsampling "
-                     "networks")
+        op = follower.stopped[0] if follower is not None and getattr(follower, "stopped", None) else "a resampling"
+        notes.append(f"receptive fields stop at {tr.upsampled[0] or 'the model'} ({op}): nnkit follows them "
+                     "through nearest and bilinear (linear, trilinear) interpolation and transposed "
+                     "convolutions, not through this one")
     regrouped = getattr(tr.rf, "where", None)  # the output's whole-input state began at a regrouping view
+    pooled = getattr(tr.rf, "pooled_at", None)
+    if pooled is not None:
+        regrouped = None
+        if tr.outputs:  # a dense predictor whose map sees the whole input says why (a classifier's pool is plain)
+            notes.append(f"the output '{tr.outputs[0]}' sees the whole input: a path through "
+                         f"{pooled or 'the model'} pools globally (as DeepLabV3's ASPP does) and joins it")
     if regrouped is not None:
         notes.append(f"receptive fields from {regrouped or 'the model'} on are shown as the whole input: "
                      "positions are regrouped there (tokens, attention windows); an upper bound where "
@@ -251,24 +268,50 @@ def _report(named: list[tuple[str, Any]], tr: Any, shape: tuple[int, ...], *, so
     if tr.gates:
         notes.append(f"{tr.gates} squeeze-excitation gate(s) multiply by a value computed from the whole "
                      "input; the receptive fields shown are those of the gated features, without the gates")
-    out_rf, out_global = _field(tr.rf) if fields else (None, False)
+    out_rf, out_global, differ = _field_notes(tr.rf) if fields else (None, False, [])
     macs = tr.macs * n
     output = tr.output
+    rf_notes = _rf_notes(follower, tr) if fields else []
     if at is not None:
-        return _truncate(rows, at, modules, tr, shape, source=source, batch=batch, notes=notes)
+        return _truncate(rows, at, modules, tr, shape, source=source, batch=batch, notes=notes, rf_notes=rf_notes)
     with_field = [r for r in rows if r.rf is not None]
+    rf, rf_at = (with_field[-1].rf, with_field[-1].spec) if with_field else (out_rf, None)
+    if out_rf is not None and (not with_field or fields_of.get(id(tr.rf), (None,))[0] is not with_field[-1].rf):
+        # The output is computed after the last module (F.interpolate in the model's forward, as FCN and LRASPP
+        # do), or beside it (an aux head after the main one): the field is the output's.
+        rf, rf_at = out_rf, tr.outputs[0] if tr.outputs else "output"
+        rf_notes += differ
+        if len(tr.outputs) > 1:
+            rf_notes.append(f"the model returns {len(tr.outputs)} outputs ({', '.join(tr.outputs)}): the receptive "
+                            f"field shown is that of '{tr.outputs[0]}'; --at LAYER gives any layer's")
+    elif with_field:
+        rf_notes += _field_notes(next((c.rf for c in reversed(tr.calls) if c.path == rf_at), None))[2]
     return Analysis(source=source, input=shape, output=output, layers=tuple(rows), params=total,
-                    trainable=trainable_total, macs=macs, batch=batch,
-                    rf=with_field[-1].rf if with_field else out_rf,
-                    rf_at=with_field[-1].spec if with_field else None, rf_global=out_global,
-                    notes=tuple(notes))
+                    trainable=trainable_total, macs=macs, batch=batch, rf=rf, rf_at=rf_at, rf_global=out_global,
+                    notes=tuple(notes), rf_notes=tuple(rf_notes))
+
+
+def _rf_notes(follower: Any, tr: Any) -> list[str]:
+    """How fields went through upsampling, when they did (the rule stated once, as chains state it)."""
+    from nnkit.core.chain import UPSAMPLING_RULE
+
+    resampled = getattr(follower, "resampled", None)
+    if not resampled:
+        return []
+    rule = UPSAMPLING_RULE.removeprefix("through upsampling, ")
+    return [f"receptive fields are followed through upsampling (first at {resampled[0] or 'the model'}'s "
+            f"forward): {rule}; where paths merge (torch.cat, a sum), each output position reads the union of what "
+            "the paths read there (nnkit's rule; Araujo et al. 2019 for the layers before any upsampling)"]
 
 
 def _explain(module: Any, c: Any, params: int, macs: int, rf: Field | None) -> tuple[Formula, ...]:
     """The formulas of docs/conventions.md with this module's numbers put in (one item)."""
     from torch import nn
 
-    if not (macs or params or isinstance(module, (nn.MaxPool2d, nn.AvgPool2d))):
+    from nnkit.core.layers import Resampled
+
+    if not (macs or params or isinstance(module, (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d,
+                                                  nn.AvgPool2d, nn.AvgPool3d, nn.Upsample))):
         return ()  # activations, dropout, identity, flatten: nothing to put numbers in
     lines: list[Formula] = []
     bias = getattr(module, "bias", None) is not None
@@ -302,24 +345,37 @@ def _explain(module: Any, c: Any, params: int, macs: int, rf: Field | None) -> t
         lines.append(Formula(Topic.macs,
                              f"MACs: {macs:,} (torch.utils.flop_counter: conv, matmul, attention inside "
                                          "this module)"))
-    if rf is not None and isinstance(module, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)):
-        lines.append(Formula(Topic.rf,
-                             f"rf: r = {rf.size[0]}, S = {rf.stride[0]}, P = {rf.padding[0]} (Araujo et al. "
-                                       "2019, followed through the traced graph)"))
+    windows = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d,
+               nn.AvgPool2d, nn.AvgPool3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d, nn.Upsample)
+    if rf is not None and isinstance(module, windows):
+        if all(type(x) is int for x in rf.stride) and not isinstance(c.rf[0], Resampled):
+            lines.append(Formula(Topic.rf,
+                                 f"rf: r = {rf.size[0]}, S = {rf.stride[0]}, P = {rf.padding[0]} (Araujo et al. "
+                                           "2019, followed through the traced graph)"))
+        else:  # after upsampling: composed position by position (nnkit.core.layers.AxisMap)
+            lines.append(Formula(Topic.rf, f"rf: r = {'x'.join(map(str, rf.size))} (largest over output "
+                                           f"positions), S = {'x'.join(map(str, rf.stride))}, P = "
+                                           f"{'x'.join(map(str, rf.padding))} (composed position by position "
+                                           "through upsampling)"))
     return tuple(lines)
 
 
 def _truncate(rows: list[LayerReport], at: str, modules: dict[str, Any], tr: Any, shape: tuple[int, ...], *,
-              source: str, batch: int | None, notes: list[str]) -> Analysis:
+              source: str, batch: int | None, notes: list[str], rf_notes: list[str]) -> Analysis:
     inside = [i for i, r in enumerate(rows) if r.spec == at or r.spec.startswith(at + ".")]
     if at not in modules or not inside:
         raise UnknownNameError("layer", at, [p for p in modules if p])
     kept = rows[:inside[-1] + 1]
     notes = [x for x in notes if "the forward pass never calls" not in x]  # totals here are the kept rows'
 
-    rf, covers = _field(next((c.rf for c in reversed(tr.calls) if c.path == at), None))
+    from nnkit.core.layers import Resampled
+
+    state = next((c.rf for c in reversed(tr.calls) if c.path == at), None)
+    rf, covers, differ = _field_notes(state)
+    if not (isinstance(state, tuple) and isinstance(state[0], Resampled)):
+        rf_notes = []  # the layer's field comes before any upsampling
     return Analysis(source=f"{source} --at {at}", input=shape, output=kept[-1].output or (),
                     layers=tuple(kept),
                     params=sum(r.params for r in kept), trainable=sum(r.trainable for r in kept),
                     macs=sum(r.macs for r in kept), batch=batch, rf=rf, rf_at=at if rf else None,
-                    rf_global=covers, notes=tuple(notes))
+                    rf_global=covers, notes=tuple(notes), rf_notes=tuple((rf_notes + differ) if rf else ()))

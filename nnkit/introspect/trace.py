@@ -43,6 +43,8 @@ class Trace:
     misaligned: list[str] = field(default_factory=list)  # modules where paths with misaligned fields merge
     gates: int = 0  # multiplications by a global gate (squeeze-excitation)
     upsampled: list[str] = field(default_factory=list)  # modules where upsampling ends the fields
+    follower: Any = None  # the follower itself (nnkit.introspect.rf.Fields), for what its notes need
+    outputs: tuple[str, ...] = ()  # the names of the model's outputs when it returns several (dict keys)
 
 
 def _first_tensor(value: Any) -> Any:
@@ -482,7 +484,8 @@ def run(model: Any, shape: tuple[int, ...], name: str = "model", fields: bool = 
                  elsewhere=elsewhere[0], rf=tracker.of(first) if tracker is not None else None,
                  misaligned=tracker.misaligned if tracker is not None else [],
                  gates=tracker.gates if tracker is not None else 0,
-                 upsampled=tracker.upsampled if tracker is not None else [])
+                 upsampled=tracker.upsampled if tracker is not None else [], follower=tracker,
+                 outputs=tuple(map(str, out)) if isinstance(out, dict) else ())
 
 
 class _Failure(Exception):
