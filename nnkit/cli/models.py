@@ -107,7 +107,7 @@ def summary(
     if transfer:
         from nnkit.introspect import analyze_model
 
-        a = analyze_model(t.model, t.input, source=t.name, depth=depth, batch=t.batch, min_input=t.min_input,
+        a = analyze_model(t.model, t.given, source=t.name, depth=depth, batch=t.batch, min_input=t.min_input,
                           rebuild=t.rebuild, explain=explain)
     else:
         a = analyze_target(target, layers, input=input, depth=depth, num_classes=num_classes,
@@ -119,13 +119,13 @@ def summary(
 
         opt = optimizer or Optimizer.sgd
         if budget is not None:
-            fit = largest_batch(t.model, t.input, memory=budget, optimizer=opt, amp=amp)
+            fit = largest_batch(t.model, t.given, memory=budget, optimizer=opt, amp=amp)
             doc["fits"] = {"memory_bytes": budget, "batch": fit.batch, "fixed_bytes": fit.estimate.fixed,
                            "saved_bytes_per_item": fit.estimate.saved_bytes_per_item, "amp": amp,
                            "error": fit.error}
             tab = replace(tab, notes=(*tab.notes, _fits(fit, memory)))
         b = batch or (fit.batch if budget is not None and fit.batch else None) or t.batch or 1
-        m = estimate(t.model, t.input, batch=b, optimizer=opt, amp=amp)
+        m = estimate(t.model, t.given, batch=b, optimizer=opt, amp=amp)
         doc["memory"] = memory_doc(m)
         tab = replace(tab, notes=(*tab.notes, memory_note(m)))
     if plot:
