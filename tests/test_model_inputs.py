@@ -312,3 +312,17 @@ def test_the_library_takes_the_same_inputs(tmp_path):
     text = _module(EXAMPLES / "text_lstm.py", "text_api").TextLSTM()
     assert nnkit.analyze(text, input="long:50").output == (4,)
     assert nnkit.analyze(text, input=["long:50", "mask=bool:50"]).params == sum(p.numel() for p in text.parameters())
+
+
+@pytest.mark.torch
+def test_summary_and_crosscheck_with_ids(nnkit):
+    path = EXAMPLES / "text_lstm.py"
+    run = nnkit("summary", f"{path}:TextLSTM", "--input", "long:50", "--train", "-f", "json")
+    assert run.code == 0, run
+    doc = run.json()
+    flops = nnkit("flops", f"{path}:TextLSTM", "--input", "long:50", "-f", "json").json()
+    assert doc["macs"] == flops["macs"] and doc["memory"]["saved_bytes_per_item"] > 0
+    other = nnkit("crosscheck", f"{path}:TextLSTM", "--input", "long:50")
+    assert other.code == 2 and other.err.strip() == (
+        f"nnkit: crosscheck runs every tool on one float input; {path}:TextLSTM is given long:50: use nnkit "
+        "params or flops for it")
