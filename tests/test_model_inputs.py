@@ -180,7 +180,10 @@ def test_inputs_are_read_as_written():
             (["2x3x32x32", "3x32x32"], UsageError, r"the first input has its batch \(2\) first, so every input"),
             (["2x3x32x32", "mask=bool:50"], UsageError, "so every input must"),
             (["long:abc"], SpecError, r"--input long:abc: 'abc' is not a shape; write \[NAME=\]\[DTYPE:\]SHAPE"),
-            (["long:0"], SpecError, "every size must be positive")):
+            (["long:0"], SpecError, "every size must be positive"),
+            (["torch.long:50"], SpecError, r"'torch.long:50' is not a shape; write \[NAME=\]"),
+            (["mask=:50"], SpecError, r"--input mask=:50: ':50' is not a shape"),
+            ([""], UsageError, r"--input '': write \[NAME=\]\[DTYPE:\]SHAPE")):
         with pytest.raises(error, match=message):
             read_inputs(given, None, None, 3, "m")
 

@@ -144,6 +144,8 @@ def read(texts: list[str], model: Any, read_first: Any) -> tuple[int | None, Inp
             raise UsageError(f"--input {text!r}: write {SYNTAX}")
         name, dtype, shape_text = split(text)
         if i == 0 and dtype in FLOATING:
+            if shape_text != text:  # errors quote the word as written
+                parse_shape_words(shape_text, text)
             batch, shape = read_first(shape_text)
         else:
             shape = parse_shape_words(shape_text, text)

@@ -87,7 +87,7 @@ def parse_shape_words(text: str, shown: str | None = None) -> tuple[int, ...]:
 
     shown = text if shown is None else shown
     if not looks_like_shape(text):
-        if shown != text:
+        if shown != text or any(c in text for c in ":="):  # meant as [NAME=][DTYPE:]SHAPE
             raise SpecError(f"--input {shown}: '{text}' is not a shape; write [NAME=][DTYPE:]SHAPE, e.g. "
                             "3x224x224, long:50 or mask=bool:50")
         parse_shape(text)  # its one-line message for what is not a shape
