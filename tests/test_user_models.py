@@ -13,7 +13,7 @@ from typing import NamedTuple
 
 import torch
 from torch import nn
-from torch.distributions import Independent, Normal
+from torch.distributions import Categorical, Independent, MultivariateNormal, Normal
 
 
 class Net(nn.Module):
@@ -93,6 +93,19 @@ class Gaussian(Net):
         return Independent(Normal(f, nn.functional.softplus(f) + 1e-3, validate_args=True), 1)
 
 
+class Covariance(Net):
+    """MultivariateNormal checks that its covariance is square, symmetric and positive definite."""
+
+    def forward(self, x):
+        f = self.fc(self.features(x))
+        return MultivariateNormal(f, covariance_matrix=torch.diag_embed(f.exp()), validate_args=True)
+
+
+class Classes(Net):
+    def forward(self, x):
+        return Categorical(logits=self.fc(self.features(x)))
+
+
 class WithPrior(Net):
     def __init__(self):
         super().__init__()
@@ -155,9 +168,11 @@ def test_building_moves_nothing_off_the_meta_device(net):
     assert {p.dtype for p in half.parameters()} == {__import__("torch").float16}  # the dtype asked, on meta
 
 
-@pytest.mark.parametrize(("model", "output", "features"), [("DataclassOut", [4], 8), ("NestedOut", [4], 8),
-                                                           ("Gaussian", [4], 8), ("WithPrior", [4], 8)])
-def test_forwards_returning_other_objects_analyse(nnkit, net, model, output, features):
+@pytest.mark.parametrize(("model", "output"), [("DataclassOut", [4]), ("NestedOut", [4]), ("Gaussian", [4]),
+                                               ("WithPrior", [4]), ("Covariance", [4]), ("Classes", [])])
+def test_forwards_returning_other_objects_analyse(nnkit, net, model, output):
+    """The output shown is a distribution's batch and event shape (a Categorical over 4 classes is one draw: []),
+    anything else's first tensor's."""
     import importlib.util
 
     import torch
@@ -166,13 +181,14 @@ def test_forwards_returning_other_objects_analyse(nnkit, net, model, output, fea
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     real = getattr(module, model)().eval()(torch.zeros(1, 3, 16, 16))  # torch itself accepts them on the CPU
-    assert real is not None
+    if isinstance(real, torch.distributions.Distribution):
+        assert [*real.batch_shape, *real.event_shape][1:] == output
     run = nnkit("summary", f"{net}:{model}", "--input", "3x16x16", "-f", "json")
     assert run.code == 0, run
     doc = run.json()
     assert doc["output"] == output and doc["total"] == 3 * 8 * 9 + 8 + 8 * 4 + 4
     assert doc["macs"] == 8 * 14 * 14 * 27 + 8 * 4
-    assert doc["layers"][-1]["output"] == output  # the fc row; the whole model's output is its first tensor
+    assert doc["layers"][-1]["output"] == [4]  # the fc row
 
 
 def _fails(nnkit, *args):

@@ -100,6 +100,17 @@ def _tensor_bytes(value: Any) -> int:
     return sum(t.numel() * t.element_size() for t in _tensors(value))
 
 
+def _output_shape(value: Any, first: Any) -> tuple[int, ...] | None:
+    """The shape a forward's output stands for, without the batch: a torch.distributions object's is its batch
+    and event shape (a MultivariateNormal's first tensor may be its covariance), anything else's its first
+    tensor's."""
+    distributions = sys.modules.get("torch.distributions")
+    if distributions is not None and isinstance(value, distributions.Distribution):
+        full = (*value.batch_shape, *value.event_shape)
+        return tuple(full[1:])
+    return _shape(first)
+
+
 def _shape(t: Any) -> tuple[int, ...] | None:
     """A tensor's shape without its batch dimension (a 0-d tensor: ())."""
     return None if t is None else tuple(t.shape[1:]) if t.dim() else ()
@@ -299,8 +310,27 @@ def _shortcuts() -> dict[Any, Any]:
         # CPU answer, as bool() needs one), instead of "Tensor.item() cannot be called on meta tensors".
         return (truth, None, 0) if isinstance(args[0], tensor) and args[0].is_meta else None
 
-    table = {aten._is_all_true.default: all_true, aten.convolution.default: convolution,  # noqa: SLF001
-             aten.mm.default: mm, aten.addmm.default: addmm,
+    def validating() -> bool:
+        """Whether torch.distributions is asking (a constraint's check, its `if not ok.all()`)."""
+        frame = sys._getframe(2)  # noqa: SLF001
+        for _ in range(12):
+            if frame is None:
+                return False
+            if "distributions" in frame.f_code.co_filename and "torch" in frame.f_code.co_filename:
+                return True
+            frame = frame.f_back
+        return False
+
+    def scalar(args: tuple[Any, ...]) -> Any:
+        # bool() of a meta tensor has no value to give; where torch.distributions validates its arguments
+        # (MultivariateNormal's "is the covariance square, symmetric"), the check passes, as in all_true.
+        # Any other forward that branches on a value still fails, and is told why (how_to_give).
+        a = args[0]
+        return (True, None, 0) if isinstance(a, tensor) and a.is_meta and a.dtype == torch.bool and \
+            validating() else None
+
+    table = {aten._is_all_true.default: all_true, aten._local_scalar_dense.default: scalar,  # noqa: SLF001
+             aten.convolution.default: convolution, aten.mm.default: mm, aten.addmm.default: addmm,
              aten.bmm.default: bmm, aten.add.Tensor: pointwise(False), aten.mul.Tensor: pointwise(False),
              aten.add_.Tensor: pointwise(True), aten.mul_.Tensor: pointwise(True), aten.mul.Scalar: scaled,
              aten._safe_softmax.default: softmax, aten.native_batch_norm.default: batch_norm,  # noqa: SLF001
@@ -483,10 +513,11 @@ def run(model: Any, shape: Any, name: str = "model", fields: bool = True,
         if isinstance(output, tensor):
             first = output
             c.out_bytes = output.numel() * output.element_size()
+            c.output = _shape(first)
         else:
             first = _first_tensor(output)
             c.out_bytes = _tensor_bytes(output)
-        c.output = _shape(first)
+            c.output = _output_shape(output, first)
         if tracker is not None:
             c.rf = tracker.of(first)
 
@@ -525,7 +556,7 @@ def run(model: Any, shape: Any, name: str = "model", fields: bool = True,
         for m, impl in compiled:
             vars(m)["_compiled_call_impl"] = impl
     first = _first_tensor(out)
-    return Trace(calls=calls, macs=counter.macs, by_op=counter.by_op, output=_shape(first) or (),
+    return Trace(calls=calls, macs=counter.macs, by_op=counter.by_op, output=_output_shape(out, first) or (),
                  elsewhere=elsewhere[0], rf=tracker.of(first) if tracker is not None else None,
                  misaligned=tracker.misaligned if tracker is not None else [],
                  gates=tracker.gates if tracker is not None else 0,
