@@ -284,7 +284,8 @@ _EXAMPLES = {
     "shape": ['3x32x32 "conv(6,5) maxpool(2) conv(16,5) maxpool(2) flatten fc(120) fc(84) fc(10)"',
               '3x32x32 "conv(6,5,s=2)" --explain', 'resnet50 --depth 1', "- < chains.txt"],
     "params": ['3x32x32 "conv(10,5)" -e', '128 "lstm(256,2)"', 'mobilenet_v2 -f json'],
-    "flops": ['3x224x224 "conv(64,7,s=2,p=3) maxpool(3,2,p=1)"', 'resnet50 --input 3x160x160'],
+    "flops": ['3x224x224 "conv(64,7,s=2,p=3) maxpool(3,2,p=1)"', 'resnet50 --input 3x160x160',
+              'text.py:Net --input long:50 --input mask=bool:50 --batch 32'],
     "rf": ['3x224x224 "[conv(64,3,p=1) relu]*2 maxpool(2)" -e', 'vgg16', 'resnet50 --at layer3.5.relu'],
 }
 
