@@ -131,6 +131,11 @@ class Tokens(nn.Module):
         return self.fc(self.embed(ids))
 
 
+class CudaInForward(Net):
+    def forward(self, x):
+        return self.fc(self.features(x.cuda()))
+
+
 class ReadsValues(Net):
     def forward(self, x):
         return self.fc(self.features(x)) if x.sum().item() >= 0 else x
@@ -211,6 +216,11 @@ def test_failures_no_size_fixes_are_said_in_one_line_without_a_search(nnkit, net
         in nothing
     values = _fails(nnkit, f"{net}:ReadsValues", "--input", "3x16x16")
     assert "the forward reads tensor values (.item(), bool(), nonzero)" in values
+    import torch
+
+    if not torch.cuda.is_available():
+        cuda = _fails(nnkit, f"{net}:CudaInForward", "--input", "3x16x16")
+        assert "the forward moves a tensor to CUDA, which this machine lacks" in cuda
     channels = _fails(nnkit, f"{net}:Net", "--input", "1x16x16")
     assert "layer conv (Conv2d) fails on its input 1x16x16" in channels
     assert channels.endswith("it takes 3 channels, not 1")

@@ -607,6 +607,9 @@ def how_to_give(model: Any, exc: BaseException, call: Call | None = None) -> str
             signature = "its forward"
         return (f"; {type(model).__name__}.{signature}: give --input once for each positional input, in order, "
                 "and NAME=SHAPE for a keyword one")
+    if "nvidia driver" in low or "not compiled with cuda" in low:
+        return ("; the forward moves a tensor to CUDA, which this machine lacks (nnkit traces on the meta "
+                "device): move it to an input's or a parameter's device, x.to(self.conv.weight.device)")
     if "meta" in low and ("item()" in low or "data-dependent" in low or "no data" in low):
         return ("; the forward reads tensor values (.item(), bool(), nonzero), and nnkit traces on the meta "
                 "device, where tensors have shapes but no values")
