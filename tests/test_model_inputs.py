@@ -325,6 +325,8 @@ def test_summary_and_crosscheck_with_ids(nnkit):
     doc = run.json()
     flops = nnkit("flops", f"{path}:TextLSTM", "--input", "long:50", "-f", "json").json()
     assert doc["macs"] == flops["macs"] and doc["memory"]["saved_bytes_per_item"] > 0
+    both = nnkit("summary", f"{path}:TextLSTM", "--input", "long:50", "--input", "mask=bool:50", "-f", "json")
+    assert both.code == 0 and "inputs: long:50, mask=bool:50" in both.json()["notes"], both  # every --input
     other = nnkit("crosscheck", f"{path}:TextLSTM", "--input", "long:50")
     assert other.code == 2 and other.err.strip() == (
         f"nnkit: crosscheck runs every tool on one float input; {path}:TextLSTM is given long:50: use nnkit "

@@ -19,6 +19,7 @@ from nnkit.cli.common import (
     WidthOpt,
     complete_target,
 )
+from nnkit.cli.analyze import InputsOpt  # --input once per input, as shape, params, flops and rf take it
 from nnkit.errors import UsageError
 from nnkit.introspect.memory import Optimizer  # pure Python: an Enum, no torch
 from nnkit.render import OutputFormat, Tabular, emit
@@ -61,7 +62,7 @@ def summary(
     target: TargetArg,
     layers: Annotated[Optional[list[str]], typer.Argument(help="Layers, when TARGET is an input shape.",
                                                           show_default=False)] = None,
-    input: InputOpt = None,
+    input: InputsOpt = None,
     fmt: FormatOpt = None,
     explain: ExplainOpt = False,
     depth: DepthOpt = None,
@@ -92,6 +93,7 @@ def summary(
     from nnkit.api import analyze_target
     from nnkit.render.views import view
 
+    input = input or None  # --input given once or more: a list of words, each an input (nnkit.introspect.inputs)
     if (batch is not None or optimizer is not None or memory is not None or amp) and not train:
         raise UsageError("--batch, --memory, --amp and --optimizer describe training memory; add --train")
     if batch is not None and batch <= 0:
@@ -162,7 +164,7 @@ def parse_bytes(text: str) -> int:
     return int(value)
 
 
-def _target(target: str, input: str | None, num_classes: int | None, in_channels: int | None,
+def _target(target: str, input: Any, num_classes: int | None, in_channels: int | None,
             width: float | None, freeze: str, trainable: str | None, head: Head) -> Any:
     """The model on the meta device with the transfer mode of `nnkit train` applied (its trainable split)."""
     from nnkit.core.torchplan import is_chain
