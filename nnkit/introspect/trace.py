@@ -300,7 +300,9 @@ def _shortcuts() -> dict[Any, Any]:
                 and (n, c) == tuple(x.shape[:2]) and n * c * hw == x.numel()
                 and all(t is None or t.shape == (c,) for t in (w, b))):
             return None
-        return (like(x), new((n, group), x), new((n, group), x)), None, 0
+        # contiguous, as torch's kernel makes it (empty_like in contiguous_format), not x's strides: they differ
+        # where size-1 dimensions leave a choice (a 1x1x2x1 map with strides 2, 1, 1, 2)
+        return (new(x.shape, x), new((n, group), x), new((n, group), x)), None, 0
 
     truth = torch.ones((), dtype=torch.bool)
 
