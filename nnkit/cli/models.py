@@ -19,6 +19,7 @@ from nnkit.cli.common import (
     WidthOpt,
     complete_target,
 )
+from nnkit.cli.analyze import InputsOpt  # --input once per input, as shape, params, flops and rf take it
 from nnkit.errors import UsageError
 from nnkit.introspect.memory import Optimizer  # pure Python: an Enum, no torch
 from nnkit.render import OutputFormat, Tabular, emit
@@ -61,7 +62,7 @@ def summary(
     target: TargetArg,
     layers: Annotated[Optional[list[str]], typer.Argument(help="Layers, when TARGET is an input shape.",
                                                           show_default=False)] = None,
-    input: InputOpt = None,
+    input: InputsOpt = None,
     fmt: FormatOpt = None,
     explain: ExplainOpt = False,
     depth: DepthOpt = None,
@@ -92,6 +93,7 @@ def summary(
     from nnkit.api import analyze_target
     from nnkit.render.views import view
 
+    input = input or None  # --input given once or more: a list of words, each an input (nnkit.introspect.inputs)
     if (batch is not None or optimizer is not None or memory is not None or amp) and not train:
         raise UsageError("--batch, --memory, --amp and --optimizer describe training memory; add --train")
     if batch is not None and batch <= 0:
@@ -107,7 +109,7 @@ def summary(
     if transfer:
         from nnkit.introspect import analyze_model
 
-        a = analyze_model(t.model, t.input, source=t.name, depth=depth, batch=t.batch, min_input=t.min_input,
+        a = analyze_model(t.model, t.given, source=t.name, depth=depth, batch=t.batch, min_input=t.min_input,
                           rebuild=t.rebuild, explain=explain)
     else:
         a = analyze_target(target, layers, input=input, depth=depth, num_classes=num_classes,
@@ -119,13 +121,13 @@ def summary(
 
         opt = optimizer or Optimizer.sgd
         if budget is not None:
-            fit = largest_batch(t.model, t.input, memory=budget, optimizer=opt, amp=amp)
+            fit = largest_batch(t.model, t.given, memory=budget, optimizer=opt, amp=amp)
             doc["fits"] = {"memory_bytes": budget, "batch": fit.batch, "fixed_bytes": fit.estimate.fixed,
                            "saved_bytes_per_item": fit.estimate.saved_bytes_per_item, "amp": amp,
                            "error": fit.error}
             tab = replace(tab, notes=(*tab.notes, _fits(fit, memory)))
         b = batch or (fit.batch if budget is not None and fit.batch else None) or t.batch or 1
-        m = estimate(t.model, t.input, batch=b, optimizer=opt, amp=amp)
+        m = estimate(t.model, t.given, batch=b, optimizer=opt, amp=amp)
         doc["memory"] = memory_doc(m)
         tab = replace(tab, notes=(*tab.notes, memory_note(m)))
     if plot:
@@ -162,7 +164,7 @@ def parse_bytes(text: str) -> int:
     return int(value)
 
 
-def _target(target: str, input: str | None, num_classes: int | None, in_channels: int | None,
+def _target(target: str, input: Any, num_classes: int | None, in_channels: int | None,
             width: float | None, freeze: str, trainable: str | None, head: Head) -> Any:
     """The model on the meta device with the transfer mode of `nnkit train` applied (its trainable split)."""
     from nnkit.core.torchplan import is_chain

@@ -23,7 +23,7 @@ from nnkit.errors import UnknownNameError, UsageError
 BACKENDS = ("nnkit", "fvcore", "torchinfo")
 
 
-def analyze(target: str, *, input: str | None = None, depth: int | None = None,
+def analyze(target: str, *, input: Any = None, depth: int | None = None,
             num_classes: int | None = None,
             in_channels: int | None = None, width: float | None = None, backend: str = "nnkit",
             at: str | None = None, batch: int | None = None, fields: bool = True,
@@ -41,26 +41,34 @@ def analyze(target: str, *, input: str | None = None, depth: int | None = None,
                            explain=explain)
 
 
-def analyze_module(model: Any, input: str, *, depth: int | None = None, backend: str = "nnkit",
-                   at: str | None = None, fields: bool = True, explain: bool = True) -> Analysis:
+def analyze_module(model: Any, input: Any, *, depth: int | None = None, backend: str = "nnkit",
+                   at: str | None = None, fields: bool = True, explain: bool = True,
+                   batch: int | None = None) -> Analysis:
     """analyze() for a live nn.Module (nnkit.analyze(model, input=...)): a meta copy is analysed, the module
     itself stays as it is."""
     from nnkit.introspect.target import module_target
 
     if backend not in BACKENDS:
         raise UnknownNameError("backend", backend, BACKENDS)
-    return _analyze_target(module_target(model, input), depth=depth, backend=backend, at=at, batch=None,
+    return _analyze_target(module_target(model, input), depth=depth, backend=backend, at=at, batch=batch,
                            fields=fields, explain=explain)
 
 
 def _analyze_target(t: Any, *, depth: int | None, backend: str, at: str | None, batch: int | None,
                     fields: bool, explain: bool) -> Analysis:
+    if batch is not None and t.batch is not None and batch != t.batch:
+        raise UsageError(f"--batch {batch} and an --input written with its batch first ({t.batch}): give the "
+                         "batch once")
     n = batch or t.batch
+    inputs = getattr(t, "inputs", None)
+    if backend != "nnkit" and inputs is not None and not inputs.plain:
+        raise UsageError(f"--backend {backend} is given one float input here; {inputs.text()} is for nnkit's "
+                         "own count (leave --backend out)")
     if backend != "nnkit":
         from nnkit.introspect import backends
 
         return backends.analyze(backend, t, depth=depth, batch=n)
-    return analyze_model(t.model, t.input, source=t.name, depth=depth, at=at, batch=n,
+    return analyze_model(t.model, getattr(t, "given", t.input), source=t.name, depth=depth, at=at, batch=n,
                          min_input=t.min_input, rebuild=t.rebuild, fields=fields, explain=explain)
 
 
@@ -106,25 +114,39 @@ def _field_notes(state: Any) -> tuple[Field | None, bool, list[str]]:
 
 def smallest_input(rebuild: Any, shape: tuple[int, ...], start: int = 1,
                    limit: int = 4096) -> tuple[int, int] | None:
-    """The smallest square H = W (from `start` up) on which the model runs: doubling, then bisection."""
+    """The smallest square H = W (from `start` up) on which a model of CxHxW items runs: doubling, then
+    bisection. None at once when the model fails for a reason other than size (trace.about_size), or takes
+    items of another rank: no height and width would help."""
     from nnkit.introspect import trace
+
+    if len(shape) != 3:
+        return None
 
     def works(s: int) -> bool:
         try:
             trace.run(meta_copy(rebuild()).eval(), (shape[0], s, s), fields=False)
             return True
-        except trace._Failure:
+        except trace._Failure as failure:
+            if not trace.about_size(failure.exc):
+                raise _NotSize from None
             return False
 
-    lo, hi = start - 1, max(start, 1)
-    while not works(hi):
-        lo, hi = hi, hi * 2
-        if hi > limit:
-            return None
-    while hi - lo > 1:  # lo fails (or is 0), hi works
-        mid = (lo + hi) // 2
-        lo, hi = (lo, mid) if works(mid) else (mid, hi)
+    try:
+        lo, hi = start - 1, max(start, 1)
+        while not works(hi):
+            lo, hi = hi, hi * 2
+            if hi > limit:
+                return None
+        while hi - lo > 1:  # lo fails (or is 0), hi works
+            mid = (lo + hi) // 2
+            lo, hi = (lo, mid) if works(mid) else (mid, hi)
+    except _NotSize:
+        return None
     return hi, hi
+
+
+class _NotSize(Exception):
+    """A size tried in the search failed for another reason than its size: the search is over."""
 
 
 @contextlib.contextmanager
@@ -150,14 +172,37 @@ def training_flags(model: Any, named: list[tuple[str, Any]], mode: bool) -> Iter
             vars(m)["training"] = flag
 
 
-def analyze_model(model: Any, shape: tuple[int, ...], *, source: str, depth: int | None = None,
+def _images(shape: Any, what: str, source: str) -> tuple[tuple[int, ...], tuple[int, ...] | None]:
+    """A detector's one image, or RAFT's two (`--input A --input B`; the second is the first's when one is
+    given): the protocol calls them itself, so each must be a plain float image."""
+    from nnkit.errors import UsageError
+
+    if not hasattr(shape, "tensors"):
+        return tuple(shape), None
+    specs = shape.args
+    most = 2 if what == "flow" else 1
+    if shape.kwargs or not 1 <= len(specs) <= most or any(s.dtype != "float32" for s in specs):
+        takes = "two images (--input CxHxW --input CxHxW)" if what == "flow" else "one image (--input CxHxW)"
+        raise UsageError(f"{source} takes {takes}; it was given {shape.text()}")
+    return specs[0].shape, (specs[1].shape if len(specs) > 1 else None)
+
+
+def analyze_model(model: Any, shape: Any, *, source: str, depth: int | None = None,
                   at: str | None = None, batch: int | None = None, min_input: tuple[int, int] | None = None,
                   rebuild: Any = None, fields: bool = True, explain: bool = True) -> Analysis:
+    """shape: one float32 item (C, H, W), or nnkit.introspect.inputs.Inputs for several inputs, keyword
+    inputs and other dtypes (the Analysis' input is then the first one's, and a note names them all)."""
+    import dataclasses
+
     from nnkit.introspect import detection, trace
 
-    if detection.kind(model):  # work that depends on the image: analysed under nnkit's stated protocol
-        return detection.analyze(model, shape, source=source, depth=depth, at=at, batch=batch, fields=fields,
-                                 explain=explain, min_input=min_input)
+    what = detection.kind(model)
+    if what:  # work that depends on the image: analysed under nnkit's stated protocol
+        first, second = _images(shape, what, source)
+        return detection.analyze(model, first, source=source, depth=depth, at=at, batch=batch, fields=fields,
+                                 explain=explain, min_input=min_input, second=second)
+    several = hasattr(shape, "tensors")
+    item = shape.first.shape if several else tuple(shape)
     model, named = _on_meta(model)
     # torchvision's numbers are for inference; train mode adds aux heads
     with training_flags(model, named, False):
@@ -165,13 +210,17 @@ def analyze_model(model: Any, shape: tuple[int, ...], *, source: str, depth: int
             tr = trace.run(model, shape, source, fields=fields, named=named)
         except trace._Failure as failure:
             smallest = min_input
+            if several or not trace.about_size(failure.exc):  # the search varies one image's height and width
+                raise trace.failure_message(source, shape, failure, None,
+                                            trace.how_to_give(model, failure.exc, failure.call)) from None
             if rebuild is not None and smallest is None:
-                smallest = smallest_input(rebuild, shape)
+                smallest = smallest_input(rebuild, item)
             elif rebuild is None:
-                smallest = smallest_input(lambda: model, shape)
-            raise trace.failure_message(source, shape, failure, smallest) from None
-        return _report(named, tr, shape, source=source, depth=depth, at=at, batch=batch, fields=fields,
-                       explain=explain)
+                smallest = smallest_input(lambda: model, item)
+            raise trace.failure_message(source, item, failure, smallest) from None
+        a = _report(named, tr, item, source=source, depth=depth, at=at, batch=batch, fields=fields,
+                    explain=explain)
+    return dataclasses.replace(a, notes=(f"inputs: {shape.text()}", *a.notes)) if several else a
 
 
 def _report(named: list[tuple[str, Any]], tr: Any, shape: tuple[int, ...], *, source: str, depth: int | None,

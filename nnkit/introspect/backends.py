@@ -153,12 +153,16 @@ _OUR_NAMES = {"convolution": "conv", "convolution_backward": "conv"}
 
 
 def crosscheck(t: Any, info: Any | None) -> Crosscheck:
+    from nnkit.errors import UsageError
     from nnkit.introspect import analyze_model, detection, meta_copy
     from nnkit.introspect import trace as tracing
 
     if detection.kind(t.model):  # image-dependent work: the protocol's count beside torchvision's, explained
         return detection.crosscheck(t, info)  # type: ignore[no-any-return]
-
+    inputs = getattr(t, "inputs", None)
+    if inputs is not None and not inputs.plain:  # fvcore and torchinfo are called on one float tensor here
+        raise UsageError(f"crosscheck runs every tool on one float input; {t.name} is given {inputs.text()}: "
+                         "use nnkit params or flops for it")
     ours = analyze_model(t.rebuild(), t.input, source=t.name, min_input=t.min_input, rebuild=t.rebuild)
     tr = tracing.run(meta_copy(t.rebuild()).eval(), t.input, t.name)
     mine: dict[str, int] = {}
