@@ -176,19 +176,26 @@ class Backend(str, Enum):
     torchinfo = "torchinfo"
 
 
-def analyze_target(target: str, layers: list[str] | None, *, input: str | None = None, depth: int | None = None,
+def analyze_target(target: str, layers: list[str] | None, *, input: Any = None, depth: int | None = None,
                    num_classes: int | None = None, in_channels: int | None = None, width: float | None = None,
                    backend: Backend | str = "nnkit", at: str | None = None, fields: bool = True,
-                   explain: bool = True) -> report.Analysis:
+                   explain: bool = True, batch: int | None = None) -> report.Analysis:
     """A chain (torch-free) or a named/user model (torch) into one Analysis, as the CLI's TARGET [LAYERS...]
     reads them; fields and explain=False leave out what a view will not show (receptive fields, a model's
-    per-layer formulas)."""
+    per-layer formulas). input: one --input word or a list of them (several inputs); batch: --batch N."""
+    if batch is not None and batch <= 0:
+        raise UsageError(f"--batch must be positive, got {batch}")
+    if isinstance(input, (list, tuple)) and not input:
+        input = None
     first, _, rest = target.strip().partition(" ")
     if rest.strip() and looks_like_shape(first):  # the whole chain as one argument, as a stdin line reads
         target, layers = first, [rest, *(layers or [])]
     if looks_like_shape(target):
         from nnkit.core.chain import analyze_chain, truncate
 
+        if batch is not None:
+            raise UsageError(f"--batch {batch} applies to named and user models; a chain takes its batch first "
+                             f"in its shape (e.g. {batch}x3x32x32)")
         refuse_given((("--depth", depth), ("--num-classes", num_classes), ("--in-channels", in_channels),
                       ("--width", width), ("--input", input),
                       ("--backend", None if _backend(backend) is Backend.nnkit else backend)), NOT_FOR_CHAINS)
@@ -208,7 +215,7 @@ def analyze_target(target: str, layers: list[str] | None, *, input: str | None =
     except ModuleNotFoundError as exc:
         raise MissingDependencyError(exc.name or "torch", f"analysing '{target}'") from None
     return analyze(target, input=input, depth=depth, num_classes=num_classes, in_channels=in_channels,
-                   width=width, backend=_backend(backend).value, at=at, fields=fields, explain=explain)
+                   width=width, backend=_backend(backend).value, at=at, fields=fields, explain=explain, batch=batch)
 
 
 
@@ -220,14 +227,31 @@ def _backend(name: Any) -> Backend:
         raise UsageError(f"backend '{name}': one of {', '.join(b.value for b in Backend)}") from None
 
 
-def _input_text(input: Any) -> str | None:
-    """'3x224x224', (3, 224, 224), torch.Size([1, 3, 224, 224]) (torchinfo's input_size, batch first) -> text."""
+def _input_text(input: Any) -> Any:
+    """'3x224x224', (3, 224, 224), torch.Size([1, 3, 224, 224]) (torchinfo's input_size, batch first) -> text;
+    several inputs as a list of them (entries 'NAME=...' are keyword inputs), keyword inputs as a dict
+    {'mask': 'bool:50'} -> a list of texts, as --input given once for each."""
     if input is None or isinstance(input, str):
+        return input
+    if isinstance(input, dict):
+        return [f"{name}={_one_input(value)}" for name, value in input.items()]
+    items = list(input) if isinstance(input, (list, tuple)) else None
+    if items and any(isinstance(v, (str, list, tuple, dict)) for v in items):
+        texts: list[str] = []
+        for v in items:
+            texts += _input_text(v) if isinstance(v, dict) else [_one_input(v)]
+        return texts
+    return _one_input(input)
+
+
+def _one_input(input: Any) -> str:
+    if isinstance(input, str):
         return input
     try:
         dims = [int(d) for d in input]
     except (TypeError, ValueError):
-        raise UsageError(f"input {input!r}: give a shape such as '3x224x224' or (3, 224, 224)") from None
+        raise UsageError(f"input {input!r}: give a shape such as '3x224x224' or (3, 224, 224), 'long:50' for "
+                         "ids, a list of them for several inputs, a dict {name: input} for keyword ones") from None
     return "x".join(map(str, dims))
 
 
@@ -241,12 +265,14 @@ def _is_module(obj: Any) -> bool:
 
 def analyze(target: Any, input: Any = None, *, depth: int | None = None, num_classes: int | None = None,
             in_channels: int | None = None, width: float | None = None, backend: str = "nnkit",
-            at: str | None = None, explain: bool = False, fields: bool = True) -> Analysis:
+            at: str | None = None, explain: bool = False, fields: bool = True, batch: int | None = None) -> Analysis:
     """Every layer's shape, parameters, MACs and receptive field, as `nnkit summary` shows them.
 
     target: a chain ("3x32x32 conv(6,5) maxpool(2)", or the layers alone with input="3x32x32"), an architecture
     name ("resnet50"), a user model ("model.py:Net", "package.module:factory") or a live torch.nn.Module.
-    input: "3x224x224", (3, 224, 224) or with the batch first (1, 3, 224, 224), as torchinfo's input_size.
+    input: "3x224x224", (3, 224, 224) or with the batch first (1, 3, 224, 224), as torchinfo's input_size;
+    for a model, as --input: "long:50" (ids), ["3x520x960", "3x520x960"] (several inputs, in order; an entry
+    "mask=bool:50" is a keyword input) or {"mask": "bool:50"} (keyword inputs). batch: --batch N.
     """
     text = _input_text(input)
     if _is_module(target):
@@ -260,16 +286,18 @@ def analyze(target: Any, input: Any = None, *, depth: int | None = None, num_cla
             from nnkit.introspect import analyze_module
         except ModuleNotFoundError as exc:  # a module without torch cannot be, but its import may lack a part
             raise MissingDependencyError(exc.name or "torch", "analysing a module") from None
+        if batch is not None and batch <= 0:
+            raise UsageError(f"batch must be positive, got {batch}")
         a = analyze_module(target, text, depth=depth, at=at, backend=_backend(backend).value, fields=fields,
-                           explain=explain)
+                           explain=explain, batch=batch)
         return _as(Analysis, a)
     if not isinstance(target, str):
         raise UsageError(f"target {target!r}: give a chain, an architecture name, file.py:Class or an nn.Module")
     first = target.strip().split(None, 1)[0] if target.strip() else ""
-    if not looks_like_shape(first) and text is not None and ("(" in target or " " in target.strip()):
+    if not looks_like_shape(first) and isinstance(text, str) and ("(" in target or " " in target.strip()):
         target, text = f"{text} {target}", None  # the layers alone, with their input
     a = analyze_target(target, None, input=text, depth=depth, num_classes=num_classes, in_channels=in_channels,
-                       width=width, backend=backend, at=at, fields=fields, explain=explain)
+                       width=width, backend=backend, at=at, fields=fields, explain=explain, batch=batch)
     return _as(Analysis, a)
 
 
@@ -339,7 +367,7 @@ def memory(target: Any, input: Any = None, *, batch: int | None = None, optimize
                                   in_channels=in_channels, width=width, amp=amp))
 
 
-def training_target(target: str, *, input: str | None = None, num_classes: int | None = None,
+def training_target(target: str, *, input: Any = None, num_classes: int | None = None,
                     in_channels: int | None = None, width: float | None = None, freeze: str = "none",
                     trainable: str | None = None, head: str = "own") -> Any:
     """The model `nnkit train` would train, on the meta device, with its transfer mode applied (which part

@@ -118,7 +118,10 @@ def _published(arch):
                         marks=[pytest.mark.torch] + ([pytest.mark.slow] if arch.name in SLOW else []))
 
 
-@pytest.mark.parametrize("name", [_published(a) for a in list_archs() if a.published])
+# Detectors' and RAFT's _ops depend on the image torchvision measured: tests/test_detection.py checks them under
+# nnkit's stated protocol, with every difference explained.
+@pytest.mark.parametrize("name", [_published(a) for a in list_archs()
+                                  if a.published and a.task not in ("detection", "flow")])
 def test_params_and_macs_equal_torchvision_metadata(name):
     from nnkit.introspect import analyze
 

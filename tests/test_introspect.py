@@ -584,10 +584,11 @@ def test_walk_visits_modules_as_named_modules_does():
         assert [(p, id(x)) for p, x in walk(m)] == [(p, id(x)) for p, x in m.named_modules()]
 
 
-@pytest.mark.parametrize("up", ["interpolate", "tconv"])
-def test_fields_stop_at_upsampling_as_in_chains(up):
-    """An upsampled map has no integer receptive field (Araujo et al. cover downsampling): rows after the
-    upsampling show none, instead of claiming the whole input; global pooling after it still covers it."""
+@pytest.mark.parametrize("up", ["interpolate", "tconv", "bicubic"])
+def test_fields_go_through_upsampling_and_skips_as_in_chains(up):
+    """Issue 11: rows after an upsampling (F.interpolate, a transposed conv) and a skip joined by torch.cat have the
+    field nnkit.core's rule composes, which the gradient confirms; global pooling after it still covers the input.
+    A resampling without a rule (bicubic) still ends the fields, with a note, and claims nothing."""
     import torch
     import torch.nn.functional as F
     from torch import nn
@@ -602,18 +603,31 @@ def test_fields_stop_at_upsampling_as_in_chains(up):
             self.fuse = nn.Conv2d(11, 4, 3, padding=1)
             self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
 
-        def forward(self, x):
+        def merged(self, x):
             y = self.down(x)
-            y = self.up(y) if up == "tconv" else F.interpolate(y, scale_factor=2)
-            return self.head(self.fuse(torch.cat([y, x], 1)))
+            y = self.up(y) if up == "tconv" else F.interpolate(y, scale_factor=2, mode="nearest" if up ==
+                                                               "interpolate" else "bicubic")
+            return self.fuse(torch.cat([y, x], 1))
+
+        def forward(self, x):
+            return self.head(self.merged(x))
 
     a = analyze_model(UNetish(), (3, 16, 16), source="unet")
     rows = {r.spec: r for r in a.layers}
     assert rows["down"].rf.size == (3, 3)
-    assert rows["fuse"].rf is None and not rows["fuse"].rf_global
     assert rows["head.2"].rf is None and rows["head.2"].rf_global
-    assert any(n.startswith("receptive fields stop at the first upsampling or interpolating layer (" +
-                            ("up" if up == "tconv" else "the model")) for n in a.notes)
+    if up == "bicubic":
+        assert rows["fuse"].rf is None and not rows["fuse"].rf_global
+        assert any(n.startswith("receptive fields stop at the model (upsample_bicubic2d)") for n in a.notes)
+        return
+    from nnkit.introspect.rf import position_fields
+
+    model = UNetish()
+    size, (i, j), first = _gradient_support(model, (3, 16, 16), lambda m, x: m.merged(x))
+    assert rows["fuse"].rf.size == size == (5, 5)
+    spans = position_fields(model, (3, 16, 16), at="fuse")
+    assert (spans[0][i][0], spans[1][j][0]) == first  # the centre's interval; P is output 0's (-1 here)
+    assert not any("stop" in n for n in a.notes)
 
 
 def test_fields_for_a_model_torch_fx_cannot_trace():

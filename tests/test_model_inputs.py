@@ -104,3 +104,230 @@ def test_every_weights_enum_of_the_new_families_matches_the_registry():
                 assert weights.meta["_ops"] == round(arch.macs / 1e9, 3), weights
                 checked += 1
     assert checked >= 16
+
+
+# --- several inputs, dtypes, keywords and --batch (issue 10, "Models") ------------------------------------------
+
+EXAMPLES = __import__("pathlib").Path(__file__).resolve().parents[1] / "examples"
+
+TWO = '''
+from torch import nn
+
+
+class Pair(nn.Module):
+    """Two images in, as RAFT takes them, and an optional keyword scale."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(6, 8, 3)
+        self.fc = nn.Linear(8, 2)
+
+    def forward(self, first, second, *, weight=None):
+        y = self.conv(__import__("torch").cat([first, second], 1)).mean((2, 3))
+        return self.fc(y if weight is None else y * weight)
+
+
+def half():
+    return Pair().half()
+'''
+
+
+def _module(path, name):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _oracle(model, *args, **kwargs):
+    """(the output shape without the batch of a real CPU forward, FlopCounterMode's FLOPs / 2). FlopCounterMode
+    counts on a meta copy, as tests/test_layers_nd_vs_torch.py does: on the CPU, nn.LSTM runs one fused kernel
+    that it has no formula for (it would count the head alone)."""
+    import copy
+
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.no_grad():
+        out = model.eval()(*args, **kwargs)
+        meta = copy.deepcopy(model).to("meta")
+        with FlopCounterMode(display=False) as counter:
+            meta(*(a.to("meta") for a in args), **{k: v.to("meta") for k, v in kwargs.items()})
+    return list(out.shape[1:]), counter.get_total_flops() // 2
+
+
+def test_inputs_are_read_as_written():
+    from nnkit.errors import SpecError, UsageError
+    from nnkit.introspect.inputs import Inputs, TensorSpec
+    from nnkit.introspect.target import read_inputs
+
+    batch, inputs = read_inputs(["3x520x960", "3x520x960"], None, None, 3, "raft")
+    assert batch is None and inputs == Inputs((TensorSpec((3, 520, 960)),) * 2)
+    batch, inputs = read_inputs(["long:50", "mask=bool:50", "scale=half:1"], None, None, None, "m")
+    assert inputs.args == (TensorSpec((50,), "int64", 2),)  # no embedding: ids 0 and 1
+    assert inputs.kwargs == (("mask", TensorSpec((50,), "bool")), ("scale", TensorSpec((1,), "float16")))
+    assert inputs.text() == "long:50, mask=bool:50, scale=half:1" and not inputs.plain
+    assert read_inputs("2x3x32x32", None, None, 3, "m") == (2, Inputs.of((3, 32, 32)))  # the batch first, as before
+    assert read_inputs(["int:8x50"], None, None, 2, "m")[1].first == TensorSpec((8, 50), "int32", 2)  # as given
+    assert read_inputs(["2x3x32x32", "2x3x32x32", "mask=bool:2x50"], None, None, 3, "m") == \
+        (2, Inputs((TensorSpec((3, 32, 32)),) * 2, (("mask", TensorSpec((50,), "bool")),)))
+    for given, error, message in (
+            (["lng:50"], SpecError, r"dtype 'lng' is not one of .* \(did you mean long"),
+            (["mask=bool:50", "3x32x32"], UsageError, "a positional input after a keyword one"),
+            (["m=bool:5", "m=bool:5"], UsageError, "'m' is given twice"),
+            (["2x3x32x32", "3x32x32"], UsageError, r"the first input has its batch \(2\) first, so every input"),
+            (["2x3x32x32", "mask=bool:50"], UsageError, "so every input must"),
+            (["long:abc"], SpecError, r"--input long:abc: 'abc' is not a shape; write \[NAME=\]\[DTYPE:\]SHAPE"),
+            (["long:0"], SpecError, "every size must be positive"),
+            (["torch.long:50"], SpecError, r"'torch.long:50' is not a shape; write \[NAME=\]"),
+            (["mask=:50"], SpecError, r"--input mask=:50: ':50' is not a shape"),
+            ([""], UsageError, r"--input '': write \[NAME=\]\[DTYPE:\]SHAPE")):
+        with pytest.raises(error, match=message):
+            read_inputs(given, None, None, 3, "m")
+
+
+@pytest.mark.torch
+def test_integer_inputs_are_ids_inside_the_first_embedding():
+    import torch
+    from torch import nn
+
+    from nnkit.introspect.target import module_target
+
+    model = nn.Sequential(nn.Embedding(7, 4), nn.Embedding(1000, 4))
+    t = module_target(model, "long:64x64")
+    assert t.inputs.first.high == 7
+    (ids,), _ = t.inputs.tensors(2, "cpu")
+    assert ids.dtype == torch.int64 and ids.shape == (2, 64, 64) and 0 <= ids.min() and ids.max() == 6
+    (meta,), _ = t.inputs.tensors(1)
+    assert meta.is_meta and meta.dtype == torch.int64
+
+
+@pytest.mark.torch
+def test_raft_takes_its_two_images(nnkit):
+    from torchvision.models.optical_flow import Raft_Small_Weights
+
+    target = "torchvision.models.optical_flow:raft_small"
+    run = nnkit("params", target, "--input", "3x520x960", "--input", "3x520x960", "-f", "json")
+    assert run.code == 0, run
+    assert run.json()["total"] == Raft_Small_Weights.DEFAULT.meta["num_params"]
+    one = nnkit("params", target, "--input", "3x520x960")
+    assert one.code == 1 and len(one.err.strip().splitlines()) == 1
+    assert "missing 1 required positional argument: 'image2'" in one.err
+    assert "give --input once for each positional input, in order" in one.err and "4096" not in one.err
+
+
+@pytest.mark.torch
+def test_several_keyword_and_half_inputs_against_torch(nnkit, tmp_path):
+    import torch
+
+    path = tmp_path / "pair.py"
+    path.write_text(TWO)
+    module = _module(path, "pair_oracle")
+    x = torch.zeros(1, 3, 16, 16)
+    shape, macs = _oracle(module.Pair(), x, x, weight=torch.ones(1, 1))
+    run = nnkit("flops", f"{path}:Pair", "--input", "3x16x16", "--input", "3x16x16", "--input", "weight=1",
+                "-f", "json")
+    assert run.code == 0, run
+    assert run.json()["macs"] == macs and "inputs: 3x16x16, 3x16x16, weight=1" in run.json()["notes"]
+    shaped = nnkit("shape", f"{path}:Pair", "--input", "3x16x16", "--input", "3x16x16", "-f", "json").json()
+    assert shaped["input"] == [3, 16, 16] and shaped["output"] == shape
+    assert shaped["layers"][0]["output"] == [8, 14, 14]
+    half = nnkit("flops", f"{path}:half", "--input", "half:3x16x16", "--input", "half:3x16x16", "-f", "json")
+    assert half.code == 0 and half.json()["macs"] == macs, half
+    wrong = nnkit("flops", f"{path}:Pair", "--input", "3x16x16", "--input", "3x16x16", "--input", "scale=1")
+    assert wrong.code == 1 and "unexpected keyword argument 'scale'" in wrong.err
+    assert "Pair.forward(first, second, *, weight=None)" in wrong.err and "4096" not in wrong.err
+
+
+@pytest.mark.torch
+def test_the_batch_option(nnkit, tmp_path):
+    path = tmp_path / "pair.py"
+    path.write_text(TWO)
+    args = ("flops", f"{path}:Pair", "--input", "3x16x16", "--input", "3x16x16", "-f", "json")
+    one, four = nnkit(*args).json(), nnkit(*args, "--batch", "4").json()
+    assert four["macs"] == 4 * one["macs"] and four["batch"] == 4 and "batch" not in one
+    resnet = nnkit("shape", "resnet18", "--batch", "8", "-f", "json").json()
+    assert resnet == nnkit("shape", "resnet18", "--input", "8x3x224x224", "-f", "json").json()  # as NxCxHxW
+    assert resnet["input"] == [8, 3, 224, 224] and resnet["batch"] == 8
+    assert nnkit("flops", "resnet18", "-b", "8", "-f", "json").json()["macs"] == \
+        nnkit("flops", "resnet18", "--input", "8x3x224x224", "-f", "json").json()["macs"]
+    for bad, message in ((["resnet18", "--batch", "0"], "--batch must be positive, got 0"),
+                         (["resnet18", "--batch", "2", "--input", "4x3x224x224"], "give the batch once"),
+                         (["3x32x32", "conv(6,5)", "--batch", "2"], "a chain takes its batch first in its shape")):
+        run = nnkit("params", *bad)
+        assert run.code == 2 and message in run.err and len(run.err.strip().splitlines()) == 1, run
+    other = nnkit("params", f"{path}:Pair", "--input", "3x16x16", "--input", "3x16x16", "--backend", "fvcore")
+    assert other.code == 2 and "leave --backend out" in other.err
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("command", ["shape", "params", "flops", "rf"])
+def test_the_example_text_model_against_torch(nnkit, command):
+    import torch
+
+    path = EXAMPLES / "text_lstm.py"
+    model = _module(path, "text_oracle").TextLSTM()
+    run = nnkit(command, f"{path}:TextLSTM", "--input", "long:50", "-f", "json")
+    assert run.code == 0, run
+    doc = run.json()
+    ids = torch.randint(0, model.embed.num_embeddings, (1, 50), generator=torch.Generator().manual_seed(0))
+    shape, macs = _oracle(model, ids)
+    if command == "params":
+        assert doc["total"] == sum(p.numel() for p in model.parameters())
+    if command == "flops":
+        assert doc["macs"] == macs
+        masked = nnkit("flops", f"{path}:TextLSTM", "--input", "long:50", "--input", "mask=bool:50", "-f", "json")
+        assert masked.json()["macs"] == _oracle(model, ids, mask=torch.ones(1, 50, dtype=torch.bool))[1]
+    if command == "shape":
+        assert doc["input"] == [50] and doc["output"] == shape
+        assert [r["output"] for r in doc["layers"]] == [[50, 128], [50, 512], [4]]
+
+
+@pytest.mark.torch
+def test_the_example_audio_model_against_torch(nnkit):
+    import torch
+
+    path = EXAMPLES / "audio_conv1d.py"
+    model = _module(path, "audio_oracle").KeywordSpotter()
+    doc = nnkit("summary", f"{path}:KeywordSpotter", "--input", "1x16000", "-f", "json").json()
+    shape, macs = _oracle(model, torch.zeros(1, 1, 16000))
+    assert doc["total"] == sum(p.numel() for p in model.parameters())
+    assert doc["macs"] == macs and doc["output"] == shape
+
+
+@pytest.mark.torch
+def test_the_library_takes_the_same_inputs(tmp_path):
+    import torch
+
+    import nnkit
+
+    path = tmp_path / "pair.py"
+    path.write_text(TWO)
+    model = _module(path, "pair_api").Pair()
+    x = torch.zeros(1, 3, 16, 16)
+    _, macs = _oracle(model, x, x, weight=torch.ones(1, 1))
+    for given in (["3x16x16", (3, 16, 16), "weight=1"], ["3x16x16", "3x16x16", {"weight": (1,)}]):
+        assert nnkit.analyze(f"{path}:Pair", input=given).macs == macs
+        assert nnkit.analyze(model, input=given).macs == macs
+    assert nnkit.analyze(model, input=["3x16x16", "3x16x16"], batch=3).macs == 3 * macs  # a product: no MACs
+    text = _module(EXAMPLES / "text_lstm.py", "text_api").TextLSTM()
+    assert nnkit.analyze(text, input="long:50").output == (4,)
+    assert nnkit.analyze(text, input=["long:50", "mask=bool:50"]).params == sum(p.numel() for p in text.parameters())
+
+
+@pytest.mark.torch
+def test_summary_and_crosscheck_with_ids(nnkit):
+    path = EXAMPLES / "text_lstm.py"
+    run = nnkit("summary", f"{path}:TextLSTM", "--input", "long:50", "--train", "-f", "json")
+    assert run.code == 0, run
+    doc = run.json()
+    flops = nnkit("flops", f"{path}:TextLSTM", "--input", "long:50", "-f", "json").json()
+    assert doc["macs"] == flops["macs"] and doc["memory"]["saved_bytes_per_item"] > 0
+    both = nnkit("summary", f"{path}:TextLSTM", "--input", "long:50", "--input", "mask=bool:50", "-f", "json")
+    assert both.code == 0 and "inputs: long:50, mask=bool:50" in both.json()["notes"], both  # every --input
+    other = nnkit("crosscheck", f"{path}:TextLSTM", "--input", "long:50")
+    assert other.code == 2 and other.err.strip() == (
+        f"nnkit: crosscheck runs every tool on one float input; {path}:TextLSTM is given long:50: use nnkit "
+        "params or flops for it")

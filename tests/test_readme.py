@@ -74,6 +74,9 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "super().__init__()\n        self.body = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), "
         "nn.AdaptiveAvgPool2d(1), nn.Flatten(),\n                                  nn.Linear(8, 10))\n\n    "
         "def forward(self, x):\n        return self.body(x)\n")
+    import shutil
+
+    shutil.copytree(README.parent / "examples", root / "examples")  # the model files the README analyses
     return root
 
 

@@ -369,6 +369,50 @@ def test_two_commands_cooperate_through_a_journal_file(tmp_path):
         assert Path(t.user_attrs["run_dir"]).parent.name in ("m0", "m1")
 
 
+@pytest.fixture(scope="module")
+def postgres_url():
+    """A real PostgreSQL server, installed (apt-get, as root) and started by the project's own script on a Unix
+    socket in a fresh folder, stopped afterwards. Outside CI a machine that cannot have one skips the test."""
+    import shutil
+    import tempfile
+
+    folder = tempfile.mkdtemp(prefix="nnkit-pg-")  # under /tmp: the server's user must reach its socket
+    run = subprocess.run([str(ROOT / "scripts" / "postgres.sh"), "start", folder], capture_output=True, text=True,
+                         timeout=600)
+    if run.returncode == 3 and not os.environ.get("CI"):
+        pytest.skip(run.stderr.strip())
+    assert run.returncode == 0, run.stderr
+    try:
+        yield run.stdout.strip()
+    finally:
+        subprocess.run([str(ROOT / "scripts" / "postgres.sh"), "stop", folder], capture_output=True, timeout=120)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_two_commands_cooperate_through_postgresql(postgres_url, tmp_path):
+    """Several machines on one PostgreSQL database: two nnkit tune processes with their own --out (so no file
+    lock is shared) cover a grid of 6 exactly once between them, through PostgreSQL's advisory lock."""
+    import uuid
+
+    study = f"grid-{uuid.uuid4().hex[:8]}"
+    base = [sys.executable, "-m", "nnkit", "tune", "lenet5", "--sampler", "grid", "--lr", "0.002,0.005,0.01",
+            "--optimizer", "adamw,sgd", "--epochs", "1", *FAST, "--storage", postgres_url, "--study", study,
+            "-f", "json"]
+    procs = [subprocess.Popen([*base, "--out", str(tmp_path / f"m{i}")], env=_env(), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for i in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    trials = _trials(postgres_url, study)
+    assert sorted(t.number for t in trials) == [0, 1, 2, 3, 4, 5]
+    assert all(t.state.name == "COMPLETE" for t in trials)
+    assert set(_combos(trials).values()) == {1} and len(_combos(trials)) == 6
+    assert len(Counter(t.user_attrs["worker"] for t in trials)) == 2
+    again = subprocess.run([*base, "--out", str(tmp_path / "m0")], env=_env(), capture_output=True, text=True,
+                           timeout=300)  # the same command continues the study and finds nothing to add
+    assert again.returncode == 0, again.stderr
+    assert len(_trials(postgres_url, study)) == 6
+
+
 # ---------------------------------------------------------------------------------------------- runs
 
 

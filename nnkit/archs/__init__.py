@@ -32,7 +32,7 @@ class ArchInfo:
     kwargs: tuple[tuple[str, Any], ...] = field(default=())  # builder arguments that make the default model
     width_kwarg: str | None = None  # the builder's name for the width multiplier, where it has one
     in_channels_native: bool = False  # the builder takes in_channels itself (else the stem conv is replaced)
-    task: str = "classification"  # or segmentation, video: what the model does (nnkit models --task)
+    task: str = "classification"  # or segmentation, video, detection, flow: what it does (nnkit models --task)
 
     @property
     def published(self) -> tuple[int, float] | None:
@@ -56,7 +56,7 @@ def arch_names() -> list[str]:
     return sorted(_registry(), key=_natural)
 
 
-TASKS = ("classification", "segmentation", "video")
+TASKS = ("classification", "segmentation", "video", "detection", "flow")
 
 
 def list_archs(pattern: str | None = None, task: str | None = None) -> list[ArchInfo]:

@@ -57,7 +57,7 @@ def torchvision_entries() -> list[dict[str, Any]]:
                         min_input=min_size, family=family, weights=f"{type(weights).__name__}.{weights.name}",
                         options=options, kwargs=kwargs, width_kwarg=WIDTH_KWARGS.get(name),
                         published=(weights.meta["num_params"], weights.meta.get("_ops"))))
-    return out + segmentation_entries() + video_entries()
+    return out + segmentation_entries() + video_entries() + detection_entries() + flow_entries()
 
 
 VIDEO_FRAMES = 16  # the clip length torchvision's _ops of every video model were measured at
@@ -111,6 +111,78 @@ def segmentation_entries() -> list[dict[str, Any]]:
     return out
 
 
+def detection_entries() -> list[dict[str, Any]]:
+    """torchvision's detectors, on a square image of the size their transform resizes to in eval (min_size: 800,
+    320 for the 320 model, SSD's fixed 300 or 320), so that the transform keeps the image's size.
+
+    Built as the COCO weights were (nnkit.archs.detection: FrozenBatchNorm2d where the pretrained builders put
+    it), with weights=None and weights_backbone=None: never a download. Their MACs follow nnkit's protocol
+    (nnkit.introspect.detection); torchvision's _ops sit beside them in PUBLISHED."""
+    import inspect
+
+    import torchvision.models.detection as D
+    from torchvision.models import get_model_builder, get_model_weights, list_models
+
+    from nnkit.archs.detection import FROZEN_NORM
+
+    out = []
+    for name in list_models(module=D):
+        weights = get_model_weights(name).DEFAULT
+        builder = get_model_builder(name)
+        defaults = {k: p.default for k, p in inspect.signature(builder).parameters.items()}
+        size = _eval_size(builder, name)
+        out.append(dict(name=name, builder=(f"nnkit.archs.detection:{name}" if name in FROZEN_NORM
+                                            else f"torchvision.models.detection:{name}"),
+                        input=(3, size, size), min_input=tuple(weights.meta.get("min_size", (1, 1))),
+                        family=name.split("_")[0], weights=f"{type(weights).__name__}.{weights.name}",
+                        options=("num_classes",) if "num_classes" in defaults else (),
+                        kwargs=(("weights_backbone", None),), width_kwarg=None, task="detection",
+                        published=(weights.meta["num_params"], weights.meta.get("_ops"))))
+    return out
+
+
+def _eval_size(builder: Any, name: str) -> int:
+    """The short side the model's transform resizes to in eval (GeneralizedRCNNTransform.min_size[-1], or SSD's
+    fixed size), read off a meta build."""
+    import inspect
+
+    from nnkit.introspect.build import on_meta
+
+    kwargs = {"weights": None}
+    if "weights_backbone" in inspect.signature(builder).parameters:
+        kwargs["weights_backbone"] = None
+    t = on_meta(lambda: builder(**kwargs)).transform
+    return int(t.fixed_size[0]) if getattr(t, "fixed_size", None) else int(t.min_size[-1])
+
+
+FLOW_SIZE = 512  # torchvision's _ops of both RAFT models are those of two 3x512x512 images (12 flow updates)
+
+
+def flow_entries() -> list[dict[str, Any]]:
+    """torchvision's optical-flow models (RAFT): two images of 3x512x512, the size torchvision's _ops were
+    measured at (nnkit.introspect.detection runs the second image with the first's shape)."""
+    import torchvision.models.optical_flow as O
+    from torchvision.models import get_model_weights, list_models
+
+    out = []
+    for name in list_models(module=O):
+        weights = get_model_weights(name).DEFAULT
+        out.append(dict(name=name, builder=f"torchvision.models.optical_flow:{name}",
+                        input=(3, FLOW_SIZE, FLOW_SIZE), min_input=tuple(weights.meta.get("min_size", (1, 1))),
+                        family="raft", weights=f"{type(weights).__name__}.{weights.name}", options=(),
+                        kwargs=(), width_kwarg=None, task="flow",
+                        published=(weights.meta["num_params"], weights.meta.get("_ops"))))
+    return out
+
+
+def measure_protocol(model: Any, shape: tuple[int, ...]) -> tuple[int, int]:
+    """measure() for detectors and RAFT: their MACs under nnkit's protocol (nnkit.introspect.detection)."""
+    from nnkit.introspect import analyze_model
+
+    a = analyze_model(model, shape, source="table", fields=False, explain=False)
+    return a.params, a.macs
+
+
 def entries() -> list[dict[str, Any]]:
     from nnkit.archs import ArchInfo, build_info
     from nnkit.introspect.build import on_meta
@@ -124,7 +196,8 @@ def entries() -> list[dict[str, Any]]:
                         in_channels_native=bool(row.get("in_channels_native")),
                         task=row.get("task", "classification"))
         model = on_meta(lambda: build_info(info))
-        row["params"], row["macs"] = measure(model, row["input"])
+        dense = row.get("task") in ("detection", "flow")
+        row["params"], row["macs"] = (measure_protocol if dense else measure)(model, row["input"])
         print(f"{row['name']}: {row['params']:,} params, {row['macs']:,} MACs", file=sys.stderr)
     return sorted(rows, key=lambda r: r["name"])
 

@@ -40,6 +40,23 @@ LayersArg = Annotated[
                    show_default=False),
 ]
 BackendOpt = Annotated[Backend, typer.Option("--backend", help="Who counts, for named and user models.")]
+InputsOpt = Annotated[
+    Optional[list[str]],
+    typer.Option("--input", "-i",
+                 help="A named or user model's input: CxHxW (or HxW, NxCxHxW), CxL for 1-D, CxTxHxW for video. "
+                      "Written [NAME=][DTYPE:]SHAPE and given once per input: positional inputs in order "
+                      "(--input 3x520x960 --input 3x520x960), keyword ones by name (--input mask=bool:50). "
+                      "DTYPE: float (default), half, bfloat16, double, long, int, bool; long and int inputs "
+                      "are ids from 0 to the first nn.Embedding's num_embeddings - 1 (0..1 without one), and "
+                      "are taken as written (no channels, no batch).",
+                 show_default=False),
+]
+BatchOpt = Annotated[
+    Optional[int],
+    typer.Option("--batch", "-b", help="Batch size N of a named or user model's inputs (default 1), as an "
+                                       "input written NxCxHxW: MACs are the batch's, shapes show N first.",
+                 show_default=False),
+]
 AtOpt = Annotated[
     Optional[str],
     typer.Option("--at",
@@ -122,7 +139,8 @@ def _make(what: View) -> Callable[..., None]:
     def command(
         target: TargetArg,
         layers: LayersArg = None,
-        input: InputOpt = None,
+        input: InputsOpt = None,
+        batch: BatchOpt = None,
         fmt: FormatOpt = None,
         explain: ExplainOpt = False,
         depth: DepthOpt = None,
@@ -136,7 +154,7 @@ def _make(what: View) -> Callable[..., None]:
         def analyse(t: str, lay: list[str] | None) -> Analysis:
             return analyze_target(t, lay, input=input, depth=depth, num_classes=num_classes,
                                   in_channels=in_channels, width=width, backend=backend, at=at,
-                                  fields=what in ("rf", "summary"), explain=explain)
+                                  fields=what in ("rf", "summary"), explain=explain, batch=batch)
 
         if target == "-":
             if layers:
@@ -261,7 +279,8 @@ _EXAMPLES = {
     "shape": ['3x32x32 "conv(6,5) maxpool(2) conv(16,5) maxpool(2) flatten fc(120) fc(84) fc(10)"',
               '3x32x32 "conv(6,5,s=2)" --explain', 'resnet50 --depth 1', "- < chains.txt"],
     "params": ['3x32x32 "conv(10,5)" -e', '128 "lstm(256,2)"', 'mobilenet_v2 -f json'],
-    "flops": ['3x224x224 "conv(64,7,s=2,p=3) maxpool(3,2,p=1)"', 'resnet50 --input 3x160x160'],
+    "flops": ['3x224x224 "conv(64,7,s=2,p=3) maxpool(3,2,p=1)"', 'resnet50 --input 3x160x160',
+              'text.py:Net --input long:50 --input mask=bool:50 --batch 32'],
     "rf": ['3x224x224 "[conv(64,3,p=1) relu]*2 maxpool(2)" -e', 'vgg16', 'resnet50 --at layer3.5.relu'],
 }
 

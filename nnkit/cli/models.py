@@ -19,6 +19,7 @@ from nnkit.cli.common import (
     WidthOpt,
     target_arg,
 )
+from nnkit.cli.analyze import InputsOpt  # --input once per input, as shape, params, flops and rf take it
 from nnkit.errors import UsageError
 from nnkit.core.optim import Optimizer
 from nnkit.render import OutputFormat, Tabular, emit
@@ -31,8 +32,8 @@ TargetArg = target_arg("An architecture (nnkit models), a user model file.py:Cla
 def models(
     pattern: Annotated[Optional[str], typer.Argument(help="Shell wildcard, e.g. 'resnet*' or '*_bn'.",
                                                      show_default=False)] = None,
-    task: Annotated[Optional[str], typer.Option("--task", help="Only architectures for this task: "
-                                                               "classification or segmentation.",
+    task: Annotated[Optional[str], typer.Option("--task", help="Only architectures for this task: classification, "
+                                                               "segmentation, video, detection or flow.",
                                                 show_default=False)] = None,
     fmt: FormatOpt = None,
     columns: ColumnsOpt = None,
@@ -59,7 +60,7 @@ def summary(
     target: TargetArg,
     layers: Annotated[Optional[list[str]], typer.Argument(help="Layers, when TARGET is an input shape.",
                                                           show_default=False)] = None,
-    input: InputOpt = None,
+    input: InputsOpt = None,
     fmt: FormatOpt = None,
     explain: ExplainOpt = False,
     depth: DepthOpt = None,
@@ -90,6 +91,7 @@ def summary(
     from nnkit.api import analyze_target, training_target
     from nnkit.render.views import view
 
+    input = input or None  # --input given once or more: a list of words, each an input (nnkit.introspect.inputs)
     if (batch is not None or optimizer is not None or memory is not None or amp) and not train:
         raise UsageError("--batch, --memory, --amp and --optimizer describe training memory; add --train")
     if batch is not None and batch <= 0:
@@ -106,7 +108,7 @@ def summary(
     if transfer:
         from nnkit.introspect import analyze_model
 
-        a = analyze_model(t.model, t.input, source=t.name, depth=depth, batch=t.batch, min_input=t.min_input,
+        a = analyze_model(t.model, t.given, source=t.name, depth=depth, batch=t.batch, min_input=t.min_input,
                           rebuild=t.rebuild, explain=explain)
     else:
         a = analyze_target(target, layers, input=input, depth=depth, num_classes=num_classes,
@@ -118,13 +120,13 @@ def summary(
 
         opt = optimizer or Optimizer.sgd
         if budget is not None:
-            fit = largest_batch(t.model, t.input, memory=budget, optimizer=opt, amp=amp)
+            fit = largest_batch(t.model, t.given, memory=budget, optimizer=opt, amp=amp)
             doc["fits"] = {"memory_bytes": budget, "batch": fit.batch, "fixed_bytes": fit.estimate.fixed,
                            "saved_bytes_per_item": fit.estimate.saved_bytes_per_item, "amp": amp,
                            "error": fit.error}
             tab = replace(tab, notes=(*tab.notes, _fits(fit, memory)))
         b = batch or (fit.batch if budget is not None and fit.batch else None) or t.batch or 1
-        m = estimate(t.model, t.input, batch=b, optimizer=opt, amp=amp)
+        m = estimate(t.model, t.given, batch=b, optimizer=opt, amp=amp)
         doc["memory"] = memory_doc(m)
         tab = replace(tab, notes=(*tab.notes, memory_note(m)))
     if plot:
@@ -184,6 +186,9 @@ def crosscheck(
     tools = ("nnkit", "fvcore", "torchinfo", "torchvision")
     doc = {"name": c.name, "input": list(c.input), "params": c.params, "macs": c.macs,
            "differences": list(c.differences)}
+    if c.parts:  # detectors and flow models (nnkit.introspect.detection)
+        doc["parts"] = [{"name": p.name, "role": p.role, "modules": list(p.modules), "runs_on": p.runs_on,
+                         "params": p.params, "macs": p.macs} for p in c.parts]
     rows = tuple((tool, c.params.get(tool), c.macs.get(tool),
                   None if c.macs.get(tool) is None or c.macs["nnkit"] is None
                   else c.macs[tool] - c.macs["nnkit"]) for tool in tools)  # type: ignore[operator]

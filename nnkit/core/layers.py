@@ -11,9 +11,12 @@ Shapes exclude the batch dimension; MACs are for one item (nnkit.core.chain mult
 
 from __future__ import annotations
 
+import itertools
 import math
+import struct
 from dataclasses import dataclass, field
 from fractions import Fraction
+from typing import Any
 
 from nnkit.core.report import Field, Formula, Shape, Topic
 from nnkit.core.spec import POINTWISE, RANK, TOKEN_KINDS, LayerSpec
@@ -615,9 +618,11 @@ class AxisMap:
       between its elements; equivalently (the PyTorch ConvTranspose docs' scatter form) input i adds into outputs
       i*s - p + t*d, t = 0..k-1, so output o reads the inputs i with o + p - i*s in {0, d, ..., (k-1)*d}: none, one
       or several, depending on o (an output that no tap reaches is its bias alone).
-    - nearest (nn.Upsample's default, aten's nearest_idx): output j copies input floor(j/scale).
+    - nearest (nn.Upsample's default, aten's nearest_idx): output j copies input floor(j/scale), as PyTorch's
+      float32 computes it (_nearest).
     - bilinear with align_corners=false (aten's area_pixel_compute_source_index): x = (j + 0.5)/scale - 0.5,
-      output j mixes inputs floor(x) and floor(x) + 1.
+      output j mixes inputs floor(x) and floor(x) + 1 (both neighbours of a whole x that float32 may round
+      across: _linear_reads); with align_corners=true (models), x = j*(in-1)/(out-1) in float32 (_corner_reads).
     Upsamplings read only their real input: PyTorch clamps x into it (and at x < 0 the second weight is zero), and
     a tconv has no input past its ends. Windows keep Araujo et al.'s convention and read into their padding. So a
     field that lies inside the input is exact, and one that crosses its border may overstate it, never understate.
@@ -630,6 +635,7 @@ class AxisMap:
     d: int = 1
     scale: Fraction = Fraction(1)
     n: int = 0  # the input's length on this axis (upsamplings read only inside it)
+    corners: bool = False  # bilinear with align_corners=true: scale is (out - 1)/(in - 1)
 
     @property
     def stride(self) -> Fraction:
@@ -660,11 +666,12 @@ class AxisMap:
                           [(start + t * self.d, last - self.p + t * self.d) for t in range(self.k)])
         top = self.n - 1
         if self.kind == "nearest":
-            lo, hi = math.floor(first / self.scale), math.floor(last / self.scale)
+            lo, hi = _nearest(first, self.scale), _nearest(last, self.scale)
             return [(min(max(lo, 0), top), min(max(hi, 0), top))]
+        if self.kind == "bilinear" and self.corners:
+            return [(_corner_reads(first, self.n, self.scale)[0], _corner_reads(last, self.n, self.scale)[1])]
         if self.kind == "bilinear":
-            lo = math.floor((first + Fraction(1, 2)) / self.scale - Fraction(1, 2))
-            hi = math.floor((last + Fraction(1, 2)) / self.scale - Fraction(1, 2)) + 1
+            lo, hi = _linear_reads(first, self.scale)[0], _linear_reads(last, self.scale)[1]
             return [(min(max(lo, 0), top), min(max(hi, 0), top))]
         # tconv: input i reaches outputs i*s - p + t*d; for each tap t the inputs reaching first..last are an
         # interval, and the union of those k intervals is exact.
@@ -684,8 +691,58 @@ class AxisMap:
                     f"{(self.k - 1) * self.d}}} (Dumoulin & Visin 2016)")
         if self.kind == "nearest":
             return f"nearest x{self.scale}: output j reads input floor(j/{self.scale})"
+        if self.corners:
+            return (f"bilinear, align_corners=true: output j reads floor(x), and floor(x)+1 unless x is a whole "
+                    f"number, x = j/{self.scale} in float32 as PyTorch computes it")
         return (f"bilinear x{self.scale}: output j reads floor(x) and floor(x)+1, x = (j + 0.5)/{self.scale} - 0.5 "
                 "(align_corners=false)")
+
+
+def _f32(x: float) -> float:
+    """x rounded to float32. An operation on float32 values done in float64 and rounded once to float32 is the
+    correctly rounded float32 result (float64 has more than 2*24 + 2 bits), so this is PyTorch's arithmetic."""
+    return struct.unpack("f", struct.pack("f", x))[0]
+
+
+def _nearest(j: int, scale: Fraction) -> int:
+    """The input output j of a nearest resize copies, as PyTorch computes it (aten's nearest_idx): j itself at
+    scale 1, j >> 1 at scale 2, else floorf(j * (1/scale)) in float32, one multiplication that float32
+    reproduces exactly (a whole j/scale that float32 rounds down reads the input before it)."""
+    if scale == 1:
+        return j
+    if scale == 2:
+        return j >> 1
+    return math.floor(_f32(_f32(float(j)) * _f32(float(1 / scale))))
+
+
+# How far float32 may move x = (j + 0.5)/scale - 0.5 from its exact value, relative to |x| + 1: PyTorch computes it
+# in float32 (with or without a fused multiply-add, by CPU), a few units of 2**-24.
+_SLACK = Fraction(1, 1 << 20)
+
+
+def _linear_reads(j: int, scale: Fraction) -> tuple[int, int]:
+    """The first and last input of output j of a linear resize with align_corners=false: floor(x) and floor(x) + 1
+    at x = (j + 0.5)/scale - 0.5 (aten's area_pixel_compute_source_index). Where x is within float32's rounding
+    of a whole number w, PyTorch reads w - 1 and w, or w and w + 1, by how its CPU rounds: both are counted, so
+    that the field never leaves out an input PyTorch reads."""
+    x = (j + Fraction(1, 2)) / scale - Fraction(1, 2)
+    w = round(x)
+    if abs(x - w) <= (abs(x) + 1) * _SLACK:
+        return w - 1, w + 1
+    return math.floor(x), math.floor(x) + 1
+
+
+def _corner_reads(j: int, n: int, scale: Fraction) -> tuple[int, int]:
+    """The first and last input of output j of a bilinear resize with align_corners=true, as PyTorch computes it
+    (aten's area_pixel_compute_scale and compute_source_index_and_lambda, in float32): x = j * ((in-1)/(out-1)),
+    input trunc(x) always, and the next one only where its weight x - trunc(x) is not zero. Exact rationals would
+    be wrong both ways where float32 rounds a whole x below or above it."""
+    top = n - 1
+    out = scale * top + 1
+    ratio = _f32(top / (out - 1)) if out > 1 else 0.0
+    x = _f32(ratio * j)
+    i = min(max(int(x), 0), top)
+    return i, (i + 1 if i < top and x - i > 0 else i)
 
 
 def window_map(window: Window) -> tuple[AxisMap, ...]:
@@ -707,24 +764,129 @@ def _exact(x: Fraction) -> int | Fraction:
     return int(x) if x.denominator == 1 else x
 
 
+_SERIAL = itertools.count()  # creation order: a node's sources are always older than it
+
+
+@dataclass(frozen=True, eq=False)
+class Resampled:
+    """A receptive field composed position by position (nnkit's rule for fields through upsampling, see AxisMap),
+    as one node of the network's graph: the layer's per-axis `reads` of its `sources` (None: a merge, the union of
+    its sources' fields, as a concatenation or a sum of paths), each source a Resampled node or an Araujo et al.
+    field (Window) of a path that has not upsampled (its output j reads [j*S - P, j*S - P + r - 1]).
+
+    Chains are one path of such nodes from the input; models are graphs (U-Net skips, FPN). Each node keeps, per
+    axis, the input positions of every position asked for so far, so that a graph is composed once, not once per
+    output position and path.
+    """
+
+    reads: tuple[AxisMap, ...] | None
+    sources: tuple[Any, ...]
+    stride: tuple[Fraction, ...]  # per axis: the product of the strides on the path (the largest at a merge)
+    serial: int = field(default_factory=lambda: next(_SERIAL))
+    known: tuple[dict[int, tuple[tuple[int, int], ...]], ...] = ()
+
+
+def _stride_of(src: Any, ax: int) -> Fraction:
+    return src.stride[ax] if isinstance(src, Resampled) else Fraction(src[ax][1])
+
+
+def resample(src: Any, reads: tuple[AxisMap, ...]) -> Resampled:
+    """The field after a layer that reads `src` (a Resampled node or an Araujo Window) through `reads`."""
+    return Resampled(reads, (src,), tuple(_stride_of(src, ax) * m.stride for ax, m in enumerate(reads)),
+                     known=tuple({} for _ in reads))
+
+
+def union(sources: list[Any]) -> Resampled:
+    """The field of a merge (torch.cat, an elementwise sum): every output position reads what each path's does
+    there. S is the largest of the paths' (the callers say when they differ)."""
+    rank = len(sources[0].stride if isinstance(sources[0], Resampled) else sources[0])
+    return Resampled(None, tuple(sources), tuple(max(_stride_of(s, ax) for s in sources) for ax in range(rank)),
+                     known=tuple({} for _ in range(rank)))
+
+
+def _window_reads(win: tuple[int, int, int], first: int, last: int) -> list[tuple[int, int]]:
+    """An Araujo et al. field (r, S, P) on one axis: the inputs its positions first..last read."""
+    r, S, P = win[0], win[1], win[2]
+    if r >= S or first == last:
+        return [(first * S - P, last * S - P + r - 1)]
+    return [(i * S - P, i * S - P + r - 1) for i in range(first, last + 1)]
+
+
+def _compose(node: Resampled, ax: int, first: int, last: int) -> dict[int, tuple[tuple[int, int], ...]]:
+    """Along axis `ax`, the input positions (sorted disjoint intervals) that each position first..last of `node`
+    reads: what positions need of the nodes below them is asked for first (consumers before sources), then filled
+    from the sources up, each node's positions once."""
+    order: list[Resampled] = []
+    seen, stack = {id(node)}, [node]
+    while stack:
+        n = stack.pop()
+        order.append(n)
+        for src in n.sources:
+            if isinstance(src, Resampled) and id(src) not in seen:
+                seen.add(id(src))
+                stack.append(src)
+    order.sort(key=lambda n: n.serial, reverse=True)  # consumers before their sources
+    wanted: dict[int, tuple[int, int]] = {id(node): (first, last)}
+    for n in order:
+        need = wanted.get(id(n))
+        if need is None:
+            continue
+        lo, hi = need
+        spans = n.reads[ax].span(lo, hi) if n.reads is not None else [(lo, hi)]
+        if not spans:
+            continue
+        below = (spans[0][0], spans[-1][1])
+        for src in n.sources:
+            if isinstance(src, Resampled):
+                had = wanted.get(id(src))
+                wanted[id(src)] = below if had is None else (min(had[0], below[0]), max(had[1], below[1]))
+    for n in reversed(order):  # sources first
+        need = wanted.get(id(n))
+        if need is None:
+            continue
+        known = n.known[ax]
+        m = n.reads[ax] if n.reads is not None else None
+        for j in range(need[0], need[1] + 1):
+            if j in known:
+                continue
+            reads = m.span(j, j) if m is not None else [(j, j)]
+            parts: list[tuple[int, int]] = []
+            for src in n.sources:
+                if isinstance(src, Resampled):
+                    below_known = src.known[ax]
+                    for a, b in reads:
+                        for i in range(a, b + 1):
+                            parts.extend(below_known[i])
+                else:
+                    for a, b in reads:
+                        parts.extend(_window_reads(src[ax], a, b))
+            known[j] = tuple(_merge(parts))
+    return node.known[ax]
+
+
+def resampled_spans(node: Resampled, ax: int, n: int) -> list[tuple[int, int] | None]:
+    """Along axis `ax`, the first and last input position each of the node's n positions reads (None: none).
+    Positions past an input's borders are kept, as Araujo et al. keep a conv's padding in its field."""
+    known = _compose(node, ax, 0, n - 1)
+    return [(known[j][0][0], known[j][-1][1]) if known[j] else None for j in range(n)]
+
+
 def position_spans(maps: list[tuple[AxisMap, ...]], ax: int, n: int) -> list[tuple[int, int] | None]:
-    """Along axis `ax`, the first and last input position each of the n output positions reads (None: none),
-    composing the layers' reads from the output down to the input. Positions past an input's borders are kept, as
-    Araujo et al. keep a conv's padding in its field."""
-    spans: list[tuple[int, int] | None] = []
-    for j in range(n):
-        reached = [(j, j)]
-        for layer in reversed(maps):
-            reached = _merge([x for lo, hi in reached for x in layer[ax].span(lo, hi)])
-            if not reached:
-                break
-        spans.append((reached[0][0], reached[-1][1]) if reached else None)
-    return spans
+    """resampled_spans of a chain: every layer's reads (input layer first) composed from the input."""
+    if not maps:
+        return [(j, j) for j in range(n)]
+    return resampled_spans(chain_node(maps), ax, n)
 
 
-def field_over_positions(maps: list[tuple[AxisMap, ...]], sizes: tuple[int, ...]) -> tuple[Field, list[str]]:
-    """The field of a chain with upsampling, from every layer's per-axis reads (input layer first) and the output's
-    sizes: per axis, each output position's interval of input positions, composed layer by layer down to the input.
+def chain_node(maps: list[tuple[AxisMap, ...]]) -> Resampled:
+    node: Any = ((1, 1, 0),) * len(maps[0])  # the input: the identity field
+    for reads in maps:
+        node = resample(node, reads)
+    return node
+
+
+def resampled_field(node: Resampled, sizes: tuple[int, ...]) -> tuple[Field, list[str]]:
+    """The field of a node's output of `sizes`, from each output position's interval of input positions.
 
     r is the largest interval over output positions; S the product of the layers' strides (a fraction after
     upsampling); P = j0*S - first input of output j0, j0 the first output position that reads any input (0 nearly
@@ -734,13 +896,13 @@ def field_over_positions(maps: list[tuple[AxisMap, ...]], sizes: tuple[int, ...]
     for ax, n in enumerate(sizes):
         extents: list[int] = []
         first_start: tuple[int, int] | None = None
-        for j, span in enumerate(position_spans(maps, ax, n)):
+        for j, span in enumerate(resampled_spans(node, ax, n)):
             if span is None:
                 continue
             extents.append(span[1] - span[0] + 1)
             if first_start is None:
                 first_start = (j, span[0])
-        S = math.prod((layer[ax].stride for layer in maps), start=Fraction(1))
+        S = node.stride[ax]
         if not extents or first_start is None:  # every output is bias alone: it reads nothing
             size.append(0)
             padding.append(0)
@@ -755,9 +917,16 @@ def field_over_positions(maps: list[tuple[AxisMap, ...]], sizes: tuple[int, ...]
     return Field(size=tuple(size), stride=tuple(stride), padding=tuple(padding)), notes
 
 
+def field_over_positions(maps: list[tuple[AxisMap, ...]], sizes: tuple[int, ...]) -> tuple[Field, list[str]]:
+    """The field of a chain with upsampling (resampled_field), from every layer's per-axis reads, input layer
+    first."""
+    return resampled_field(chain_node(maps), sizes)
+
+
 def grow_field(fld: Window, window: Window) -> Window:
-    """One Araujo et al. (2019) step per axis: r += (k-1)*S, P += p*S, S *= s (k the dilated extent)."""
-    return tuple((r + (k - 1) * S, S * s, P + p * S) for (r, S, P), (k, s, p) in zip(fld, window))
+    """One Araujo et al. (2019) step per axis: r += (k-1)*S, P += p*S, S *= s (k the dilated extent; a window may
+    carry its dilation as a fourth number, which the field's size already holds)."""
+    return tuple((r + (w[0] - 1) * S, S * w[1], P + w[2] * S) for (r, S, P), w in zip(fld, window))
 
 
 def to_field(fld: Window) -> Field:

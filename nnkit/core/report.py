@@ -67,6 +67,25 @@ class LayerReport:
 
 
 @dataclass(frozen=True)
+class Part:
+    """One stage of a detector or optical-flow model (nnkit.introspect.detection): the modules it is made of,
+    with the parameters and MACs of exactly those modules, so that the parts add up to the model's totals."""
+
+    name: str  # "backbone", "neck (FPN)", "box head", ...
+    role: str  # transform, backbone, neck or head
+    modules: tuple[str, ...]  # module paths (each module belongs to the part with its longest matching path)
+    params: int
+    macs: int
+    runs_on: str = ""  # what the part's MACs were counted on, e.g. "1000 proposals", "12 flow updates"
+
+    @property
+    def label(self) -> str:
+        """'head: box head (1000 proposals)', 'backbone', 'neck: FPN'."""
+        label = self.name if self.role in (self.name, "other") else f"{self.role}: {self.name}"
+        return label + (f" ({self.runs_on})" if self.runs_on else "")
+
+
+@dataclass(frozen=True)
 class Analysis:
     """One network (a chain or a model) analysed layer by layer.
 
@@ -87,6 +106,7 @@ class Analysis:
     rf_global: bool = False  # the final output depends on the whole input
     notes: tuple[str, ...] = field(default=())
     rf_notes: tuple[str, ...] = field(default=())  # remarks about receptive fields, shown by rf and summary
+    parts: tuple[Part, ...] = field(default=())  # detectors and flow models: backbone, neck and heads
     chain: bool = False  # a chain in the layer language (rows are its layers), not a built model (module paths)
 
     @property

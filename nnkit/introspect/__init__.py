@@ -23,7 +23,7 @@ from nnkit.errors import UnknownNameError, UsageError
 BACKENDS = ("nnkit", "fvcore", "torchinfo")
 
 
-def analyze(target: str, *, input: str | None = None, depth: int | None = None,
+def analyze(target: str, *, input: Any = None, depth: int | None = None,
             num_classes: int | None = None,
             in_channels: int | None = None, width: float | None = None, backend: str = "nnkit",
             at: str | None = None, batch: int | None = None, fields: bool = True,
@@ -41,26 +41,34 @@ def analyze(target: str, *, input: str | None = None, depth: int | None = None,
                            explain=explain)
 
 
-def analyze_module(model: Any, input: str, *, depth: int | None = None, backend: str = "nnkit",
-                   at: str | None = None, fields: bool = True, explain: bool = True) -> Analysis:
+def analyze_module(model: Any, input: Any, *, depth: int | None = None, backend: str = "nnkit",
+                   at: str | None = None, fields: bool = True, explain: bool = True,
+                   batch: int | None = None) -> Analysis:
     """analyze() for a live nn.Module (nnkit.analyze(model, input=...)): a meta copy is analysed, the module
     itself stays as it is."""
     from nnkit.introspect.target import module_target
 
     if backend not in BACKENDS:
         raise UnknownNameError("backend", backend, BACKENDS)
-    return _analyze_target(module_target(model, input), depth=depth, backend=backend, at=at, batch=None,
+    return _analyze_target(module_target(model, input), depth=depth, backend=backend, at=at, batch=batch,
                            fields=fields, explain=explain)
 
 
 def _analyze_target(t: Any, *, depth: int | None, backend: str, at: str | None, batch: int | None,
                     fields: bool, explain: bool) -> Analysis:
+    if batch is not None and t.batch is not None and batch != t.batch:
+        raise UsageError(f"--batch {batch} and an --input written with its batch first ({t.batch}): give the "
+                         "batch once")
     n = batch or t.batch
+    inputs = getattr(t, "inputs", None)
+    if backend != "nnkit" and inputs is not None and not inputs.plain:
+        raise UsageError(f"--backend {backend} is given one float input here; {inputs.text()} is for nnkit's "
+                         "own count (leave --backend out)")
     if backend != "nnkit":
         from nnkit.introspect import backends
 
         return backends.analyze(backend, t, depth=depth, batch=n)
-    return analyze_model(t.model, t.input, source=t.name, depth=depth, at=at, batch=n,
+    return analyze_model(t.model, getattr(t, "given", t.input), source=t.name, depth=depth, at=at, batch=n,
                          min_input=t.min_input, rebuild=t.rebuild, fields=fields, explain=explain)
 
 
@@ -84,38 +92,61 @@ def _on_meta(model: Any) -> tuple[Any, list[tuple[str, Any]]]:
 
 
 def _field(state: Any) -> tuple[Field | None, bool]:
-    from nnkit.core.layers import to_field
+    return _field_notes(state)[:2]  # type: ignore[return-value]
+
+
+def _field_notes(state: Any) -> tuple[Field | None, bool, list[str]]:
+    """The Field of a tensor's state (nnkit.introspect.rf), whether it covers the whole input, and the notes on
+    output positions that differ in field (after upsampling)."""
+    from nnkit.core.layers import Resampled, resampled_field, to_field
 
     if state is None:
-        return None, False
+        return None, False, []
     if isinstance(state, str):  # rf.GLOBAL
-        return None, True
-    if state[0] is None:  # after upsampling
-        return None, False
-    return to_field(state[0]), False
+        return None, True, []
+    if state[0] is None:  # after a resampling nnkit has no rule for
+        return None, False, []
+    if isinstance(state[0], Resampled):  # composed position by position: the largest over the positions
+        fld, differ = resampled_field(state[0], state[1])
+        return fld, False, differ
+    return to_field(state[0]), False, []
 
 
 def smallest_input(rebuild: Any, shape: tuple[int, ...], start: int = 1,
                    limit: int = 4096) -> tuple[int, int] | None:
-    """The smallest square H = W (from `start` up) on which the model runs: doubling, then bisection."""
+    """The smallest square H = W (from `start` up) on which a model of CxHxW items runs: doubling, then
+    bisection. None at once when the model fails for a reason other than size (trace.about_size), or takes
+    items of another rank: no height and width would help."""
     from nnkit.introspect import trace
+
+    if len(shape) != 3:
+        return None
 
     def works(s: int) -> bool:
         try:
             trace.run(meta_copy(rebuild()).eval(), (shape[0], s, s), fields=False)
             return True
-        except trace.TraceFailure:
+        except trace.TraceFailure as failure:
+            if not trace.about_size(failure.exc):
+                raise _NotSize from None
             return False
 
-    lo, hi = start - 1, max(start, 1)
-    while not works(hi):
-        lo, hi = hi, hi * 2
-        if hi > limit:
-            return None
-    while hi - lo > 1:  # lo fails (or is 0), hi works
-        mid = (lo + hi) // 2
-        lo, hi = (lo, mid) if works(mid) else (mid, hi)
+    try:
+        lo, hi = start - 1, max(start, 1)
+        while not works(hi):
+            lo, hi = hi, hi * 2
+            if hi > limit:
+                return None
+        while hi - lo > 1:  # lo fails (or is 0), hi works
+            mid = (lo + hi) // 2
+            lo, hi = (lo, mid) if works(mid) else (mid, hi)
+    except _NotSize:
+        return None
     return hi, hi
+
+
+class _NotSize(Exception):
+    """A size tried in the search failed for another reason than its size: the search is over."""
 
 
 @contextlib.contextmanager
@@ -141,11 +172,37 @@ def training_flags(model: Any, named: list[tuple[str, Any]], mode: bool) -> Iter
             vars(m)["training"] = flag
 
 
-def analyze_model(model: Any, shape: tuple[int, ...], *, source: str, depth: int | None = None,
+def _images(shape: Any, what: str, source: str) -> tuple[tuple[int, ...], tuple[int, ...] | None]:
+    """A detector's one image, or RAFT's two (`--input A --input B`; the second is the first's when one is
+    given): the protocol calls them itself, so each must be a plain float image."""
+    from nnkit.errors import UsageError
+
+    if not hasattr(shape, "tensors"):
+        return tuple(shape), None
+    specs = shape.args
+    most = 2 if what == "flow" else 1
+    if shape.kwargs or not 1 <= len(specs) <= most or any(s.dtype != "float32" for s in specs):
+        takes = "two images (--input CxHxW --input CxHxW)" if what == "flow" else "one image (--input CxHxW)"
+        raise UsageError(f"{source} takes {takes}; it was given {shape.text()}")
+    return specs[0].shape, (specs[1].shape if len(specs) > 1 else None)
+
+
+def analyze_model(model: Any, shape: Any, *, source: str, depth: int | None = None,
                   at: str | None = None, batch: int | None = None, min_input: tuple[int, int] | None = None,
                   rebuild: Any = None, fields: bool = True, explain: bool = True) -> Analysis:
-    from nnkit.introspect import trace
+    """shape: one float32 item (C, H, W), or nnkit.introspect.inputs.Inputs for several inputs, keyword
+    inputs and other dtypes (the Analysis' input is then the first one's, and a note names them all)."""
+    import dataclasses
 
+    from nnkit.introspect import detection, trace
+
+    what = detection.kind(model)
+    if what:  # work that depends on the image: analysed under nnkit's stated protocol
+        first, second = _images(shape, what, source)
+        return detection.analyze(model, first, source=source, depth=depth, at=at, batch=batch, fields=fields,
+                                 explain=explain, min_input=min_input, second=second)
+    several = hasattr(shape, "tensors")
+    item = shape.first.shape if several else tuple(shape)
     model, named = _on_meta(model)
     # torchvision's numbers are for inference; train mode adds aux heads
     with training_flags(model, named, False):
@@ -153,13 +210,17 @@ def analyze_model(model: Any, shape: tuple[int, ...], *, source: str, depth: int
             tr = trace.run(model, shape, source, fields=fields, named=named)
         except trace.TraceFailure as failure:
             smallest = min_input
+            if several or not trace.about_size(failure.exc):  # the search varies one image's height and width
+                raise trace.failure_message(source, shape, failure, None,
+                                            trace.how_to_give(model, failure.exc, failure.call)) from None
             if rebuild is not None and smallest is None:
-                smallest = smallest_input(rebuild, shape)
+                smallest = smallest_input(rebuild, item)
             elif rebuild is None:
-                smallest = smallest_input(lambda: model, shape)
-            raise trace.failure_message(source, shape, failure, smallest) from None
-        return _report(named, tr, shape, source=source, depth=depth, at=at, batch=batch, fields=fields,
-                       explain=explain)
+                smallest = smallest_input(lambda: model, item)
+            raise trace.failure_message(source, item, failure, smallest) from None
+        a = _report(named, tr, item, source=source, depth=depth, at=at, batch=batch, fields=fields,
+                    explain=explain)
+    return dataclasses.replace(a, notes=(f"inputs: {shape.text()}", *a.notes)) if several else a
 
 
 def _report(named: list[tuple[str, Any]], tr: Any, shape: tuple[int, ...], *, source: str, depth: int | None,
@@ -232,11 +293,19 @@ def _report(named: list[tuple[str, Any]], tr: Any, shape: tuple[int, ...], *, so
         first = tr.misaligned[0]
         notes.append(f"{len(tr.misaligned)} merge(s) join paths whose receptive fields are misaligned (first "
                      f"at {first}); the union of the fields is shown (Araujo et al. 2019)")
+    follower = tr.follower
     if tr.upsampled:
-        notes.append(f"receptive fields stop at the first upsampling or interpolating layer "
-                     f"({tr.upsampled[0] or 'the model'}): Araujo et al. (2019) define them for downsampling "
-                     "networks")
+        op = follower.stopped[0] if follower is not None and getattr(follower, "stopped", None) else "a resampling"
+        notes.append(f"receptive fields stop at {tr.upsampled[0] or 'the model'} ({op}): nnkit follows them "
+                     "through nearest and bilinear (linear, trilinear) interpolation and transposed "
+                     "convolutions, not through this one")
     regrouped = getattr(tr.rf, "where", None)  # the output's whole-input state began at a regrouping view
+    pooled = getattr(tr.rf, "pooled_at", None)
+    if pooled is not None:
+        regrouped = None
+        if tr.outputs:  # a dense predictor whose map sees the whole input says why (a classifier's pool is plain)
+            notes.append(f"the output '{tr.outputs[0]}' sees the whole input: a path through "
+                         f"{pooled or 'the model'} pools globally (as DeepLabV3's ASPP does) and joins it")
     if regrouped is not None:
         notes.append(f"receptive fields from {regrouped or 'the model'} on are shown as the whole input: "
                      "positions are regrouped there (tokens, attention windows); an upper bound where "
@@ -248,24 +317,50 @@ def _report(named: list[tuple[str, Any]], tr: Any, shape: tuple[int, ...], *, so
     if tr.gates:
         notes.append(f"{tr.gates} squeeze-excitation gate(s) multiply by a value computed from the whole "
                      "input; the receptive fields shown are those of the gated features, without the gates")
-    out_rf, out_global = _field(tr.rf) if fields else (None, False)
+    out_rf, out_global, differ = _field_notes(tr.rf) if fields else (None, False, [])
     macs = tr.macs * n
     output = tr.output
+    rf_notes = _rf_notes(follower, tr) if fields else []
     if at is not None:
-        return _truncate(rows, at, modules, tr, shape, source=source, batch=batch, notes=notes)
+        return _truncate(rows, at, modules, tr, shape, source=source, batch=batch, notes=notes, rf_notes=rf_notes)
     with_field = [r for r in rows if r.rf is not None]
+    rf, rf_at = (with_field[-1].rf, with_field[-1].spec) if with_field else (out_rf, None)
+    if out_rf is not None and (not with_field or fields_of.get(id(tr.rf), (None,))[0] is not with_field[-1].rf):
+        # The output is computed after the last module (F.interpolate in the model's forward, as FCN and LRASPP
+        # do), or beside it (an aux head after the main one): the field is the output's.
+        rf, rf_at = out_rf, tr.outputs[0] if tr.outputs else "output"
+        rf_notes += differ
+        if len(tr.outputs) > 1:
+            rf_notes.append(f"the model returns {len(tr.outputs)} outputs ({', '.join(tr.outputs)}): the receptive "
+                            f"field shown is that of '{tr.outputs[0]}'; --at LAYER gives any layer's")
+    elif with_field:
+        rf_notes += _field_notes(next((c.rf for c in reversed(tr.calls) if c.path == rf_at), None))[2]
     return Analysis(source=source, input=shape, output=output, layers=tuple(rows), params=total,
-                    trainable=trainable_total, macs=macs, batch=batch,
-                    rf=with_field[-1].rf if with_field else out_rf,
-                    rf_at=with_field[-1].spec if with_field else None, rf_global=out_global,
-                    notes=tuple(notes))
+                    trainable=trainable_total, macs=macs, batch=batch, rf=rf, rf_at=rf_at, rf_global=out_global,
+                    notes=tuple(notes), rf_notes=tuple(rf_notes))
+
+
+def _rf_notes(follower: Any, tr: Any) -> list[str]:
+    """How fields went through upsampling, when they did (the rule stated once, as chains state it)."""
+    from nnkit.core.chain import UPSAMPLING_RULE
+
+    resampled = getattr(follower, "resampled", None)
+    if not resampled:
+        return []
+    rule = UPSAMPLING_RULE.removeprefix("through upsampling, ")
+    return [f"receptive fields are followed through upsampling (first at {resampled[0] or 'the model'}'s "
+            f"forward): {rule}; where paths merge (torch.cat, a sum), each output position reads the union of what "
+            "the paths read there (nnkit's rule; Araujo et al. 2019 for the layers before any upsampling)"]
 
 
 def _explain(module: Any, c: Any, params: int, macs: int, rf: Field | None) -> tuple[Formula, ...]:
     """The formulas of docs/conventions.md with this module's numbers put in (one item)."""
     from torch import nn
 
-    if not (macs or params or isinstance(module, (nn.MaxPool2d, nn.AvgPool2d))):
+    from nnkit.core.layers import Resampled
+
+    if not (macs or params or isinstance(module, (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d,
+                                                  nn.AvgPool2d, nn.AvgPool3d, nn.Upsample))):
         return ()  # activations, dropout, identity, flatten: nothing to put numbers in
     lines: list[Formula] = []
     bias = getattr(module, "bias", None) is not None
@@ -299,24 +394,37 @@ def _explain(module: Any, c: Any, params: int, macs: int, rf: Field | None) -> t
         lines.append(Formula(Topic.macs,
                              f"MACs: {macs:,} (torch.utils.flop_counter: conv, matmul, attention inside "
                                          "this module)"))
-    if rf is not None and isinstance(module, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)):
-        lines.append(Formula(Topic.rf,
-                             f"rf: r = {rf.size[0]}, S = {rf.stride[0]}, P = {rf.padding[0]} (Araujo et al. "
-                                       "2019, followed through the traced graph)"))
+    windows = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d,
+               nn.AvgPool2d, nn.AvgPool3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d, nn.Upsample)
+    if rf is not None and isinstance(module, windows):
+        if all(type(x) is int for x in rf.stride) and not isinstance(c.rf[0], Resampled):
+            lines.append(Formula(Topic.rf,
+                                 f"rf: r = {rf.size[0]}, S = {rf.stride[0]}, P = {rf.padding[0]} (Araujo et al. "
+                                           "2019, followed through the traced graph)"))
+        else:  # after upsampling: composed position by position (nnkit.core.layers.AxisMap)
+            lines.append(Formula(Topic.rf, f"rf: r = {'x'.join(map(str, rf.size))} (largest over output "
+                                           f"positions), S = {'x'.join(map(str, rf.stride))}, P = "
+                                           f"{'x'.join(map(str, rf.padding))} (composed position by position "
+                                           "through upsampling)"))
     return tuple(lines)
 
 
 def _truncate(rows: list[LayerReport], at: str, modules: dict[str, Any], tr: Any, shape: tuple[int, ...], *,
-              source: str, batch: int | None, notes: list[str]) -> Analysis:
+              source: str, batch: int | None, notes: list[str], rf_notes: list[str]) -> Analysis:
     inside = [i for i, r in enumerate(rows) if r.spec == at or r.spec.startswith(at + ".")]
     if at not in modules or not inside:
         raise UnknownNameError("layer", at, [p for p in modules if p])
     kept = rows[:inside[-1] + 1]
     notes = [x for x in notes if "the forward pass never calls" not in x]  # totals here are the kept rows'
 
-    rf, covers = _field(next((c.rf for c in reversed(tr.calls) if c.path == at), None))
+    from nnkit.core.layers import Resampled
+
+    state = next((c.rf for c in reversed(tr.calls) if c.path == at), None)
+    rf, covers, differ = _field_notes(state)
+    if not (isinstance(state, tuple) and isinstance(state[0], Resampled)):
+        rf_notes = []  # the layer's field comes before any upsampling
     return Analysis(source=f"{source} --at {at}", input=shape, output=kept[-1].output or (),
                     layers=tuple(kept),
                     params=sum(r.params for r in kept), trainable=sum(r.trainable for r in kept),
                     macs=sum(r.macs for r in kept), batch=batch, rf=rf, rf_at=at if rf else None,
-                    rf_global=covers, notes=tuple(notes))
+                    rf_global=covers, notes=tuple(notes), rf_notes=tuple((rf_notes + differ) if rf else ()))

@@ -144,6 +144,7 @@ class Crosscheck:
     params: dict[str, int | None]  # nnkit, fvcore, torchinfo, torchvision
     macs: dict[str, int | None]
     differences: tuple[str, ...]  # one sentence per named difference
+    parts: tuple[Any, ...] = ()  # detectors and flow models: nnkit's backbone, neck and heads (core.report.Part)
 
 
 _FV_NAMES = {"conv": "conv", "linear": "matmul", "matmul": "matmul", "bmm": "matmul", "einsum": "matmul",
@@ -152,9 +153,16 @@ _OUR_NAMES = {"convolution": "conv", "convolution_backward": "conv"}
 
 
 def crosscheck(t: Any, info: Any | None) -> Crosscheck:
-    from nnkit.introspect import analyze_model, meta_copy
+    from nnkit.errors import UsageError
+    from nnkit.introspect import analyze_model, detection, meta_copy
     from nnkit.introspect import trace as tracing
 
+    if detection.kind(t.model):  # image-dependent work: the protocol's count beside torchvision's, explained
+        return detection.crosscheck(t, info)  # type: ignore[no-any-return]
+    inputs = getattr(t, "inputs", None)
+    if inputs is not None and not inputs.plain:  # fvcore and torchinfo are called on one float tensor here
+        raise UsageError(f"crosscheck runs every tool on one float input; {t.name} is given {inputs.text()}: "
+                         "use nnkit params or flops for it")
     ours = analyze_model(t.rebuild(), t.input, source=t.name, min_input=t.min_input, rebuild=t.rebuild)
     tr = tracing.run(meta_copy(t.rebuild()).eval(), t.input, t.name)
     mine: dict[str, int] = {}

@@ -92,7 +92,14 @@ def saved_activation_bytes(model: Any, shape: tuple[int, ...], batch: int = 2, d
 
     with training_flags(model, named, True), _fused_attention(), \
             torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        model(torch.empty((batch, *shape), device="meta", dtype=dtype, requires_grad=False))
+        if hasattr(shape, "tensors"):  # nnkit.introspect.inputs.Inputs: several inputs, ids, masks
+            args, kwargs = shape.tensors(batch, "meta")
+            if dtype is not None:  # as autocast would: floating inputs only
+                args = tuple(a.to(dtype) if a.is_floating_point() else a for a in args)
+                kwargs = {k: a.to(dtype) if a.is_floating_point() else a for k, a in kwargs.items()}
+            model(*args, **kwargs)
+        else:
+            model(torch.empty((batch, *shape), device="meta", dtype=dtype, requires_grad=False))
     return sum(saved.values()) // batch
 
 
@@ -185,5 +192,5 @@ def estimate_target(target: Any, input: str | None, *, batch: int | None, optimi
         t = resolve(target, input=input, num_classes=num_classes, in_channels=in_channels, width=width)
     else:
         t = module_target(target, input)
-    return estimate(t.model, t.input, batch=batch if batch is not None else (t.batch or 1), optimizer=optimizer,
+    return estimate(t.model, t.given, batch=batch if batch is not None else (t.batch or 1), optimizer=optimizer,
                     amp=amp)

@@ -1,18 +1,20 @@
 """Receptive fields through branching graphs, followed tensor by tensor during the traced forward pass
-(Araujo, Norris & Sim 2019).
+(Araujo, Norris & Sim 2019), and through upsampling by nnkit's rule (nnkit.core.layers.AxisMap).
 
-Each tensor carries, per spatial axis, (size r, effective stride S, effective padding P) and the (H, W) it
-tracks; after upsampling (interpolation, transposed convolution) it carries no field but still its (H, W), as
-Araujo et al. define fields for downsampling networks only (chains in nnkit.core carry them through upsampling;
-models do not yet). The tracer (nnkit.introspect.trace) hands every aten operator to `Fields.op` with its inputs
-and output:
-convolutions, pooling and padding grow the field (nnkit.core.layers.grow_field); operators whose output keeps
-the tracked (H, W) as two consecutive dimensions (activations, adds, concatenations, splits, channel shuffles,
-channels-last permutes) pass it on; anything else (flatten, global pooling, attention over tokens) makes the
-output depend on the whole input. A multiplication by a global gate (squeeze-and-excitation in MobileNetV3,
-EfficientNet, RegNetY) keeps the local field: the gate scales channels, it does not move the window; analyses
-say so in a note. At a merge the field is the union of the incoming ones: P = max P_i, r = max(r_i - P_i) + P;
-when the paths' strides or centres ((r - 1)/2 - P) differ, the merge is reported as misaligned.
+Each tensor carries, per spatial axis of the model's input (L; H, W; D, H, W), a field and the sizes it tracks.
+While no path has resampled the field is Araujo et al.'s (size r, effective stride S, effective padding P); once
+one does (nearest, bilinear, linear or trilinear interpolation, a transposed convolution) it is a
+nnkit.core.layers.Resampled node, composed position by position by the same rule as chains. The tracer
+(nnkit.introspect.trace) hands every aten operator to `Fields.op` with its inputs and output:
+convolutions, pooling, padding and crops grow the field; operators whose output keeps the tracked sizes as
+consecutive dimensions (activations, adds, concatenations, splits, channel shuffles, channels-last permutes) pass
+it on; anything else (flatten, global pooling, attention over tokens, a product of two tensors computed from the
+input) makes the output depend on the whole input. A multiplication by a global gate (squeeze-and-excitation in
+MobileNetV3, EfficientNet, RegNetY) keeps the local field: the gate scales channels, it does not move the window;
+analyses say so in a note. At a merge the field is the union of the incoming ones: P = max P_i,
+r = max(r_i - P_i) + P; when the paths' strides or centres ((r - 1)/2 - P) differ, the merge is reported as
+misaligned. A merge with an upsampled path (a U-Net's skip, an FPN's or LRASPP's sum) is a Resampled union: each
+output position reads what every path reads at that position.
 
 Following the operators that really run, rather than a torch.fx graph, costs one dictionary lookup per
 operator, needs no second pass, and works for models fx cannot trace (Python control flow on shapes); in-place
@@ -22,14 +24,15 @@ operators (`out += identity`) update their tensor's field.
 from __future__ import annotations
 
 from collections.abc import Callable
+from fractions import Fraction
 from typing import Any
 
-from nnkit.core.layers import grow_field
+from nnkit.core.layers import AxisMap, Resampled, grow_field, resample, union
 from nnkit.introspect.trace import SHAPE_KEEPING
 
-Axes = tuple[tuple[int, int, int], ...]
+Axes = tuple[tuple[int, ...], ...]  # per axis: (dilated extent, stride, padding[, dilation])
 GLOBAL = "global"
-UPSAMPLING = "upsampling"  # a window rule's answer for upsampling: no integer field from here on
+UPSAMPLING = "upsampling"  # a window rule's answer for a resampling nnkit has no rule for: no field from here on
 
 
 class Regrouped(str):
@@ -38,19 +41,30 @@ class Regrouped(str):
     where = ""
 
 
+class Pooled(str):
+    """A whole-input state that began at a global pooling; `where` names that module, for the note on a model whose
+    output map sees the whole input (DeepLabV3's ASPP pooling branch)."""
+    pooled_at = property(lambda self: self.where)
+    where = ""
+
+
 class Folded(tuple):  # type: ignore[type-arg]
-    """(axes, hw) of a channels-last map whose positions a linear layer has flattened into rows: F.linear on
+    """(axes, sizes) of a channels-last map whose positions a linear layer has flattened into rows: F.linear on
     (N, H, W, C) runs as view (N*H*W, C), mm/addmm, view back. Each row is a position, so the field returns when
     the rows are viewed back as (H, W); any other use of the rows counts as mixing them."""
-_IDENTITY: Axes = ((1, 1, 0), (1, 1, 0))
 
 
-def _pair(v: Any) -> tuple[int, int]:
+def _identity(n: int) -> Axes:
+    return ((1, 1, 0),) * n
+
+
+def _tuple(v: Any, m: int) -> tuple[int, ...]:
+    """An aten size argument (an int, or a list of 1 or m) as m ints."""
     if isinstance(v, int):
-        return v, v
+        return (v,) * m
     if len(v) == 1:
-        return int(v[0]), int(v[0])
-    return int(v[0]), int(v[1])
+        return (int(v[0]),) * m
+    return tuple(int(x) for x in v)
 
 
 def _arg(args: tuple[Any, ...], i: int, default: Any) -> Any:
@@ -58,67 +72,113 @@ def _arg(args: tuple[Any, ...], i: int, default: Any) -> Any:
     return args[i] if len(args) > i else default
 
 
-def _adaptive(hw_in: tuple[int, int], hw_out: tuple[int, int]) -> Axes | str | None:
-    if hw_out == hw_in:
-        return _IDENTITY
-    if 0 in hw_out:
+def _adaptive(sp_in: tuple[int, ...], sp_out: tuple[int, ...]) -> Axes | str | None:
+    if sp_out == sp_in:
+        return _identity(len(sp_in))
+    if 0 in sp_out:
         return None
-    if hw_out == (1, 1) or any(i % o for i, o in zip(hw_in, hw_out)):
+    if all(o == 1 for o in sp_out) or any(i % o for i, o in zip(sp_in, sp_out)):
         return GLOBAL
-    return tuple((i // o, i // o, 0) for i, o in zip(hw_in, hw_out))
+    return tuple((i // o, i // o, 0) for i, o in zip(sp_in, sp_out))
 
 
-def _conv(args: tuple[Any, ...], hw_in: tuple[int, int], hw_out: tuple[int, int]) -> Axes | str | None:
+def _windows_of(k: tuple[int, ...], s: tuple[int, ...], p: tuple[int, ...], d: tuple[int, ...], n: int) -> Axes:
+    """The last n axes of an m-d window (1-d pooling runs as 2-d pooling on an unsqueezed (N, C, 1, L))."""
+    m = len(k)
+    return tuple((d[i] * (k[i] - 1) + 1, s[i], p[i], d[i]) for i in range(m - n, m))
+
+
+def _conv(args: tuple[Any, ...], sp_in: tuple[int, ...], sp_out: tuple[int, ...]) -> Any:
     # convolution(input, weight, bias, stride, padding, dilation, transposed, output_padding, groups)
     weight = args[1]
-    if weight.dim() != 4:
-        return None  # 1-d/3-d convolutions: no 2-d window to grow
-    if _arg(args, 6, False):
-        return UPSAMPLING  # transposed
+    m, n = weight.dim() - 2, len(sp_in)
+    if m < n:
+        return None  # a lower-dimensional convolution across the map (over flattened positions): no window
+    k = tuple(weight.shape[2:])
+    s, p, d = _tuple(args[3], m), _tuple(args[4], m), _tuple(args[5], m)
+    if _arg(args, 6, False):  # transposed: nnkit's tconv rule (nnkit.core.layers.AxisMap)
+        return tuple(AxisMap("tconv", k[i], s[i], p[i], d[i], n=sp_in[i - (m - n)]) for i in range(m - n, m))
+    return _windows_of(k, s, p, d, n)
 
-    k = tuple(weight.shape[-2:])
-    s, p, d = _pair(args[3]), _pair(args[4]), _pair(args[5])
-    return tuple((d[i] * (k[i] - 1) + 1, s[i], p[i]) for i in range(2))
 
-
-def _max_pool(args: tuple[Any, ...], hw_in: tuple[int, int], hw_out: tuple[int, int]) -> Axes:
-    # max_pool2d_with_indices(self, kernel_size, stride=[], padding=0, dilation=1, ceil_mode=False)
-    k = _pair(args[1])
+def _max_pool(args: tuple[Any, ...], sp_in: tuple[int, ...], sp_out: tuple[int, ...]) -> Axes:
+    # max_pool2d_with_indices(self, kernel_size, stride=[], padding=0, dilation=1, ceil_mode=False), and 3d
+    m = len(args[1])
+    k = _tuple(args[1], m)
     stride = _arg(args, 2, ())
-    s = _pair(stride) if len(stride) else k
-    p, d = _pair(_arg(args, 3, 0)), _pair(_arg(args, 4, 1))
-    return tuple((d[i] * (k[i] - 1) + 1, s[i], p[i]) for i in range(2))
+    s = _tuple(stride, m) if len(stride) else k
+    return _windows_of(k, s, _tuple(_arg(args, 3, 0), m), _tuple(_arg(args, 4, 1), m), len(sp_in))
 
 
-def _avg_pool(args: tuple[Any, ...], hw_in: tuple[int, int], hw_out: tuple[int, int]) -> Axes:
+def _avg_pool(args: tuple[Any, ...], sp_in: tuple[int, ...], sp_out: tuple[int, ...]) -> Axes:
     # avg_pool2d(self, kernel_size, stride=[], padding=0, ceil_mode=False, count_include_pad=True, divisor=None)
-    k = _pair(args[1])
+    m = len(args[1])
+    k = _tuple(args[1], m)
     stride = _arg(args, 2, ())
-    s = _pair(stride) if len(stride) else k
-    p = _pair(_arg(args, 3, 0))
-    return tuple((k[i], s[i], p[i]) for i in range(2))
+    s = _tuple(stride, m) if len(stride) else k
+    return _windows_of(k, s, _tuple(_arg(args, 3, 0), m), (1,) * m, len(sp_in))
 
 
-def _pad(args: tuple[Any, ...], hw_in: tuple[int, int], hw_out: tuple[int, int]) -> Axes | None:
-    # constant_pad_nd(self, pad, value) and the reflection/replication pads: pad = [left, right, top, bottom, ...]
+def _pad(args: tuple[Any, ...], sp_in: tuple[int, ...], sp_out: tuple[int, ...]) -> Axes | None:
+    # constant_pad_nd(self, pad, value) and the reflection/replication pads: pad = [left, right] of the last
+    # axis, then of the one before it, ...
     pad = list(args[1])
-    if len(pad) < 4 or hw_out != (hw_in[0] + pad[2] + pad[3], hw_in[1] + pad[0] + pad[1]):
+    n = len(sp_in)
+    lr = [(pad[2 * q], pad[2 * q + 1]) if 2 * q + 1 < len(pad) else (0, 0) for q in range(n - 1, -1, -1)]
+    if sp_out != tuple(size + a + b for size, (a, b) in zip(sp_in, lr)):
         return None
-    return ((1, 1, pad[2]), (1, 1, pad[0]))
+    return tuple((1, 1, a) for a, _ in lr)
 
 
-def _resize(exact: bool | None) -> Callable[..., Any]:
+def _crop(args: tuple[Any, ...], sp_in: tuple[int, ...], sp_out: tuple[int, ...]) -> Axes | None:
+    """slice(self, dim, start, end, step) along a tracked axis: output j is input start + j*step, a window of 1
+    with stride step and padding -start. None: along another dimension, or not the sizes this would give."""
+    ndim = len(args[0].shape)
+    n = len(sp_in)
+    dim = _arg(args, 1, 0)
+    dim = dim + ndim if dim < 0 else dim
+    if dim < ndim - n:
+        return None if sp_out != sp_in else _identity(n)  # channels or batch: the positions stay as they are
+    size = sp_in[dim - (ndim - n)]
+    start, end, step = _arg(args, 2, None), _arg(args, 3, None), _arg(args, 4, 1)
+    start, end, step = slice(start, end, step).indices(size)
+    if not isinstance(start, int) or len(range(start, end, step)) != sp_out[dim - (ndim - n)]:
+        return None
+    return tuple((1, step, -start) if a == dim - (ndim - n) else (1, 1, 0) for a in range(n))
+
+
+def _scale(given: Any, size_in: int, size_out: int) -> Fraction:
+    """The scale torch maps indices by: the scale factor the caller gave, or else output/input
+    (aten's area_pixel_compute_scale)."""
+    return Fraction(str(given)) if given else Fraction(size_out, size_in)
+
+
+def _resize(kind: str | None) -> Callable[..., Any]:
     """Interpolation: the same size is the identity; nearest-neighbour downsampling by integer factors k (1 on an
     axis that keeps its size) is a window of 1 with stride k (at offset floor(k/2) for 'nearest-exact'), unless a
-    scale factor other than 1/k was given (torch then maps indices by that scale); anything else (upsampling,
-    bilinear or fractional resizing) has no integer field. exact None: not a nearest mode."""
-    def rule(args: tuple[Any, ...], hw_in: tuple[int, int], hw_out: tuple[int, int]) -> Axes | str:
-        if hw_out == hw_in:
-            return _IDENTITY
-        scales = tuple(_arg(args, i, None) for i in (2, 3))  # upsample_nearest2d(input, output_size, sh, sw)
-        if exact is not None and all(o and i >= o and i % o == 0 and (sc is None or sc * (i // o) == 1)
-                                     for i, o, sc in zip(hw_in, hw_out, scales)):
-            return tuple((1, i // o, -((i // o) // 2) if exact else 0) for i, o in zip(hw_in, hw_out))
+    scale factor other than 1/k was given (torch then maps indices by that scale). Otherwise 'nearest' and
+    'bilinear' (and linear, trilinear) read per nnkit.core.layers.AxisMap, at torch's scale (align_corners=true
+    too); the rest (bicubic, antialiased, nearest-exact upsampling) has no rule and ends the field.
+    kind: "nearest", "exact" (nearest-exact), "linear" or None (no rule)."""
+    def rule(args: tuple[Any, ...], sp_in: tuple[int, ...], sp_out: tuple[int, ...]) -> Any:
+        n = len(sp_in)
+        if sp_out == sp_in:
+            return _identity(n)
+        # upsample_nearest2d(input, output_size, scales...); upsample_bilinear2d(input, output_size,
+        # align_corners, scales...)
+        first = 3 if kind == "linear" else 2
+        m = len(args[0].shape) - 2
+        scales = tuple(_arg(args, first + i, None) for i in range(m))[m - n:]
+        if kind in ("nearest", "exact") and all(
+                o and i >= o and i % o == 0 and (sc is None or sc * (i // o) == 1)
+                for i, o, sc in zip(sp_in, sp_out, scales)):
+            return tuple((1, i // o, -((i // o) // 2) if kind == "exact" else 0) for i, o in zip(sp_in, sp_out))
+        if kind == "nearest" or (kind == "linear" and not _arg(args, 2, False)):
+            mode = "nearest" if kind == "nearest" else "bilinear"
+            return tuple(AxisMap(mode, scale=_scale(sc, i, o), n=i) for i, o, sc in zip(sp_in, sp_out, scales))
+        if kind == "linear":  # align_corners=true: x = j*(in-1)/(out-1), whatever scale factor was given
+            return tuple(AxisMap("bilinear", scale=Fraction(o - 1, i - 1), n=i, corners=True) if i > 1 and o > 1
+                         else AxisMap("nearest", scale=Fraction(o, i), n=i) for i, o in zip(sp_in, sp_out))
         return UPSAMPLING
     return rule
 
@@ -127,44 +187,74 @@ def _windows() -> dict[Any, Callable[..., Any]]:
     import torch
 
     aten = torch.ops.aten
+    resizes = [(f"upsample_nearest{r}d", "nearest") for r in (1, 2, 3)] + \
+        [(f"_upsample_nearest_exact{r}d", "exact") for r in (1, 2, 3)] + \
+        [("upsample_linear1d", "linear"), ("upsample_bilinear2d", "linear"), ("upsample_trilinear3d", "linear"),
+         ("upsample_bicubic2d", None), ("_upsample_bilinear2d_aa", None), ("_upsample_bicubic2d_aa", None)]
     table: dict[Any, Callable[..., Any]] = {
-        getattr(aten, name): _resize(exact) for name, exact in (
-            ("upsample_nearest2d", False), ("_upsample_nearest_exact2d", True), ("upsample_bilinear2d", None),
-            ("upsample_bicubic2d", None), ("_upsample_bilinear2d_aa", None), ("_upsample_bicubic2d_aa", None))
-        if hasattr(aten, name)}
+        getattr(aten, name): _resize(kind) for name, kind in resizes if hasattr(aten, name)}
+    pads = [f"{kind}_pad{r}d" for kind in ("reflection", "replication") for r in (1, 2, 3)]
+    table |= {getattr(aten, name): _pad for name in pads if hasattr(aten, name)}
     table |= {
         aten.convolution: _conv, aten.max_pool2d_with_indices: _max_pool, aten.max_pool2d: _max_pool,
-        aten.avg_pool2d: _avg_pool, aten.constant_pad_nd: _pad, aten.reflection_pad2d: _pad,
-        aten.replication_pad2d: _pad,
-        aten._adaptive_avg_pool2d: lambda args, hw_in, hw_out: _adaptive(hw_in, hw_out),  # noqa: SLF001
-        aten.adaptive_max_pool2d: lambda args, hw_in, hw_out: _adaptive(hw_in, hw_out),
+        aten.max_pool3d_with_indices: _max_pool, aten.avg_pool2d: _avg_pool, aten.avg_pool3d: _avg_pool,
+        aten.constant_pad_nd: _pad,
     }
+    for name in ("_adaptive_avg_pool2d", "adaptive_max_pool2d", "_adaptive_avg_pool3d", "adaptive_max_pool3d"):
+        table[getattr(aten, name)] = lambda args, sp_in, sp_out: _adaptive(sp_in, sp_out)
     return table
 
 
-def _keeps(shape: tuple[int, ...], hw: tuple[int, int]) -> bool:
-    return any(shape[i:i + 2] == hw for i in range(1, len(shape) - 1))
+def _keeps(shape: tuple[int, ...], sp: tuple[int, ...]) -> bool:
+    """The tensor still holds the tracked positions as consecutive dimensions after the batch (a 1-D map needs a
+    channel axis too, so that a feature vector of L numbers is not taken for L positions)."""
+    n = len(sp)
+    if n == 1 and len(shape) < 3:
+        return False
+    return any(shape[i:i + n] == sp for i in range(1, len(shape) - n + 1))
 
 
-def merge(states: list[tuple[Axes | None, tuple[int, int]]], where: str, misaligned: list[str]) -> \
-        tuple[Axes | None, Any]:
-    if len({s[0] for s in states}) == 1:
+def _grow(axes: Any, win: Any) -> Any:
+    """The field after one layer: Araujo et al.'s step while no path has upsampled, nnkit's position-by-position
+    rule (nnkit.core.layers.Resampled) once one has or for a layer that resamples (win: AxisMaps)."""
+    if axes is None:
+        return None
+    if isinstance(win[0], AxisMap):
+        return resample(axes, win)
+    if isinstance(axes, Resampled):
+        return resample(axes, tuple(AxisMap("window", (w[0] - 1) // (w[3] if len(w) > 3 else 1) + 1, w[1], w[2],
+                                             w[3] if len(w) > 3 else 1) for w in win))
+    return grow_field(axes, win)
+
+
+def merge(states: list[tuple[Any, tuple[int, ...]]], where: str, misaligned: list[str]) -> tuple[Any, Any]:
+    if len({s[0] for s in states}) == 1:  # (Resampled nodes compare by identity)
         return states[0]
-    if any(s[0] is None for s in states):  # a path through upsampling: no field
+    if any(s[0] is None for s in states):  # a path through a resampling without a rule: no field
         return None, states[0][1]
+    if any(isinstance(s[0], Resampled) for s in states):  # a skip joins an upsampled path (U-Net, FPN)
+        distinct = list({id(s[0]): s[0] for s in states}.values())
+        node = union(distinct)
+        if len({tuple(_strides(a)) for a in distinct}) > 1:
+            misaligned.append(where)
+        return node, states[0][1]
     axes = []
     off = False
-    for a in range(2):
+    for a in range(len(states[0][0])):
         per = [s[0][a] for s in states]
-        P = max(p for _, _, p in per)
-        r = max(r - p for r, _, p in per) + P
-        S = max(s for _, s, _ in per)
-        if len({s for _, s, _ in per}) > 1 or len({(r_ - 1) / 2 - p for r_, _, p in per}) > 1:
+        P = max(w[2] for w in per)
+        r = max(w[0] - w[2] for w in per) + P
+        S = max(w[1] for w in per)
+        if len({w[1] for w in per}) > 1 or len({(w[0] - 1) / 2 - w[2] for w in per}) > 1:
             off = True
         axes.append((r, S, P))
     if off:
         misaligned.append(where)
     return tuple(axes), states[0][1]
+
+
+def _strides(axes: Any) -> tuple[Any, ...]:
+    return axes.stride if isinstance(axes, Resampled) else tuple(Fraction(w[1]) for w in axes)
 
 
 class Follower:
@@ -210,11 +300,23 @@ class Fields(Follower):
         self._gates = (aten.mul, aten.mul_)
         self._views = (aten.view, aten._unsafe_view, aten.reshape)  # noqa: SLF001
         self._addmm = aten.addmm
+        self._slice = aten.slice
         self._matmuls = (aten.mm, aten.addmm)
+        # Products of two tensors computed from the input (attention's Q K^T and its weighted sum) mix positions:
+        # on a 1-D map the token axis is the tracked one, so no view regroups it first, as on images.
+        self._mixing = frozenset(getattr(aten, name) for name in (
+            "mm", "addmm", "bmm", "baddbmm", "matmul", "_scaled_dot_product_flash_attention_for_cpu",
+            "_scaled_dot_product_efficient_attention", "_scaled_dot_product_flash_attention",
+            "_scaled_dot_product_cudnn_attention", "scaled_dot_product_attention") if hasattr(aten, name))
         self._keeping = frozenset(getattr(aten, name) for name in SHAPE_KEEPING)
+        self.stopped: list[str] = []  # what the resamplings without a rule were, beside self.upsampled's where
+        self.resampled: list[str] = []  # where a field first went through a resampling (the modules, in order)
 
     def start(self, x: Any) -> None:
-        self._set(x, (_IDENTITY, tuple(x.shape[-2:])))
+        """The field's axes are the input's after batch and channels (N, C, L), (N, C, H, W), (N, C, D, H, W);
+        a 2-d input (N, L) is a sequence of L positions (token ids)."""
+        sp = tuple(x.shape[2:]) if x.dim() >= 3 else tuple(x.shape[-1:])
+        self._set(x, (_identity(len(sp)), sp))
 
     def op(self, packet: Any, args: tuple[Any, ...], out: Any) -> None:
         tensor = self._tensor
@@ -256,12 +358,14 @@ class Fields(Follower):
         weight and bias that have none, in one step: the most frequent operator, for which the general path's
         lists and generators cost about 0.3 ms of a traced MobileNetV2. False: anything else, for op()."""
         states = self.states
+        axes, sp = state
+        n = len(sp)
         if states.get(id(args[1])) is not None or (args[2] is not None and states.get(id(args[2])) is not None) \
-                or args[1].dim() != 4 or _arg(args, 6, False) or out.dim() < 3:
+                or args[1].dim() != n + 2 or _arg(args, 6, False) or out.dim() != n + 2 \
+                or tuple(args[0].shape[2:]) != sp:
             return False
-        axes, hw = state
-        hw_out = tuple(out.shape[-2:])
-        self._set(out, (grow_field(axes, _conv(args, hw, hw_out)) if axes is not None else None, hw_out))
+        sp_out = tuple(out.shape[2:])
+        self._set(out, (_grow(axes, _conv(args, sp, sp_out)), sp_out))
         return True
 
     def _grow_base(self, base: Any, others: tuple[Any, ...]) -> None:
@@ -290,26 +394,45 @@ class Fields(Follower):
                 self.gates += 1  # x * sigmoid(fc(pool(x))): a global gate on a local field
             else:
                 return everywhere
-        axes, hw = merge(live, self.where(), self.misaligned) if len(live) > 1 else live[0]
+        if len(live) > 1 and packet in self._mixing:
+            return everywhere
+        axes, sp = merge(live, self.where(), self.misaligned) if len(live) > 1 else live[0]
+        n = len(sp)
+        if packet is self._slice and len(live) == 1 and len(first) == args[0].dim():
+            crop = _crop(args, sp, first[-n:])
+            if crop is not None:  # a crop of the map (a U-Net's skip cut to the decoder's size)
+                return [(_grow(axes, crop), first[-n:])]
         rule = self._windows.get(packet)
-        if rule is not None and len(first) >= 3:
-            win = rule(args, hw, first[-2:])
+        # A window over other axes than the tracked ones (a pad of a channels-last map's channels) is no window
+        # of theirs: the tensor keeps its positions or mixes them, as below.
+        if rule is not None and len(first) >= n + 2 and tuple(args[0].shape[-n:]) == sp:
+            sp_out = first[-n:]
+            win = rule(args, sp, sp_out)
             if win == GLOBAL:
-                return [GLOBAL]
+                pooled = Pooled(GLOBAL)
+                pooled.where = self.where()
+                return [pooled]
             if win == UPSAMPLING:
                 if axes is not None:
                     self.upsampled.append(self.where())
-                return [(None, first[-2:])]
+                    self.stopped.append(str(packet).removeprefix("aten.").split(".")[0])
+                return [(None, sp_out)]
             if win is not None:
-                return [(grow_field(axes, win) if axes is not None else None, first[-2:])]
-        if packet in self._views and len(live) == 1 and len(first) == 2 and len(args[0].shape) >= 3 and \
-                tuple(args[0].shape[-3:-1]) == hw and first[-1] == args[0].shape[-1]:
-            return [Folded((axes, hw))]  # F.linear on a channels-last map flattens positions into rows
-        out = [(axes, hw) if _keeps(tuple(t.shape), hw) else GLOBAL for t in outs]
+                if axes is not None and isinstance(win[0], AxisMap) and not isinstance(axes, Resampled):
+                    self.resampled.append(self.where())
+                return [(_grow(axes, win), sp_out)]
+        if packet in self._views and len(live) == 1 and len(first) == 2 and len(args[0].shape) >= n + 1 and \
+                tuple(args[0].shape[-n - 1:-1]) == sp and first[-1] == args[0].shape[-1]:
+            return [Folded((axes, sp))]  # F.linear on a channels-last map flattens positions into rows
+        out = [(axes, sp) if _keeps(tuple(t.shape), sp) else GLOBAL for t in outs]
         if packet in self._views and len(first) >= 3 and GLOBAL in out:  # tokens, attention windows
             regrouped = Regrouped(GLOBAL)
             regrouped.where = self.where()
             out = [regrouped if s == GLOBAL else s for s in out]
+        elif GLOBAL in out and len(first) >= 2 and first[1:] and all(d == 1 for d in first[2:]):
+            pooled = Pooled(GLOBAL)  # a mean over the positions (adaptive pooling to 1 runs as aten.mean)
+            pooled.where = self.where()
+            out = [pooled if s == GLOBAL else s for s in out]
         return out
 
     def _folded(self, packet: Any, args: tuple[Any, ...], live: list[Any], first: tuple[int, ...]) -> list[Any] | None:
@@ -318,10 +441,40 @@ class Fields(Follower):
         something computed from the input: the field becomes the whole input."""
         if len(live) != 1:
             return None
-        (axes, hw) = live[0]
+        (axes, sp) = live[0]
         rows = self.states.get(id(args[1] if packet is self._addmm else args[0]))
         if packet in self._matmuls and isinstance(rows, Folded) and len(first) == 2:
             return [live[0]]
-        if packet in self._views and len(first) >= 3 and tuple(first[-3:-1]) == hw:
-            return [(axes, hw)]
+        n = len(sp)
+        if packet in self._views and len(first) >= n + 2 and tuple(first[-n - 1:-1]) == sp:
+            return [(axes, sp)]
         return None
+
+
+def position_fields(model: Any, shape: tuple[int, ...], at: str | None = None) -> list[list[tuple[int, int] | None]]:
+    """Per spatial axis of a model's output (or of module `at`'s), each output position's first and last input
+    position (None where it reads none): the intervals whose largest is the reported field, as
+    nnkit.core.chain.position_fields gives them for chains. Without upsampling every interval is
+    [j*S - P, j*S - P + r - 1]."""
+    from nnkit.core.layers import resampled_spans
+    from nnkit.errors import UnknownNameError, UsageError
+    from nnkit.introspect import meta_copy, training_flags
+    from nnkit.introspect.build import walk
+    from nnkit.introspect.trace import run
+
+    model = meta_copy(model)
+    named = walk(model)
+    with training_flags(model, named, False):
+        tr = run(model, shape, named=named)
+    state = tr.rf
+    if at is not None:
+        state = next((c.rf for c in reversed(tr.calls) if c.path == at), None)
+        if state is None and at not in dict(named):
+            raise UnknownNameError("layer", at, [p for p, _ in named if p])
+    if state is None or isinstance(state, str) or state[0] is None:
+        raise UsageError(f"{at or 'the output'}: no local receptive field (it sees the whole input, or follows a "
+                         "resampling nnkit has no rule for)")
+    axes, sizes = state
+    if isinstance(axes, Resampled):
+        return [resampled_spans(axes, ax, n) for ax, n in enumerate(sizes)]
+    return [[(j * S - P, j * S - P + r - 1) for j in range(n)] for (r, S, P, *_), n in zip(axes, sizes)]

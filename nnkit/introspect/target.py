@@ -11,9 +11,12 @@ import sys
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nnkit.errors import ModelError, SpecError, UsageError
+
+if TYPE_CHECKING:
+    from nnkit.introspect.inputs import Inputs
 
 
 @dataclass
@@ -24,6 +27,12 @@ class Target:
     batch: int | None
     min_input: tuple[int, int] | None  # known smallest (H, W), for architectures
     rebuild: Any  # () -> a fresh model on the meta device (for searching the smallest input)
+    inputs: Inputs | None = None  # every input of the forward; None: one float32 tensor of `input`
+
+    @property
+    def given(self) -> Any:
+        """What trace.run and analyze_model take: `inputs`, or the plain shape `input`."""
+        return self.input if self.inputs is None or self.inputs.plain else self.inputs
 
 
 def is_user_model(target: str) -> bool:
@@ -71,6 +80,31 @@ def _load_object(target: str) -> Any:
 _ITEM = {2: "CxL", 3: "CxHxW", 4: "CxTxHxW"}  # one item of a 1-D, 2-D or 3-D model, by its number of sizes
 
 
+def parse_shape_words(text: str, shown: str | None = None) -> tuple[int, ...]:
+    """'3x224x224' -> (3, 224, 224), every size positive and the whole within what torch can size; errors
+    quote `shown` (the --input word as written) or the text."""
+    from nnkit.core.spec import looks_like_shape, parse_shape
+
+    shown = text if shown is None else shown
+    if not looks_like_shape(text):
+        if shown != text or any(c in text for c in ":="):  # meant as [NAME=][DTYPE:]SHAPE
+            raise SpecError(f"--input {shown}: '{text}' is not a shape; write [NAME=][DTYPE:]SHAPE, e.g. "
+                            "3x224x224, long:50 or mask=bool:50")
+        parse_shape(text)  # its one-line message for what is not a shape
+    from nnkit.core.numbers import MAX_INPUT_ELEMENTS, MAX_SIZE, too_large
+
+    words = re.split(r"\s*[x,*×]\s*", text.strip().lower())
+    if any(too_large(d) for d in words):  # before int(): thousands of digits are Python's int-string limit
+        raise SpecError(f"input '{shown[:60]}': a size above {MAX_SIZE:,} (2**31 - 1) is beyond any network")
+    dims = tuple(int(d) for d in words)
+    if any(d <= 0 for d in dims):
+        raise SpecError(f"input '{shown}': every size must be positive")
+    if math.prod(dims) > MAX_INPUT_ELEMENTS:  # torch sizes tensors in int64 bytes, even on the meta device
+        raise SpecError(f"input '{shown}': more than 2**48 elements, beyond any real input (a model's "
+                        f"activations are larger still)")
+    return dims
+
+
 def parse_input(text: str | None, channels: int | None, rank: int | None = 3, name: str = "this model") -> \
         tuple[int | None, tuple[int, ...] | None]:
     """--input for a model whose items have `rank` sizes (3 for images CxHxW, 4 for clips CxTxHxW, 2 for
@@ -83,21 +117,7 @@ def parse_input(text: str | None, channels: int | None, rank: int | None = 3, na
     """
     if text is None:
         return None, None
-    from nnkit.core.spec import looks_like_shape, parse_shape
-
-    if not looks_like_shape(text):
-        parse_shape(text)  # its one-line message for what is not a shape
-    from nnkit.core.numbers import MAX_INPUT_ELEMENTS, MAX_SIZE, too_large
-
-    words = re.split(r"\s*[x,*×]\s*", text.strip().lower())
-    if any(too_large(d) for d in words):  # before int(): thousands of digits are Python's int-string limit
-        raise SpecError(f"input '{text[:60]}': a size above {MAX_SIZE:,} (2**31 - 1) is beyond any network")
-    dims = tuple(int(d) for d in words)
-    if any(d <= 0 for d in dims):
-        raise SpecError(f"input '{text}': every size must be positive")
-    if math.prod(dims) > MAX_INPUT_ELEMENTS:  # torch sizes tensors in int64 bytes, even on the meta device
-        raise SpecError(f"input '{text}': more than 2**48 elements, beyond any real input (a model's "
-                        f"activations are larger still)")
+    dims = parse_shape_words(text)
     n = len(dims)
     if rank is None:
         return (dims[0], dims[1:]) if n == 4 else (None, dims)
@@ -110,6 +130,24 @@ def parse_input(text: str | None, channels: int | None, rank: int | None = 3, na
     what = _ITEM.get(rank, f"{rank} sizes")
     raise SpecError(f"--input {text}: {name} takes {what}" + (" (or HxW)" if rank == 3 else "")
                     + f", or Nx{what} with the batch first")
+
+
+def _texts(input: Any) -> list[str]:
+    """--input as given once (a string) or several times (a list): the words, in order."""
+    if input is None:
+        return []
+    return [input] if isinstance(input, str) else list(input)
+
+
+def read_inputs(input: Any, model: Any, channels: int | None, rank: int | None, name: str) -> \
+        tuple[int | None, Inputs | None]:
+    """Every --input of a model (inputs.read's rules) -> (batch or None, Inputs or None when none given)."""
+    from nnkit.introspect.inputs import read
+
+    texts = _texts(input)
+    if not texts:
+        return None, None
+    return read(texts, model, lambda text: parse_input(text, channels, rank, name))
 
 
 def item_rank(model: Any) -> int | None:
@@ -127,7 +165,7 @@ def item_rank(model: Any) -> int | None:
     return None
 
 
-def resolve(target: str, *, input: str | None, num_classes: int | None, in_channels: int | None,
+def resolve(target: str, *, input: Any, num_classes: int | None, in_channels: int | None,
             width: float | None) -> Target:
     from nnkit.introspect.build import on_meta
 
@@ -136,23 +174,24 @@ def resolve(target: str, *, input: str | None, num_classes: int | None, in_chann
 
         info = get_arch(target)
         channels = in_channels or info.input[0]
-        batch, shape = parse_input(input, channels, len(info.input), info.name)
-        shape = shape or (channels, *info.input[1:])
-        if shape[0] != channels:
-            raise UsageError(f"--input {input}: {info.name} takes {channels} channels"
+        batch, inputs = read_inputs(input, None, channels, len(info.input), info.name)
+        shape = inputs.first.shape if inputs else (channels, *info.input[1:])
+        if inputs and inputs.first.floating and shape[0] != channels:
+            raise UsageError(f"--input {', '.join(_texts(input))}: {info.name} takes {channels} channels"
                              + ("" if in_channels else " (--in-channels changes that)"))
 
         def make() -> Any:
             return on_meta(lambda: build(info.name, num_classes=num_classes, in_channels=in_channels,
                                          width=width))
 
-        return Target(info.name, make(), shape, batch, info.min_input, make)
+        return Target(info.name, make(), shape, batch, info.min_input, make, inputs)
     given = [o for o, v in (("--num-classes", num_classes), ("--in-channels", in_channels),
                             ("--width", width)) if v is not None]
     if given:
         raise UsageError(f"{', '.join(given)} apply to named architectures; a user model is built as written")
-    if input is None:
-        raise UsageError(f"model '{target}': give its input shape, e.g. --input 3x32x32")
+    if not _texts(input):
+        raise UsageError(f"model '{target}': give its input shape, e.g. --input 3x32x32 (several inputs: "
+                         "--input once for each, in order)")
     obj = _load_object(target)
 
     def make_user() -> Any:
@@ -177,14 +216,15 @@ def resolve(target: str, *, input: str | None, num_classes: int | None, in_chann
         return model
 
     model = make_user()
-    batch, shape = parse_input(input, None, item_rank(model), target)
-    return Target(target, model, shape, batch, None, make_user)  # type: ignore[arg-type]
+    batch, inputs = read_inputs(input, model, None, item_rank(model), target)
+    return Target(target, model, inputs.first.shape, batch, None, make_user, inputs)  # type: ignore[union-attr]
 
 
-def module_target(model: Any, input: str | None) -> Target:
+def module_target(model: Any, input: Any) -> Target:
     """A live nn.Module as a target (nnkit.analyze(model, input=...)): analysed on a meta copy, never
     changed."""
-    if input is None:
+    if not _texts(input):
         raise UsageError(f"{type(model).__name__}: give its input, e.g. input='3x224x224'")
-    batch, shape = parse_input(input, None, item_rank(model))
-    return Target(type(model).__name__, model, shape, batch, None, lambda: model)  # type: ignore[arg-type]
+    batch, inputs = read_inputs(input, model, None, item_rank(model), "this model")
+    return Target(type(model).__name__, model, inputs.first.shape, batch, None,  # type: ignore[union-attr]
+                  lambda: model, inputs)

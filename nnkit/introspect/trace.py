@@ -43,6 +43,47 @@ class Trace:
     misaligned: list[str] = field(default_factory=list)  # modules where paths with misaligned fields merge
     gates: int = 0  # multiplications by a global gate (squeeze-excitation)
     upsampled: list[str] = field(default_factory=list)  # modules where upsampling ends the fields
+    follower: Any = None  # the follower itself (nnkit.introspect.rf.Fields), for what its notes need
+    outputs: tuple[str, ...] = ()  # the names of the model's outputs when it returns several (dict keys)
+
+
+def _parts(value: Any) -> Any:
+    """The values inside a forward's output that may hold tensors: items of a tuple, list or dict (NamedTuples
+    and HuggingFace's ModelOutput too), fields of a dataclass, attributes of another object (a
+    torch.distributions.Normal holds loc and scale); None for a value without parts."""
+    import dataclasses
+
+    if isinstance(value, dict):
+        return list(value.values())
+    if isinstance(value, (list, tuple)):
+        return value
+    if isinstance(value, (str, bytes, int, float, complex, bool, type(None), type)) or callable(value):
+        return None  # a module is callable: its parameters are not its output
+    if dataclasses.is_dataclass(value):
+        return [getattr(value, f.name, None) for f in dataclasses.fields(value)]
+    attributes = getattr(value, "__dict__", None)
+    return list(attributes.values()) if isinstance(attributes, dict) else None
+
+
+def _tensors(value: Any, depth: int = 0, seen: set[int] | None = None) -> Any:
+    """Every tensor of a forward's output, each once, in order (nested four deep at most: outputs are
+    shallow, and an object's attributes could lead anywhere)."""
+    import torch
+
+    seen = set() if seen is None else seen
+    if isinstance(value, torch.Tensor):
+        if id(value) not in seen:
+            seen.add(id(value))
+            yield value
+        return
+    if depth > 4 or id(value) in seen:
+        return
+    parts = _parts(value)
+    if parts is None:
+        return
+    seen.add(id(value))
+    for v in parts:
+        yield from _tensors(v, depth + 1, seen)
 
 
 def _first_tensor(value: Any) -> Any:
@@ -50,14 +91,7 @@ def _first_tensor(value: Any) -> Any:
 
     if isinstance(value, torch.Tensor):
         return value
-    if isinstance(value, dict):
-        value = list(value.values())
-    if isinstance(value, (list, tuple)):
-        for v in value:
-            t = _first_tensor(v)
-            if t is not None:
-                return t
-    return None
+    return next(iter(_tensors(value)), None)
 
 
 def _tensor_bytes(value: Any) -> int:
@@ -65,11 +99,18 @@ def _tensor_bytes(value: Any) -> int:
 
     if isinstance(value, torch.Tensor):
         return value.numel() * value.element_size()
-    if isinstance(value, dict):
-        value = list(value.values())
-    if isinstance(value, (list, tuple)):
-        return sum(_tensor_bytes(v) for v in value)
-    return 0
+    return sum(t.numel() * t.element_size() for t in _tensors(value))
+
+
+def _output_shape(value: Any, first: Any) -> tuple[int, ...] | None:
+    """The shape a forward's output stands for, without the batch: a torch.distributions object's is its batch
+    and event shape (a MultivariateNormal's first tensor may be its covariance), anything else's its first
+    tensor's."""
+    distributions = sys.modules.get("torch.distributions")
+    if distributions is not None and isinstance(value, distributions.Distribution):
+        full = (*value.batch_shape, *value.event_shape)
+        return tuple(full[1:])
+    return _shape(first)
 
 
 def _shape(t: Any) -> tuple[int, ...] | None:
@@ -261,9 +302,39 @@ def _shortcuts() -> dict[Any, Any]:
                 and (n, c) == tuple(x.shape[:2]) and n * c * hw == x.numel()
                 and all(t is None or t.shape == (c,) for t in (w, b))):
             return None
-        return (like(x), new((n, group), x), new((n, group), x)), None, 0
+        # contiguous, as torch's kernel makes it (empty_like in contiguous_format), not x's strides: they differ
+        # where size-1 dimensions leave a choice (a 1x1x2x1 map with strides 2, 1, 1, 2)
+        return (new(x.shape, x), new((n, group), x), new((n, group), x)), None, 0
 
-    table = {aten.convolution.default: convolution, aten.mm.default: mm, aten.addmm.default: addmm,
+    truth = torch.ones((), dtype=torch.bool)
+
+    def all_true(args: tuple[Any, ...]) -> Any:
+        # torch.distributions' argument validation (Normal(loc, scale) checks scale > 0) and torch._check_tensor_all
+        # ask whether a check holds everywhere: meta tensors hold no values to check, so every check passes (a
+        # CPU answer, as bool() needs one), instead of "Tensor.item() cannot be called on meta tensors".
+        return (truth, None, 0) if isinstance(args[0], tensor) and args[0].is_meta else None
+
+    def validating() -> bool:
+        """Whether torch.distributions is asking (a constraint's check, its `if not ok.all()`)."""
+        frame = sys._getframe(2)  # noqa: SLF001
+        for _ in range(12):
+            if frame is None:
+                return False
+            if "distributions" in frame.f_code.co_filename and "torch" in frame.f_code.co_filename:
+                return True
+            frame = frame.f_back
+        return False
+
+    def scalar(args: tuple[Any, ...]) -> Any:
+        # bool() of a meta tensor has no value to give; where torch.distributions validates its arguments
+        # (MultivariateNormal's "is the covariance square, symmetric"), the check passes, as in all_true.
+        # Any other forward that branches on a value still fails, and is told why (how_to_give).
+        a = args[0]
+        return (True, None, 0) if isinstance(a, tensor) and a.is_meta and a.dtype == torch.bool and \
+            validating() else None
+
+    table = {aten._is_all_true.default: all_true, aten._local_scalar_dense.default: scalar,  # noqa: SLF001
+             aten.convolution.default: convolution, aten.mm.default: mm, aten.addmm.default: addmm,
              aten.bmm.default: bmm, aten.add.Tensor: pointwise(False), aten.mul.Tensor: pointwise(False),
              aten.add_.Tensor: pointwise(True), aten.mul_.Tensor: pointwise(True), aten.mul.Scalar: scaled,
              aten._safe_softmax.default: softmax, aten.native_batch_norm.default: batch_norm,  # noqa: SLF001
@@ -294,6 +365,7 @@ def _mode(dynamo: bool = True) -> Any:
     from torch.utils._python_dispatch import TorchDispatchMode
 
     shortcuts, registry = _shortcuts(), _formulas()
+    to_copy, meta = torch.ops.aten._to_copy.default, torch.device("meta")  # noqa: SLF001
     decomposable: dict[Any, bool] = {}  # per operator: has a CompositeImplicitAutograd kernel to decompose into
 
     class Counting(TorchDispatchMode):
@@ -317,6 +389,9 @@ def _mode(dynamo: bool = True) -> Any:
                     self.add(op, macs)
             else:
                 kwargs = kwargs or {}
+                if func is to_copy and args[0].is_meta and kwargs.get("device") not in (None, meta):
+                    # x.cpu() or x.to(device) in a forward: the copy stays on the meta device, with the dtype asked
+                    kwargs = {**kwargs, "device": meta}
                 formula = registry.get(packet)
                 if formula is None:
                     can = decomposable.get(func)
@@ -348,11 +423,13 @@ def _mode(dynamo: bool = True) -> Any:
 _TRACING = threading.local()
 
 
-def run(model: Any, shape: tuple[int, ...], name: str = "model", fields: bool = True,
+def run(model: Any, shape: Any, name: str = "model", fields: bool = True,
         named: list[tuple[str, Any]] | None = None, tracker: Any = None) -> Trace:
-    """Trace one item of `shape` through `model` (already on the meta device); with `fields`, receptive fields
-    are followed through the same pass (nnkit.introspect.rf). `tracker`: another follower of tensors with the
-    interface of rf.Follower (nnkit.introspect.dwsep follows depthwise outputs), given where() as its argument.
+    """Trace one item of `shape` through `model` (already on the meta device): a plain shape (C, H, W) is one
+    float32 input; an nnkit.introspect.inputs.Inputs gives several, keywords and other dtypes. With `fields`,
+    receptive fields are followed through the same pass (nnkit.introspect.rf). `tracker`: another follower of
+    tensors with the interface of rf.Follower (nnkit.introspect.dwsep follows depthwise outputs), given where()
+    as its argument.
 
     Everything is scoped to this call and this thread: hooks on the model's own modules, removed in `finally`
     (torchinfo's way), and a dispatch mode, which torch keeps per thread. No attribute of torch is set, so
@@ -440,14 +517,19 @@ def run(model: Any, shape: tuple[int, ...], name: str = "model", fields: bool = 
         if isinstance(output, tensor):
             first = output
             c.out_bytes = output.numel() * output.element_size()
+            c.output = _shape(first)
         else:
             first = _first_tensor(output)
             c.out_bytes = _tensor_bytes(output)
-        c.output = _shape(first)
+            c.output = _output_shape(output, first)
         if tracker is not None:
             c.rf = tracker.of(first)
 
-    x = torch.empty((1, *shape), device="meta")
+    if not hasattr(shape, "tensors"):  # the plain call: one float32 item of this shape
+        args, kwargs = (torch.empty((1, *shape), device="meta"),), {}
+    else:  # nnkit.introspect.inputs.Inputs: several inputs, keywords, other dtypes
+        args, kwargs = shape.tensors(1, "meta")
+    x = args[0] if args else next(iter(kwargs.values()))
     if tracker is not None:
         tracker.start(x)
     handles: list[Any] = []
@@ -467,7 +549,7 @@ def run(model: Any, shape: tuple[int, ...], name: str = "model", fields: bool = 
         _TRACING.on = token
         try:
             with torch.no_grad(), counter:
-                out = model(x)
+                out = model(*args, **kwargs)
         except Exception as exc:  # noqa: BLE001 - the layer that failed is named by the caller
             raise _Failure(failed[0][0] if failed[0] and failed[0][1] is exc else None, exc) from None
     finally:
@@ -478,11 +560,12 @@ def run(model: Any, shape: tuple[int, ...], name: str = "model", fields: bool = 
         for m, impl in compiled:
             vars(m)["_compiled_call_impl"] = impl
     first = _first_tensor(out)
-    return Trace(calls=calls, macs=counter.macs, by_op=counter.by_op, output=_shape(first) or (),
+    return Trace(calls=calls, macs=counter.macs, by_op=counter.by_op, output=_output_shape(out, first) or (),
                  elsewhere=elsewhere[0], rf=tracker.of(first) if tracker is not None else None,
                  misaligned=tracker.misaligned if tracker is not None else [],
                  gates=tracker.gates if tracker is not None else 0,
-                 upsampled=tracker.upsampled if tracker is not None else [])
+                 upsampled=tracker.upsampled if tracker is not None else [], follower=tracker,
+                 outputs=tuple(map(str, out)) if isinstance(out, dict) else ())
 
 
 class TraceFailure(Exception):
@@ -498,14 +581,73 @@ class TraceFailure(Exception):
 _Failure = TraceFailure  # the former name, for code that still catches it
 
 
-def failure_message(target: str, shape: tuple[int, ...], failure: _Failure, smallest: tuple[int, int] | None) -> \
-        GeometryError:
+# Words of torch's errors about sizes (a kernel larger than its input, an output below one, shapes that
+# cannot be multiplied or added, torchvision's "Wrong image height!"), and of those about what no size can
+# fix: dtypes, the meta device's missing values, channels (the search changes only height and width).
+_SIZE_WORDS = ("size", "shape", "dimension", "too small", "greater than", "must match", "cannot be multiplied",
+               "height", "width", "out of range", "out of bounds")
+_OTHER_WORDS = ("dtype", "scalar type", "type (", "same type", "tensortype", "floattensor", "longtensor",
+                "meta", "channels", "channel dimension", "argument #")
+
+
+def about_size(exc: BaseException) -> bool:
+    """Whether a model's failure on an input could go away at another height and width, so that searching for
+    the smallest working input makes sense: never for a missing or unexpected argument (TypeError), a module
+    without forward (NotImplementedError), a wrong dtype or a forward that reads values the meta device has
+    none of."""
+    if not isinstance(exc, (RuntimeError, ValueError, IndexError, AssertionError)) or \
+            isinstance(exc, NotImplementedError):
+        return False
+    text = str(exc).lower()
+    return not any(w in text for w in _OTHER_WORDS) and any(w in text for w in _SIZE_WORDS)
+
+
+def how_to_give(model: Any, exc: BaseException, call: Call | None = None) -> str:
+    """For a failure no input size fixes, how to give the model what it lacks (one clause, or ''); `call`: the
+    module call that failed."""
+    import inspect
+
+    low = str(exc).lower()
+    layer = dict(model.named_modules()).get(call.path) if call is not None else None
+    if "channel" in low and hasattr(layer, "in_channels") and call.input:  # type: ignore[union-attr]
+        return f"; it takes {layer.in_channels} channels, not {call.input[0]}"  # type: ignore[union-attr]
+    if isinstance(exc, TypeError) and ("argument" in low):
+        try:
+            signature = f"forward{inspect.signature(model.forward)}"
+        except (TypeError, ValueError):
+            signature = "its forward"
+        return (f"; {type(model).__name__}.{signature}: give --input once for each positional input, in order, "
+                "and NAME=SHAPE for a keyword one")
+    if "nvidia driver" in low or "not compiled with cuda" in low:
+        return ("; the forward moves a tensor to CUDA, which this machine lacks (nnkit traces on the meta "
+                "device): move it to an input's or a parameter's device, x.to(self.conv.weight.device)")
+    if "meta" in low and ("item()" in low or "data-dependent" in low or "no data" in low):
+        return ("; the forward reads tensor values (.item(), bool(), nonzero), and nnkit traces on the meta "
+                "device, where tensors have shapes but no values")
+    if any(w in low for w in ("indices", "embedding")) and any(w in low for w in _OTHER_WORDS[:7]):
+        return "; an embedding takes integer ids: give --input long:SHAPE"
+    if any(w in low for w in _OTHER_WORDS[:7]):
+        return "; give the input's dtype as --input DTYPE:SHAPE (float, half, bfloat16, double, long, int, bool)"
+    return ""
+
+
+def failure_message(target: str, shape: Any, failure: _Failure, smallest: tuple[int, int] | None,
+                    hint: str | None = None) -> GeometryError:
+    """One line: the layer that failed, its input, the error and, for a failure about size, the smallest input
+    that works; `hint` (how_to_give's clause) for the others."""
     msg = str(failure.exc).strip().splitlines()[0] if str(failure.exc).strip() else type(failure.exc).__name__
     where = ""
     if failure.call is not None:
         c = failure.call
         inp = "x".join(map(str, c.input)) if c.input else "?"
         where = (f"layer {c.path} ({c.kind})" if c.path else f"the model ({c.kind})") + f" fails on its input {inp}: "
-    hint = (f"; the smallest input that works is {shape[0]}x{smallest[0]}x{smallest[1]}" if smallest
-            else "; no input size up to 4096 works")
-    return GeometryError(f"{target} on {'x'.join(map(str, shape))}: {where}{msg}{hint}")
+    shown = shape.text() if hasattr(shape, "text") else "x".join(map(str, shape))
+    if not about_size(failure.exc):
+        tail = hint or ""
+    elif smallest and len(shape) == 3:
+        tail = f"; the smallest input that works is {shape[0]}x{smallest[0]}x{smallest[1]}"
+    elif not hasattr(shape, "text") and len(shape) == 3:
+        tail = "; no input size up to 4096 works"
+    else:
+        tail = hint or ""
+    return GeometryError(f"{target} on {shown}: {where}{msg}{tail}")

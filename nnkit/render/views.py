@@ -7,13 +7,15 @@ The JSON keys are a contract with users' scripts (issue 2): extend them, never r
   rf     {"size": [h, w], "stride": [h, w], "padding": [h, w], "layers": [...]}
 Shapes in JSON include the batch dimension when the user gave one (NxCxHxW). Per-axis fields are lists of the
 chain's rank: [l] for a 1-D chain, [h, w] for 2-D, [d, h, w] for 3-D.
+Detectors and flow models add "parts" (every view but rf): [{"name", "role", "modules", "runs_on", "params"?,
+"macs"?, "flops"?}], backbone, neck and heads, adding up to the totals (nnkit.introspect.detection).
 """
 
 from __future__ import annotations
 
 from typing import Any, Callable, Literal
 
-from nnkit.core.report import Analysis, Field, LayerReport, Topic
+from nnkit.core.report import Analysis, Field, LayerReport, Part, Topic
 from nnkit.render import Tabular
 
 View = Literal["shape", "params", "flops", "rf", "summary"]
@@ -124,6 +126,8 @@ def view(a: Analysis, what: View, explain: bool = False) -> tuple[dict[str, Any]
     # what the whole analysis needs said (merges, gates, upsampling, unused params)
     doc["notes"] = list(notes)
     doc["layers"] = [_layer_doc(a, layer, what, explain) for layer in a.layers]
+    if a.parts and what != "rf":  # detectors and flow models: backbone, neck and heads (nnkit.introspect.detection)
+        doc["parts"] = [_part_doc(p, what) for p in a.parts]
 
     # Model rows are module paths: their class (Conv2d, ...) is worth a column; a chain's layer says it
     # itself. It comes last, so that chains and models put every other column at the same place for scripts.
@@ -149,16 +153,37 @@ def view(a: Analysis, what: View, explain: bool = False) -> tuple[dict[str, Any]
                      + ("; the layers after it see the whole input" if a.rf_global else ""))
     total = ["", f"at {a.rf_at}" if what == "rf" and a.rf_at else "total", *(t for _, _, t in columns)]
     total += [""] * (explain + typed)
+    parts = _part_rows(a, what, columns, explain + typed) if what != "rf" else ()
+    if what == "shape":
+        notes += [f"part {p.label}: {', '.join(p.modules) or 'the rest'}" for p in a.parts]
     header = ["#", "layer", *(name for name, _, _ in columns)] + ["formula"] * explain + ["type"] * typed
     numeric = frozenset({"#", "params", "MACs", "rf size", "rf stride", "rf padding", "activations"})
     # r/S/P: size, effective stride and padding, as --explain writes them (Araujo et al. 2019)
     merge = (("rf", "rf r/S/P", ("rf size", "rf stride", "rf padding")),) if what == "summary" else ()
     return doc, Tabular(columns=tuple(header), rows=tuple(rows), title=a.source,
-                        footer=(tuple(total),) if what != "shape" else (), notes=tuple(notes),
+                        footer=(*parts, tuple(total)) if what != "shape" else (), notes=tuple(notes),
                         numeric=numeric,
                         key=2, merge=merge,
                         # the formulas are what --explain asked for: the other columns make way for them
                         drop=tuple(c for c in reversed(header[2:]) if c != "formula") if explain else None)
+
+
+def _part_doc(p: Part, what: View) -> dict[str, Any]:
+    doc: dict[str, Any] = {"name": p.name, "role": p.role, "modules": list(p.modules), "runs_on": p.runs_on}
+    if what in ("params", "summary"):
+        doc["params"] = p.params
+    if what in ("flops", "summary"):
+        doc.update(macs=p.macs, flops=2 * p.macs)
+    return doc
+
+
+def _part_rows(a: Analysis, what: View, columns: list[Any], extra: int) -> tuple[tuple[Any, ...], ...]:
+    """One footer row per part, above the total: its parameters and MACs under the view's columns."""
+    rows = []
+    for p in a.parts:
+        cells = [p.params if name == "params" else p.macs if name == "MACs" else "" for name, _, _ in columns]
+        rows.append(("", p.label, *cells, *[""] * extra))
+    return tuple(rows)
 
 
 def summary_line(a: Analysis, what: View) -> tuple[Any, ...]:

@@ -15,10 +15,34 @@ __all__ = ["chain_info", "chain_net", "chain_target", "check_fits", "is_chain", 
 
 
 def _make(call: Any) -> Any:
-    from torch import nn
-
     args = [_make(a) if hasattr(a, "cls") else a for a in call.args]
-    return getattr(nn, call.cls)(*args, **dict(call.kwargs))
+    return _class(call.home, call.cls)(*args, **dict(call.kwargs))
+
+
+def _class(home: str, cls: str) -> Any:
+    """torch.nn's class, torchvision's, or one of torchplan's HELPERS built from the very text `nnkit code`
+    prints."""
+    import importlib
+
+    if home == "nn":
+        from torch import nn
+
+        return getattr(nn, cls)
+    if home:
+        return getattr(importlib.import_module(home), cls)
+    if cls not in _HELPERS:
+        import torch
+        from torch import nn
+
+        from nnkit.core.torchplan import HELPERS
+
+        scope: dict[str, Any] = {"torch": torch, "nn": nn, "__name__": "nnkit.train.chain_model"}
+        exec(compile(HELPERS[cls], f"<nnkit helper {cls}>", "exec"), scope)  # noqa: S102 - nnkit's own text
+        _HELPERS[cls] = scope[cls]
+    return _HELPERS[cls]
+
+
+_HELPERS: dict[str, Any] = {}
 
 
 def chain_net(p: Plan) -> Any:

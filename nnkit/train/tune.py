@@ -15,14 +15,17 @@ Consistency, so that re-running the same command only ever adds what is missing:
 - The search itself (space, sampler, pruner, metric, fixed options) is saved in the study and compared on
   every start: a study is continued only by the search that made it.
 
-Across machines through PostgreSQL/MySQL the file lock does not reach the other machines: there, --trials may be
-passed by up to one trial per extra machine and, as Optuna documents for GridSampler, a retried combination may
-run twice when two machines retry it at the same instant (a duplicate seen before training is told FAIL).
+Across machines through PostgreSQL that lock is the database's own (an advisory lock, held by the worker's
+connection, so a killed worker's lock ends with its connection): --trials and the grid hold across machines too.
+Through MySQL the file lock does not reach the other machines: there, --trials may be passed by up to one trial
+per extra machine and, as Optuna documents for GridSampler, a retried combination may run twice when two machines
+retry it at the same instant (a duplicate seen before training is told FAIL).
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import math
 import os
 import socket
@@ -339,6 +342,9 @@ def open_storage(url: str) -> Any:
     # with "database is locked"; SQLite serialises writers with file locks on a local disk.
     kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None
     try:
+        if url.startswith("postgresql"):  # the first workers on a fresh database would create Optuna's tables
+            with _database_lock(url):    # together, and all but one fail on PostgreSQL's catalogue (seen)
+                return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
         return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
     except ImportError as exc:  # the database's driver (psycopg2, pymysql) is not installed
         raise UsageError(f"--storage {url.split('://')[0]}://...: needs its database driver "
@@ -358,6 +364,45 @@ def lock_path(spec: TuneSpec) -> Path:
         p = Path(spec.storage.removeprefix("sqlite:///")).expanduser()
         return p.with_name(p.name + ".nnkit-lock")
     return Path(spec.out).expanduser() / LOCK_NAME
+
+
+# One advisory-lock number for nnkit tune in a PostgreSQL database: the first 63 bits of sha256("nnkit tune").
+# Every study in that database shares it, which costs nothing: it is held only while a worker decides on and asks
+# for its next trial.
+_PG_LOCK = int.from_bytes(hashlib.sha256(b"nnkit tune").digest()[:8], "big") >> 1
+
+
+@contextlib.contextmanager
+def _locked_study(spec: TuneSpec) -> Iterator[None]:
+    """The workers' lock: PostgreSQL's advisory lock where the study is in PostgreSQL (it reaches every machine
+    on that database), else a file lock beside the storage or in the study folder."""
+    url = storage_url(spec)
+    if url.startswith("postgresql"):
+        with _database_lock(url):
+            yield
+    else:
+        with _locked(lock_path(spec)):
+            yield
+
+
+@contextlib.contextmanager
+def _database_lock(url: str) -> Iterator[None]:
+    """PostgreSQL's session advisory lock on its own connection: one holder across every machine on the
+    database."""
+    import sqlalchemy
+    from sqlalchemy.pool import NullPool
+
+    # NullPool: the connection, and with it the lock, ends with the block, or with the process if it is killed
+    engine = sqlalchemy.create_engine(url, poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
+            conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": _PG_LOCK})
+            try:
+                yield
+            finally:
+                conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": _PG_LOCK})
+    finally:
+        engine.dispose()
 
 
 @contextlib.contextmanager
@@ -405,7 +450,7 @@ def load_or_create(spec: TuneSpec) -> Any:
     storage = open_storage(storage_url(spec))
     name = _study_name(spec, storage)
     saved = spec.saved()
-    with _locked(lock_path(spec)):  # two workers starting together: one creates, the other continues
+    with _locked_study(spec):  # two workers starting together: one creates, the other continues
         if name in optuna.get_all_study_names(storage):
             study = optuna.load_study(study_name=name, storage=storage)
             _check_same_search(study, saved, name)
@@ -650,7 +695,7 @@ def work(spec: TuneSpec, hooks: TuneHooks | None = None, deadline: float | None 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", category=_optuna().exceptions.ExperimentalWarning)
         while deadline is None or time.time() < deadline:
-            with _locked(lock_path(spec)):
+            with _locked_study(spec):
                 trial = _next_trial(study, spec, dists)
                 if trial is not None and spec.sampler == "grid":
                     other = _duplicate(study, trial)
@@ -732,7 +777,7 @@ def _parallel(spec: TuneSpec, study: Any, hooks: TuneHooks, deadline: float | No
         raise Interrupted("interrupted; the running trials were told failed; run the same nnkit tune command "
                           "again to continue the study") from None
     _report_new(study, seen, hooks)
-    with _locked(lock_path(spec)):  # a worker that died (killed) left its trial RUNNING
+    with _locked_study(spec):  # a worker that died (killed) left its trial RUNNING
         _fail_dead_workers(study, study.get_trials(deepcopy=False))
     if not errors.empty():
         code, message = errors.get()
