@@ -149,12 +149,15 @@ def test_raft_two_images_against_a_real_forward():
     import nnkit
 
     model = raft_small(weights=None).eval()
-    a = nnkit.analyze(model, input="3x128x128")
+    a = nnkit.analyze(model, input=["3x128x128", "3x128x128"])
     images = torch.rand(2, 1, 3, 128, 128)
     assert a.macs == _real_macs(model, images[0], images[1])
     assert a.params == sum(p.numel() for p in model.parameters())
-    from nnkit.errors import GeometryError
+    from nnkit.errors import GeometryError, UsageError
     from nnkit.introspect import detection
+
+    with pytest.raises(UsageError, match="RAFT takes two images"):  # one image is one input too few
+        nnkit.analyze(model, input="3x128x128")
 
     same = detection.analyze(model, (3, 128, 128), source="raft", second=(3, 128, 128), fields=False)
     assert same.macs == a.macs
@@ -169,7 +172,7 @@ def test_num_classes_and_what_does_not_apply(nnkit):
     assert full["total"] - five["total"] == (91 - 5) * (1024 + 1) * 5  # cls_score 1024->C, bbox_pred 1024->4C
     bad = nnkit("params", "raft_small", "--num-classes", "5")
     assert bad.code == 2 and "raft_small does not take --num-classes (it takes no options)" in bad.err
-    small = nnkit("flops", "raft_large", "--input", "3x436x1024")
+    small = nnkit("flops", "raft_large", "--input", "3x436x1024", "--input", "3x436x1024")
     assert small.code != 0 and len(small.err.strip().splitlines()) == 1
     assert "H and W should be divisible by 8" in small.err and "4096" not in small.err
 

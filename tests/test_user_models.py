@@ -131,6 +131,11 @@ class Tokens(nn.Module):
         return self.fc(self.embed(ids))
 
 
+class TwoImages(Net):
+    def forward(self, a, b):
+        return self.fc(self.features(a + b))
+
+
 class CudaInForward(Net):
     def forward(self, x):
         return self.fc(self.features(x.cuda()))
@@ -204,9 +209,9 @@ def _fails(nnkit, *args):
 
 
 def test_failures_no_size_fixes_are_said_in_one_line_without_a_search(nnkit, net):
-    missing = _fails(nnkit, "torchvision.models.optical_flow:raft_small", "--input", "3x64x64")
-    assert "the model (RAFT) fails on its input 3x64x64" in missing and "missing 1 required positional" in missing
-    assert "RAFT.forward(image1, image2, num_flow_updates: int = 12)" in missing
+    missing = _fails(nnkit, f"{net}:TwoImages", "--input", "3x16x16")
+    assert "the model (TwoImages) fails on its input 3x16x16" in missing and "missing 1 required positional" in missing
+    assert "TwoImages.forward(a, b): give --input once for each positional input" in missing
     dtype = _fails(nnkit, f"{net}:Tokens", "--input", "8")
     assert "layer embed (Embedding) fails on its input 8" in dtype and "indices" in dtype
     assert dtype.endswith("an embedding takes integer ids: give --input long:SHAPE")

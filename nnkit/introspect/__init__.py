@@ -173,11 +173,11 @@ def training_flags(model: Any, named: list[tuple[str, Any]], mode: bool) -> Iter
 
 
 def _images(shape: Any, what: str, source: str) -> tuple[tuple[int, ...], tuple[int, ...] | None]:
-    """A detector's one image, or RAFT's two (`--input A --input B`; the second is the first's when one is
-    given): the protocol calls them itself, so each must be a plain float image."""
+    """A detector's one image, or RAFT's two (`--input A --input B`), for the protocol, which calls the model
+    itself, so each must be a plain float image."""
     from nnkit.errors import UsageError
 
-    if not hasattr(shape, "tensors"):
+    if not hasattr(shape, "tensors"):  # one shape: RAFT's second image is the first's (the registry's rule)
         return tuple(shape), None
     specs = shape.args
     most = 2 if what == "flow" else 1

@@ -184,7 +184,9 @@ def resolve(target: str, *, input: Any, num_classes: int | None, in_channels: in
             return on_meta(lambda: build(info.name, num_classes=num_classes, in_channels=in_channels,
                                          width=width))
 
-        return Target(info.name, make(), shape, batch, info.min_input, make, inputs)
+        model = make()
+        _both_images(info.name, model, inputs)  # without --input: two images of the entry's size
+        return Target(info.name, model, shape, batch, info.min_input, make, inputs)
     given = [o for o, v in (("--num-classes", num_classes), ("--in-channels", in_channels),
                             ("--width", width)) if v is not None]
     if given:
@@ -217,7 +219,18 @@ def resolve(target: str, *, input: Any, num_classes: int | None, in_channels: in
 
     model = make_user()
     batch, inputs = read_inputs(input, model, None, item_rank(model), target)
+    _both_images(target, model, inputs)
     return Target(target, model, inputs.first.shape, batch, None, make_user, inputs)  # type: ignore[union-attr]
+
+
+def _both_images(name: str, model: Any, inputs: Any) -> None:
+    """RAFT given one --input: refused, as every forward given fewer inputs than it takes (the registry's entry
+    without --input takes two images of its size)."""
+    from nnkit.introspect import detection
+
+    if inputs is not None and len(inputs.args) == 1 and not inputs.kwargs and detection.kind(model) == "flow":
+        raise UsageError(f"--input {inputs.text()}: {name} takes two images, image1 and image2: give --input "
+                         f"twice (--input {inputs.text()} --input {inputs.text()})")
 
 
 def module_target(model: Any, input: Any) -> Target:
@@ -226,5 +239,6 @@ def module_target(model: Any, input: Any) -> Target:
     if not _texts(input):
         raise UsageError(f"{type(model).__name__}: give its input, e.g. input='3x224x224'")
     batch, inputs = read_inputs(input, model, None, item_rank(model), "this model")
+    _both_images(type(model).__name__, model, inputs)
     return Target(type(model).__name__, model, inputs.first.shape, batch, None,  # type: ignore[union-attr]
                   lambda: model, inputs)
