@@ -78,7 +78,7 @@ def test_lenet5_follows_lecun_1998():
 
 @pytest.mark.torch
 def test_mobilenet_v1_matches_howard_2017():
-    from nnkit.archs._generate import measure
+    from nnkit.introspect.registry import measure
     from nnkit.archs.mobilenet_v1 import mobilenet_v1
     from nnkit.introspect.build import on_meta
 
@@ -156,7 +156,7 @@ def test_segmentation_models_build_without_any_download(monkeypatch):
 @pytest.mark.torch
 @pytest.mark.slow
 def test_generated_table_has_not_drifted():
-    from nnkit.archs import _generate
+    from nnkit.introspect import registry
 
-    assert _generate.TABLE.read_text() == _generate.render(_generate.entries()), \
-        "run: python -m nnkit.archs._generate"
+    assert registry.TABLE.read_text() == registry.render(registry.entries()), \
+        "run: python -m nnkit.introspect.registry"

@@ -1,9 +1,10 @@
 """The registry of named architectures: names, defaults and a dotted path to each builder.
 
 Listing names, shell completion and `nnkit models` never import torch: what they show comes from the generated
-table in nnkit/archs/_table.py (regenerate with `python -m nnkit.archs._generate`; tests/test_archs.py fails
-when it drifts). `build` imports torch and the builder only when a model is wanted. Stock models are delegated
-to torchvision's own registry (STYLE.md, practice 3); lenet5 and mobilenet_v1 are ours.
+table in nnkit/archs/_table.py (regenerate with `python -m nnkit.introspect.registry`, which measures the models
+and so lives with the analysis; tests/test_archs.py fails when it drifts). `build` imports torch and the builder
+only when a model is wanted. Stock models are delegated to torchvision's own registry (STYLE.md, practice 3);
+lenet5 and mobilenet_v1 are ours.
 """
 
 from __future__ import annotations

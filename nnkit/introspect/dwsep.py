@@ -140,7 +140,7 @@ class MobileNetComparison:
 
 
 def _mobilenet_cost(width: float, size: int, standard: bool = False) -> Cost:
-    from nnkit.archs._generate import measure
+    from nnkit.introspect.registry import measure
     from nnkit.archs.mobilenet_v1 import mobilenet_v1
     from nnkit.introspect.build import on_meta
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nnkit.errors import ModelError, SpecError, UsageError
+from nnkit.errors import ModelError, SpecError, UsageError, refuse_given
 
 if TYPE_CHECKING:
     from nnkit.introspect.inputs import Inputs
@@ -187,10 +187,8 @@ def resolve(target: str, *, input: Any, num_classes: int | None, in_channels: in
         model = make()
         _both_images(info.name, model, inputs)  # without --input: two images of the entry's size
         return Target(info.name, model, shape, batch, info.min_input, make, inputs)
-    given = [o for o, v in (("--num-classes", num_classes), ("--in-channels", in_channels),
-                            ("--width", width)) if v is not None]
-    if given:
-        raise UsageError(f"{', '.join(given)} apply to named architectures; a user model is built as written")
+    refuse_given((("--num-classes", num_classes), ("--in-channels", in_channels), ("--width", width)),
+                 "to named architectures; a user model is built as written")
     if not _texts(input):
         raise UsageError(f"model '{target}': give its input shape, e.g. --input 3x32x32 (several inputs: "
                          "--input once for each, in order)")
