@@ -101,11 +101,6 @@ class _Interrupt(Exception):
     """Ctrl-C or SIGTERM where click would catch KeyboardInterrupt itself."""
 
 
-def terminate_as_interrupt(signum: int, frame: Any) -> None:
-    """SIGTERM ends a command as Ctrl-C does: one line, exit 130, and a run that can be resumed."""
-    raise KeyboardInterrupt
-
-
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"nnkit {__version__}")
@@ -172,9 +167,9 @@ def main() -> None:
     # Only a plain `nnkit COMMAND ...` builds one group; --help, options first and completion build them all.
     first = sys.argv[1] if len(sys.argv) > 1 else None
     completing = any(k.endswith("_COMPLETE") for k in os.environ if k.startswith("_NNKIT"))
-    import signal
+    from nnkit.signals import install
 
-    signal.signal(signal.SIGTERM, terminate_as_interrupt)
+    install()  # SIGINT and SIGTERM alike, never inside an import (nnkit.signals)
     try:
         build_app(None if completing else first)(prog_name="nnkit")
     except (KeyboardInterrupt, _Interrupt):  # before or after a command's own boundary: importing, exiting
