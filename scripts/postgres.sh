@@ -12,7 +12,7 @@ set -euo pipefail
 what=${1:-}
 dir=${2:-}
 if [ -z "$what" ] || [ -z "$dir" ]; then
-  sed -n '4,9p' "$0" | sed 's/^# //' >&2
+  sed -n '4,10p' "$0" | sed 's/^# //' >&2
   exit 2
 fi
 bindir() {
@@ -61,7 +61,7 @@ case "$what" in
     [ -f "$data/PG_VERSION" ] && as "$bin/pg_ctl" -D "$data" -m fast -w stop >/dev/null 2>&1 || true
     ;;
   *)
-    sed -n '4,9p' "$0" | sed 's/^# //' >&2
+    sed -n '4,10p' "$0" | sed 's/^# //' >&2
     exit 2
     ;;
 esac

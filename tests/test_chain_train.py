@@ -127,6 +127,8 @@ def test_code_stays_torch_free_and_refuses_what_has_no_module(monkeypatch, nnkit
     assert run.code == 2 and run.err.strip() == ("nnkit: layer 2 gelu: no torch module for 'gelu' layers yet, so "
                                                  "the chain cannot be built (shape, params and flops still compute "
                                                  "it)"), run
+    taken = nnkit("code", "3x32x32 patch(64,8) encoder(4,128) token(0) fc(10)", "--name", "EncoderBlock")
+    assert taken.code == 2 and "--name EncoderBlock: the printed file already uses that name" in taken.err, taken
     bad = nnkit("code", "1x8x8 conv(4,9)")
     assert bad.code == 1 and "smaller than the 9-wide window" in bad.err and len(bad.err.splitlines()) == 1
 

@@ -161,8 +161,8 @@ def test_raft_two_images_against_a_real_forward():
 
     same = detection.analyze(model, (3, 128, 128), source="raft", second=(3, 128, 128), fields=False)
     assert same.macs == a.macs
-    with pytest.raises(GeometryError, match="raft on 3x128x128: the model .RAFT.: input images should have the "
-                                            "same shape"):
+    with pytest.raises(GeometryError, match="raft on 3x128x128 and 3x128x136: the model .RAFT.: input images "
+                                            "should have the same shape"):
         detection.analyze(model, (3, 128, 128), source="raft", second=(3, 128, 136), fields=False)
 
 
@@ -227,3 +227,22 @@ def test_a_torchvision_builder_as_a_user_target_downloads_nothing(nnkit, monkeyp
     assert run.code == 0, run
     # built as written (trainable BatchNorm2d in the backbone: the layout without weights), not the registry's
     assert run.json()["total"] == 19_386_354 + 24_400
+
+
+def test_depth_0_of_a_model_driven_part_by_part_shows_its_parts(nnkit):
+    """R-CNN runs its parts without a call at the root: --depth 0 folds at them instead of showing no row and
+    every parameter as never called."""
+    run = nnkit("params", "fasterrcnn_mobilenet_v3_large_320_fpn", "--depth", "0", "-f", "json")
+    assert run.code == 0, run
+    doc = run.json()
+    assert [r["spec"] for r in doc["layers"]] == ["transform", "backbone", "rpn", "roi_heads"]
+    assert sum(r["params"] for r in doc["layers"]) == doc["total"]
+    assert not any("never calls" in n for n in doc["notes"])
+
+
+def test_raft_names_both_images_and_the_smallest_size_only_when_size_is_the_cause(nnkit):
+    differ = nnkit("flops", "raft_small", "--input", "3x128x128", "--input", "3x64x64")
+    assert differ.code == 1 and "raft_small on 3x128x128 and 3x64x64:" in differ.err, differ
+    assert "same shape" in differ.err and "at least" not in differ.err
+    small = nnkit("flops", "raft_small", "--input", "3x64x64", "--input", "3x64x64")
+    assert small.code == 1 and small.err.rstrip().endswith("it takes at least 3x128x128"), small

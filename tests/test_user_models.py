@@ -258,3 +258,17 @@ def test_the_failure_classification():
                              "channels, but got 1 channels instead"),
                 KeyError("x")):
         assert not about_size(exc), exc
+
+
+def test_an_input_of_another_dtype_than_the_weights_fails_at_its_first_layer(nnkit, net):
+    """The meta device runs a half image or ids through a float convolution; every real device refuses, so nnkit
+    does too, at that layer, in one line."""
+    import torch
+
+    with pytest.raises(RuntimeError, match="should be the same"):  # what torch says on the CPU
+        torch.nn.Conv2d(3, 8, 3)(torch.zeros(1, 3, 16, 16, dtype=torch.half))
+    for given, dtype in (("half:3x16x16", "float16"), ("long:3x16x16", "int64")):
+        err = _fails(nnkit, f"{net}:Net", "--input", given)
+        assert f"Input type (torch.{dtype}) and weight type (torch.float32) should be the same" in err, err
+        assert err.startswith(f"nnkit: {net}:Net on {given}: layer conv (Conv2d) fails"), err
+

@@ -362,8 +362,10 @@ def source(p: Plan, name: str = "Net") -> str:
     if from_vit:
         imports.append(f"from {VIT} import {', '.join(from_vit)}")
     helpers = [HELPERS[cls] for cls in HELPERS if any(c.home == "" and c.cls == cls for c in calls)]
-    if name in HELPERS and helpers:
-        raise SpecError(f"--name {name}: the printed file defines a {name} module of its own; choose another name")
+    taken = {"torch", "nn", *from_vit, *(cls for cls in HELPERS if HELPERS[cls] in helpers)}
+    if name in taken:
+        raise SpecError(f"--name {name}: the printed file already uses that name ({', '.join(sorted(taken))}); "
+                        "choose another")
     lines = ['"""' + "\n".join(doc) + '"""', "", *imports, "", "",
              *(line for h in helpers for line in (*h.rstrip("\n").split("\n"), "", "")),
              f"class {name}(nn.Module):",

@@ -245,6 +245,8 @@ def _report(named: list[tuple[str, Any]], tr: Any, shape: tuple[int, ...], *, so
     n = batch or 1
     rows: list[LayerReport] = []
     fields_of: dict[int, tuple[Field | None, bool]] = {}
+    if depth is not None and tr.calls:  # a model driven part by part (R-CNN) has no call at the root: its
+        depth = max(depth, min(0 if c.path == "" else c.path.count(".") + 1 for c in tr.calls))  # parts fold
     for c in tr.calls:
         level = 0 if c.path == "" else c.path.count(".") + 1
         module = modules[c.path]
@@ -308,8 +310,9 @@ def _report(named: list[tuple[str, Any]], tr: Any, shape: tuple[int, ...], *, so
                          f"{pooled or 'the model'} pools globally (as DeepLabV3's ASPP does) and joins it")
     if regrouped is not None:
         notes.append(f"receptive fields from {regrouped or 'the model'} on are shown as the whole input: "
-                     "positions are regrouped there (tokens, attention windows); an upper bound where "
-                     "attention sees only a window, as in Swin")
+                     "positions are regrouped there (tokens, attention windows, a detector's proposals and "
+                     "RoI pooling); an upper bound where a position sees only part of the input, as in Swin's "
+                     "windows")
     if tr.elsewhere:
         notes.append(f"{tr.elsewhere} call(s) of the model's modules ran in other threads (a thread pool in "
                      "its forward): the analysis sees its own thread only, so their rows and MACs are "

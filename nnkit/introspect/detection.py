@@ -263,7 +263,8 @@ def analyze(model: Any, shape: tuple[int, ...], *, source: str, depth: int | Non
             with _largest_mode()():
                 tr = tracing.run(drive, shape, source, fields=fields, named=named)
         except tracing.TraceFailure as failure:
-            raise _failure(source, shape, failure, min_input) from None
+            raise _failure(source, (shape, second or shape) if what == "flow" else (shape,), failure,
+                           min_input) from None
     a = _report(named, tr, shape, source=source, depth=depth, at=at, batch=batch, fields=fields, explain=explain)
     out = _output(drive.result, what or "")
     notes = [PROTOCOL, *(RULES if explain else ())]
@@ -273,10 +274,13 @@ def analyze(model: Any, shape: tuple[int, ...], *, source: str, depth: int | Non
                    notes=(*a.notes, *notes))
 
 
-def _failure(source: str, shape: tuple[int, ...], failure: Any, min_input: tuple[int, int] | None) -> Exception:
+def _failure(source: str, images: tuple[tuple[int, ...], ...], failure: Any,
+             min_input: tuple[int, int] | None) -> Exception:
     """One line naming the layer and the error; no search for a smallest input (a detector resizes any image,
-    RAFT states its own rule: H and W divisible by 8)."""
+    RAFT states its own rule: H and W divisible by 8). The smallest size is added only where the failure is
+    about size and an image is below it."""
     from nnkit.errors import GeometryError
+    from nnkit.introspect import trace as tracing
 
     exc = failure.exc
     msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -284,9 +288,11 @@ def _failure(source: str, shape: tuple[int, ...], failure: Any, min_input: tuple
     if failure.call is not None:
         c = failure.call
         where = (f"layer {c.path} ({c.kind})" if c.path else f"the model ({c.kind})") + ": "
-    hint = f"; it takes at least {shape[0]}x{min_input[0]}x{min_input[1]}" if min_input and min_input != (1, 1) \
-        else ""
-    return GeometryError(f"{source} on {'x'.join(map(str, shape))}: {where}{msg}{hint}")
+    small = (min_input and min_input != (1, 1) and tracing.about_size(exc) and len(set(images)) == 1
+             and any(a < b for a, b in zip(images[0][-2:], min_input)))
+    hint = f"; it takes at least {images[0][0]}x{min_input[0]}x{min_input[1]}" if small else ""  # type: ignore[index]
+    shown = " and ".join(dict.fromkeys("x".join(map(str, i)) for i in images))
+    return GeometryError(f"{source} on {shown}: {where}{msg}{hint}")
 
 
 def parts(specs: list[PartSpec], named: list[tuple[str, Any]], tr: Any, n: int = 1) -> tuple[Part, ...]:
