@@ -22,8 +22,6 @@ from enum import Enum
 from typing import Any
 
 from nnkit.core import report
-from nnkit.core import solve as _solve
-from nnkit.core.dwsep import DwsepComparison
 from nnkit.core.spec import looks_like_shape
 from nnkit.errors import MissingDependencyError, UnknownOptionError, UsageError, refuse_given
 
@@ -96,18 +94,38 @@ class Analysis(report.Analysis, _Shown):
                 f"params={self.params:,}, macs={self.macs:,}, layers={len(self.layers)})")
 
 
-@dataclasses.dataclass(frozen=True, repr=False)
-class Dwsep(DwsepComparison, _Shown):
-    """One layer, depthwise-separable against standard (nnkit dwsep INPUT --out N -k K)."""
+def _dwsep_class() -> type:
+    """Dwsep, made on first use: nnkit.core.dwsep is not imported by the commands that do not compare (every
+    command's start-up pays for what this module imports)."""
+    global _DWSEP
+    if _DWSEP is None:
+        from nnkit.core.dwsep import DwsepComparison
 
-    def view(self, what: str = "", explain: bool = False) -> tuple[dict[str, Any], Any]:
-        from nnkit.render.views import dwsep_view
+        @dataclasses.dataclass(frozen=True, repr=False)
+        class Dwsep(DwsepComparison, _Shown):
+            """One layer, depthwise-separable against standard (nnkit dwsep INPUT --out N -k K)."""
 
-        return dwsep_view(self, explain or bool(what))
+            def view(self, what: str = "", explain: bool = False) -> tuple[dict[str, Any], Any]:
+                from nnkit.render.views import dwsep_view
 
-    def __repr__(self) -> str:
-        return (f"Dwsep(input={self.input}, out={self.out}, kernel={self.kernel}, ratio=(params "
-                f"{self.ratio.params:.4f}, macs {self.ratio.macs:.4f}))")
+                return dwsep_view(self, explain or bool(what))
+
+            def __repr__(self) -> str:
+                return (f"Dwsep(input={self.input}, out={self.out}, kernel={self.kernel}, ratio=(params "
+                        f"{self.ratio.params:.4f}, macs {self.ratio.macs:.4f}))")
+
+        Dwsep.__module__ = __name__
+        _DWSEP = Dwsep
+    return _DWSEP
+
+
+_DWSEP: type | None = None
+
+
+def __getattr__(name: str) -> Any:  # nnkit.api.Dwsep, made when first asked for
+    if name == "Dwsep":
+        return _dwsep_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclasses.dataclass(frozen=True, repr=False)
@@ -142,7 +160,7 @@ def _solved(base: type) -> type:
     return dataclasses.dataclass(frozen=True)(type(base.__name__, (base, _Shown), {"view": view}))
 
 
-_SOLVED = {cls: _solved(cls) for cls in (_solve.SamePadding, _solve.MapResult, _solve.Undo)}
+_SOLVED: dict[type, type] = {}  # nnkit.core.solve's results as displaying classes, made on first use
 
 
 @dataclasses.dataclass(frozen=True, repr=False)
@@ -323,7 +341,7 @@ def dwsep(target: Any, *, out: int | None = None, kernel: Any = None, stride: An
                     stride=str(stride) if isinstance(stride, int) else _input_text(stride),
                     padding=padding if isinstance(padding, str) else
                     (str(padding) if isinstance(padding, int) else _input_text(padding)), bias=bias)
-        return _as(Dwsep, r)
+        return _as(_dwsep_class(), r)
     if out is not None or kernel is not None:
         raise UsageError("out= and kernel= describe one layer; give its input shape first, e.g. '32x112x112'")
     from nnkit.introspect.dwsep import compare_target
@@ -334,10 +352,14 @@ def dwsep(target: Any, *, out: int | None = None, kernel: Any = None, stride: An
 def solve(question: str, *args: int, **options: int | None) -> Any:
     """nnkit solve as a function: solve("same", kernel=4), solve("map", 224, 112, kernel=7),
     solve("undo", 224, kernel=3, stride=2, padding=1)."""
+    from nnkit.core import solve as _solve
+
     functions = {"same": _solve.same, "map": _solve.map_size, "undo": _solve.undo}
     if question not in functions:
         raise UsageError(f"solve '{question}': one of {', '.join(functions)}")
     result = functions[question](*args, **options)  # type: ignore[operator]
+    if type(result) not in _SOLVED:
+        _SOLVED[type(result)] = _solved(type(result))
     return _as(_SOLVED[type(result)], result)
 
 

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from nnkit.render import OutputFormat
-from nnkit.train.config import Freeze, Head
+from nnkit.core.optim import Freeze, Head
 
 DEBUG = {"on": bool(os.environ.get("NNKIT_DEBUG"))}
 

@@ -14,7 +14,7 @@ from enum import Enum
 from typing import Any
 
 from nnkit.core.numbers import physical_memory
-from nnkit.core.optim import Optimizer
+from nnkit.core.optim import Freeze, Head, Optimizer
 from nnkit.errors import UnknownNameError, UsageError
 
 
@@ -33,18 +33,6 @@ class Schedule(str, Enum):
     step = "step"
     onecycle = "onecycle"
     none = "none"
-
-
-class Freeze(str, Enum):
-    """--freeze's named values; any other value names a module (frozen up to and including it)."""
-
-    none = "none"
-    backbone = "backbone"
-
-
-class Head(str, Enum):
-    own = "own"  # the architecture's classifier, sized to the data's classes (loaded where the shapes match)
-    new = "new"  # the loaded network whole, its outputs included, and one new fc layer on top: only it trains
 
 
 class Split(str, Enum):
