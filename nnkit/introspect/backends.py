@@ -220,18 +220,27 @@ def crosscheck(t: Any, info: Any | None) -> Crosscheck:
     except Exception as exc:  # noqa: BLE001
         params["torchinfo"] = macs["torchinfo"] = None
         diffs.append(f"torchinfo failed: {type(exc).__name__}: {first_line(exc, 120)}")
-    published = info.published if info is not None else None
-    if published and tuple(t.input) == tuple(info.input):
-        params["torchvision"] = published[0]
-        macs["torchvision"] = round(published[1] * 1e9) if published[1] is not None else None
-        if published[0] != ours.params:
-            diffs.append(f"torchvision meta num_params: {published[0] - ours.params:+,}")
+    published = published_figures(t, info, ours, params, macs, diffs)
+    if published:
         if published[1] is not None and round(ours.macs / 1e9, 3) != published[1]:
             diffs.append(f"torchvision meta _ops {published[1]} GMACs vs nnkit {ours.macs / 1e9:.3f}")
         else:
             diffs.append(f"torchvision's published {published[1]} GMACs (rounded to 0.001 G) and "
                          f"{published[0]:,} "
                          "params match nnkit")
-    else:
-        params["torchvision"] = macs["torchvision"] = None
     return Crosscheck(t.name, t.input, params, macs, tuple(diffs))
+
+
+def published_figures(t: Any, info: Any | None, ours: Any, params: dict[str, int | None],
+                      macs: dict[str, int | None], diffs: list[str]) -> tuple[int, float | None] | None:
+    """torchvision's (num_params, _ops in GMACs) in the "torchvision" column where the target is at the size they
+    were measured at, with a num_params difference said in `diffs`; the column empty and None otherwise."""
+    published = info.published if info is not None else None
+    if not published or tuple(t.input) != tuple(info.input):
+        params["torchvision"] = macs["torchvision"] = None
+        return None
+    params["torchvision"] = published[0]
+    macs["torchvision"] = round(published[1] * 1e9) if published[1] is not None else None
+    if published[0] != ours.params:
+        diffs.append(f"torchvision meta num_params: {published[0] - ours.params:+,}")
+    return published

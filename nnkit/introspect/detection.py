@@ -391,7 +391,8 @@ def crosscheck(t: Any, info: Any | None) -> Any:
     """nnkit crosscheck for a detector or RAFT: nnkit's protocol count, part by part, torchinfo under the same
     protocol, and torchvision's published figure with the difference explained (explain_difference)."""
     from nnkit.introspect import analyze_model, meta_copy
-    from nnkit.introspect.backends import Crosscheck
+    from nnkit.errors import first_line
+    from nnkit.introspect.backends import Crosscheck, published_figures
 
     ours = analyze_model(t.rebuild(), t.input, source=t.name, min_input=t.min_input, fields=False, explain=False)
     model = meta_copy(t.rebuild()).eval()
@@ -414,17 +415,11 @@ def crosscheck(t: Any, info: Any | None) -> Any:
             diffs.append(f"torchinfo params: {(params['torchinfo'] or 0) - ours.params:+,}")
     except Exception as exc:  # noqa: BLE001 - one tool failing must not hide the others
         params["torchinfo"] = macs["torchinfo"] = None
-        diffs.append(f"torchinfo failed: {type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''}")
-    published = info.published if info is not None else None
-    if published and tuple(t.input) == tuple(info.input):
-        params["torchvision"] = published[0]
-        macs["torchvision"] = round(published[1] * 1e9) if published[1] is not None else None
-        if published[0] != ours.params:
-            diffs.append(f"torchvision meta num_params: {published[0] - ours.params:+,}")
-        else:
+        diffs.append(f"torchinfo failed: {type(exc).__name__}: {first_line(exc, 120)}")
+    published = published_figures(t, info, ours, params, macs, diffs)
+    if published:
+        if published[0] == ours.params:
             diffs.append(f"torchvision's num_params {published[0]:,} match nnkit")
         if published[1] is not None:
             diffs.append(explain_difference(ours, specs, published[1]))
-    else:
-        params["torchvision"] = macs["torchvision"] = None
     return Crosscheck(t.name, t.input, params, macs, tuple(diffs), ours.parts)
