@@ -21,6 +21,7 @@ nn = torch.nn
 
 from nnkit.introspect import analyze, analyze_model  # noqa: E402
 from nnkit.introspect.rf import position_fields  # noqa: E402
+from tests.torch_oracle import gradient_spans  # noqa: E402
 
 pytestmark = pytest.mark.torch
 
@@ -58,28 +59,6 @@ def _real_copy(make) -> nn.Module:
     return model
 
 
-def _gradient_spans(model, shape, ax, positions, pick):
-    """Along spatial axis `ax` of the picked output, the first and last input position each output position's
-    gradient reaches (the other axes at their centre), or None where it reaches none."""
-    x = torch.rand((1, *shape), requires_grad=True)
-    y = pick(model(x))
-    out = y.shape[2:]
-    seeds = torch.zeros((len(positions), *y.shape))
-    for b, j in enumerate(positions):
-        where = [n // 2 for n in out]
-        where[ax] = j
-        seeds[(b, 0, slice(None), *where)] = 1.0
-    (g,) = torch.autograd.grad(y, x, seeds, is_grads_batched=True)
-    g = g[:, 0].abs().sum(1)
-    other = tuple(1 + i for i in range(g.dim() - 1) if i != ax)
-    reach = (g.sum(other) if other else g) > 0
-    spans = {}
-    for b, j in enumerate(positions):
-        hit = reach[b].nonzero().flatten()
-        spans[j] = (int(hit[0]), int(hit[-1])) if len(hit) else None
-    return spans
-
-
 def _check(make, shape, pick=lambda y: y, positions=None, exact=True):
     """nnkit's interval of every chosen output position, cut to the input, holds the gradient's; it is the
     gradient's where it lies inside the input (exact=False: containment only, for paths through an inner
@@ -90,7 +69,7 @@ def _check(make, shape, pick=lambda y: y, positions=None, exact=True):
         n = shape[1 + ax]
         js = positions if positions is not None else range(len(spans))
         js = sorted({j if j >= 0 else len(spans) + j for j in js if -len(spans) <= j < len(spans)})
-        seen = _gradient_spans(model, shape, ax, js, pick)
+        seen = gradient_spans(model, shape, ax, js, pick)
         for j, got in seen.items():
             lo, hi = spans[j]
             want = (max(lo, 0), min(hi, n - 1))
@@ -346,7 +325,7 @@ def test_interpolation_where_x_is_whole_counts_both_neighbours():
     less than PyTorch reads (the gradient), and exactly it at the other positions."""
     fields = _check(lambda: Resize("bilinear", False, (23, 17), None), (2, 11, 13), exact=False)
     model = _real_copy(lambda: Resize("bilinear", False, (23, 17), None))
-    seen = _gradient_spans(model, (2, 11, 13), 0, list(range(22)), lambda y: y)
+    seen = gradient_spans(model, (2, 11, 13), 0, list(range(22)))
     exact = [j for j in range(22) if seen[j] == (max(fields[0][j][0], 0), min(fields[0][j][1], 10))]
     assert len(exact) >= 20  # rows 10 and 11 read output 11 of the resize
 

@@ -19,6 +19,7 @@ from nnkit.errors import GeometryError
 
 torch = pytest.importorskip("torch")
 from tests import torch_oracle
+from tests.torch_oracle import gradient_spans
 
 pytestmark = pytest.mark.torch
 
@@ -44,29 +45,8 @@ def _model(texts: list[str], shape: tuple[int, ...]) -> torch.nn.Module:
 
 def _gradient_spans(texts: list[str], shape: tuple[int, ...], ax: int,
                     positions: list[int] | None = None) -> dict[int, tuple[int, int] | None]:
-    """Along spatial axis `ax`, the first and last input position each output position's gradient reaches (the
-    other axes at their centre), or None where it reaches none."""
-    model = _model(texts, shape)
-    x = torch.rand((1, *shape), requires_grad=True)
-    y = model(x)
-    out = y.shape[2:]
-    js = list(positions if positions is not None else range(out[ax]))
-    # One backward pass per output position, batched: each cotangent is 1 at that position (all channels, the
-    # other axes at their centre) and 0 elsewhere.
-    seeds = torch.zeros((len(js), *y.shape))
-    for b, j in enumerate(js):
-        where = [n // 2 for n in out]
-        where[ax] = j
-        seeds[(b, 0, slice(None), *where)] = 1.0
-    (g,) = torch.autograd.grad(y, x, seeds, is_grads_batched=True)
-    g = g[:, 0].abs().sum(1)  # (positions, *spatial)
-    other = tuple(1 + i for i in range(g.dim() - 1) if i != ax)
-    reach = (g.sum(other) if other else g) > 0
-    spans: dict[int, tuple[int, int] | None] = {}
-    for b, j in enumerate(js):
-        hit = reach[b].nonzero().flatten()
-        spans[j] = (int(hit[0]), int(hit[-1])) if len(hit) else None
-    return spans
+    """The gradient oracle's spans (tests/torch_oracle.py) of the chain's real module."""
+    return gradient_spans(_model(texts, shape), shape, ax, positions)
 
 
 def _clip(span: tuple[int, int] | None, n: int) -> tuple[int, int] | None:

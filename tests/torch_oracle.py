@@ -157,3 +157,31 @@ def run(spec: LayerSpec, shape: tuple[int, ...], batch: int = 1) -> tuple[tuple[
     with torch.no_grad(), counter:
         y = m(x)
     return tuple(y.shape[1:]), sum(p.numel() for p in m.parameters()), counter.get_total_flops() // 2
+
+
+def gradient_spans(model: nn.Module, shape: tuple[int, ...], ax: int, positions: list[int] | None = None,
+                   pick=lambda y: y) -> dict[int, tuple[int, int] | None]:
+    """The receptive-field oracle: along spatial axis `ax` of the picked output, the first and last input
+    position each output position's gradient reaches (the other axes at their centre), or None where it reaches
+    none; every position of that axis when `positions` is None."""
+    x = torch.rand((1, *shape), requires_grad=True)
+    y = pick(model(x))
+    out = y.shape[2:]
+    js = list(positions if positions is not None else range(out[ax]))
+    # One backward pass per output position, batched: each cotangent is 1 at that position (all channels, the
+    # other axes at their centre) and 0 elsewhere.
+    seeds = torch.zeros((len(js), *y.shape))
+    for b, j in enumerate(js):
+        where = [n // 2 for n in out]
+        where[ax] = j
+        seeds[(b, 0, slice(None), *where)] = 1.0
+    (g,) = torch.autograd.grad(y, x, seeds, is_grads_batched=True)
+    g = g[:, 0].abs().sum(1)  # (positions, *spatial)
+    other = tuple(1 + i for i in range(g.dim() - 1) if i != ax)
+    reach = (g.sum(other) if other else g) > 0
+    spans: dict[int, tuple[int, int] | None] = {}
+    for b, j in enumerate(js):
+        hit = reach[b].nonzero().flatten()
+        spans[j] = (int(hit[0]), int(hit[-1])) if len(hit) else None
+    return spans
+
