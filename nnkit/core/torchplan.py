@@ -361,8 +361,9 @@ def source(p: Plan, name: str = "Net") -> str:
     from_vit = sorted({c.cls for c in calls if c.home == VIT})
     if from_vit:
         imports.append(f"from {VIT} import {', '.join(from_vit)}")
-    helpers = [HELPERS[cls] for cls in HELPERS if any(c.home == "" and c.cls == cls for c in calls)]
-    taken = {"torch", "nn", *from_vit, *(cls for cls in HELPERS if HELPERS[cls] in helpers)}
+    used = [cls for cls in HELPERS if any(c.home == "" and c.cls == cls for c in calls)]
+    helpers = [HELPERS[cls] for cls in used]
+    taken = {"torch", "nn", *from_vit, *used}
     if name in taken:
         raise SpecError(f"--name {name}: the printed file already uses that name ({', '.join(sorted(taken))}); "
                         "choose another")

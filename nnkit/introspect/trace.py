@@ -495,15 +495,14 @@ def run(model: Any, shape: Any, name: str = "model", fields: bool = True,
             calls[parent].children.append(c.order)
         calls.append(c)
         stack.append(c.order)
-        if id(module) not in hooked:  # else refresh checks the input the module's own pre-hooks hand on
-            _same_dtype(module, args, weighted)
-
-    weighted = (torch.nn.modules.conv._ConvNd, torch.nn.Linear)  # noqa: SLF001 - torch's own conv base class
+        if id(module) in weighted and id(module) not in hooked:  # else refresh checks, after their hooks
+            _same_dtype(module, args)
 
     def refresh(module: Any, args: Any) -> None:  # after the module's own pre-hooks: the input it really gets
         if get_ident() == own and _TRACING.on is token and id(module) in paths:
             calls[stack[-1]].input = _input(args)
-            _same_dtype(module, args, weighted)
+            if id(module) in weighted:
+                _same_dtype(module, args)
 
     def leave(module: Any, args: Any, output: Any) -> None:
         path = paths.get(id(module))
@@ -542,6 +541,9 @@ def run(model: Any, shape: Any, name: str = "model", fields: bool = True,
     tracing = getattr(_TRACING, "on", None)  # an analysis of a submodule inside a model's forward: nested
     token = object()  # while this trace is the innermost in its thread, _TRACING.on is this
     hooked = {id(m) for _, m in named if m._forward_pre_hooks}  # noqa: SLF001 - the modules' own pre-hooks
+    nn = torch.nn
+    weighted = {id(m) for _, m in named if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d,
+                                                           nn.ConvTranspose2d, nn.ConvTranspose3d, nn.Linear))}
     try:
         for _, m in named:
             if m._forward_pre_hooks:  # noqa: SLF001 - its own: record the input they hand on
@@ -596,14 +598,14 @@ _OTHER_WORDS = ("dtype", "scalar type", "type (", "same type", "tensortype", "fl
                 "meta", "channels", "channel dimension", "argument #")
 
 
-def _same_dtype(module: Any, args: Any, weighted: tuple[type, ...]) -> None:
+def _same_dtype(module: Any, args: Any) -> None:
     """A convolution or linear layer given another dtype than its weight's fails on every real device; meta
     kernels do not check (a half image through a float model, ids through a conv), so the trace checks."""
     import torch
 
     weight = getattr(module, "weight", None)
     x = args[0] if args else None
-    if (isinstance(module, weighted) and isinstance(weight, torch.Tensor) and isinstance(x, torch.Tensor)
+    if (isinstance(weight, torch.Tensor) and isinstance(x, torch.Tensor)
             and x.dtype != weight.dtype and not any(torch.is_autocast_enabled(d) for d in ("cpu", "cuda"))):
         raise RuntimeError(f"Input type ({x.dtype}) and weight type ({weight.dtype}) should be the same (as torch "
                            "says on a real device; the meta device does not check)")
