@@ -276,14 +276,15 @@ def test_an_interrupted_grid_is_completed_exactly_once(tmp_path):
                                                    for lr in (3e-3, 1e-2) for b in (128, 256)})
 
 
-def _wait_for(predicate, proc, timeout: float = 300.0) -> None:
-    """Poll four times a second (each poll opens the study) until predicate() holds; fail at once if proc ended."""
+def _wait_for(predicate, proc, err: Path, timeout: float = 300.0) -> None:
+    """Poll four times a second (each poll opens the study) until predicate() holds; fail at once if proc ended,
+    with what it wrote to err."""
     end = time.time() + timeout
     while time.time() < end:
         if predicate():
             return
         if proc.poll() is not None:
-            raise AssertionError(f"the worker ended first (exit {proc.returncode})")
+            raise AssertionError(f"the worker ended first (exit {proc.returncode}): {err.read_text()}")
         time.sleep(0.25)
     raise AssertionError("timed out")
 
@@ -309,7 +310,7 @@ def test_a_killed_worker_leaves_a_consistent_study(tmp_path):
     # stderr to a file: a pipe nobody reads while the test waits could fill and stall the worker
     proc = subprocess.Popen(args, env=_env(), stdout=subprocess.DEVNULL, stderr=(tmp_path / "err").open("w"))
     try:
-        _wait_for(lambda: _training(out), proc)
+        _wait_for(lambda: _training(out), proc, tmp_path / "err")
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
@@ -327,13 +328,29 @@ def test_ctrl_c_on_the_command_marks_the_trial_failed_and_exits_130(tmp_path):
     args = [sys.executable, "-m", "nnkit", "tune", "lenet5", "--lr", "1e-3..1e-2:log", "--trials", "3",
             "--epochs", "4", *FAST, "--out", str(out)]
     proc = subprocess.Popen(args, env=_env(), stdout=subprocess.DEVNULL, stderr=(tmp_path / "err").open("w"))
-    _wait_for(lambda: _training(out), proc)
+    _wait_for(lambda: _training(out), proc, tmp_path / "err")
     proc.send_signal(signal.SIGINT)
     proc.wait(timeout=300)
     err = (tmp_path / "err").read_text()
     assert proc.returncode == 130, err
     assert err.strip().splitlines()[-1].startswith("nnkit: interrupted in trial 0 (told failed")
     assert [t.state.name for t in _trials(db)] == ["FAIL"]
+
+
+def test_processes_opening_a_fresh_study_at_once_all_open_it(tmp_path):
+    """Optuna makes its tables when a storage first opens a database, checking for each table before creating
+    it: processes opening a fresh one at once (workers, or a script reading the study while it is made) used to
+    collide, and the loser failed with "table studies already exists" (CI saw a worker die of it)."""
+    code = ("import sys, time\nfrom pathlib import Path\nfrom nnkit.train.tune import open_storage\n"
+            "while not Path(sys.argv[1], 'go').exists(): time.sleep(0.01)\n"
+            "for i in range(8): open_storage(f'sqlite:///{sys.argv[1]}/db{i}.db')\n")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], env=_env(), stderr=subprocess.PIPE,
+                              text=True) for _ in range(4)]
+    time.sleep(1)  # most of the imports happen before the start, so the opens overlap
+    (tmp_path / "go").touch()
+    errs = [p.communicate(timeout=120)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0] * 4, errs
+    assert len(list(tmp_path.glob("db*.db"))) == 8
 
 
 def test_two_worker_processes_share_one_sqlite_study(nnkit, tmp_path):

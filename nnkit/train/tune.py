@@ -344,14 +344,37 @@ def open_storage(url: str) -> Any:
     try:
         if url.startswith("postgresql"):  # the first workers on a fresh database would create Optuna's tables
             with _database_lock(url):    # together, and all but one fail on PostgreSQL's catalogue (seen)
-                return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
-        return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+                return _rdb_storage(optuna, url, kwargs)
+        return _rdb_storage(optuna, url, kwargs)
     except ImportError as exc:  # the database's driver (psycopg2, pymysql) is not installed
         raise UsageError(f"--storage {url.split('://')[0]}://...: needs its database driver "
                          f"({first_line(exc, 80)})") from exc
     except Exception as exc:  # noqa: BLE001 - sqlalchemy's connection errors, as one line
         raise RunDirError(f"--storage {url.split('@')[-1]}: cannot open ({type(exc).__name__}: "
                           f"{first_line(exc, 120)})") from exc
+
+
+# What a database says when another process made Optuna's tables or version row between Optuna's check and its
+# own CREATE/INSERT: SQLite ("table studies already exists", "UNIQUE constraint failed: alembic_version..."),
+# PostgreSQL ("relation ... already exists", "duplicate key value ...").
+_CREATED_MEANWHILE = ("already exists", "unique constraint", "duplicate key")
+
+
+def _rdb_storage(optuna: Any, url: str, kwargs: dict | None) -> Any:
+    """Optuna's RDBStorage, opened again when its first open lost the race to create the schema. Optuna checks
+    for each table and then creates it, so two processes opening a fresh database at once collide: nnkit's
+    workers, or any other program reading the study while it is being made (optuna-dashboard, a script). Seen:
+    4 of 18 processes failed, three at a time on six fresh SQLite files. The second open finds the tables."""
+    import sqlalchemy.exc
+
+    for attempt in range(4):
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+        except sqlalchemy.exc.DBAPIError as exc:
+            if not any(m in str(exc).lower() for m in _CREATED_MEANWHILE):
+                raise
+            time.sleep(0.1 * (attempt + 1))  # the winner may still be creating the rest
+    return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
 
 
 def lock_path(spec: TuneSpec) -> Path:
