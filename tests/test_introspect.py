@@ -500,13 +500,43 @@ def test_explain_puts_the_numbers_in_the_formulas():
     a = analyze("resnet50")
     conv1 = a.layers[0]
     assert [f.text for f in conv1.explain[:3]] == [
-        "H: (224 + 2*3 - 1*(7-1) - 1)/2 + 1 = 112", "params: 64*7*7*3 = 9,408",
+        "H, W: (224 - 7 + 2*3)/2 + 1 = 112.5 -> 112 (floor)", "params: 64*7*7*3 = 9,408 (no bias)",
         f"MACs: 64*112*112 outputs * 7*7*3 = {64 * 112 * 112 * 147:,}"]
     assert [f.topic.value for f in conv1.explain[:3]] == ["shape", "params", "macs"]
     fc = a.layers[-1]
-    assert [f.text for f in fc.explain] == ["params: 1000*2048 + 1000 = 2,049,000", "MACs: 1*1000*2048 = 2,048,000"]
+    assert [f.text for f in fc.explain] == ["params: 1000*2048 + 1000 = 2,049,000", "MACs: 1000*2048 = 2,048,000"]
     vit = analyze("vit_b_16")
     assert "its own parameters: class_token" in vit.layers[0].notes
+
+
+def test_a_module_is_explained_as_the_same_layer_of_a_chain():
+    """One text for the worked formulas: a model's Conv1d/2d/3d, ConvTranspose, pooling and Linear rows say what
+    the layer language says for the same layer on the same input (its receptive-field line aside, which follows
+    the traced graph)."""
+    import torch
+    from torch import nn
+
+    from nnkit.core.chain import analyze_chain
+    from nnkit.introspect import analyze_model
+
+    cases = [
+        ("1x100", nn.Conv1d(1, 8, 5, stride=2, padding=1, dilation=2), "conv1d(8,5,s=2,p=1,d=2)"),
+        ("3x33x31", nn.Conv2d(3, 6, (3, 5), stride=(2, 1), padding=(1, 2), groups=3, bias=False),
+         "conv(6,3x5,s=2x1,p=1x2,g=3,bias=false)"),
+        ("2x5x9x9", nn.Conv3d(2, 4, 3, padding="same"), "conv3d(4,3,p=same)"),
+        ("4x7x7", nn.ConvTranspose2d(4, 2, 3, stride=2, padding=1, output_padding=1), "tconv(2,3,s=2,p=1,op=1)"),
+        ("4x9x9", nn.MaxPool2d(3, stride=2, padding=1, ceil_mode=True), "maxpool(3,s=2,p=1,ceil=true)"),
+        ("4x8x9x9", nn.AvgPool3d(2), "avgpool3d(2)"),
+        ("12", nn.Linear(12, 3), "fc(3)"),
+    ]
+    for shape, module, chain in cases:
+        item = tuple(int(x) for x in shape.split("x"))
+        real = tuple(module(torch.zeros(1, *item)).shape[1:])
+        row = analyze_model(nn.Sequential(module), item, source="m").layers[0]
+        layer = analyze_chain(shape, chain).layers[0]
+        assert tuple(row.output) == tuple(layer.output) == real, chain
+        assert [f.text for f in row.explain if f.topic.value != "rf"] == \
+            [f.text for f in layer.explain if f.topic.value != "rf"], chain
 
 
 def test_misaligned_paths_are_reported_and_united():

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from nnkit.core.report import Analysis, Field, Formula, LayerReport, Topic
-from nnkit.errors import UnknownNameError, UsageError
+from nnkit.errors import NnkitError, UnknownNameError, UsageError
 
 BACKENDS = ("nnkit", "fvcore", "torchinfo")
 
@@ -356,6 +356,55 @@ def _rf_notes(follower: Any, tr: Any) -> list[str]:
             "the paths read there (nnkit's rule; Araujo et al. 2019 for the layers before any upsampling)"]
 
 
+def _worked(module: Any, c: Any) -> tuple[Any, list[Formula]] | None:
+    """(the layer's Step, its worked formulas) for a convolution, transposed convolution, pooling or linear
+    module, as the layer language explains the same layer (nnkit.core.layers: one text for chains and models);
+    None for any other module, or a call at another rank."""
+    from torch import nn
+
+    from nnkit.core.layers import apply
+    from nnkit.core.spec import LayerSpec
+
+    shape = tuple(c.input or ())
+    for rank, (conv, tconv, maxpool, avgpool) in {
+            1: (nn.Conv1d, nn.ConvTranspose1d, nn.MaxPool1d, nn.AvgPool1d),
+            2: (nn.Conv2d, nn.ConvTranspose2d, nn.MaxPool2d, nn.AvgPool2d),
+            3: (nn.Conv3d, nn.ConvTranspose3d, nn.MaxPool3d, nn.AvgPool3d)}.items():
+        if isinstance(module, (conv, tconv, maxpool, avgpool)):
+            break
+    else:
+        if not (isinstance(module, nn.Linear) and shape):
+            return None
+        spec = LayerSpec("fc", (("out", module.out_features), ("bias", module.bias is not None)), c.path)
+        step = apply(spec, shape, 0)
+        return step, step.explain
+    if len(shape) != rank + 1:
+        return None  # an unbatched call, or one on a view nnkit did not see as CxHxW
+    suffix = "" if rank == 2 else f"{rank}d"
+
+    def sizes(v: Any) -> tuple[int, ...] | str:
+        return v if isinstance(v, str) else (v,) * rank if isinstance(v, int) else tuple(v)
+
+    common = (("k", sizes(module.kernel_size)), ("s", sizes(module.stride)), ("p", sizes(module.padding)))
+    if isinstance(module, (conv, tconv)):
+        args = (*common, ("out", module.out_channels), ("d", sizes(module.dilation)), ("g", module.groups),
+                ("bias", module.bias is not None))
+        if isinstance(module, tconv):
+            args = (*args, ("op", sizes(module.output_padding)))
+        kind = ("tconv" if isinstance(module, tconv) else "conv") + suffix
+    elif isinstance(module, maxpool):
+        args = (*common, ("d", sizes(module.dilation)), ("ceil", module.ceil_mode))
+        kind = "maxpool" + suffix
+    else:
+        args = (*common, ("ceil", module.ceil_mode))
+        kind = "avgpool" + suffix
+    try:
+        step = apply(LayerSpec(kind, args, c.path), shape, 0)
+    except NnkitError:  # a module torch ran that nnkit's arithmetic refuses: the row's numbers still stand
+        return None
+    return step, step.explain
+
+
 def _explain(module: Any, c: Any, params: int, macs: int, rf: Field | None) -> tuple[Formula, ...]:
     """The formulas of docs/conventions.md with this module's numbers put in (one item)."""
     from torch import nn
@@ -365,30 +414,18 @@ def _explain(module: Any, c: Any, params: int, macs: int, rf: Field | None) -> t
     if not (macs or params or isinstance(module, (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d,
                                                   nn.AvgPool2d, nn.AvgPool3d, nn.Upsample))):
         return ()  # activations, dropout, identity, flatten: nothing to put numbers in
+    worked = _worked(module, c)
     lines: list[Formula] = []
-    bias = getattr(module, "bias", None) is not None
-    out = c.output or ()
-    if isinstance(module, nn.Conv2d) and len(out) == 3:
-        o, i, g = module.out_channels, module.in_channels, module.groups
-        kh, kw = module.kernel_size
-        s, p, d = ((v, v) if isinstance(v, int) else v for v in (module.stride, module.padding,
-                                                                 module.dilation))
-        if c.input and not isinstance(p, str):
-            h = c.input[1]
-            lines.append(Formula(Topic.shape,
-                                 f"H: ({h} + 2*{p[0]} - {d[0]}*({kh}-1) - 1)/{s[0]} + 1 = {out[1]}"))
-        lines.append(Formula(Topic.params, f"params: {o}*{kh}*{kw}*{i // g}" + (f" + {o}" if bias else "")
-                             + f" = {params:,}"))
-        lines.append(Formula(Topic.macs,
-                             f"MACs: {o}*{out[1]}*{out[2]} outputs * {kh}*{kw}*{i // g} = {macs:,}"))
-    elif isinstance(module, nn.Linear) and out:
-        positions = 1
-        for dim in out[:-1]:
-            positions *= dim
-        lines.append(Formula(Topic.params, f"params: {module.out_features}*{module.in_features}"
-                             + (f" + {module.out_features}" if bias else "") + f" = {params:,}"))
-        lines.append(Formula(Topic.macs,
-                             f"MACs: {positions}*{module.out_features}*{module.in_features} = {macs:,}"))
+    if worked is not None:  # a formula whose result is not this row's number (a shared weight) is left out
+        step, formulas = worked
+        agree = {Topic.shape: step.output == tuple(c.output or ()), Topic.params: step.params == params,
+                 Topic.macs: step.macs == macs}
+        lines += [f for f in formulas if agree.get(f.topic, False)]
+        if step.macs and macs > step.macs and macs % step.macs == 0:  # RAFT runs both images as one batch
+            k = macs // step.macs
+            lines += [f for f in formulas if f.topic is Topic.macs]
+            lines.append(Formula(Topic.macs, f"MACs: {k}*{step.macs:,} = {macs:,} ({k} items of this size for "
+                                             "each item of the model's input)"))
     elif isinstance(module,
                     (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.LayerNorm, nn.GroupNorm)) and params:
         lines.append(Formula(Topic.params,
