@@ -629,13 +629,18 @@ class AxisMap:
     """
 
     kind: str  # "window", "tconv", "nearest" or "bilinear"
-    k: int = 1  # kernel (window: already dilated)
+    k: int = 1  # taps, d apart (a window given by its dilated extent, as window_map does, has d = 1)
     s: int = 1
     p: int = 0
     d: int = 1
     scale: Fraction = Fraction(1)
     n: int = 0  # the input's length on this axis (upsamplings read only inside it)
     corners: bool = False  # bilinear with align_corners=true: scale is (out - 1)/(in - 1)
+
+    @property
+    def window(self) -> tuple[int, int, int]:
+        """A window's axis of Window: (dilated extent, stride, left padding), Araujo et al.'s numbers."""
+        return self.d * (self.k - 1) + 1, self.s, self.p
 
     @property
     def stride(self) -> Fraction:
@@ -924,8 +929,7 @@ def field_over_positions(maps: list[tuple[AxisMap, ...]], sizes: tuple[int, ...]
 
 
 def grow_field(fld: Window, window: Window) -> Window:
-    """One Araujo et al. (2019) step per axis: r += (k-1)*S, P += p*S, S *= s (k the dilated extent; a window may
-    carry its dilation as a fourth number, which the field's size already holds)."""
+    """One Araujo et al. (2019) step per axis: r += (k-1)*S, P += p*S, S *= s (k the dilated extent)."""
     return tuple((r + (w[0] - 1) * S, S * w[1], P + w[2] * S) for (r, S, P), w in zip(fld, window))
 
 

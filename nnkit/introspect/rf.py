@@ -27,10 +27,10 @@ from collections.abc import Callable
 from fractions import Fraction
 from typing import Any
 
-from nnkit.core.layers import AxisMap, Resampled, grow_field, resample, union
+from nnkit.core.layers import AxisMap, Resampled, Window, grow_field, resample, union
 from nnkit.introspect.trace import SHAPE_KEEPING
 
-Axes = tuple[tuple[int, ...], ...]  # per axis: (dilated extent, stride, padding[, dilation])
+Reads = tuple[AxisMap, ...]  # what a window rule answers: per axis, which inputs an output reads
 GLOBAL = "global"
 UPSAMPLING = "upsampling"  # a window rule's answer for a resampling nnkit has no rule for: no field from here on
 
@@ -54,8 +54,12 @@ class Folded(tuple):  # type: ignore[type-arg]
     the rows are viewed back as (H, W); any other use of the rows counts as mixing them."""
 
 
-def _identity(n: int) -> Axes:
+def _identity(n: int) -> Window:
     return ((1, 1, 0),) * n
+
+
+def _same(n: int) -> Reads:
+    return (AxisMap("window"),) * n  # output j reads input j
 
 
 def _tuple(v: Any, m: int) -> tuple[int, ...]:
@@ -72,20 +76,20 @@ def _arg(args: tuple[Any, ...], i: int, default: Any) -> Any:
     return args[i] if len(args) > i else default
 
 
-def _adaptive(sp_in: tuple[int, ...], sp_out: tuple[int, ...]) -> Axes | str | None:
+def _adaptive(sp_in: tuple[int, ...], sp_out: tuple[int, ...]) -> Reads | str | None:
     if sp_out == sp_in:
-        return _identity(len(sp_in))
+        return _same(len(sp_in))
     if 0 in sp_out:
         return None
     if all(o == 1 for o in sp_out) or any(i % o for i, o in zip(sp_in, sp_out)):
         return GLOBAL
-    return tuple((i // o, i // o, 0) for i, o in zip(sp_in, sp_out))
+    return tuple(AxisMap("window", i // o, i // o) for i, o in zip(sp_in, sp_out))
 
 
-def _windows_of(k: tuple[int, ...], s: tuple[int, ...], p: tuple[int, ...], d: tuple[int, ...], n: int) -> Axes:
+def _windows_of(k: tuple[int, ...], s: tuple[int, ...], p: tuple[int, ...], d: tuple[int, ...], n: int) -> Reads:
     """The last n axes of an m-d window (1-d pooling runs as 2-d pooling on an unsqueezed (N, C, 1, L))."""
     m = len(k)
-    return tuple((d[i] * (k[i] - 1) + 1, s[i], p[i], d[i]) for i in range(m - n, m))
+    return tuple(AxisMap("window", k[i], s[i], p[i], d[i]) for i in range(m - n, m))
 
 
 def _conv(args: tuple[Any, ...], sp_in: tuple[int, ...], sp_out: tuple[int, ...]) -> Any:
@@ -101,7 +105,7 @@ def _conv(args: tuple[Any, ...], sp_in: tuple[int, ...], sp_out: tuple[int, ...]
     return _windows_of(k, s, p, d, n)
 
 
-def _max_pool(args: tuple[Any, ...], sp_in: tuple[int, ...], sp_out: tuple[int, ...]) -> Axes:
+def _max_pool(args: tuple[Any, ...], sp_in: tuple[int, ...], sp_out: tuple[int, ...]) -> Reads:
     # max_pool2d_with_indices(self, kernel_size, stride=[], padding=0, dilation=1, ceil_mode=False), and 3d
     m = len(args[1])
     k = _tuple(args[1], m)
@@ -110,7 +114,7 @@ def _max_pool(args: tuple[Any, ...], sp_in: tuple[int, ...], sp_out: tuple[int, 
     return _windows_of(k, s, _tuple(_arg(args, 3, 0), m), _tuple(_arg(args, 4, 1), m), len(sp_in))
 
 
-def _avg_pool(args: tuple[Any, ...], sp_in: tuple[int, ...], sp_out: tuple[int, ...]) -> Axes:
+def _avg_pool(args: tuple[Any, ...], sp_in: tuple[int, ...], sp_out: tuple[int, ...]) -> Reads:
     # avg_pool2d(self, kernel_size, stride=[], padding=0, ceil_mode=False, count_include_pad=True, divisor=None)
     m = len(args[1])
     k = _tuple(args[1], m)
@@ -119,7 +123,7 @@ def _avg_pool(args: tuple[Any, ...], sp_in: tuple[int, ...], sp_out: tuple[int, 
     return _windows_of(k, s, _tuple(_arg(args, 3, 0), m), (1,) * m, len(sp_in))
 
 
-def _pad(args: tuple[Any, ...], sp_in: tuple[int, ...], sp_out: tuple[int, ...]) -> Axes | None:
+def _pad(args: tuple[Any, ...], sp_in: tuple[int, ...], sp_out: tuple[int, ...]) -> Reads | None:
     # constant_pad_nd(self, pad, value) and the reflection/replication pads: pad = [left, right] of the last
     # axis, then of the one before it, ...
     pad = list(args[1])
@@ -127,10 +131,10 @@ def _pad(args: tuple[Any, ...], sp_in: tuple[int, ...], sp_out: tuple[int, ...])
     lr = [(pad[2 * q], pad[2 * q + 1]) if 2 * q + 1 < len(pad) else (0, 0) for q in range(n - 1, -1, -1)]
     if sp_out != tuple(size + a + b for size, (a, b) in zip(sp_in, lr)):
         return None
-    return tuple((1, 1, a) for a, _ in lr)
+    return tuple(AxisMap("window", p=a) for a, _ in lr)
 
 
-def _crop(args: tuple[Any, ...], sp_in: tuple[int, ...], sp_out: tuple[int, ...]) -> Axes | None:
+def _crop(args: tuple[Any, ...], sp_in: tuple[int, ...], sp_out: tuple[int, ...]) -> Reads | None:
     """slice(self, dim, start, end, step) along a tracked axis: output j is input start + j*step, a window of 1
     with stride step and padding -start. None: along another dimension, or not the sizes this would give."""
     ndim = len(args[0].shape)
@@ -138,13 +142,13 @@ def _crop(args: tuple[Any, ...], sp_in: tuple[int, ...], sp_out: tuple[int, ...]
     dim = _arg(args, 1, 0)
     dim = dim + ndim if dim < 0 else dim
     if dim < ndim - n:
-        return None if sp_out != sp_in else _identity(n)  # channels or batch: the positions stay as they are
+        return None if sp_out != sp_in else _same(n)  # channels or batch: the positions stay as they are
     size = sp_in[dim - (ndim - n)]
     start, end, step = _arg(args, 2, None), _arg(args, 3, None), _arg(args, 4, 1)
     start, end, step = slice(start, end, step).indices(size)
     if not isinstance(start, int) or len(range(start, end, step)) != sp_out[dim - (ndim - n)]:
         return None
-    return tuple((1, step, -start) if a == dim - (ndim - n) else (1, 1, 0) for a in range(n))
+    return tuple(AxisMap("window", s=step, p=-start) if a == dim - (ndim - n) else AxisMap("window") for a in range(n))
 
 
 def _scale(given: Any, size_in: int, size_out: int) -> Fraction:
@@ -163,7 +167,7 @@ def _resize(kind: str | None) -> Callable[..., Any]:
     def rule(args: tuple[Any, ...], sp_in: tuple[int, ...], sp_out: tuple[int, ...]) -> Any:
         n = len(sp_in)
         if sp_out == sp_in:
-            return _identity(n)
+            return _same(n)
         # upsample_nearest2d(input, output_size, scales...); upsample_bilinear2d(input, output_size,
         # align_corners, scales...)
         first = 3 if kind == "linear" else 2
@@ -172,7 +176,8 @@ def _resize(kind: str | None) -> Callable[..., Any]:
         if kind in ("nearest", "exact") and all(
                 o and i >= o and i % o == 0 and (sc is None or sc * (i // o) == 1)
                 for i, o, sc in zip(sp_in, sp_out, scales)):
-            return tuple((1, i // o, -((i // o) // 2) if kind == "exact" else 0) for i, o in zip(sp_in, sp_out))
+            return tuple(AxisMap("window", s=i // o, p=-((i // o) // 2) if kind == "exact" else 0)
+                         for i, o in zip(sp_in, sp_out))
         if kind == "nearest" or (kind == "linear" and not _arg(args, 2, False)):
             mode = "nearest" if kind == "nearest" else "bilinear"
             return tuple(AxisMap(mode, scale=_scale(sc, i, o), n=i) for i, o, sc in zip(sp_in, sp_out, scales))
@@ -214,17 +219,18 @@ def _keeps(shape: tuple[int, ...], sp: tuple[int, ...]) -> bool:
     return any(shape[i:i + n] == sp for i in range(1, len(shape) - n + 1))
 
 
-def _grow(axes: Any, win: Any) -> Any:
+def _grow(axes: Any, win: Reads) -> Any:
     """The field after one layer: Araujo et al.'s step while no path has upsampled, nnkit's position-by-position
-    rule (nnkit.core.layers.Resampled) once one has or for a layer that resamples (win: AxisMaps)."""
+    rule (nnkit.core.layers.Resampled) once one has or for a layer that resamples."""
     if axes is None:
         return None
-    if isinstance(win[0], AxisMap):
+    if isinstance(axes, Resampled) or _resamples(win):
         return resample(axes, win)
-    if isinstance(axes, Resampled):
-        return resample(axes, tuple(AxisMap("window", (w[0] - 1) // (w[3] if len(w) > 3 else 1) + 1, w[1], w[2],
-                                             w[3] if len(w) > 3 else 1) for w in win))
-    return grow_field(axes, win)
+    return grow_field(axes, tuple(m.window for m in win))
+
+
+def _resamples(win: Reads) -> bool:
+    return win[0].kind != "window"  # a rule answers one kind on every axis
 
 
 def merge(states: list[tuple[Any, tuple[int, ...]]], where: str, misaligned: list[str]) -> tuple[Any, Any]:
@@ -418,7 +424,7 @@ class Fields(Follower):
                     self.stopped.append(str(packet).removeprefix("aten.").split(".")[0])
                 return [(None, sp_out)]
             if win is not None:
-                if axes is not None and isinstance(win[0], AxisMap) and not isinstance(axes, Resampled):
+                if axes is not None and _resamples(win) and not isinstance(axes, Resampled):
                     self.resampled.append(self.where())
                 return [(_grow(axes, win), sp_out)]
         if packet in self._views and len(live) == 1 and len(first) == 2 and len(args[0].shape) >= n + 1 and \
@@ -477,4 +483,4 @@ def position_fields(model: Any, shape: tuple[int, ...], at: str | None = None) -
     axes, sizes = state
     if isinstance(axes, Resampled):
         return [resampled_spans(axes, ax, n) for ax, n in enumerate(sizes)]
-    return [[(j * S - P, j * S - P + r - 1) for j in range(n)] for (r, S, P, *_), n in zip(axes, sizes)]
+    return [[(j * S - P, j * S - P + r - 1) for j in range(n)] for (r, S, P), n in zip(axes, sizes)]
