@@ -545,3 +545,15 @@ def test_a_signal_at_any_moment_ends_the_run_with_130_one_line_and_a_usable_dire
     final = next(i for i, (m, _, _) in enumerate(outcomes) if m == "last")
     run = nnkit("train", "--resume", str(tmp_path / f"run{final}"), "-f", "json")
     assert run.code == 0 and run.json()["epochs_run"] == 1 and run.json()["test_accuracy"] is not None, run
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("word", ["3x0x4", "3x" + "9" * 80 + "x4", "3x" + "9" * 4400])
+def test_a_bad_shape_reads_the_same_for_a_chain_and_a_model(nnkit, word):
+    """One reader of shape words (nnkit.core.spec.read_sizes): a chain's input and a model's --input give the
+    same one-line reason for the same bad word."""
+    chain = nnkit("shape", word, "conv(6,3)")
+    model = nnkit("shape", "resnet18", "--input", word)
+    one_line_error(chain, 2)
+    one_line_error(model, 2)
+    assert chain.err == model.err

@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable, Union
 
-from nnkit.core.numbers import MAX_ELEMENTS, MAX_SIZE, too_large
+from nnkit.core.numbers import MAX_ELEMENTS, MAX_INPUT_ELEMENTS, MAX_SIZE, too_large
 from nnkit.errors import SpecError
 
 Value = Union[int, float, bool, str, tuple]
@@ -55,22 +55,37 @@ _FORMS: dict[Form, tuple[str, dict[int, Callable[[tuple[int, ...]], tuple[int | 
 }
 
 
+def read_sizes(text: str, shown: str | None = None, *, model: bool = False) -> tuple[int, ...]:
+    """'3x224x224' -> (3, 224, 224): every size positive and the whole within what can exist, for a chain's input
+    and a model's --input alike; errors quote `shown` (the word as the user wrote it) or the text.
+
+    model: the input is traced by torch, whose meta tensors still count bytes in int64, so it is held to
+    MAX_INPUT_ELEMENTS rather than to the largest tensor there can be.
+    """
+    shown = text if shown is None else shown
+    if not looks_like_shape(text):
+        sign = " (sizes must be positive)" if text.strip().startswith("-") else ""
+        raise SpecError(f"input '{_cut(shown)}': expected a shape such as 3x32x32, 32x32, 8x3x32x32 or 128{sign}")
+    words = re.split(r"\s*[x,*×]\s*", text.strip().lower())
+    if any(too_large(d) for d in words):  # before int(): thousands of digits are Python's int-string limit
+        raise SpecError(f"input '{_cut(shown)}': a size above {MAX_SIZE:,} (2**31 - 1) is beyond any network")
+    dims = tuple(int(d) for d in words)
+    if any(d <= 0 for d in dims):
+        raise SpecError(f"input '{_cut(shown)}': every size must be positive")
+    if model and math.prod(dims) > MAX_INPUT_ELEMENTS:
+        raise SpecError(f"input '{_cut(shown)}': more than 2**48 elements, beyond any real input (a model's "
+                        "activations are larger still)")
+    if math.prod(dims) > MAX_ELEMENTS:
+        raise SpecError(f"input '{_cut(shown)}': more than 2**63 elements, beyond any tensor")
+    return dims
+
+
 def read_input(text: str, form: Form = 2, why: str = "") -> tuple[int | None, tuple[int, ...]]:
     """The input shape as a chain of `form` reads it: (batch or None, shape without the batch).
 
     `why` names the layer that set the form, for the message when the sizes do not fit it.
     """
-    if not looks_like_shape(text):
-        sign = " (sizes must be positive)" if text.strip().startswith("-") else ""
-        raise SpecError(f"input '{text}': expected a shape such as 3x32x32, 32x32, 8x3x32x32 or 128{sign}")
-    words = re.split(r"\s*[x,*×]\s*", text.strip().lower())
-    if any(too_large(d) for d in words):
-        raise SpecError(f"input '{_cut(text)}': a size above {MAX_SIZE:,} (2**31 - 1) is beyond any network")
-    dims = tuple(int(d) for d in words)
-    if math.prod(dims) > MAX_ELEMENTS:
-        raise SpecError(f"input '{_cut(text)}': more than 2**63 elements, beyond any tensor")
-    if any(d <= 0 for d in dims):
-        raise SpecError(f"input '{text}': every size must be positive")
+    dims = read_sizes(text)
     spellings, rules = _FORMS[form]
     if len(dims) not in rules:
         if form == 2:

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import math
-import re
 import sys
 import traceback
 from dataclasses import dataclass
@@ -81,28 +79,15 @@ _ITEM = {2: "CxL", 3: "CxHxW", 4: "CxTxHxW"}  # one item of a 1-D, 2-D or 3-D mo
 
 
 def parse_shape_words(text: str, shown: str | None = None) -> tuple[int, ...]:
-    """'3x224x224' -> (3, 224, 224), every size positive and the whole within what torch can size; errors
-    quote `shown` (the --input word as written) or the text."""
-    from nnkit.core.spec import looks_like_shape, parse_shape
+    """'3x224x224' -> (3, 224, 224), read as a chain's input is (nnkit.core.spec.read_sizes) and held to what torch
+    can trace; errors quote `shown` (the --input word as written) or the text."""
+    from nnkit.core.spec import looks_like_shape, read_sizes
 
     shown = text if shown is None else shown
-    if not looks_like_shape(text):
-        if shown != text or any(c in text for c in ":="):  # meant as [NAME=][DTYPE:]SHAPE
-            raise SpecError(f"--input {shown}: '{text}' is not a shape; write [NAME=][DTYPE:]SHAPE, e.g. "
-                            "3x224x224, long:50 or mask=bool:50")
-        parse_shape(text)  # its one-line message for what is not a shape
-    from nnkit.core.numbers import MAX_INPUT_ELEMENTS, MAX_SIZE, too_large
-
-    words = re.split(r"\s*[x,*×]\s*", text.strip().lower())
-    if any(too_large(d) for d in words):  # before int(): thousands of digits are Python's int-string limit
-        raise SpecError(f"input '{shown[:60]}': a size above {MAX_SIZE:,} (2**31 - 1) is beyond any network")
-    dims = tuple(int(d) for d in words)
-    if any(d <= 0 for d in dims):
-        raise SpecError(f"input '{shown}': every size must be positive")
-    if math.prod(dims) > MAX_INPUT_ELEMENTS:  # torch sizes tensors in int64 bytes, even on the meta device
-        raise SpecError(f"input '{shown}': more than 2**48 elements, beyond any real input (a model's "
-                        f"activations are larger still)")
-    return dims
+    if not looks_like_shape(text) and (shown != text or any(c in text for c in ":=")):  # [NAME=][DTYPE:]SHAPE
+        raise SpecError(f"--input {shown}: '{text}' is not a shape; write [NAME=][DTYPE:]SHAPE, e.g. "
+                        "3x224x224, long:50 or mask=bool:50")
+    return read_sizes(text, shown, model=True)
 
 
 def parse_input(text: str | None, channels: int | None, rank: int | None = 3, name: str = "this model") -> \
