@@ -75,10 +75,10 @@ def _analyze_target(t: Any, *, depth: int | None, backend: str, at: str | None, 
 def meta_copy(model: Any) -> Any:
     """The model itself when it already lives on the meta device; else a meta copy (the user's stays as
     is)."""
-    return _on_meta(model)[0]
+    return meta_walk(model)[0]
 
 
-def _on_meta(model: Any) -> tuple[Any, list[tuple[str, Any]]]:
+def meta_walk(model: Any) -> tuple[Any, list[tuple[str, Any]]]:
     """meta_copy(model) and its modules (build.walk)."""
     import copy
 
@@ -203,7 +203,7 @@ def analyze_model(model: Any, shape: Any, *, source: str, depth: int | None = No
                                  explain=explain, min_input=min_input, second=second)
     several = hasattr(shape, "tensors")
     item = shape.first.shape if several else tuple(shape)
-    model, named = _on_meta(model)
+    model, named = meta_walk(model)
     # torchvision's numbers are for inference; train mode adds aux heads
     with training_flags(model, named, False):
         try:
@@ -218,13 +218,15 @@ def analyze_model(model: Any, shape: Any, *, source: str, depth: int | None = No
             elif rebuild is None:
                 smallest = smallest_input(lambda: model, item)
             raise trace.failure_message(source, item, failure, smallest) from None
-        a = _report(named, tr, item, source=source, depth=depth, at=at, batch=batch, fields=fields,
+        a = trace_analysis(named, tr, item, source=source, depth=depth, at=at, batch=batch, fields=fields,
                     explain=explain)
     return dataclasses.replace(a, notes=(f"inputs: {shape.text()}", *a.notes)) if several else a
 
 
-def _report(named: list[tuple[str, Any]], tr: Any, shape: tuple[int, ...], *, source: str, depth: int | None,
-            at: str | None, batch: int | None, fields: bool, explain: bool = True) -> Analysis:
+def trace_analysis(named: list[tuple[str, Any]], tr: Any, shape: tuple[int, ...], *, source: str,
+                   depth: int | None, at: str | None, batch: int | None, fields: bool,
+                   explain: bool = True) -> Analysis:
+    """The Analysis of one trace (trace.run) of the modules `named`: a row per module called, and the totals."""
     notes: list[str] = []
     modules = dict(named)
     sizes = {id(p): (p.numel(), p.requires_grad) for _, m in named for p in m._parameters.values()  # noqa: SLF001

@@ -251,11 +251,11 @@ def analyze(model: Any, shape: tuple[int, ...], *, source: str, depth: int | Non
             min_input: tuple[int, int] | None = None, second: tuple[int, ...] | None = None) -> Analysis:
     """analyze_model for a detector or RAFT, under the protocol of the module docstring. `second`: RAFT's second
     image, one item without the batch (the first image's shape when None), for a several-input --input."""
-    from nnkit.introspect import _on_meta, _report, training_flags
+    from nnkit.introspect import meta_walk, trace_analysis, training_flags
     from nnkit.introspect import trace as tracing
 
     what = kind(model)
-    model, named = _on_meta(model)
+    model, named = meta_walk(model)
     drive = _driver(model, what or "detection", second)
     with training_flags(model, named, False):
         specs = part_specs(model)  # in eval: the limits eval uses
@@ -265,7 +265,7 @@ def analyze(model: Any, shape: tuple[int, ...], *, source: str, depth: int | Non
         except tracing.TraceFailure as failure:
             raise _failure(source, (shape, second or shape) if what == "flow" else (shape,), failure,
                            min_input) from None
-    a = _report(named, tr, shape, source=source, depth=depth, at=at, batch=batch, fields=fields, explain=explain)
+    a = trace_analysis(named, tr, shape, source=source, depth=depth, at=at, batch=batch, fields=fields, explain=explain)
     out = _output(drive.result, what or "")
     notes = [PROTOCOL, *(RULES if explain else ())]
     if at is not None:

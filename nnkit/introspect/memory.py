@@ -71,10 +71,10 @@ def saved_activation_bytes(model: Any, shape: tuple[int, ...], batch: int = 2, d
 
     import torch
 
-    from nnkit.introspect import _on_meta, training_flags
+    from nnkit.introspect import meta_walk, training_flags
     from nnkit.introspect.build import walk
 
-    model, named = _on_meta(model)
+    model, named = meta_walk(model)
     if dtype is not None:
         model = copy.deepcopy(model).to(dtype)  # a copy: the caller's model keeps float32
         named = walk(model)
