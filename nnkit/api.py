@@ -130,7 +130,8 @@ def __getattr__(name: str) -> Any:  # nnkit.api.Dwsep, made when first asked for
 
 @dataclasses.dataclass(frozen=True, repr=False)
 class NetworkDwsep(_Shown):
-    """A whole network against its standard twin (nnkit dwsep ARCH); `result` is nnkit.core.dwsep's comparison."""
+    """A whole network against its standard twin (nnkit dwsep ARCH); `result` is
+    nnkit.core.dwsep_network's comparison."""
 
     result: Any
     width: float | None = None

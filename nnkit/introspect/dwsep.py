@@ -1,4 +1,5 @@
-"""The convolutions of a traced model, for nnkit.core.dwsep's whole-network comparison (`nnkit dwsep ARCH`).
+"""The convolutions of a traced model, for nnkit.core.dwsep_network's whole-network comparison
+(`nnkit dwsep ARCH`).
 
 Which 1x1 convolution takes a depthwise convolution's output is followed tensor by tensor, not guessed from
 shapes: a squeeze-excitation fc on a pooled 1x1 map, or a 1x1 conv on another branch of the same shape, would
@@ -11,7 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from nnkit.core.dwsep import ConvLayer, Cost, NetworkComparison, Ratio, compare_network
+from nnkit.core.dwsep import Cost, Ratio
+from nnkit.core.dwsep_network import ConvLayer, NetworkComparison, compare_network
 from nnkit.errors import UsageError
 from nnkit.introspect.rf import Follower
 from nnkit.introspect.trace import SHAPE_KEEPING
@@ -63,9 +65,9 @@ def convolutions(model: Any, shape: tuple[int, ...], source: str, *, min_input: 
     """Every call of an nn.Conv2d in execution order, with the trace (totals) it came from."""
     from torch import nn
 
-    from nnkit.introspect import _on_meta, smallest_input, trace, training_flags
+    from nnkit.introspect import meta_walk, smallest_input, trace, training_flags
 
-    model, named = _on_meta(model)
+    model, named = meta_walk(model)
     modules = dict(named)
     follower: list[_Sources] = []
 
