@@ -60,10 +60,6 @@ def _analyze_target(t: Any, *, depth: int | None, backend: str, at: str | None, 
         raise UsageError(f"--batch {batch} and an --input written with its batch first ({t.batch}): give the "
                          "batch once")
     n = batch or t.batch
-    inputs = getattr(t, "inputs", None)
-    if backend != "nnkit" and inputs is not None and not inputs.plain:
-        raise UsageError(f"--backend {backend} is given one float input here; {inputs.text()} is for nnkit's "
-                         "own count (leave --backend out)")
     if backend != "nnkit":
         from nnkit.introspect import backends
 
