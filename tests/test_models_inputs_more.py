@@ -1,6 +1,7 @@
 """The model commands with every kind of input and at every rank (issue 10, "## Models"): crosscheck and
 --backend fvcore|torchinfo on ids, several inputs and keyword inputs, checked against fvcore and torchinfo called
-directly on the same tensors."""
+directly on the same tensors; and the smallest input that works for 1-D and 3-D models, checked by running the
+real module at it and one size below."""
 
 from __future__ import annotations
 
@@ -213,3 +214,55 @@ def test_the_memory_check_counts_every_input_in_its_dtype(nnkit, models, monkeyp
     small = nnkit("flops", f"{models}:Side", "--input", "8", "--input", "double:100x100", "--backend", "fvcore",
                   "-f", "json")
     assert small.code == 0 and small.json()["macs"] == 16, small
+
+
+def _smallest(err):
+    m = re.search(r"the smallest input that works is ([\dx]+)", err)
+    assert m, err
+    return tuple(int(d) for d in m.group(1).split("x"))
+
+
+def _runs(model, item):
+    import torch
+
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, *item))
+    except RuntimeError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("target,given,expected", [("short1d", "1x10", (1, 25)),
+                                                   ("KeywordSpotter", "1x1000", (1, 6848))])
+def test_a_1d_model_too_short_gets_the_smallest_length(nnkit, models, target, given, expected):
+    path = EXAMPLES / "audio_conv1d.py" if target == "KeywordSpotter" else models
+    module = _load(path, f"one_d_{target}")
+    model = getattr(module, target)()
+    run = nnkit("params", f"{path}:{target}", "--input", given)
+    assert run.code == 1 and len(run.err.strip().splitlines()) == 1, run
+    item = _smallest(run.err)
+    assert item == expected  # 6848 is above the 4096 that images stop at: waveforms are searched further
+    assert _runs(model, item) and not _runs(model, (item[0], item[1] - 1))
+    assert run.err.strip().endswith(f"the smallest input that works is {item[0]}x{item[1]}")
+
+
+@pytest.mark.parametrize("given,expected", [((3, 2, 112, 112), (3, 5, 112, 112)),  # time alone too short
+                                            ((3, 2, 2, 112), (3, 5, 5, 112)),
+                                            ((3, 20, 1, 1), (3, 20, 3, 3))])  # space alone too small
+def test_a_3d_model_keeps_the_axes_that_are_not_the_problem(nnkit, models, given, expected):
+    model = _load(models, "three_d").clip3d()
+    run = nnkit("shape", f"{models}:clip3d", "--input", "x".join(map(str, given)))
+    assert run.code == 1 and len(run.err.strip().splitlines()) == 1, run
+    item = _smallest(run.err)
+    assert item == expected
+    s = min(d for d, g in zip(item[1:], given[1:]) if d != g)  # the size the short axes were raised to
+    assert run.err.count("raised to at least") == 1
+    assert run.err.strip().endswith(f"(every axis raised to at least {s}, the larger ones kept)")
+    below = (item[0], *(max(g, s - 1) for g in given[1:]))
+    assert _runs(model, item) and not _runs(model, below)
+
+
+def test_a_model_that_fails_for_another_reason_gets_no_search(nnkit, models):
+    run = nnkit("shape", f"{models}:clip3d", "--input", "4x2x112x112")  # channels: no size helps
+    assert run.code == 1 and "smallest input" not in run.err and "doubling" not in run.err, run
