@@ -13,7 +13,6 @@ from nnkit.cli.common import (
     FreezeOpt,
     HeadOpt,
     InChannelsOpt,
-    InputOpt,
     NumClassesOpt,
     TrainableOpt,
     WidthOpt,
@@ -165,7 +164,7 @@ def parse_bytes(text: str) -> int:
 
 def crosscheck(
     target: TargetArg,
-    input: InputOpt = None,
+    input: InputsOpt = None,
     fmt: FormatOpt = None,
     num_classes: NumClassesOpt = None,
     in_channels: InChannelsOpt = None,
@@ -176,7 +175,7 @@ def crosscheck(
     from nnkit.introspect.backends import crosscheck as check
     from nnkit.introspect.target import is_user_model, resolve
 
-    t = resolve(target, input=input, num_classes=num_classes, in_channels=in_channels, width=width)
+    t = resolve(target, input=input or None, num_classes=num_classes, in_channels=in_channels, width=width)
     info = None
     if not is_user_model(target) and num_classes is None and in_channels is None and width is None:
         from nnkit.archs import get_arch
@@ -186,6 +185,8 @@ def crosscheck(
     tools = ("nnkit", "fvcore", "torchinfo", "torchvision")
     doc = {"name": c.name, "input": list(c.input), "params": c.params, "macs": c.macs,
            "differences": list(c.differences)}
+    if c.given is not None:  # several inputs, or another dtype: every one, as --input words
+        doc["inputs"] = c.given
     if c.parts:  # detectors and flow models (nnkit.introspect.detection)
         doc["parts"] = [{"name": p.name, "role": p.role, "modules": list(p.modules), "runs_on": p.runs_on,
                          "params": p.params, "macs": p.macs} for p in c.parts]
@@ -193,7 +194,7 @@ def crosscheck(
                   None if c.macs.get(tool) is None or c.macs["nnkit"] is None
                   else c.macs[tool] - c.macs["nnkit"]) for tool in tools)  # type: ignore[operator]
     emit(doc, Tabular(columns=("tool", "params", "MACs", "MACs - nnkit"), rows=rows,
-                      title=f"{c.name} on {'x'.join(map(str, c.input))}", notes=c.differences,
+                      title=f"{c.name} on {c.given or 'x'.join(map(str, c.input))}", notes=c.differences,
                       numeric=frozenset({"params", "MACs", "MACs - nnkit"})), fmt, columns=columns)
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from nnkit.core.report import Analysis, Field, Formula, LayerReport, Topic
@@ -60,10 +61,6 @@ def _analyze_target(t: Any, *, depth: int | None, backend: str, at: str | None, 
         raise UsageError(f"--batch {batch} and an --input written with its batch first ({t.batch}): give the "
                          "batch once")
     n = batch or t.batch
-    inputs = getattr(t, "inputs", None)
-    if backend != "nnkit" and inputs is not None and not inputs.plain:
-        raise UsageError(f"--backend {backend} is given one float input here; {inputs.text()} is for nnkit's "
-                         "own count (leave --backend out)")
     if backend != "nnkit":
         from nnkit.introspect import backends
 
@@ -112,27 +109,66 @@ def _field_notes(state: Any) -> tuple[Field | None, bool, list[str]]:
     return to_field(state[0]), False, []
 
 
-def smallest_input(rebuild: Any, shape: tuple[int, ...], start: int = 1,
-                   limit: int = 4096) -> tuple[int, int] | None:
-    """The smallest square H = W (from `start` up) on which a model of CxHxW items runs: doubling, then
-    bisection. None at once when the model fails for a reason other than size (trace.about_size), or takes
-    items of another rank: no height and width would help."""
+# The largest size the search tries on an axis, by the rank of one item: a waveform (CxL) runs to a million
+# samples (M5-style models need thousands), images and clips to 4096 pixels or frames, as before.
+SEARCH_LIMITS = {2: 1 << 20}
+SEARCH_LIMIT = 4096
+
+
+@dataclass(frozen=True)
+class Smallest:
+    """The smallest input a search found: the whole item (channels first), and the rule it was found by, as the
+    failure message states it ('' where one size says it all)."""
+
+    item: tuple[int, ...]
+    rule: str = ""
+
+
+def smallest_input(rebuild: Any, shape: tuple[int, ...], start: int = 1, limit: int | None = None,
+                   known: tuple[int, int] | None = None) -> Smallest | None:
+    """The smallest input on which a model of `shape` items runs, found on one size s from `start` up (doubling,
+    then bisection):
+
+    - CxL: L = s.
+    - CxHxW: the square H = W = s, as before; `known` (the registry's torchvision min_size, a square) is the
+      answer without a search.
+    - CxDxHxW (and more axes): every axis given at s or more keeps its size, the others become s. A clip's
+      frames and its pixels are different kinds of axis: a common cube (7x7x7 for a clip given as 2x112x112)
+      would be an input nobody runs, while this tells a model too short in time the frames it needs at the
+      resolution given. `known` raises H and W to the registry's min_size first.
+
+    None at once when the model fails for a reason other than size (trace.about_size), or its items have no
+    axis to grow: no size would help."""
     from nnkit.introspect import trace
 
-    if len(shape) != 3:
+    if len(shape) < 2:
         return None
+    channels, given = shape[0], tuple(shape[1:])
+    limit = limit or SEARCH_LIMITS.get(len(shape), SEARCH_LIMIT)
+    if len(given) == 2 and known:
+        return Smallest((channels, *known))
+    base = given
+    if len(given) > 2 and known:
+        base = (*given[:-2], *(max(g, k) for g, k in zip(given[-2:], known)))
+
+    def item(s: int) -> tuple[int, ...]:
+        if len(given) == 2:
+            return (channels, s, s)
+        return (channels, *(max(b, s) for b in base))
 
     def works(s: int) -> bool:
         try:
-            trace.run(meta_copy(rebuild()).eval(), (shape[0], s, s), fields=False)
+            trace.run(meta_copy(rebuild()).eval(), item(s), fields=False)
             return True
         except trace.TraceFailure as failure:
             if not trace.about_size(failure.exc):
                 raise _NotSize from None
             return False
 
+    lo, hi = start - 1, max(start, 1)
+    if len(given) > 2:  # every s up to the smallest axis is the input as given: start the search there
+        lo, hi = min(base) - 1, min(base)
     try:
-        lo, hi = start - 1, max(start, 1)
         while not works(hi):
             lo, hi = hi, hi * 2
             if hi > limit:
@@ -142,7 +178,12 @@ def smallest_input(rebuild: Any, shape: tuple[int, ...], start: int = 1,
             lo, hi = (lo, mid) if works(mid) else (mid, hi)
     except _NotSize:
         return None
-    return hi, hi
+    if len(given) <= 2:
+        return Smallest(item(hi))
+    rule = f"every axis raised to at least {hi}, the larger ones kept"
+    if base != given:
+        rule += f", H and W to at least torchvision's min_size {known[0]}x{known[1]}"  # type: ignore[index]
+    return Smallest(item(hi), rule)
 
 
 class _NotSize(Exception):
@@ -209,14 +250,10 @@ def analyze_model(model: Any, shape: Any, *, source: str, depth: int | None = No
         try:
             tr = trace.run(model, shape, source, fields=fields, named=named)
         except trace.TraceFailure as failure:
-            smallest = min_input
-            if several or not trace.about_size(failure.exc):  # the search varies one image's height and width
+            if several or not trace.about_size(failure.exc):  # the search varies the sizes of one input
                 raise trace.failure_message(source, shape, failure, None,
                                             trace.how_to_give(model, failure.exc, failure.call)) from None
-            if rebuild is not None and smallest is None:
-                smallest = smallest_input(rebuild, item)
-            elif rebuild is None:
-                smallest = smallest_input(lambda: model, item)
+            smallest = smallest_input(rebuild or (lambda: model), item, known=min_input)
             raise trace.failure_message(source, item, failure, smallest) from None
         a = trace_analysis(named, tr, item, source=source, depth=depth, at=at, batch=batch, fields=fields,
                     explain=explain)

@@ -79,7 +79,7 @@ def convolutions(model: Any, shape: tuple[int, ...], source: str, *, min_input: 
         try:
             tr = trace.run(model, shape, source, fields=False, named=named, tracker=sources)
         except trace.TraceFailure as failure:
-            smallest = min_input or smallest_input(rebuild or (lambda: model), shape)
+            smallest = smallest_input(rebuild or (lambda: model), shape, known=min_input)
             raise trace.failure_message(source, shape, failure, smallest) from None
     ops = follower[0].inputs
     at = 0

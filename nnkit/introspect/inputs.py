@@ -28,6 +28,7 @@ DTYPES = {"float": "float32", "float32": "float32", "half": "float16", "float16"
 FLOATING = frozenset(("float32", "float16", "bfloat16", "float64"))
 _SHORT = {"float32": "", "float16": "half", "bfloat16": "bfloat16", "float64": "double", "int64": "long",
           "int32": "int", "bool": "bool"}
+_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8, "int64": 8, "int32": 4, "bool": 1}
 _WORD = re.compile(r"^\s*(?:([A-Za-z_]\w*)\s*=\s*)?(?:([A-Za-z]\w*)\s*:\s*)?(.*?)\s*$")
 SYNTAX = "[NAME=][DTYPE:]SHAPE, e.g. 3x224x224, long:50 or mask=bool:50"
 
@@ -45,6 +46,9 @@ class TensorSpec:
     def text(self) -> str:
         short = _SHORT[self.dtype]
         return (f"{short}:" if short else "") + "x".join(map(str, self.shape))
+
+    def nbytes(self, batch: int = 1) -> int:
+        return batch * math.prod(self.shape) * _BYTES[self.dtype]
 
     def make(self, batch: int, device: Any) -> Any:
         """One tensor of `batch` items: meta (no values) for tracing, or real for a run on the CPU (zeros,
@@ -91,6 +95,10 @@ class Inputs:
 
     def numel(self) -> int:
         return sum(math.prod(s.shape) for s in (*self.args, *(s for _, s in self.kwargs)))
+
+    def nbytes(self, batch: int = 1) -> int:
+        """What the tensors of `batch` items take in memory, for a real forward (each dtype its own size)."""
+        return sum(s.nbytes(batch) for s in (*self.args, *(s for _, s in self.kwargs)))
 
 
 def as_inputs(shape: Any) -> Inputs:

@@ -652,10 +652,13 @@ def how_to_give(model: Any, exc: BaseException, call: Call | None = None) -> str
     return ""
 
 
-def failure_message(target: str, shape: Any, failure: _Failure, smallest: tuple[int, int] | None,
+def failure_message(target: str, shape: Any, failure: _Failure, smallest: Any,
                     hint: str | None = None) -> GeometryError:
     """One line: the layer that failed, its input, the error and, for a failure about size, the smallest input
-    that works; `hint` (how_to_give's clause) for the others."""
+    that works (nnkit.introspect.Smallest, with the rule it was found by); `hint` (how_to_give's clause) for the
+    others."""
+    from nnkit.introspect import SEARCH_LIMIT, SEARCH_LIMITS
+
     msg = str(failure.exc).strip().splitlines()[0] if str(failure.exc).strip() else type(failure.exc).__name__
     where = ""
     if failure.call is not None:
@@ -665,10 +668,13 @@ def failure_message(target: str, shape: Any, failure: _Failure, smallest: tuple[
     shown = shape.text() if hasattr(shape, "text") else "x".join(map(str, shape))
     if not about_size(failure.exc):
         tail = hint or ""
-    elif smallest and len(shape) == 3:
-        tail = f"; the smallest input that works is {shape[0]}x{smallest[0]}x{smallest[1]}"
-    elif not hasattr(shape, "text") and len(shape) == 3:
-        tail = "; no input size up to 4096 works"
+    elif smallest is not None:
+        rule = f" ({smallest.rule})" if smallest.rule else ""
+        tail = f"; the smallest input that works is {'x'.join(map(str, smallest.item))}{rule}"
+    elif not hasattr(shape, "text") and len(shape) >= 2:
+        limit = SEARCH_LIMITS.get(len(shape), SEARCH_LIMIT)
+        tail = (f"; no input size up to {limit} works" if len(shape) <= 3 else
+                f"; no input found by doubling the short axes up to {limit} (the larger ones kept)")
     else:
         tail = hint or ""
     return GeometryError(f"{target} on {shown}: {where}{msg}{tail}")
