@@ -109,10 +109,6 @@ def _field_notes(state: Any) -> tuple[Field | None, bool, list[str]]:
     return to_field(state[0]), False, []
 
 
-# The largest size the search tries on an axis, by the rank of one item: a waveform (CxL) runs to a million
-# samples (M5-style models need thousands), images and clips to 4096 pixels or frames, as before.
-SEARCH_LIMITS = {2: 1 << 20}
-SEARCH_LIMIT = 4096
 
 
 @dataclass(frozen=True)
@@ -144,7 +140,7 @@ def smallest_input(rebuild: Any, shape: tuple[int, ...], start: int = 1, limit: 
     if len(shape) < 2:
         return None
     channels, given = shape[0], tuple(shape[1:])
-    limit = limit or SEARCH_LIMITS.get(len(shape), SEARCH_LIMIT)
+    limit = limit or trace.search_limit(len(shape))
     if len(given) == 2 and known:
         return Smallest((channels, *known))
     base = given

@@ -652,13 +652,18 @@ def how_to_give(model: Any, exc: BaseException, call: Call | None = None) -> str
     return ""
 
 
+def search_limit(sizes: int) -> int:
+    """The largest size the smallest-input search (nnkit.introspect.smallest_input) tries on an axis, by the
+    number of sizes of one item: a waveform (CxL) to a million samples (M5-style models need thousands),
+    images and clips to 4096 pixels or frames."""
+    return 1 << 20 if sizes == 2 else 4096
+
+
 def failure_message(target: str, shape: Any, failure: _Failure, smallest: Any,
                     hint: str | None = None) -> GeometryError:
     """One line: the layer that failed, its input, the error and, for a failure about size, the smallest input
     that works (nnkit.introspect.Smallest, with the rule it was found by); `hint` (how_to_give's clause) for the
     others."""
-    from nnkit.introspect import SEARCH_LIMIT, SEARCH_LIMITS
-
     msg = str(failure.exc).strip().splitlines()[0] if str(failure.exc).strip() else type(failure.exc).__name__
     where = ""
     if failure.call is not None:
@@ -672,7 +677,7 @@ def failure_message(target: str, shape: Any, failure: _Failure, smallest: Any,
         rule = f" ({smallest.rule})" if smallest.rule else ""
         tail = f"; the smallest input that works is {'x'.join(map(str, smallest.item))}{rule}"
     elif not hasattr(shape, "text") and len(shape) >= 2:
-        limit = SEARCH_LIMITS.get(len(shape), SEARCH_LIMIT)
+        limit = search_limit(len(shape))
         tail = (f"; no input size up to {limit} works" if len(shape) <= 3 else
                 f"; no input found by doubling the short axes up to {limit} (the larger ones kept)")
     else:
