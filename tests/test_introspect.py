@@ -539,6 +539,32 @@ def test_a_module_is_explained_as_the_same_layer_of_a_chain():
             [f.text for f in layer.explain if f.topic.value != "rf"], chain
 
 
+def test_a_module_with_a_forward_of_its_own_is_not_explained_by_its_settings():
+    """A Conv2d that pads itself (TF's SAME, as timm's Conv2dSame) has settings that do not give its output: no
+    worked MACs formula of those settings is shown, the counted MACs are; the 3-D field is stated per axis."""
+    import torch.nn.functional as F
+    from torch import nn
+
+    from nnkit.introspect import analyze_model
+
+    class Conv2dSame(nn.Conv2d):
+        def forward(self, x):
+            ph = max((-(-x.shape[-2] // self.stride[0]) - 1) * self.stride[0] + self.kernel_size[0] - x.shape[-2], 0)
+            pw = max((-(-x.shape[-1] // self.stride[1]) - 1) * self.stride[1] + self.kernel_size[1] - x.shape[-1], 0)
+            x = F.pad(x, [pw // 2, pw - pw // 2, ph // 2, ph - ph // 2])
+            return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
+
+    for item in ((3, 7, 7), (3, 224, 224)):
+        row = analyze_model(nn.Sequential(Conv2dSame(3, 8, 5, stride=2)), item, source="m").layers[0]
+        macs = [f.text for f in row.explain if f.topic.value == "macs"]
+        assert macs == [f"MACs: {row.macs:,} (torch.utils.flop_counter: conv, matmul, attention inside this "
+                        "module)"], macs
+    pool = analyze_model(nn.Sequential(nn.AvgPool3d((1, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1))), (2, 3, 9, 9),
+                         source="m").layers[0]
+    assert [f.text for f in pool.explain if f.topic.value == "rf"] == [
+        "rf: r = 1x3x3, S = 1x2x2, P = 0x1x1 (Araujo et al. 2019, followed through the traced graph)"]
+
+
 def test_misaligned_paths_are_reported_and_united():
     from torch import nn
 

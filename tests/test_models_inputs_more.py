@@ -59,6 +59,16 @@ def short1d():  # too short below 25 samples: 1 + 8 + 2*8
     return nn.Sequential(nn.Conv1d(1, 4, 9), nn.ReLU(), nn.Conv1d(4, 4, 9, dilation=2))
 
 
+class FourFrames(nn.Module):  # exactly 4 frames of 8x8: its view needs them
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv3d(1, 2, 3, padding=1)
+        self.fc = nn.Linear(2 * 4 * 8 * 8, 3)
+
+    def forward(self, x):
+        return self.fc(self.conv(x).view(x.shape[0], 2 * 4 * 8 * 8))
+
+
 def clip3d():  # 3 frames for the first conv, then 3x3x3 for the second
     return nn.Sequential(nn.Conv3d(3, 4, (3, 7, 7), padding=(0, 3, 3)), nn.ReLU(), nn.Conv3d(4, 4, 3, stride=2),
                          nn.AdaptiveAvgPool3d(1), nn.Flatten(), nn.Linear(4, 2))
@@ -266,3 +276,15 @@ def test_a_3d_model_keeps_the_axes_that_are_not_the_problem(nnkit, models, given
 def test_a_model_that_fails_for_another_reason_gets_no_search(nnkit, models):
     run = nnkit("shape", f"{models}:clip3d", "--input", "4x2x112x112")  # channels: no size helps
     assert run.code == 1 and "smallest input" not in run.err and "doubling" not in run.err, run
+
+
+def test_a_clip_with_too_many_frames_is_told_no_smallest_input(nnkit, models):
+    """The 3-D search only grows the short axes: for 8 frames where the model takes exactly 4 it finds nothing,
+    and the message claims nothing (before: 'no input found by doubling the short axes', read as 'none works')."""
+    model = _load(models, "four_frames").FourFrames()
+    assert _runs(model, (1, 4, 8, 8)) and not _runs(model, (1, 8, 8, 8))
+    run = nnkit("params", f"{models}:FourFrames", "--input", "1x8x8x8")
+    assert run.code == 1 and len(run.err.strip().splitlines()) == 1, run
+    assert run.err.strip().endswith("is invalid for input of size 1024"), run
+    short = nnkit("params", f"{models}:FourFrames", "--input", "1x2x8x8")
+    assert _smallest(short.err) == (1, 4, 8, 8)

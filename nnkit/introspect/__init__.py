@@ -148,8 +148,8 @@ def smallest_input(rebuild: Any, shape: tuple[int, ...], start: int = 1, limit: 
         base = (*given[:-2], *(max(g, k) for g, k in zip(given[-2:], known)))
 
     def item(s: int) -> tuple[int, ...]:
-        if len(given) == 2:
-            return (channels, s, s)
+        if len(given) <= 2:
+            return (channels, *(s,) * len(given))
         return (channels, *(max(b, s) for b in base))
 
     def works(s: int) -> bool:
@@ -440,6 +440,11 @@ def _worked(module: Any, c: Any) -> tuple[Any, list[Formula]] | None:
     return step, step.explain
 
 
+def _counted(macs: int) -> Formula:
+    return Formula(Topic.macs, f"MACs: {macs:,} (torch.utils.flop_counter: conv, matmul, attention inside this "
+                               "module)")
+
+
 def _explain(module: Any, c: Any, params: int, macs: int, rf: Field | None) -> tuple[Formula, ...]:
     """The formulas of docs/conventions.md with this module's numbers put in (one item)."""
     from torch import nn
@@ -456,26 +461,27 @@ def _explain(module: Any, c: Any, params: int, macs: int, rf: Field | None) -> t
         agree = {Topic.shape: step.output == tuple(c.output or ()), Topic.params: step.params == params,
                  Topic.macs: step.macs == macs}
         lines += [f for f in formulas if agree.get(f.topic, False)]
-        if step.macs and macs > step.macs and macs % step.macs == 0:  # RAFT runs both images as one batch
-            k = macs // step.macs
+        if agree[Topic.shape] and step.macs and macs > step.macs and macs % step.macs == 0:
+            k = macs // step.macs  # RAFT runs both images through its encoder as one batch
             lines += [f for f in formulas if f.topic is Topic.macs]
             lines.append(Formula(Topic.macs, f"MACs: {k}*{step.macs:,} = {macs:,} ({k} items of this size for "
                                              "each item of the model's input)"))
+        elif macs and not agree[Topic.macs]:  # a forward of its own (a Conv2d that pads itself, TF's SAME)
+            lines.append(_counted(macs))
     elif isinstance(module,
                     (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.LayerNorm, nn.GroupNorm)) and params:
         lines.append(Formula(Topic.params,
                              f"params: weight + bias = {params:,} (running statistics are buffers)"))
     elif macs:
-        lines.append(Formula(Topic.macs,
-                             f"MACs: {macs:,} (torch.utils.flop_counter: conv, matmul, attention inside "
-                                         "this module)"))
+        lines.append(_counted(macs))
     windows = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d,
                nn.AvgPool2d, nn.AvgPool3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d, nn.Upsample)
     if rf is not None and isinstance(module, windows):
         if all(type(x) is int for x in rf.stride) and not isinstance(c.rf[0], Resampled):
-            lines.append(Formula(Topic.rf,
-                                 f"rf: r = {rf.size[0]}, S = {rf.stride[0]}, P = {rf.padding[0]} (Araujo et al. "
-                                           "2019, followed through the traced graph)"))
+            r, S, P = (str(v[0]) if len(set(v)) == 1 else "x".join(map(str, v))  # per axis where they differ
+                       for v in (rf.size, rf.stride, rf.padding))
+            lines.append(Formula(Topic.rf, f"rf: r = {r}, S = {S}, P = {P} (Araujo et al. 2019, followed through "
+                                           "the traced graph)"))
         else:  # after upsampling: composed position by position (nnkit.core.layers.AxisMap)
             lines.append(Formula(Topic.rf, f"rf: r = {'x'.join(map(str, rf.size))} (largest over output "
                                            f"positions), S = {'x'.join(map(str, rf.stride))}, P = "

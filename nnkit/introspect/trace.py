@@ -676,10 +676,8 @@ def failure_message(target: str, shape: Any, failure: _Failure, smallest: Any,
     elif smallest is not None:
         rule = f" ({smallest.rule})" if smallest.rule else ""
         tail = f"; the smallest input that works is {'x'.join(map(str, smallest.item))}{rule}"
-    elif not hasattr(shape, "text") and len(shape) >= 2:
-        limit = search_limit(len(shape))
-        tail = (f"; no input size up to {limit} works" if len(shape) <= 3 else
-                f"; no input found by doubling the short axes up to {limit} (the larger ones kept)")
-    else:
+    elif not hasattr(shape, "text") and len(shape) in (2, 3):  # one size (L, or the side of a square) was searched
+        tail = f"; no input size up to {search_limit(len(shape))} works"
+    else:  # a clip's search only grows its short axes: one too large (mvit's 16 frames) is not what it finds
         tail = hint or ""
     return GeometryError(f"{target} on {shown}: {where}{msg}{tail}")
