@@ -9,10 +9,16 @@ inside an import is held and delivered as KeyboardInterrupt a moment later, once
 
 from __future__ import annotations
 
+import atexit
 import signal
 from typing import Any
 
 _RETRY_S = 0.02  # how soon a held interrupt is tried again
+# Until the command line can answer an interrupt (nnkit.cli.main arms it inside the block that writes its one
+# line), one is held too: delivered between nnkit/__main__.py's imports and that block, it would end the run
+# with 130 and nothing said (seen in tests/test_hostile.py).
+_ARMED = [False]
+_HELD = [False]  # an interrupt came while unarmed
 
 
 def _importing(frame: Any) -> bool:
@@ -24,8 +30,10 @@ def _importing(frame: Any) -> bool:
 
 
 def interrupt(signum: int, frame: Any) -> None:
-    """The handler for SIGINT and SIGTERM: KeyboardInterrupt, or a retry shortly when inside an import."""
-    if _importing(frame) and hasattr(signal, "setitimer"):
+    """The handler for SIGINT and SIGTERM: KeyboardInterrupt, or a retry shortly when inside an import or not yet
+    armed."""
+    if (not _ARMED[0] or _importing(frame)) and hasattr(signal, "setitimer"):
+        _HELD[0] = not _ARMED[0]
         signal.signal(signal.SIGALRM, interrupt)
         signal.setitimer(signal.ITIMER_REAL, _RETRY_S)
         return
@@ -35,3 +43,27 @@ def interrupt(signum: int, frame: Any) -> None:
 def install() -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, interrupt)
+    atexit.unregister(_quiet)  # installed twice (nnkit/__main__.py, then nnkit.cli.main): one call at exit
+    atexit.register(_quiet)
+
+
+def _quiet() -> None:
+    """At exit, after the command has answered: a held interrupt's timer is cancelled and later signals are
+    ignored. Python's finalization puts back the default action of every signal with a Python handler (not of an
+    ignored one), so the timer's SIGALRM, or a Ctrl-C in the last milliseconds, would kill the process (-14, -2)
+    after its output was complete (seen, sending SIGINT at random moments of `nnkit shape`)."""
+    if hasattr(signal, "setitimer"):
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, signal.SIG_IGN)
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_IGN)
+
+
+def arm() -> None:
+    """From here on an interrupt is raised (outside imports): the caller answers it, and one held until now is
+    raised at once."""
+    _ARMED[0] = True
+    if _HELD[0]:
+        _HELD[0] = False
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        raise KeyboardInterrupt

@@ -167,13 +167,14 @@ def __getattr__(name: str) -> Any:
 
 
 def main() -> None:
-    # Only a plain `nnkit COMMAND ...` builds one command; --help, options first and completion build them all.
-    first = sys.argv[1] if len(sys.argv) > 1 else None
-    completing = any(k.endswith("_COMPLETE") for k in os.environ if k.startswith("_NNKIT"))
-    from nnkit.signals import install
+    from nnkit.signals import arm, install
 
-    install()  # SIGINT and SIGTERM alike, never inside an import (nnkit.signals)
+    install()  # SIGINT and SIGTERM alike, never inside an import (nnkit.signals), held until armed
     try:
+        arm()  # inside the block that answers: an interrupt held since the start is delivered here
+        # Only a plain `nnkit COMMAND ...` builds one command; --help, options first and completion build them all.
+        first = sys.argv[1] if len(sys.argv) > 1 else None
+        completing = any(k.endswith("_COMPLETE") for k in os.environ if k.startswith("_NNKIT"))
         build_app(None if completing else first)(prog_name="nnkit")
     except (KeyboardInterrupt, _Interrupt):  # before or after a command's own boundary: importing, exiting
         sys.stderr.write("nnkit: interrupted\n")
