@@ -43,13 +43,14 @@ def interrupt(signum: int, frame: Any) -> None:
 def install() -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, interrupt)
-    atexit.unregister(_quiet)  # installed twice (nnkit/__main__.py, then nnkit.cli.main): one call at exit
-    atexit.register(_quiet)
+    atexit.unregister(quiet)  # installed twice (nnkit/__main__.py, then nnkit.cli.main): one call at exit
+    atexit.register(quiet)
 
 
-def _quiet() -> None:
-    """At exit, after the command has answered: a held interrupt's timer is cancelled and later signals are
-    ignored. Python's finalization puts back the default action of every signal with a Python handler (not of an
+def quiet() -> None:
+    """Once the command has answered (nnkit.cli.main, and at exit): a held interrupt's timer is cancelled and
+    later signals are ignored, so that nothing ends the run silently with 130 after its answer. Python's
+    finalization puts back the default action of every signal with a Python handler (not of an
     ignored one), so the timer's SIGALRM, or a Ctrl-C in the last milliseconds, would kill the process (-14, -2)
     after its output was complete (seen, sending SIGINT at random moments of `nnkit shape`)."""
     if hasattr(signal, "setitimer"):

@@ -167,7 +167,7 @@ def __getattr__(name: str) -> Any:
 
 
 def main() -> None:
-    from nnkit.signals import arm, install
+    from nnkit.signals import arm, install, quiet
 
     install()  # SIGINT and SIGTERM alike, never inside an import (nnkit.signals), held until armed
     try:
@@ -179,3 +179,5 @@ def main() -> None:
     except (KeyboardInterrupt, _Interrupt):  # before or after a command's own boundary: importing, exiting
         sys.stderr.write("nnkit: interrupted\n")
         sys.exit(int(ExitCode.INTERRUPTED))
+    finally:
+        quiet()  # answered: a signal from here to the process's end would only replace the exit code
