@@ -24,6 +24,23 @@ InputOpt = Annotated[
     typer.Option("--input", "-i", help="Input shape CxHxW (or HxW, NxCxHxW) for a named or user model.",
                  show_default=False),
 ]
+InputsOpt = Annotated[
+    Optional[list[str]],
+    typer.Option("--input", "-i",
+                 help="A named or user model's input: CxHxW (or HxW, NxCxHxW), CxL for 1-D, CxTxHxW for video. "
+                      "Written [NAME=][DTYPE:]SHAPE and given once per input: positional inputs in order "
+                      "(--input 3x520x960 --input 3x520x960), keyword ones by name (--input mask=bool:50). "
+                      "DTYPE: float (default), half, bfloat16, double, long, int, bool; long and int inputs "
+                      "are ids from 0 to the first nn.Embedding's num_embeddings - 1 (0..1 without one), and "
+                      "are taken as written (no channels, no batch).",
+                 show_default=False),
+]
+BatchOpt = Annotated[
+    Optional[int],
+    typer.Option("--batch", "-b", help="Batch size N of a named or user model's inputs (default 1), as an "
+                                       "input written NxCxHxW: MACs are the batch's, shapes show N first.",
+                 show_default=False),
+]
 DeviceOpt = Annotated[
     Optional[str], typer.Option("--device", help="cpu, cuda, cuda:1, mps; default: the best available.")
 ]

@@ -13,12 +13,12 @@ from nnkit.cli.common import (
     FreezeOpt,
     HeadOpt,
     InChannelsOpt,
+    InputsOpt,
     NumClassesOpt,
     TrainableOpt,
     WidthOpt,
     target_arg,
 )
-from nnkit.cli.analyze import InputsOpt  # --input once per input, as shape, params, flops and rf take it
 from nnkit.errors import UsageError
 from nnkit.core.optim import Optimizer
 from nnkit.render import OutputFormat, Tabular, emit
