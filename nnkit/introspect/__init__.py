@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from nnkit.core.report import Analysis, Field, Formula, LayerReport, Topic
@@ -65,7 +65,7 @@ def _analyze_target(t: Any, *, depth: int | None, backend: str, at: str | None, 
         from nnkit.introspect import backends
 
         return backends.analyze(backend, t, depth=depth, batch=n)
-    return analyze_model(t.model, getattr(t, "given", t.input), source=t.name, depth=depth, at=at, batch=n,
+    return analyze_model(t.model, t.given, source=t.name, depth=depth, at=at, batch=n,
                          min_input=t.min_input, rebuild=t.rebuild, fields=fields, explain=explain)
 
 
@@ -107,8 +107,6 @@ def _field_notes(state: Any) -> tuple[Field | None, bool, list[str]]:
         fld, differ = resampled_field(state[0], state[1])
         return fld, False, differ
     return to_field(state[0]), False, []
-
-
 
 
 @dataclass(frozen=True)
@@ -212,8 +210,6 @@ def training_flags(model: Any, named: list[tuple[str, Any]], mode: bool) -> Iter
 def _images(shape: Any, what: str, source: str) -> tuple[tuple[int, ...], tuple[int, ...] | None]:
     """A detector's one image, or RAFT's two (`--input A --input B`), for the protocol, which calls the model
     itself, so each must be a plain float image."""
-    from nnkit.errors import UsageError
-
     if not hasattr(shape, "tensors"):  # one shape: RAFT's second image is the first's (the registry's rule)
         return tuple(shape), None
     specs = shape.args
@@ -229,8 +225,6 @@ def analyze_model(model: Any, shape: Any, *, source: str, depth: int | None = No
                   rebuild: Any = None, fields: bool = True, explain: bool = True) -> Analysis:
     """shape: one float32 item (C, H, W), or nnkit.introspect.inputs.Inputs for several inputs, keyword
     inputs and other dtypes (the Analysis' input is then the first one's, and a note names them all)."""
-    import dataclasses
-
     from nnkit.introspect import detection, trace
 
     what = detection.kind(model)
@@ -253,7 +247,7 @@ def analyze_model(model: Any, shape: Any, *, source: str, depth: int | None = No
             raise trace.failure_message(source, item, failure, smallest) from None
         a = trace_analysis(named, tr, item, source=source, depth=depth, at=at, batch=batch, fields=fields,
                     explain=explain)
-    return dataclasses.replace(a, notes=(f"inputs: {shape.text()}", *a.notes)) if several else a
+    return replace(a, notes=(f"inputs: {shape.text()}", *a.notes)) if several else a
 
 
 def trace_analysis(named: list[tuple[str, Any]], tr: Any, shape: tuple[int, ...], *, source: str,
@@ -391,10 +385,10 @@ def _rf_notes(follower: Any, tr: Any) -> list[str]:
             "the paths read there (nnkit's rule; Araujo et al. 2019 for the layers before any upsampling)"]
 
 
-def _worked(module: Any, c: Any) -> tuple[Any, list[Formula]] | None:
-    """(the layer's Step, its worked formulas) for a convolution, transposed convolution, pooling or linear
-    module, as the layer language explains the same layer (nnkit.core.layers: one text for chains and models);
-    None for any other module, or a call at another rank."""
+def _worked(module: Any, c: Any) -> Any:
+    """The layer's Step (numbers and worked formulas) for a convolution, transposed convolution, pooling or
+    linear module, as the layer language explains the same layer (nnkit.core.layers: one text for chains and
+    models); None for any other module, or a call at another rank."""
     from torch import nn
 
     from nnkit.core.layers import apply
@@ -410,9 +404,8 @@ def _worked(module: Any, c: Any) -> tuple[Any, list[Formula]] | None:
     else:
         if not (isinstance(module, nn.Linear) and shape):
             return None
-        spec = LayerSpec("fc", (("out", module.out_features), ("bias", module.bias is not None)), c.path)
-        step = apply(spec, shape, 0)
-        return step, step.explain
+        return apply(LayerSpec("fc", (("out", module.out_features), ("bias", module.bias is not None)), c.path),
+                     shape, 0)
     if len(shape) != rank + 1:
         return None  # an unbatched call, or one on a view nnkit did not see as CxHxW
     suffix = "" if rank == 2 else f"{rank}d"
@@ -434,10 +427,9 @@ def _worked(module: Any, c: Any) -> tuple[Any, list[Formula]] | None:
         args = (*common, ("ceil", module.ceil_mode))
         kind = "avgpool" + suffix
     try:
-        step = apply(LayerSpec(kind, args, c.path), shape, 0)
+        return apply(LayerSpec(kind, args, c.path), shape, 0)
     except NnkitError:  # a module torch ran that nnkit's arithmetic refuses: the row's numbers still stand
         return None
-    return step, step.explain
 
 
 def _counted(macs: int) -> Formula:
@@ -454,10 +446,10 @@ def _explain(module: Any, c: Any, params: int, macs: int, rf: Field | None) -> t
     if not (macs or params or isinstance(module, (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d,
                                                   nn.AvgPool2d, nn.AvgPool3d, nn.Upsample))):
         return ()  # activations, dropout, identity, flatten: nothing to put numbers in
-    worked = _worked(module, c)
+    step = _worked(module, c)
     lines: list[Formula] = []
-    if worked is not None:  # a formula whose result is not this row's number (a shared weight) is left out
-        step, formulas = worked
+    if step is not None:  # a formula whose result is not this row's number (a shared weight) is left out
+        formulas = step.explain
         agree = {Topic.shape: step.output == tuple(c.output or ()), Topic.params: step.params == params,
                  Topic.macs: step.macs == macs}
         lines += [f for f in formulas if agree.get(f.topic, False)]

@@ -559,7 +559,7 @@ def run(model: Any, shape: Any, name: str = "model", fields: bool = True,
             with torch.no_grad(), counter:
                 out = model(*args, **kwargs)
         except Exception as exc:  # noqa: BLE001 - the layer that failed is named by the caller
-            raise _Failure(failed[0][0] if failed[0] and failed[0][1] is exc else None, exc) from None
+            raise TraceFailure(failed[0][0] if failed[0] and failed[0][1] is exc else None, exc) from None
     finally:
         _TRACING.on = tracing
         live[0] = False
@@ -584,9 +584,6 @@ class TraceFailure(Exception):
         super().__init__(str(exc))
         self.call = call
         self.exc = exc
-
-
-_Failure = TraceFailure  # the former name, for code that still catches it
 
 
 # Words of torch's errors about sizes (a kernel larger than its input, an output below one, shapes that
@@ -659,7 +656,7 @@ def search_limit(sizes: int) -> int:
     return 1 << 20 if sizes == 2 else 4096
 
 
-def failure_message(target: str, shape: Any, failure: _Failure, smallest: Any,
+def failure_message(target: str, shape: Any, failure: TraceFailure, smallest: Any,
                     hint: str | None = None) -> GeometryError:
     """One line: the layer that failed, its input, the error and, for a failure about size, the smallest input
     that works (nnkit.introspect.Smallest, with the rule it was found by); `hint` (how_to_give's clause) for the
