@@ -70,7 +70,7 @@ def analyze_chain(input_text: str, chain: str | list[str] | tuple[str, ...] | li
     rank = form if isinstance(form, int) else 2
     n = batch or 1
     rows: list[LayerReport] = []
-    fld: L.Window = ((1, 1, 0),) * rank  # per axis: size r, stride S, padding P of the identity
+    fld = L.identity_field(rank)  # per axis: size r, stride S, padding P
     # Every layer's reads so far, for the position-wise rule once the chain upsamples (None until it does): the
     # Araujo et al. arithmetic above stays exactly as it was for chains that never upsample.
     maps: list[tuple[L.AxisMap, ...]] = []

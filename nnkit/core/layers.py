@@ -884,7 +884,7 @@ def position_spans(maps: list[tuple[AxisMap, ...]], ax: int, n: int) -> list[tup
 
 
 def chain_node(maps: list[tuple[AxisMap, ...]]) -> Resampled:
-    node: Any = ((1, 1, 0),) * len(maps[0])  # the input: the identity field
+    node: Any = identity_field(len(maps[0]))
     for reads in maps:
         node = resample(node, reads)
     return node
@@ -926,6 +926,11 @@ def field_over_positions(maps: list[tuple[AxisMap, ...]], sizes: tuple[int, ...]
     """The field of a chain with upsampling (resampled_field), from every layer's per-axis reads, input layer
     first."""
     return resampled_field(chain_node(maps), sizes)
+
+
+def identity_field(rank: int) -> Window:
+    """The field of the input itself, per axis: size 1, stride 1, padding 0."""
+    return ((1, 1, 0),) * rank
 
 
 def grow_field(fld: Window, window: Window) -> Window:

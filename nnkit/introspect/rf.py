@@ -27,7 +27,7 @@ from collections.abc import Callable
 from fractions import Fraction
 from typing import Any
 
-from nnkit.core.layers import AxisMap, Resampled, Window, grow_field, resample, union
+from nnkit.core.layers import AxisMap, Resampled, grow_field, identity_field, resample, union
 from nnkit.introspect.trace import SHAPE_KEEPING
 
 Reads = tuple[AxisMap, ...]  # what a window rule answers: per axis, which inputs an output reads
@@ -52,10 +52,6 @@ class Folded(tuple):  # type: ignore[type-arg]
     """(axes, sizes) of a channels-last map whose positions a linear layer has flattened into rows: F.linear on
     (N, H, W, C) runs as view (N*H*W, C), mm/addmm, view back. Each row is a position, so the field returns when
     the rows are viewed back as (H, W); any other use of the rows counts as mixing them."""
-
-
-def _identity(n: int) -> Window:
-    return ((1, 1, 0),) * n
 
 
 def _same(n: int) -> Reads:
@@ -322,7 +318,7 @@ class Fields(Follower):
         """The field's axes are the input's after batch and channels (N, C, L), (N, C, H, W), (N, C, D, H, W);
         a 2-d input (N, L) is a sequence of L positions (token ids)."""
         sp = tuple(x.shape[2:]) if x.dim() >= 3 else tuple(x.shape[-1:])
-        self._set(x, (_identity(len(sp)), sp))
+        self._set(x, (identity_field(len(sp)), sp))
 
     def op(self, packet: Any, args: tuple[Any, ...], out: Any) -> None:
         tensor = self._tensor
